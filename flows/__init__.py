@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration of the matgen API. Nothing in matgen imports this package."""

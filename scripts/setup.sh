@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv and install matgen into it (torch's CPU build first, then the project).
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import matgen, torch, e3nn, prefect, chgnet" >/dev/null 2>&1; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q "torch>=2.5,<2.15" --index-url https://download.pytorch.org/whl/cpu
+  .venv/bin/python -m pip install -q -e ".[dev]"
+fi
