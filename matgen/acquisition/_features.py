@@ -1,0 +1,118 @@
+"""Cheap candidate features: composition statistics and simple structure descriptors.
+
+These are the inputs of the acquisition models. They cost microseconds per crystal, so a pool of
+tens of thousands of candidates is featurised in seconds and the result can be cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from matgen.crystal import CrystalBatch
+
+#: Element properties used by :func:`composition_features` (in this order).
+ELEMENT_PROPERTIES: tuple[str, ...] = (
+    "Z",
+    "X",
+    "row",
+    "group",
+    "atomic_radius",
+    "atomic_mass",
+    "mendeleev_no",
+    "valence",
+)
+
+
+@lru_cache(maxsize=1)
+def _element_table() -> np.ndarray:
+    """``(MAX_Z + 1, P)`` table of element properties (NaN filled with the column mean)."""
+    from pymatgen.core import Element
+
+    rows = np.full((120, len(ELEMENT_PROPERTIES)), np.nan)
+    for z in range(1, 104):
+        el = Element.from_Z(z)
+        vals = []
+        for p in ELEMENT_PROPERTIES:
+            if p == "valence":
+                try:
+                    v = float(sum(el.valence))
+                except Exception:  # noqa: BLE001 - pymatgen raises for ambiguous shells
+                    v = float("nan")
+            else:
+                try:
+                    v = float(getattr(el, p))
+                except Exception:  # noqa: BLE001
+                    v = float("nan")
+            vals.append(v)
+        rows[z] = vals
+    col_mean = np.nanmean(rows[1:104], axis=0)
+    idx = np.where(np.isnan(rows))
+    rows[idx] = np.take(col_mean, idx[1])
+    return rows
+
+
+def composition_features(compositions: Sequence[dict[int, float]]) -> torch.Tensor:
+    """Fraction-weighted statistics of element properties.
+
+    Args:
+        compositions: one ``{Z: amount}`` mapping per candidate (amounts need not be normalised).
+
+    Returns:
+        ``(B, 4 * P + 2)`` float64: for each of the P :data:`ELEMENT_PROPERTIES` the weighted
+        mean, weighted standard deviation, minimum and maximum, then the number of elements and
+        the L2 norm of the fractions.
+    """
+    table = _element_table()
+    out = np.zeros((len(compositions), 4 * table.shape[1] + 2))
+    for i, comp in enumerate(compositions):
+        zs = np.fromiter(comp.keys(), dtype=int)
+        w = np.fromiter(comp.values(), dtype=float)
+        w = w / w.sum()
+        p = table[zs]
+        mean = w @ p
+        std = np.sqrt(np.maximum(w @ (p - mean) ** 2, 0.0))
+        out[i] = np.concatenate([mean, std, p.min(0), p.max(0), [len(zs), np.linalg.norm(w)]])
+    return torch.as_tensor(out)
+
+
+def batch_compositions(batch: CrystalBatch) -> list[dict[int, float]]:
+    """``{Z: count}`` per crystal of a :class:`~matgen.crystal.CrystalBatch`."""
+    z = batch.atomic_numbers.cpu().numpy()
+    ptr = batch.ptr.tolist()
+    out = []
+    for i in range(batch.num_crystals):
+        vals, counts = np.unique(z[ptr[i] : ptr[i + 1]], return_counts=True)
+        out.append({int(a): float(c) for a, c in zip(vals, counts, strict=True)})
+    return out
+
+
+def structure_features(batch: CrystalBatch) -> torch.Tensor:
+    """Simple structure descriptors.
+
+    Returns:
+        ``(B, 4)`` float64: volume per atom (Å^3), log number of atoms in the cell,
+        packing-like ratio (sum of atomic-radius cubes over volume) and mass density (g/cm^3).
+    """
+    table = _element_table()
+    radius = torch.as_tensor(table[:, ELEMENT_PROPERTIES.index("atomic_radius")])
+    mass = torch.as_tensor(table[:, ELEMENT_PROPERTIES.index("atomic_mass")])
+    b = batch.to(dtype=torch.float64)
+    vol = b.volume
+    n = b.num_atoms.to(torch.float64)
+    z = b.atomic_numbers.cpu()
+    idx = b.batch.cpu()
+    r3 = torch.zeros(b.num_crystals, dtype=torch.float64).index_add_(0, idx, radius[z] ** 3)
+    m = torch.zeros(b.num_crystals, dtype=torch.float64).index_add_(0, idx, mass[z])
+    packing = 4.0 / 3.0 * np.pi * r3 / vol
+    density = m / vol * 1.66053906660  # amu/Å^3 -> g/cm^3
+    return torch.stack([vol / n, torch.log(n), packing, density], dim=-1)
+
+
+def crystal_features(batch: CrystalBatch) -> torch.Tensor:
+    """Composition and structure features of every crystal in ``batch``: ``(B, 4P + 6)``."""
+    comp = composition_features(batch_compositions(batch))
+    return torch.cat([comp, structure_features(batch)], dim=-1)

@@ -1,0 +1,316 @@
+"""Objectives, constraints, acquisition functions and diverse batch selection over a pool.
+
+The pipeline composes BoTorch pieces: model -> posterior -> objective (+ constraints) ->
+acquisition -> :func:`botorch.optim.optimize_acqf_discrete` over the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from botorch.acquisition import (
+    GenericMCObjective,
+    qLogNoisyExpectedImprovement,
+)
+from botorch.acquisition.logei import qLogProbabilityOfFeasibility
+from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+from botorch.acquisition.multi_objective.objective import WeightedMCMultiOutputObjective
+from botorch.models.model import Model
+from botorch.optim import optimize_acqf_discrete
+from botorch.sampling import SobolQMCNormalSampler
+from botorch.sampling.index_sampler import IndexSampler
+
+from matgen.acquisition._models import PoolEnsembleModel
+
+AcquisitionKind = Literal["auto", "nei", "nehvi", "pof", "margin_nei"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One campaign target on a model output.
+
+    ``goal`` makes it an objective (maximised or minimised); ``minimum`` / ``maximum`` make it a
+    window constraint (``minimum <= y <= maximum``); a target may have both. Examples:
+    ``Target("band_gap", minimum=1.0, maximum=2.0)`` (band gap in a window),
+    ``Target("e_above_hull", maximum=0.05)`` (at most 50 meV/atom above the hull),
+    ``Target("bulk_modulus", goal="maximize")``.
+
+    Attributes:
+        name: output name (a property column).
+        goal: ``"maximize"``, ``"minimize"`` or None.
+        minimum: lower bound of the window, in the property's unit, or None.
+        maximum: upper bound of the window, or None.
+        scale: typical size of a change of this property (sets the constraint smoothing and
+            normalises margins); 1.0 if unknown.
+    """
+
+    name: str
+    goal: Literal["maximize", "minimize"] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.goal is None and self.minimum is None and self.maximum is None:
+            raise ValueError(f"target {self.name!r} needs a goal, a minimum or a maximum")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"target {self.name!r}: minimum > maximum")
+
+    def satisfied(self, y: torch.Tensor) -> torch.Tensor:
+        """Boolean ``(...)`` tensor: ``y`` inside the window (NaN is never inside)."""
+        ok = ~torch.isnan(y)
+        if self.minimum is not None:
+            ok &= y >= self.minimum
+        if self.maximum is not None:
+            ok &= y <= self.maximum
+        return ok
+
+
+def is_hit(y: torch.Tensor, targets: Sequence[Target], output_names: Sequence[str]) -> torch.Tensor:
+    """``(n,)`` bool: every window target satisfied for each row of ``y``: ``(n, m)``."""
+    ok = torch.ones(y.shape[0], dtype=torch.bool)
+    for t in targets:
+        if t.minimum is not None or t.maximum is not None:
+            ok &= t.satisfied(y[:, list(output_names).index(t.name)])
+    return ok
+
+
+def build_constraints(
+    targets: Sequence[Target], output_names: Sequence[str]
+) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor]:
+    """Window targets as BoTorch outcome constraints (feasible where ``c(samples) <= 0``).
+
+    Returns:
+        The constraint callables (each maps ``... x q x m`` samples to ``... x q``) and the
+        per-constraint sigmoid temperatures ``eta`` (5 % of each target's scale).
+    """
+    cons: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    etas: list[float] = []
+    for t in targets:
+        k = list(output_names).index(t.name)
+        if t.minimum is not None:
+            cons.append(lambda s, k=k, a=t.minimum: a - s[..., k])
+            etas.append(0.05 * t.scale)
+        if t.maximum is not None:
+            cons.append(lambda s, k=k, b=t.maximum: s[..., k] - b)
+            etas.append(0.05 * t.scale)
+    return cons, torch.tensor(etas, dtype=torch.float64)
+
+
+def margin_objective(targets: Sequence[Target], output_names: Sequence[str]) -> GenericMCObjective:
+    """The smallest scaled margin over all window bounds (positive inside every window).
+
+    A BoTorch objective for campaigns whose targets are all windows: maximising it drives
+    candidates deep into the feasible region.
+    """
+    bounds = []
+    for t in targets:
+        k = list(output_names).index(t.name)
+        if t.minimum is not None:
+            bounds.append((k, t.minimum, 1.0, t.scale))
+        if t.maximum is not None:
+            bounds.append((k, t.maximum, -1.0, t.scale))
+
+    def obj(samples: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
+        m = [sign * (samples[..., k] - b) / sc for k, b, sign, sc in bounds]
+        return torch.stack(m, -1).min(-1).values
+
+    return GenericMCObjective(obj)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A selected batch.
+
+    Attributes:
+        indices: positions of the selected candidates in the pool, in selection order.
+        values: acquisition value of each pick given the earlier picks (sequential greedy).
+        acquisition: name of the acquisition function used.
+    """
+
+    indices: list[int]
+    values: list[float]
+    acquisition: str
+
+
+def build_acquisition(
+    model: Model,
+    targets: Sequence[Target],
+    output_names: Sequence[str],
+    x_baseline: torch.Tensor,
+    kind: AcquisitionKind = "auto",
+    num_samples: int = 128,
+    seed: int = 0,
+):
+    """Compose objective, constraints and acquisition function for the campaign targets.
+
+    ``auto`` picks qLogNEI for one goal, qLogNEHVI for two or more goals, and for targets that
+    are only windows qLogNEI on the :func:`margin_objective` with the windows as constraints.
+    ``pof`` is the batch log-probability that at least one pick satisfies every window.
+
+    Args:
+        model: a fitted BoTorch model whose outputs follow ``output_names``.
+        targets: the campaign targets.
+        output_names: names of the model outputs.
+        x_baseline: ``(n, d)`` features of the already labelled candidates.
+        kind: acquisition function, see above.
+        num_samples: MC samples of the posterior.
+        seed: sampler seed (fixed seed: reproducible selection).
+    """
+    goals = [t for t in targets if t.goal is not None]
+    cons, eta = build_constraints(targets, output_names)
+    if isinstance(model, PoolEnsembleModel):
+        sampler = IndexSampler(sample_shape=torch.Size([model.members.shape[0]]), seed=seed)
+    else:
+        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([num_samples]), seed=seed)
+    if kind == "auto":
+        kind = "nehvi" if len(goals) >= 2 else ("nei" if goals else "margin_nei")
+    eta_arg = eta if len(cons) else 1e-3
+    if kind == "pof":
+        if not cons:
+            raise ValueError("'pof' needs at least one window target")
+        return qLogProbabilityOfFeasibility(model, cons, sampler=sampler, eta=eta_arg), kind
+    if kind == "margin_nei" or (kind == "nei" and not goals):
+        if not cons:
+            raise ValueError("no goal and no window: nothing to optimise")
+        return (
+            qLogNoisyExpectedImprovement(
+                model,
+                x_baseline,
+                sampler=sampler,
+                objective=margin_objective(targets, output_names),
+                constraints=cons,
+                eta=eta_arg,
+                prune_baseline=True,
+                cache_root=False if isinstance(model, PoolEnsembleModel) else None,
+            ),
+            "margin_nei",
+        )
+    if kind == "nei":
+        g = goals[0]
+        k = list(output_names).index(g.name)
+        sign = 1.0 if g.goal == "maximize" else -1.0
+        objective = GenericMCObjective(lambda s, X=None: sign * s[..., k])
+        return (
+            qLogNoisyExpectedImprovement(
+                model,
+                x_baseline,
+                sampler=sampler,
+                objective=objective,
+                constraints=cons or None,
+                eta=eta_arg,
+                prune_baseline=True,
+                cache_root=False if isinstance(model, PoolEnsembleModel) else None,
+            ),
+            "nei",
+        )
+    if kind == "nehvi":
+        if len(goals) < 2:
+            raise ValueError("'nehvi' needs at least two goals")
+        idx = [list(output_names).index(g.name) for g in goals]
+        w = torch.tensor(
+            [1.0 if g.goal == "maximize" else -1.0 for g in goals], dtype=torch.float64
+        )
+        objective = WeightedMCMultiOutputObjective(weights=w, outcomes=idx)
+        with torch.no_grad():
+            mean = model.posterior(x_baseline.to(torch.float64)).mean[..., idx] * w
+        span = (mean.max(0).values - mean.min(0).values).clamp_min(1e-6)
+        ref_point = mean.min(0).values - 0.1 * span
+        return (
+            qLogNoisyExpectedHypervolumeImprovement(
+                model,
+                ref_point=ref_point.tolist(),
+                X_baseline=x_baseline,
+                sampler=sampler,
+                objective=objective,
+                constraints=cons or None,
+                eta=eta_arg,
+                prune_baseline=True,
+                cache_root=False if isinstance(model, PoolEnsembleModel) else None,
+            ),
+            "nehvi",
+        )
+    raise ValueError(f"unknown acquisition {kind!r}")
+
+
+def select_batch(
+    acqf,
+    choices: torch.Tensor,
+    q: int,
+    exclude: torch.Tensor | None = None,
+    groups: Sequence[str] | None = None,
+    max_batch_size: int = 1024,
+) -> tuple[list[int], list[float]]:
+    """Sequential greedy batch selection over a discrete pool, with exclusions and diversity.
+
+    Each pick maximises the acquisition given the earlier picks (which become ``X_pending``);
+    excluded rows (already tested) are never picked, and with ``groups`` (e.g. reduced
+    formulas) no two picks share a group.
+
+    Args:
+        acqf: a BoTorch acquisition function.
+        choices: ``(P, d)`` pool features.
+        q: batch size (fewer are returned when the pool runs out).
+        exclude: ``(P,)`` bool, rows that may not be picked.
+        groups: ``P`` group labels; at most one pick per label.
+        max_batch_size: rows evaluated per forward pass.
+
+    Returns:
+        Pool positions of the picks and their acquisition values.
+    """
+    choices = choices.to(torch.float64)
+    group_arr = np.asarray(groups, dtype=object) if groups is not None else None
+    allowed = torch.ones(choices.shape[0], dtype=torch.bool)
+    if exclude is not None:
+        allowed &= ~exclude.to(torch.bool)
+    picked: list[int] = []
+    values: list[float] = []
+    base_pending = acqf.X_pending
+    for _ in range(q):
+        pos = torch.nonzero(allowed).flatten()
+        if pos.numel() == 0:
+            break
+        x, v = optimize_acqf_discrete(
+            acqf, q=1, choices=choices[pos], max_batch_size=max_batch_size, unique=True
+        )
+        # map the chosen row back to its pool position (first allowed row with those features)
+        hit = torch.nonzero((choices[pos] == x[0]).all(-1)).flatten()
+        i = int(pos[hit[0]])
+        picked.append(i)
+        values.append(float(v.reshape(-1)[0]))
+        allowed[i] = False
+        if group_arr is not None:
+            allowed &= torch.as_tensor(group_arr != group_arr[i])
+        pending = choices[picked]
+        if base_pending is not None:
+            pending = torch.cat([base_pending, pending], dim=-2)
+        acqf.set_X_pending(pending)
+    acqf.set_X_pending(base_pending)
+    return picked, values
+
+
+def select(
+    model: Model,
+    choices: torch.Tensor,
+    q: int,
+    targets: Sequence[Target],
+    output_names: Sequence[str],
+    x_baseline: torch.Tensor,
+    exclude: torch.Tensor | None = None,
+    groups: Sequence[str] | None = None,
+    kind: AcquisitionKind = "auto",
+    seed: int = 0,
+) -> Selection:
+    """Build the acquisition for ``targets`` and pick a diverse batch of ``q`` from the pool.
+
+    See :func:`build_acquisition` and :func:`select_batch`.
+    """
+    acqf, name = build_acquisition(model, targets, output_names, x_baseline, kind, seed=seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        idx, vals = select_batch(acqf, choices, q, exclude=exclude, groups=groups)
+    return Selection(idx, vals, name)
