@@ -1,0 +1,217 @@
+"""Machine-learned interatomic potentials (MLIPs) behind one small interface.
+
+CHGNet is the default (its weights ship inside the ``chgnet`` wheel, so it loads offline);
+SevenNet is optional and imported lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase.calculators.calculator import Calculator
+    from pymatgen.core import Structure
+
+#: 1 GPa in eV/Å^3.
+GPA_TO_EV_A3 = 1.0 / 160.21766208
+
+
+@dataclass
+class MLIPOutput:
+    """Energies, forces and stresses of a batch of B structures (failed ones are NaN).
+
+    Fields:
+        energy_per_atom: ``(B,)`` eV/atom.
+        forces: ``(N, 3)`` eV/Å, atoms of all structures concatenated in input order.
+        stress: ``(B, 3, 3)`` eV/Å^3, ASE sign convention (``(1/V) dE/dstrain``).
+        errors: ``B`` entries, ``None`` or a one-line reason the structure failed.
+    """
+
+    energy_per_atom: torch.Tensor
+    forces: torch.Tensor
+    stress: torch.Tensor
+    errors: list[str | None]
+
+
+@runtime_checkable
+class MLIP(Protocol):
+    """What the relaxer and scorer need from an interatomic potential."""
+
+    name: str
+    device: torch.device
+
+    def predict(self, structures: list[Structure], compute_stress: bool = True) -> MLIPOutput:
+        """Energies, forces (and stresses) of ``structures`` in one batched forward."""
+        ...
+
+    def ase_calculator(self) -> Calculator:
+        """An ASE calculator for the same model (one-at-a-time reference path)."""
+        ...
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class CHGNetMLIP:
+    """CHGNet (pretrained weights from its wheel) with a batched energy/force/stress forward.
+
+    CHGNet's energies are trained on MPtrj and are compatible with the MP2020 correction scheme,
+    so they can be compared with MP formation energies and hulls directly.
+
+    Args:
+        model: a loaded ``chgnet.model.CHGNet``; default ``CHGNet.load()`` (weights 0.3.0).
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    name = "chgnet"
+
+    def __init__(self, model=None, device: str | torch.device | None = "auto") -> None:
+        from chgnet.model import CHGNet
+
+        self.device = resolve_device(device)
+        if model is None:
+            with contextlib.redirect_stdout(io.StringIO()):
+                model = CHGNet.load(use_device="cpu", verbose=False)
+        self.model = model.to(self.device).eval()
+        self.version = str(getattr(model, "version", None) or model.model_args.get("version"))
+        conv = self.model.graph_converter
+        self.cutoff = float(conv.atom_graph_cutoff)
+
+    def _graph(self, structure: Structure):
+        conv = self.model.graph_converter
+        n = len(structure)
+        graph = conv(structure, graph_id=None)
+        owners = set(graph.atom_graph[:, 0].tolist()) if graph.atom_graph.numel() else set()
+        if len(owners) < n:
+            raise ValueError(
+                f"{n - len(owners)} isolated atom(s): no neighbour within {self.cutoff:g} Å"
+            )
+        return graph
+
+    def predict(self, structures: list[Structure], compute_stress: bool = True) -> MLIPOutput:
+        """Batched CHGNet forward.
+
+        Args:
+            structures: B pymatgen structures.
+            compute_stress: also compute stresses (needed for cell relaxation).
+
+        Returns:
+            :class:`MLIPOutput`; a structure whose graph cannot be built, or whose outputs are
+            not finite, has NaN outputs and a reason in ``errors``.
+        """
+        b = len(structures)
+        n_at = [len(s) for s in structures]
+        errors: list[str | None] = [None] * b
+        graphs, ok = [], []
+        for i, s in enumerate(structures):
+            try:
+                graphs.append(self._graph(s).to(self.device))
+                ok.append(i)
+            except Exception as exc:  # noqa: BLE001 - any graph failure is per structure
+                errors[i] = f"graph construction failed: {_one_line(exc)}"
+        energy = torch.full((b,), math.nan, dtype=torch.float64)
+        forces = [torch.full((n, 3), math.nan, dtype=torch.float64) for n in n_at]
+        stress = torch.full((b, 3, 3), math.nan, dtype=torch.float64)
+        if graphs:
+            task = "efs" if compute_stress else "ef"
+            pred = self.model(graphs, task=task)
+            e = pred["e"].detach().double().cpu()
+            for k, i in enumerate(ok):
+                energy[i] = e[k]
+                forces[i] = pred["f"][k].detach().double().cpu()
+                if compute_stress:
+                    stress[i] = pred["s"][k].detach().double().cpu() * GPA_TO_EV_A3
+        for i in range(b):
+            if errors[i] is None:
+                finite = bool(torch.isfinite(energy[i])) and bool(torch.isfinite(forces[i]).all())
+                if compute_stress:
+                    finite = finite and bool(torch.isfinite(stress[i]).all())
+                if not finite:
+                    errors[i] = "non-finite energy, forces or stress"
+        return MLIPOutput(energy, torch.cat(forces) if forces else torch.zeros(0, 3), stress, errors)
+
+    def embed(self, structures: list[Structure]) -> torch.Tensor:
+        """``(B, 64)`` CHGNet crystal features (mean-pooled atom features)."""
+        graphs = [self._graph(s).to(self.device) for s in structures]
+        with torch.no_grad():
+            pred = self.model(graphs, task="e", return_crystal_feas=True)
+        return pred["crystal_fea"].detach().cpu()
+
+    def ase_calculator(self) -> Calculator:
+        from chgnet.model.dynamics import CHGNetCalculator
+
+        return CHGNetCalculator(model=self.model, use_device=str(self.device))
+
+
+class SevenNetMLIP:
+    """SevenNet through its ASE calculator (optional dependency ``sevenn``).
+
+    Not batched: ``predict`` loops over the structures with SevenNet's calculator, so the batched
+    relaxer works with it but without the GPU batching speed-up.
+
+    Args:
+        model: a SevenNet checkpoint name (``7net-0``, ``7net-l3i5``, ...) or path.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    name = "sevennet"
+
+    def __init__(self, model: str = "7net-l3i5", device: str | torch.device | None = "auto"):
+        try:
+            from sevenn.calculator import SevenNetCalculator
+        except ImportError as exc:  # pragma: no cover - optional dependency
+            raise ImportError(
+                "SevenNet is optional: pip install 'sevenn>=0.10,<0.14' (matgen[sevenn])"
+            ) from exc
+        self.device = resolve_device(device)
+        self.version = model
+        self._calc = SevenNetCalculator(model=model, device=str(self.device))
+
+    def predict(self, structures: list[Structure], compute_stress: bool = True) -> MLIPOutput:
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        b = len(structures)
+        energy = torch.full((b,), math.nan, dtype=torch.float64)
+        forces, stress = [], torch.full((b, 3, 3), math.nan, dtype=torch.float64)
+        errors: list[str | None] = [None] * b
+        for i, s in enumerate(structures):
+            f = torch.full((len(s), 3), math.nan, dtype=torch.float64)
+            try:
+                atoms = AseAtomsAdaptor.get_atoms(s)
+                atoms.calc = self._calc
+                energy[i] = atoms.get_potential_energy() / len(s)
+                f = torch.as_tensor(atoms.get_forces(), dtype=torch.float64)
+                if compute_stress:
+                    stress[i] = torch.as_tensor(atoms.get_stress(voigt=False), dtype=torch.float64)
+            except Exception as exc:  # noqa: BLE001
+                errors[i] = f"SevenNet failed: {_one_line(exc)}"
+            forces.append(f)
+        return MLIPOutput(energy, torch.cat(forces), stress, errors)
+
+    def ase_calculator(self) -> Calculator:
+        return self._calc
+
+
+def load_mlip(name: str = "chgnet", device: str | torch.device | None = "auto", **kwargs) -> MLIP:
+    """Build an MLIP by name: ``chgnet`` (default) or ``sevennet`` (optional)."""
+    key = name.lower()
+    if key == "chgnet":
+        return CHGNetMLIP(device=device, **kwargs)
+    if key in ("sevennet", "7net"):
+        return SevenNetMLIP(device=device, **kwargs)
+    raise ValueError(f"unknown MLIP {name!r}; choose 'chgnet' or 'sevennet'")
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0] if msg else ''}"[:200]
