@@ -1,1 +1,62 @@
-"""matgen.training."""
+"""matgen.training: config-driven training of crystal denoisers, and sampling to files.
+
+Public API:
+    TrainConfig (and its parts DataConfig, ConditionConfig, OptimConfig): YAML configs.
+    train(cfg, ...) -> RunResult: the loop (AdamW, warm-up + cosine LR, EMA, grad clipping,
+        bf16 autocast on CUDA, optional torch.compile, resumable atomic checkpoints, DDP under
+        torchrun).
+    EMA, warmup_cosine, IndexStream: the loop's parts, reusable.
+    setup_distributed / DistInfo: torchrun environment handling.
+    parse_condition / ConditionSpec: ``KEY=VALUE | LO:HI | :HI | LO:`` targets.
+    Checkpoint helpers: resolve_checkpoint, latest_checkpoint, read_metadata, weights_id.
+"""
+
+from __future__ import annotations
+
+from matgen.training._checkpoint import (
+    latest_checkpoint,
+    read_metadata,
+    read_weights,
+    resolve_checkpoint,
+    weights_id,
+)
+from matgen.training._conditions import ConditionSpec, parse_condition, training_conditions
+from matgen.training._config import ConditionConfig, DataConfig, OptimConfig, TrainConfig
+from matgen.training._data import IndexStream, InMemorySource, dataset_stats
+from matgen.training._distributed import DistInfo, setup_distributed
+from matgen.training._ema import EMA
+from matgen.training._loop import (
+    NonFiniteLossError,
+    RunResult,
+    build_components,
+    load_init_weights,
+    train,
+)
+from matgen.training._schedule import warmup_cosine
+
+__all__ = [
+    "EMA",
+    "ConditionConfig",
+    "ConditionSpec",
+    "DataConfig",
+    "DistInfo",
+    "InMemorySource",
+    "IndexStream",
+    "NonFiniteLossError",
+    "OptimConfig",
+    "RunResult",
+    "TrainConfig",
+    "build_components",
+    "dataset_stats",
+    "latest_checkpoint",
+    "load_init_weights",
+    "parse_condition",
+    "read_metadata",
+    "read_weights",
+    "resolve_checkpoint",
+    "setup_distributed",
+    "train",
+    "training_conditions",
+    "warmup_cosine",
+    "weights_id",
+]

@@ -1,0 +1,202 @@
+"""Run-directory checkpoints: safetensors weights + JSON metadata + a training-state file.
+
+Layout of ``RUN_DIR/checkpoints/step_N/`` (``last/`` holds hard links to the newest one)::
+
+    model.safetensors     EMA weights: the sampling checkpoint
+    metadata.json         config, dataset statistics, data sha256, library versions, step
+    training_state.pt     live weights, EMA, optimizer, scheduler, RNG states, data position
+                          (tensors and plain Python only: ``torch.load(weights_only=True)``)
+
+Every checkpoint is written into a temporary folder that is renamed into place, so a crash
+never leaves a half-written ``step_N`` or ``last``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+WEIGHTS = "model.safetensors"
+METADATA = "metadata.json"
+STATE = "training_state.pt"
+_STEP_RE = re.compile(r"^step_(\d+)$")
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("matgen", "torch", "e3nn", "torch_geometric", "pymatgen", "ase", "safetensors"):
+        try:
+            out[pkg] = md.version(pkg.replace("_", "-"))
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _plain_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A contiguous CPU copy of the state dict (safetensors refuses shared storage)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def write_weights(folder: Path, module: nn.Module, metadata: dict[str, Any]) -> None:
+    """Write ``model.safetensors`` + ``metadata.json`` for ``module`` into ``folder``.
+
+    A denoiser built by ``matgen.models`` goes through ``matgen.models.save_checkpoint`` (so
+    ``matgen.models.load_checkpoint`` reads it back); any other module is written with
+    safetensors directly in the same two-file layout.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    saver = _models_saver(module)
+    if saver is not None:
+        saver(folder, module, metadata)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(_plain_state_dict(module), str(folder / WEIGHTS))
+        (folder / METADATA).write_text(json.dumps(metadata, indent=2, default=str))
+
+
+def _models_saver(module: nn.Module):
+    try:
+        from matgen import models
+    except ImportError:  # pragma: no cover
+        return None
+    save = getattr(models, "save_checkpoint", None)
+    cls = getattr(models, "CrystalDenoiser", None)
+    if save is None or cls is None or not isinstance(module, cls):
+        return None
+    return save
+
+
+def read_metadata(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    p = folder / METADATA if folder.is_dir() else folder.with_name(METADATA)
+    return json.loads(p.read_text())
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``model.safetensors`` (``path``: the file or its checkpoint folder)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS} at {path}")
+    return load_file(str(path))
+
+
+def weights_id(path: str | Path, length: int = 12) -> str:
+    """Short sha256 of a checkpoint's weights file (the checkpoint id in sample output)."""
+    import hashlib
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for blk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(blk)
+    return h.hexdigest()[:length]
+
+
+def save_run_checkpoint(
+    ckpt_root: Path,
+    step: int,
+    ema_module: nn.Module,
+    metadata: dict[str, Any],
+    state: dict[str, Any],
+    keep: int | None = None,
+) -> Path:
+    """Atomically write ``ckpt_root/step_{step}`` and point ``ckpt_root/last`` at it.
+
+    Returns:
+        The ``step_{step}`` folder.
+    """
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / f"step_{step}"
+    tmp = ckpt_root / f".tmp_step_{step}_{os.getpid()}_{time.time_ns()}"
+    write_weights(tmp, ema_module, metadata)
+    torch.save(state, tmp / STATE)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _update_last(ckpt_root, final)
+    if keep is not None:
+        _prune(ckpt_root, keep, protect=final)
+    return final
+
+
+def _update_last(ckpt_root: Path, target: Path) -> None:
+    tmp = ckpt_root / f".tmp_last_{os.getpid()}_{time.time_ns()}"
+    tmp.mkdir()
+    for f in target.iterdir():
+        try:
+            os.link(f, tmp / f.name)
+        except OSError:
+            shutil.copy2(f, tmp / f.name)
+    last = ckpt_root / "last"
+    old = ckpt_root / f".old_last_{os.getpid()}_{time.time_ns()}"
+    if last.exists():
+        os.replace(last, old)
+    os.replace(tmp, last)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def step_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of the complete ``step_N`` checkpoints, oldest first."""
+    if not ckpt_root.is_dir():
+        return []
+    out = []
+    for p in ckpt_root.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m and (p / STATE).is_file() and (p / WEIGHTS).is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def _prune(ckpt_root: Path, keep: int, protect: Path) -> None:
+    ckpts = step_checkpoints(ckpt_root)
+    for _, p in ckpts[: max(0, len(ckpts) - keep)]:
+        if p != protect:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    """``last/`` when complete, else the newest complete ``step_N/`` (``None`` if none)."""
+    last = ckpt_root / "last"
+    ckpts = step_checkpoints(ckpt_root)
+    if (last / STATE).is_file() and (last / WEIGHTS).is_file():
+        if not ckpts:
+            return last
+        state_step = int(read_metadata(last).get("step", -1))
+        if state_step >= ckpts[-1][0]:
+            return last
+    return ckpts[-1][1] if ckpts else None
+
+
+def load_training_state(folder: Path, map_location: str | torch.device = "cpu") -> dict:
+    return torch.load(folder / STATE, map_location=map_location, weights_only=True)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """Accept a checkpoint folder, its ``model.safetensors``, or a run dir (-> its latest)."""
+    p = Path(path)
+    if p.is_file():
+        return p.parent
+    if (p / WEIGHTS).is_file():
+        return p
+    if (p / "checkpoints").is_dir():
+        found = latest_checkpoint(p / "checkpoints")
+        if found is not None:
+            return found
+    raise FileNotFoundError(f"no checkpoint ({WEIGHTS}) found at {p}")

@@ -1,0 +1,164 @@
+"""Training configuration: pydantic models loaded from YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataConfig(_Strict):
+    """Where the training crystals come from.
+
+    Attributes:
+        dataset: a registry name (``mp20``, ``perov5``, ``carbon24``, ``mpts52``) or a path to a
+            CDVAE-style CSV / CIF folder / extxyz file (see ``matgen.data.load_dataset``).
+        train_split: split used for training (perov-5 and carbon-24 ship no train split here:
+            use ``val``).
+        val_split: split used for the validation loss, or ``None`` for no validation.
+        max_atoms: crystals with more atoms are dropped (``None`` keeps all).
+        val_batches: number of fixed validation batches evaluated at each checkpoint.
+    """
+
+    dataset: str = "perov5"
+    train_split: str = "train"
+    val_split: str | None = None
+    max_atoms: int | None = None
+    val_batches: int = Field(default=4, ge=0)
+
+
+class ConditionConfig(_Strict):
+    """Property conditioning for classifier-free guidance.
+
+    A new property needs only its CSV column name here: values are standardised with the
+    training set's mean and standard deviation (stored in the checkpoint metadata), missing
+    labels (NaN) and dropped conditions reach the denoiser as NaN ("unconditional").
+
+    Attributes:
+        properties: CSV column names used as conditions.
+        drop_prob: probability of dropping all conditions of a crystal in a training step.
+    """
+
+    properties: list[str] = Field(default_factory=list)
+    drop_prob: float = Field(default=0.2, ge=0.0, le=1.0)
+
+
+class OptimConfig(_Strict):
+    """AdamW with linear warm-up and cosine decay.
+
+    Attributes:
+        lr: peak learning rate.
+        weight_decay: AdamW decoupled weight decay.
+        betas: AdamW betas.
+        warmup_steps: linear warm-up from 0 to ``lr``.
+        min_lr_ratio: the cosine decays from ``lr`` to ``lr * min_lr_ratio`` at ``max_steps``.
+        grad_clip: max global gradient L2 norm (``None``: no clipping).
+    """
+
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(default=100, ge=0)
+    min_lr_ratio: float = Field(default=0.05, ge=0, le=1)
+    grad_clip: float | None = 1.0
+
+
+class TrainConfig(_Strict):
+    """Everything a training run needs; ``TrainConfig.from_yaml(path)`` reads one.
+
+    ``model`` and ``diffusion`` are the model layer's ``DenoiserConfig`` and the diffusion
+    layer's ``DiffusionConfig`` (validated by those classes when they are importable).
+
+    Attributes:
+        data: dataset and splits.
+        model: denoiser hyper-parameters (``matgen.models.DenoiserConfig``).
+        diffusion: noise processes (``matgen.diffusion.DiffusionConfig``).
+        task: ``csp`` (atom types given), ``gen`` (de novo) or ``both`` (alternating steps).
+        conditions: property conditioning.
+        optim: optimiser and LR schedule.
+        ema_decay: decay of the exponential moving average of the weights (the sampling
+            weights); warmed up as ``min(decay, (1 + step) / (10 + step))``.
+        batch_size: global batch size in crystals (split evenly across DDP ranks).
+        max_steps: optimiser steps of the run (also the end of the cosine schedule).
+        checkpoint_every: steps between checkpoints (one is always written at the end).
+        keep_checkpoints: number of ``step_N`` checkpoints kept (``None`` keeps all).
+        log_every: steps between rows of ``metrics.csv``.
+        precision: ``bf16`` autocast on CUDA (fp32 on CPU), ``fp32``, or ``auto`` (= bf16).
+        compile: wrap the denoiser with ``torch.compile``.
+        seed: seeds weights, data order and noise.
+        num_workers: DataLoader worker processes building batches (0: a background thread).
+        max_nonfinite: abort after this many consecutive steps with a non-finite loss or
+            gradient (each is skipped).
+    """
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: Any = None
+    diffusion: Any = None
+    task: Literal["csp", "gen", "both"] = "csp"
+    conditions: ConditionConfig = Field(default_factory=ConditionConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    ema_decay: float = Field(default=0.999, ge=0.0, lt=1.0)
+    batch_size: int = Field(default=64, ge=1)
+    max_steps: int = Field(default=1000, ge=1)
+    checkpoint_every: int = Field(default=500, ge=1)
+    keep_checkpoints: int | None = Field(default=5, ge=1)
+    log_every: int = Field(default=10, ge=1)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    compile: bool = False
+    seed: int = 0
+    num_workers: int = Field(default=0, ge=0)
+    max_nonfinite: int = Field(default=20, ge=1)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _validate_model(cls, v: Any) -> Any:
+        return _coerce(v, "matgen.models", "DenoiserConfig")
+
+    @field_validator("diffusion", mode="before")
+    @classmethod
+    def _validate_diffusion(cls, v: Any) -> Any:
+        return _coerce(v, "matgen.diffusion", "DiffusionConfig")
+
+    # ------------------------------------------------------------------ io
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """Read and validate a YAML file (unknown keys are an error)."""
+        with open(path) as fh:
+            raw = yaml.safe_load(fh) or {}
+        if not isinstance(raw, dict):
+            raise TypeError(f"{path}: a training config must be a YAML mapping")
+        return cls.model_validate(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible dict (the form stored in checkpoint metadata)."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @property
+    def conditions_list(self) -> list[str]:
+        return list(self.conditions.properties)
+
+
+def _coerce(value: Any, module: str, name: str) -> Any:
+    """Validate ``value`` with ``module.name`` when that class exists, else keep it."""
+    if value is None:
+        value = {}
+    import importlib
+
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return value
+    if isinstance(value, cls):
+        return value
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls).validate_python(value)
