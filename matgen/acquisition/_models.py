@@ -12,9 +12,11 @@ Two ways to get a posterior over the properties of the candidates in a discrete 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
+from botorch.exceptions.warnings import InputDataWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import ModelListGP, SingleTaskGP
 from botorch.models.ensemble import EnsembleModel
@@ -63,7 +65,9 @@ def fit_gp_models(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> ModelListG
     x = x.to(torch.float64)
     y = y.to(torch.float64)
     models = []
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), warnings.catch_warnings():
+        # standardised (not min-max scaled) inputs are intended: silence BoTorch's check
+        warnings.simplefilter("ignore", InputDataWarning)
         torch.manual_seed(seed)
         for k in range(y.shape[1]):
             ok = ~torch.isnan(y[:, k])

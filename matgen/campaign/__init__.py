@@ -1,1 +1,70 @@
-"""matgen.campaign."""
+"""matgen.campaign: closed-loop discovery campaigns without an orchestrator.
+
+A :class:`Campaign` runs rounds of generate -> dedup -> score -> select (BoTorch, via
+:mod:`matgen.acquisition`) -> submit -> label (an :class:`Oracle`) -> update (active learning)
+-> report, each step idempotent and committed atomically in a :class:`CampaignStore`
+(SQLAlchemy; SQLite by default, PostgreSQL URLs work). :func:`export_campaign` writes the lab
+hand-off. Prefect orchestration lives in ``flows/``.
+"""
+
+from __future__ import annotations
+
+from matgen.campaign._components import (
+    DatasetGenerator,
+    DatasetScorer,
+    Generator,
+    MissingModelError,
+    ModelGenerator,
+    Scorer,
+    SurrogateScorer,
+)
+from matgen.campaign._config import (
+    DEFAULT_MODEL_DIR,
+    AcquisitionConfig,
+    CampaignConfig,
+    GeneratorConfig,
+    GuardConfig,
+    ObjectiveConfig,
+    OracleConfig,
+    ScorerConfig,
+    TaskRunnerConfig,
+    load_config,
+)
+from matgen.campaign._engine import Campaign, build_generator, build_oracle, build_scorer
+from matgen.campaign._export import export_campaign
+from matgen.campaign._metrics import round_metrics
+from matgen.campaign._oracles import DatasetOracle, LabOracle, MLIPOracle, Oracle
+from matgen.campaign._store import STEPS, CampaignStore, StepConflict
+
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "STEPS",
+    "AcquisitionConfig",
+    "Campaign",
+    "CampaignConfig",
+    "CampaignStore",
+    "DatasetGenerator",
+    "DatasetOracle",
+    "DatasetScorer",
+    "Generator",
+    "GeneratorConfig",
+    "GuardConfig",
+    "LabOracle",
+    "MLIPOracle",
+    "MissingModelError",
+    "ModelGenerator",
+    "ObjectiveConfig",
+    "Oracle",
+    "OracleConfig",
+    "Scorer",
+    "ScorerConfig",
+    "StepConflict",
+    "SurrogateScorer",
+    "TaskRunnerConfig",
+    "build_generator",
+    "build_oracle",
+    "build_scorer",
+    "export_campaign",
+    "load_config",
+    "round_metrics",
+]

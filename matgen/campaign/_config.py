@@ -1,0 +1,247 @@
+"""Campaign configuration: pydantic models loaded from YAML."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Where the shipped default generator checkpoint lives (inside the package).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "default"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ObjectiveConfig(_Frozen):
+    """One target: a goal (maximise / minimise) and/or a window ``[minimum, maximum]``.
+
+    ``property`` names a scorer output / oracle label (``band_gap``, ``e_above_hull``,
+    ``formation_energy_per_atom``, ...); ``scale`` is its typical variation (eV, eV/atom, ...).
+    """
+
+    property: str
+    goal: Literal["maximize", "minimize"] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    scale: float = 1.0
+
+    @model_validator(mode="after")
+    def _check(self) -> ObjectiveConfig:
+        if self.goal is None and self.minimum is None and self.maximum is None:
+            raise ValueError(f"objective {self.property!r} needs a goal, a minimum or a maximum")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"objective {self.property!r}: minimum > maximum")
+        return self
+
+    def condition_value(self) -> float | None:
+        """The value the conditional generator is steered to (window centre or bound)."""
+        if self.minimum is not None and self.maximum is not None:
+            return 0.5 * (self.minimum + self.maximum)
+        if self.maximum is not None:
+            return self.maximum
+        return self.minimum
+
+
+class GeneratorConfig(_Frozen):
+    """How candidates are generated each round.
+
+    ``kind: model`` samples the diffusion model at ``checkpoint`` (default: the shipped model);
+    ``kind: dataset`` draws candidates from a CDVAE-style CSV (``pool_csv``), the simulated
+    setting of benchmarks and tests.
+    """
+
+    kind: Literal["model", "dataset"] = "model"
+    checkpoint: str | None = None
+    steps: int = 50
+    guidance: float = 2.0
+    chemsys: list[str] = Field(default_factory=list)
+    num_atoms: list[int] = Field(default_factory=lambda: [4, 6, 8, 10, 12])
+    conditions: dict[str, float] = Field(default_factory=dict)
+    pool_csv: str | None = None
+    chunk_size: int = 64
+
+    def checkpoint_path(self) -> Path:
+        return Path(self.checkpoint) if self.checkpoint else DEFAULT_MODEL_DIR
+
+
+class ScorerConfig(_Frozen):
+    """How candidates are scored: ``surrogates`` (MLIP relax + hull + predictors) or ``dataset``
+    (noisy labels looked up in ``labels_csv``: for simulated campaigns and tests)."""
+
+    kind: Literal["surrogates", "dataset"] = "surrogates"
+    relax: bool = True
+    relax_steps: int = 100
+    fmax: float = 0.1
+    labels_csv: str | None = None
+    noise: dict[str, float] = Field(default_factory=dict)
+    chunk_size: int = 32
+
+
+class OracleConfig(_Frozen):
+    """Where labels come from.
+
+    ``dataset``: a held-out labelled CSV, matched by id or by structure (simulated lab);
+    ``mlip``: a higher-fidelity MLIP relaxation (tighter ``fmax``, more ``steps``);
+    ``lab``: the batch is exported to ``outbox`` and the round resumes after
+    ``matgen campaign import-results``.
+    """
+
+    kind: Literal["dataset", "mlip", "lab"] = "dataset"
+    csv: str | None = None
+    id_column: str = "material_id"
+    match: Literal["id", "structure"] = "id"
+    properties: list[str] = Field(default_factory=list)
+    mlip: Literal["chgnet", "sevennet"] = "chgnet"
+    fmax: float = 0.02
+    steps: int = 500
+
+
+class AcquisitionConfig(_Frozen):
+    """Batch selection: BoTorch acquisition over the round's pool."""
+
+    kind: Literal["auto", "nei", "nehvi", "pof", "margin_nei", "random"] = "auto"
+    min_labels_for_gp: int = 8
+    num_samples: int = 128
+    diversity: Literal["formula", "none"] = "formula"
+    include_untested_from_earlier_rounds: bool = True
+
+
+class TaskRunnerConfig(_Frozen):
+    """Prefect task runner for the flows: ``threads`` (default) or ``ray``.
+
+    With ``ray``, ``address`` is an existing cluster (``ray://host:10001`` or ``auto``) or None
+    for a local cluster of ``num_workers`` worker processes; ``gpus_per_task`` /
+    ``cpus_per_task`` are the Ray resources of each generation / scoring chunk.
+    """
+
+    kind: Literal["threads", "ray"] = "threads"
+    max_workers: int = 2
+    address: str | None = None
+    num_workers: int = 2
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
+
+
+class GuardConfig(_Frozen):
+    """Thresholds of the per-round guards (a guard that trips is flagged in the report)."""
+
+    max_exploitation_z: float = 2.0
+    min_distinct_fraction: float = 0.5
+    hull_window: float = 0.1
+
+
+class CampaignConfig(_Frozen):
+    """A discovery campaign.
+
+    Paths in the YAML are relative to the YAML file's folder.
+    """
+
+    name: str
+    seed: int = 0
+    rounds: int = 2
+    pool_size: int = 64
+    batch_size: int = 8
+    objectives: list[ObjectiveConfig]
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    scorer: ScorerConfig = Field(default_factory=ScorerConfig)
+    oracle: OracleConfig = Field(default_factory=OracleConfig)
+    acquisition: AcquisitionConfig = Field(default_factory=AcquisitionConfig)
+    task_runner: TaskRunnerConfig = Field(default_factory=TaskRunnerConfig)
+    guards: GuardConfig = Field(default_factory=GuardConfig)
+    train_csv: str | None = None
+    work_dir: str = "runs/campaigns/{name}"
+    state_url: str | None = None
+    export_on_finish: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not v or any(c in v for c in "/\\ "):
+            raise ValueError("name must be non-empty without slashes or spaces")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> CampaignConfig:
+        if self.batch_size > self.pool_size:
+            raise ValueError("batch_size must be <= pool_size")
+        return self
+
+    # ------------------------------------------------------------------ derived
+    def work_path(self) -> Path:
+        return Path(self.work_dir.format(name=self.name))
+
+    def database_url(self) -> str:
+        """The state store URL: ``state_url`` or SQLite in the work folder."""
+        if self.state_url:
+            return self.state_url
+        return f"sqlite:///{(self.work_path() / 'state.db').as_posix()}"
+
+    def round_seed(self, round_index: int) -> int:
+        """A per-round seed derived from the campaign seed."""
+        return (self.seed * 1_000_003 + round_index * 7919) % (2**31 - 1)
+
+    def digest(self) -> str:
+        """A short hash of the config (part of cache keys)."""
+        return hashlib.sha256(
+            json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        ).hexdigest()[:16]
+
+    def property_names(self) -> list[str]:
+        """Objective properties in config order (no duplicates)."""
+        return list(dict.fromkeys(o.property for o in self.objectives))
+
+
+def _resolve(base: Path, value: str | None) -> str | None:
+    if value is None or "://" in value:
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_config(path: str | Path, **overrides) -> CampaignConfig:
+    """Read a campaign YAML; relative paths are resolved against the YAML's folder.
+
+    ``$MATGEN_DATA_DIR`` and ``~`` in paths are expanded. ``overrides`` replace top-level keys.
+
+    Raises:
+        FileNotFoundError: no such file.
+        pydantic.ValidationError: invalid config.
+    """
+    import os
+
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    base = path.resolve().parent
+
+    def expand(v):
+        return os.path.expandvars(v) if isinstance(v, str) else v
+
+    for section, keys in (
+        ("generator", ("checkpoint", "pool_csv")),
+        ("scorer", ("labels_csv",)),
+        ("oracle", ("csv",)),
+    ):
+        sec = raw.get(section) or {}
+        for k in keys:
+            if sec.get(k):
+                sec[k] = _resolve(base, expand(sec[k]))
+        if sec:
+            raw[section] = sec
+    for k in ("train_csv",):
+        if raw.get(k):
+            raw[k] = _resolve(base, expand(raw[k]))
+    if raw.get("work_dir"):
+        raw["work_dir"] = _resolve(base, expand(raw["work_dir"]))
+    else:
+        raw["work_dir"] = str(base / "runs" / "{name}")
+    if raw.get("state_url") and raw["state_url"].startswith("sqlite:///"):
+        p = raw["state_url"][len("sqlite:///") :]
+        raw["state_url"] = "sqlite:///" + _resolve(base, expand(p))
+    return CampaignConfig.model_validate(raw)

@@ -1,0 +1,117 @@
+"""Per-round guards: surrogate exploitation, diversity collapse, stability-synthesizability gap."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _smact_ok(formula: str) -> bool:
+    try:
+        from smact.screening import smact_validity
+
+        return bool(smact_validity(formula))
+    except Exception:  # noqa: BLE001 - unknown elements etc. count as not valid
+        return False
+
+
+def prototype(cif: str, spacegroup: str | None) -> str:
+    """A cheap prototype label: anonymised reduced formula + space group."""
+    from pymatgen.core import Structure
+
+    s = Structure.from_str(cif, fmt="cif")
+    return f"{s.composition.anonymized_formula}|{spacegroup or '?'}"
+
+
+def round_metrics(
+    batch: Sequence[dict[str, Any]],
+    labels: dict[str, dict[str, float | None]],
+    properties: Sequence[str],
+    hit_fn,
+    guards,
+) -> dict[str, Any]:
+    """Metrics of one selected batch.
+
+    Args:
+        batch: selected candidate rows (with ``scores``, ``reduced_formula``, ``cif``, ...).
+        labels: oracle labels by candidate id.
+        properties: objective properties.
+        hit_fn: ``dict[str, float] -> bool``: does a label set satisfy every window?
+        guards: :class:`~matgen.campaign.GuardConfig`.
+
+    Returns:
+        JSON-able dict: ``exploitation`` (per property: predicted mean, oracle mean, bias, MAE,
+        mean |z|), ``diversity`` (distinct formulas / prototypes as fractions of the batch),
+        ``stability_synthesizability`` (share within ``hull_window`` of the hull, share
+        SMACT-valid, share both, gap), ``hits`` (oracle hits in the batch) and ``alerts``.
+    """
+    n = len(batch)
+    out: dict[str, Any] = {"batch_size": n, "alerts": []}
+    if n == 0:
+        return out
+    expl = {}
+    for p in properties:
+        pred, std, true = [], [], []
+        for c in batch:
+            sc = c.get("scores") or {}
+            lab = labels.get(c["id"], {})
+            if sc.get(p) is None or lab.get(p) is None:
+                continue
+            pred.append(sc[p])
+            std.append(max(sc.get(f"{p}_std") or 0.0, 1e-6))
+            true.append(lab[p])
+        if pred:
+            pr, sd, tr = map(np.asarray, (pred, std, true))
+            z = float(np.mean(np.abs(pr - tr) / sd))
+            expl[p] = {
+                "n": len(pr),
+                "predicted_mean": float(pr.mean()),
+                "oracle_mean": float(tr.mean()),
+                "bias": float((pr - tr).mean()),
+                "mae": float(np.abs(pr - tr).mean()),
+                "mean_abs_z": z,
+            }
+            if z > guards.max_exploitation_z:
+                out["alerts"].append(
+                    f"surrogate exploitation on {p}: selected batch's mean |z| = {z:.2f} "
+                    f"> {guards.max_exploitation_z}"
+                )
+    out["exploitation"] = expl
+    formulas = {c["reduced_formula"] for c in batch}
+    protos = {prototype(c["cif"], c.get("spacegroup")) for c in batch}
+    div = {
+        "distinct_formulas": len(formulas),
+        "distinct_prototypes": len(protos),
+        "formula_fraction": len(formulas) / n,
+        "prototype_fraction": len(protos) / n,
+    }
+    out["diversity"] = div
+    if div["formula_fraction"] < guards.min_distinct_fraction:
+        out["alerts"].append(
+            f"diversity collapse: {len(formulas)} distinct compositions in a batch of {n}"
+        )
+    stable, smact_ok, both = 0, 0, 0
+    for c in batch:
+        lab = labels.get(c["id"], {})
+        ehull = lab.get("e_above_hull")
+        if ehull is None:
+            ehull = (c.get("scores") or {}).get("e_above_hull")
+        st = ehull is not None and ehull <= guards.hull_window
+        sm = _smact_ok(c["reduced_formula"])
+        stable += st
+        smact_ok += sm
+        both += st and sm
+    ssg = {
+        "stable_fraction": stable / n,
+        "smact_fraction": smact_ok / n,
+        "stable_and_smact_fraction": both / n,
+        "gap": (stable - both) / n,
+    }
+    out["stability_synthesizability"] = ssg
+    labelled = [labels[c["id"]] for c in batch if c["id"] in labels]
+    out["labelled"] = len(labelled)
+    out["hits"] = int(sum(bool(hit_fn(lab)) for lab in labelled))
+    out["hit_rate"] = out["hits"] / n
+    return out

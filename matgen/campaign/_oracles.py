@@ -1,0 +1,249 @@
+"""Oracles behind one interface: a labelled dataset, a higher-fidelity MLIP, a lab via CSV."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Oracle(Protocol):
+    """Labels candidates.
+
+    ``request(candidates, round_index)`` takes candidate rows (``id``, ``cif``, ``source_id``,
+    ``formula``, ...) and returns ``{candidate_id: {property: value}}`` for the candidates it
+    labelled now. A synchronous oracle labels every candidate (NaN where it cannot); an
+    asynchronous one (the lab) returns ``{}`` and the labels arrive later through
+    :meth:`LabOracle.read_results`. Requests are idempotent: asking again for a candidate gives
+    the same answer and sends nothing new.
+    """
+
+    name: str
+    synchronous: bool
+
+    def request(
+        self, candidates: Sequence[dict[str, Any]], round_index: int
+    ) -> dict[str, dict[str, float]]: ...
+
+
+class DatasetOracle:
+    """The simulated lab: labels from a held-out labelled CSV.
+
+    Candidates are matched by id (their ``source_id`` equals the CSV's ``id_column``) or by
+    structure (same reduced formula, then pymatgen ``StructureMatcher``). Unmatched candidates
+    get NaN labels.
+
+    Args:
+        csv_path: CDVAE-style CSV with property columns (gz allowed).
+        properties: columns to return.
+        id_column: the id column.
+        match: ``"id"`` or ``"structure"``.
+    """
+
+    synchronous = True
+
+    def __init__(
+        self,
+        csv_path: str | Path,
+        properties: Sequence[str],
+        id_column: str = "material_id",
+        match: str = "id",
+    ) -> None:
+        import pandas as pd
+
+        self.name = f"dataset:{Path(csv_path).name}"
+        df = pd.read_csv(csv_path)
+        if id_column not in df.columns:
+            df[id_column] = [f"{Path(csv_path).name.split('.')[0]}-{i}" for i in range(len(df))]
+        df[id_column] = df[id_column].astype(str)
+        missing = [p for p in properties if p not in df.columns]
+        if missing:
+            raise ValueError(f"{csv_path}: no column(s) {', '.join(missing)}")
+        self.df = df
+        self.id_column = id_column
+        self.properties = list(properties)
+        self.match = match
+        self._by_id = df.set_index(id_column)
+        self._by_formula: dict[str, list[int]] | None = None
+
+    def _labels(self, i: int) -> dict[str, float]:
+        return {p: float(self.df[p].iat[i]) for p in self.properties}
+
+    def _formula_index(self) -> dict[str, list[int]]:
+        if self._by_formula is None:
+            from pymatgen.core import Composition
+
+            idx: dict[str, list[int]] = {}
+            col = "pretty_formula" if "pretty_formula" in self.df.columns else None
+            for i in range(len(self.df)):
+                if col:
+                    f = Composition(self.df[col].iat[i]).reduced_formula
+                else:
+                    f = _cif_reduced_formula(self.df["cif"].iat[i])
+                idx.setdefault(f, []).append(i)
+            self._by_formula = idx
+        return self._by_formula
+
+    def request(
+        self, candidates: Sequence[dict[str, Any]], round_index: int
+    ) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for c in candidates:
+            out[c["id"]] = self._match_one(c)
+        return out
+
+    def _match_one(self, c: dict[str, Any]) -> dict[str, float]:
+        nan = {p: float("nan") for p in self.properties}
+        if self.match == "id":
+            sid = str(c.get("source_id"))
+            if sid in self._by_id.index:
+                row = self._by_id.loc[sid]
+                if hasattr(row, "ndim") and row.ndim > 1:
+                    row = row.iloc[0]
+                return {p: float(row[p]) for p in self.properties}
+            return nan
+        from pymatgen.analysis.structure_matcher import StructureMatcher
+        from pymatgen.core import Structure
+
+        s = Structure.from_str(c["cif"], fmt="cif")
+        rows = self._formula_index().get(s.composition.reduced_formula, [])
+        sm = StructureMatcher()
+        for i in rows:
+            ref = Structure.from_str(self.df["cif"].iat[i], fmt="cif")
+            if sm.fit(s, ref):
+                return self._labels(i)
+        return nan
+
+
+def _cif_reduced_formula(cif: str) -> str:
+    from pymatgen.core import Structure
+
+    return Structure.from_str(cif, fmt="cif").composition.reduced_formula
+
+
+class MLIPOracle:
+    """A higher-fidelity relaxation as the oracle (tighter ``fmax``, more steps).
+
+    Returns ``energy_per_atom`` and, when a hull function is given, ``e_above_hull``.
+
+    Args:
+        relax_fn: ``(structures, fmax, steps) -> list[float]`` energies per atom (eV/atom);
+            by default CHGNet through ``matgen.surrogates`` (``load_mlip`` + ``relax``).
+        hull_fn: optional ``(structure, energy_per_atom) -> e_above_hull``.
+        fmax: force threshold, eV/Å.
+        steps: most relaxation steps.
+    """
+
+    synchronous = True
+
+    def __init__(
+        self,
+        relax_fn=None,
+        hull_fn=None,
+        fmax: float = 0.02,
+        steps: int = 500,
+        mlip: str = "chgnet",
+    ) -> None:
+        self.name = f"mlip:{mlip}:fmax={fmax}"
+        self.fmax, self.steps, self.mlip = fmax, steps, mlip
+        self.relax_fn = relax_fn or self._default_relax
+        self.hull_fn = hull_fn if hull_fn is not None else _default_hull_fn()
+
+    def _default_relax(self, structures, fmax: float, steps: int) -> list[float]:
+        from matgen.surrogates._mlip import load_mlip
+        from matgen.surrogates._relax import RelaxConfig, relax
+
+        mlip = load_mlip(self.mlip, device="auto")
+        res = relax(structures, mlip, RelaxConfig(fmax=fmax, max_steps=steps))
+        return [r.energy_per_atom for r in res]
+
+    def request(
+        self, candidates: Sequence[dict[str, Any]], round_index: int
+    ) -> dict[str, dict[str, float]]:
+        from pymatgen.core import Structure
+
+        structs = [Structure.from_str(c.get("relaxed_cif") or c["cif"], fmt="cif")
+                   for c in candidates]
+        energies = self.relax_fn(structs, self.fmax, self.steps)
+        out = {}
+        for c, s, e in zip(candidates, structs, energies, strict=True):
+            lab = {"energy_per_atom": float(e)}
+            if self.hull_fn is not None and np.isfinite(e):
+                try:
+                    lab["e_above_hull"] = float(self.hull_fn(s, float(e)))
+                except Exception:  # noqa: BLE001 - an element outside the hull reference
+                    lab["e_above_hull"] = float("nan")
+            out[c["id"]] = lab
+        return out
+
+
+def _default_hull_fn():
+    try:
+        import matgen.surrogates as sur
+    except ImportError:  # pragma: no cover
+        return None
+    return getattr(sur, "e_above_hull", None)
+
+
+class LabOracle:
+    """A real lab: the batch is written to ``outbox/round_XXX.csv`` (+ CIFs) and labels come
+    back through :meth:`read_results` (``matgen campaign import-results``).
+
+    Args:
+        outbox: folder for the request files.
+        properties: columns expected in the results CSV.
+    """
+
+    synchronous = False
+
+    def __init__(self, outbox: str | Path, properties: Sequence[str]) -> None:
+        self.name = "lab"
+        self.outbox = Path(outbox)
+        self.properties = list(properties)
+
+    def request(
+        self, candidates: Sequence[dict[str, Any]], round_index: int
+    ) -> dict[str, dict[str, float]]:
+        folder = self.outbox / f"round_{round_index:03d}"
+        (folder / "cif").mkdir(parents=True, exist_ok=True)
+        path = folder / "request.csv"
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["candidate_id", "formula", "spacegroup", *self.properties])
+            for c in candidates:
+                w.writerow([c["id"], c["formula"], c.get("spacegroup") or "", *[""] * len(
+                    self.properties)])
+                (folder / "cif" / f"{c['id']}.cif").write_text(c.get("relaxed_cif") or c["cif"])
+        tmp.replace(path)  # same request file whatever the number of retries
+        return {}
+
+    def read_results(self, csv_path: str | Path) -> dict[str, dict[str, float]]:
+        """Parse a results CSV: ``candidate_id`` plus property columns (blank = missing).
+
+        Raises:
+            ValueError: no ``candidate_id`` column, or a value that is not a number (the
+                message names the row).
+        """
+        out: dict[str, dict[str, float]] = {}
+        with Path(csv_path).open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or "candidate_id" not in reader.fieldnames:
+                raise ValueError(f"{csv_path}: needs a candidate_id column")
+            props = [p for p in reader.fieldnames if p != "candidate_id"]
+            for n, row in enumerate(reader, start=2):
+                vals: dict[str, float] = {}
+                for p in props:
+                    v = (row.get(p) or "").strip()
+                    if v == "" or p in ("formula", "spacegroup"):
+                        continue
+                    try:
+                        vals[p] = float(v)
+                    except ValueError as exc:
+                        raise ValueError(f"{csv_path}:{n}: {p}={v!r} is not a number") from exc
+                out[row["candidate_id"].strip()] = vals
+        return out
