@@ -1,7 +1,49 @@
-"""matgen.crystal: the batch contract, conversions, file io and validation of bad input."""
+"""matgen.crystal: the batch contract, conversions, file io and validation of bad input.
+
+Public API:
+    CrystalBatch: the one batch contract (see its docstring for shapes and units).
+    read_crystals / validate_crystals: CDVAE CSV, CIF, folder, extxyz -> ReadResult
+        (usable crystals as a CrystalBatch + one EntryError per unusable entry).
+    write_extxyz / write_cif: writers.
+    check_crystal / check_labels / ValidationOptions: the per-crystal checks.
+    reduce_batch: Niggli / primitive reduction.
+"""
 
 from __future__ import annotations
 
 from matgen.crystal._batch import MAX_Z, CrystalBatch
+from matgen.crystal._io import (
+    EntryError,
+    ReadResult,
+    default_workers,
+    read_crystals,
+    reduce_batch,
+    validate_crystals,
+    write_cif,
+    write_extxyz,
+)
+from matgen.crystal._text import FileProblem
+from matgen.crystal._validate import (
+    ValidationOptions,
+    check_crystal,
+    check_labels,
+    min_image_distance,
+)
 
-__all__ = ["MAX_Z", "CrystalBatch"]
+__all__ = [
+    "MAX_Z",
+    "CrystalBatch",
+    "EntryError",
+    "FileProblem",
+    "ReadResult",
+    "ValidationOptions",
+    "check_crystal",
+    "check_labels",
+    "default_workers",
+    "min_image_distance",
+    "read_crystals",
+    "reduce_batch",
+    "validate_crystals",
+    "write_cif",
+    "write_extxyz",
+]
