@@ -3,7 +3,9 @@
 Layout of ``RUN_DIR/checkpoints/step_N/`` (``last/`` holds hard links to the newest one)::
 
     model.safetensors     EMA weights: the sampling checkpoint
-    metadata.json         config, dataset statistics, data sha256, library versions, step
+    model.json            {"denoiser": DenoiserConfig, "metadata": {config, diffusion, stats,
+                          dataset statistics, data sha256, library versions, step, ...}}
+                          (``matgen.models.save_checkpoint`` / ``load_checkpoint``)
     training_state.pt     live weights, EMA, optimizer, scheduler, RNG states, data position
                           (tensors and plain Python only: ``torch.load(weights_only=True)``)
 
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 WEIGHTS = "model.safetensors"
-METADATA = "metadata.json"
+METADATA = "model.json"  # {"denoiser": DenoiserConfig | None, "metadata": {...}}
 STATE = "training_state.pt"
 _STEP_RE = re.compile(r"^step_(\d+)$")
 
@@ -47,7 +49,7 @@ def _plain_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def write_weights(folder: Path, module: nn.Module, metadata: dict[str, Any]) -> None:
-    """Write ``model.safetensors`` + ``metadata.json`` for ``module`` into ``folder``.
+    """Write ``model.safetensors`` + ``model.json`` for ``module`` into ``folder``.
 
     A denoiser built by ``matgen.models`` goes through ``matgen.models.save_checkpoint`` (so
     ``matgen.models.load_checkpoint`` reads it back); any other module is written with
@@ -61,7 +63,8 @@ def write_weights(folder: Path, module: nn.Module, metadata: dict[str, Any]) -> 
         from safetensors.torch import save_file
 
         save_file(_plain_state_dict(module), str(folder / WEIGHTS))
-        (folder / METADATA).write_text(json.dumps(metadata, indent=2, default=str))
+        meta = {"denoiser": None, "metadata": metadata}
+        (folder / METADATA).write_text(json.dumps(meta, indent=2, default=str))
 
 
 def _models_saver(module: nn.Module):
@@ -77,9 +80,10 @@ def _models_saver(module: nn.Module):
 
 
 def read_metadata(folder: str | Path) -> dict[str, Any]:
+    """The ``metadata`` part of a checkpoint's ``model.json`` (config, stats, step, ...)."""
     folder = Path(folder)
     p = folder / METADATA if folder.is_dir() else folder.with_name(METADATA)
-    return json.loads(p.read_text())
+    return dict(json.loads(p.read_text()).get("metadata", {}))
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -15,42 +15,33 @@ from matgen.crystal import CrystalBatch
 def training_conditions(
     batch: CrystalBatch,
     names: Sequence[str],
-    stats: Mapping[str, Mapping[str, float]],
-    drop_prob: float,
+    drop_prob: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor] | None:
-    """Standardised conditions of a training batch, each ``(B,)``; NaN = unconditional.
+    """The conditions of a training batch: ``{name: (B,)}`` raw labels, NaN = unconditioned.
 
-    All conditions of a crystal are dropped together with probability ``drop_prob``
-    (classifier-free guidance learns the unconditional model from those); a missing label is
-    NaN as well.
+    The denoiser normalises the values itself (its ``ConditionSpec`` mean / std). With
+    ``drop_prob > 0`` all conditions of a crystal are dropped together with that probability
+    (for a diffusion that does not drop conditions itself).
 
     Args:
-        batch: the training batch (its ``properties`` hold the raw labels).
+        batch: the training batch (its ``properties`` hold the labels; NaN = missing).
         names: the condition names (CSV columns).
-        stats: ``{name: {"mean": m, "std": s}}`` from the training set.
-        drop_prob: probability of dropping a crystal's conditions.
+        drop_prob: probability of dropping a crystal's conditions here.
         generator: CPU generator for the drop mask (resumable, per rank).
     """
     if not names:
         return None
-    b = batch.num_crystals
-    keep = torch.rand(b, generator=generator) >= drop_prob
-    keep = keep.to(batch.device)
     out = {}
+    keep = None
+    if drop_prob > 0:
+        keep = (torch.rand(batch.num_crystals, generator=generator) >= drop_prob).to(batch.device)
     for name in names:
         v = batch.properties[name]
-        st = stats[name]
-        z = (v - st["mean"]) / st["std"]
-        out[name] = torch.where(keep, z, torch.full_like(z, float("nan")))
+        if keep is not None:
+            v = torch.where(keep, v, torch.full_like(v, float("nan")))
+        out[name] = v
     return out
-
-
-def standardize(
-    values: Mapping[str, torch.Tensor], stats: Mapping[str, Mapping[str, float]]
-) -> dict[str, torch.Tensor]:
-    """``(v - mean) / std`` per condition (NaN stays NaN: unconditional)."""
-    return {k: (v - stats[k]["mean"]) / stats[k]["std"] for k, v in values.items()}
 
 
 @dataclass(frozen=True)

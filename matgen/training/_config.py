@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from matgen.diffusion import DiffusionConfig
+from matgen.models import ConditionSpec, DenoiserConfig
 
 
 class _Strict(BaseModel):
@@ -36,17 +39,24 @@ class DataConfig(_Strict):
 class ConditionConfig(_Strict):
     """Property conditioning for classifier-free guidance.
 
-    A new property needs only its CSV column name here: values are standardised with the
-    training set's mean and standard deviation (stored in the checkpoint metadata), missing
-    labels (NaN) and dropped conditions reach the denoiser as NaN ("unconditional").
+    A new property needs only its CSV column name here. A plain name is a scalar condition
+    whose mean and standard deviation (the denoiser's normalisation) come from the training
+    set; a mapping is a :class:`matgen.nn.ConditionSpec` (e.g. ``{name: spacegroup.number,
+    kind: categorical, num_classes: 231}``). Missing labels (NaN) and dropped conditions
+    reach the denoiser as NaN ("unconditioned").
 
     Attributes:
-        properties: CSV column names used as conditions.
-        drop_prob: probability of dropping all conditions of a crystal in a training step.
+        properties: the conditions (CSV column names or ``ConditionSpec`` mappings).
+        drop_prob: probability that a crystal's condition is dropped in a training step
+            (sets ``diffusion.cond_dropout``).
     """
 
-    properties: list[str] = Field(default_factory=list)
+    properties: list[str | ConditionSpec] = Field(default_factory=list)
     drop_prob: float = Field(default=0.2, ge=0.0, le=1.0)
+
+    @property
+    def names(self) -> list[str]:
+        return [p if isinstance(p, str) else p.name for p in self.properties]
 
 
 class OptimConfig(_Strict):
@@ -72,8 +82,8 @@ class OptimConfig(_Strict):
 class TrainConfig(_Strict):
     """Everything a training run needs; ``TrainConfig.from_yaml(path)`` reads one.
 
-    ``model`` and ``diffusion`` are the model layer's ``DenoiserConfig`` and the diffusion
-    layer's ``DiffusionConfig`` (validated by those classes when they are importable).
+    ``model`` and ``diffusion`` are :class:`matgen.models.DenoiserConfig` and
+    :class:`matgen.diffusion.DiffusionConfig`.
 
     Attributes:
         data: dataset and splits.
@@ -98,8 +108,8 @@ class TrainConfig(_Strict):
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
-    model: Any = None
-    diffusion: Any = None
+    model: DenoiserConfig = Field(default_factory=DenoiserConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     task: Literal["csp", "gen", "both"] = "csp"
     conditions: ConditionConfig = Field(default_factory=ConditionConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -115,15 +125,28 @@ class TrainConfig(_Strict):
     num_workers: int = Field(default=0, ge=0)
     max_nonfinite: int = Field(default=20, ge=1)
 
-    @field_validator("model", mode="before")
-    @classmethod
-    def _validate_model(cls, v: Any) -> Any:
-        return _coerce(v, "matgen.models", "DenoiserConfig")
-
-    @field_validator("diffusion", mode="before")
-    @classmethod
-    def _validate_diffusion(cls, v: Any) -> Any:
-        return _coerce(v, "matgen.diffusion", "DiffusionConfig")
+    @model_validator(mode="after")
+    def _conditions_in_one_place(self) -> TrainConfig:
+        if self.model.conditions:
+            raise ValueError(
+                "put conditions under `conditions.properties`, not `model.conditions` (the "
+                "denoiser's condition specs are filled from the data's statistics)"
+            )
+        names = self.conditions.names
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate condition names in {names}")
+        if "cond_dropout" in self.diffusion.model_fields_set and (
+            self.diffusion.cond_dropout != self.conditions.drop_prob
+        ):
+            raise ValueError(
+                "diffusion.cond_dropout and conditions.drop_prob disagree: set only "
+                "conditions.drop_prob"
+            )
+        if self.diffusion.cond_dropout != self.conditions.drop_prob:
+            self.diffusion = self.diffusion.model_copy(
+                update={"cond_dropout": self.conditions.drop_prob}
+            )
+        return self
 
     # ------------------------------------------------------------------ io
     @classmethod
@@ -141,24 +164,3 @@ class TrainConfig(_Strict):
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-    @property
-    def conditions_list(self) -> list[str]:
-        return list(self.conditions.properties)
-
-
-def _coerce(value: Any, module: str, name: str) -> Any:
-    """Validate ``value`` with ``module.name`` when that class exists, else keep it."""
-    if value is None:
-        value = {}
-    import importlib
-
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return value
-    if isinstance(value, cls):
-        return value
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(cls).validate_python(value)

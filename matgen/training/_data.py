@@ -224,8 +224,8 @@ def dataset_stats(source: BatchSource, properties: Sequence[str], chunk: int = 4
     """Statistics stored in checkpoint metadata.
 
     Returns:
-        ``num_crystals``; ``num_atoms_hist`` {atoms per cell: count} (de novo sampling draws
-        cell sizes from it); ``formula_units_hist`` {Z: count} with Z the number of formula
+        ``num_crystals``; ``mean_volume_per_atom`` (Å^3); ``num_atoms_hist``
+        {atoms per cell: count} (de novo sampling draws cell sizes from it); ``formula_units_hist`` {Z: count} with Z the number of formula
         units per cell (CSP expands a reduced formula with it); ``elements`` (sorted Z seen);
         ``conditions`` {name: {mean, std, count}} over the non-missing labels.
     """
@@ -233,6 +233,7 @@ def dataset_stats(source: BatchSource, properties: Sequence[str], chunk: int = 4
     na_hist: dict[int, int] = {}
     z_hist: dict[int, int] = {}
     elements: set[int] = set()
+    vpa_sum = 0.0
     sums = {p: [0.0, 0.0, 0] for p in properties}
     for lo in range(0, n, chunk):
         b = source.batch(list(range(lo, min(n, lo + chunk))))
@@ -248,6 +249,7 @@ def dataset_stats(source: BatchSource, properties: Sequence[str], chunk: int = 4
             s[0] += float(v.sum())
             s[1] += float((v * v).sum())
             s[2] += int(v.numel())
+        vpa_sum += float((b.volume.double() / b.num_atoms.double()).sum())
         ptr = b.ptr.tolist()
         z = b.atomic_numbers
         elements.update(torch.unique(z).tolist())
@@ -268,6 +270,7 @@ def dataset_stats(source: BatchSource, properties: Sequence[str], chunk: int = 4
         cond[p] = {"mean": mean, "std": math.sqrt(var) if var > 0 else 1.0, "count": c}
     return {
         "num_crystals": n,
+        "mean_volume_per_atom": vpa_sum / n,
         "num_atoms_hist": {str(k): v for k, v in sorted(na_hist.items())},
         "formula_units_hist": {str(k): v for k, v in sorted(z_hist.items())},
         "elements": sorted(int(e) for e in elements),

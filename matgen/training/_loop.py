@@ -85,14 +85,36 @@ class RunResult:
 
 
 # ---------------------------------------------------------------------- components
+def condition_specs(cfg: TrainConfig, stats: dict) -> list:
+    """The denoiser's ``ConditionSpec`` list: names from ``cfg.conditions``, scalar
+    normalisation (mean, std) from the training data unless given explicitly."""
+    from matgen.models import ConditionSpec
+
+    specs = []
+    for p in cfg.conditions.properties:
+        st = stats["conditions"][p if isinstance(p, str) else p.name]
+        if isinstance(p, str):
+            specs.append(ConditionSpec(name=p, mean=st["mean"], std=st["std"]))
+        elif p.kind == "scalar" and not ({"mean", "std"} & p.model_fields_set):
+            specs.append(p.model_copy(update={"mean": st["mean"], "std": st["std"]}))
+        else:
+            specs.append(p)
+    return specs
+
+
 def build_components(cfg: TrainConfig, stats: dict) -> tuple[nn.Module, Any]:
-    """The denoiser and diffusion described by ``cfg`` (``matgen.models`` / ``matgen.diffusion``)."""
-    from matgen.diffusion import build_diffusion
+    """The denoiser and diffusion described by ``cfg`` for data with ``stats``
+    (:func:`matgen.training.dataset_stats`): conditions and the lattice prior's density come
+    from the data."""
+    from matgen.diffusion import DatasetStats, build_diffusion
     from matgen.models import build_denoiser
 
-    denoiser = build_denoiser(cfg.model)
-    diffusion = build_diffusion(cfg.diffusion)
-    return denoiser, diffusion
+    model_cfg = cfg.model.model_copy(update={"conditions": condition_specs(cfg, stats)})
+    diff_stats = DatasetStats(
+        mean_volume_per_atom=stats["mean_volume_per_atom"],
+        num_atoms_counts={int(k): int(v) for k, v in stats["num_atoms_hist"].items()},
+    )
+    return build_denoiser(model_cfg), build_diffusion(cfg.diffusion, diff_stats)
 
 
 def _loss_caller(diffusion: Any) -> Callable[..., tuple[torch.Tensor, dict]]:
@@ -119,31 +141,21 @@ def _loss_caller(diffusion: Any) -> Callable[..., tuple[torch.Tensor, dict]]:
 
 # ---------------------------------------------------------------------- data
 def _load_source(cfg: TrainConfig, data: Any, split: str | None) -> tuple[BatchSource, dict]:
-    """The dataset for ``split`` and a description (name, split, sha256)."""
+    """The dataset for ``split`` and a description (name, split, source, sha256)."""
     if data is not None and not isinstance(data, (str, Path)):
-        src = as_source(data)
+        src = _max_atoms_filter(as_source(data), cfg.data.max_atoms)
         return src, {"name": type(data).__name__, "split": None, "sha256": None}
     name = str(data) if data is not None else cfg.data.dataset
     from matgen.data import load_dataset
 
-    ds = load_dataset(name, split=split) if split is not None else load_dataset(name)
-    src = as_source(ds)
-    files = _dataset_files(ds, name, split)
-    sha = file_sha256(files) if files else None
-    return src, {"name": name, "split": split, "sha256": sha, "files": [str(f) for f in files]}
-
-
-def _dataset_files(ds: Any, name: str, split: str | None) -> list[Path]:
-    for attr in ("paths", "files", "path", "source"):
-        v = getattr(ds, attr, None)
-        if v is None:
-            continue
-        items = v if isinstance(v, (list, tuple)) else [v]
-        paths = [Path(p) for p in items if isinstance(p, (str, Path))]
-        if paths and all(p.is_file() for p in paths):
-            return paths
-    p = Path(name)
-    return [p] if p.is_file() else []
+    ds = load_dataset(name, split=split or "train", max_atoms=cfg.data.max_atoms)
+    sha = getattr(ds, "sha256", None) or None
+    if sha is None:
+        files = [Path(name)] if Path(name).is_file() else []
+        sha = file_sha256(files) if files else None
+    desc = {"name": getattr(ds, "name", name), "split": getattr(ds, "split", split),
+            "source": str(getattr(ds, "source", name)), "sha256": sha}
+    return ds, desc
 
 
 class _Filtered:
@@ -370,21 +382,19 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
     # -------------------------------------------------------------- data
     train_split = cfg.data.train_split
     source, data_desc = _load_source(cfg, data, train_split)
-    source = _max_atoms_filter(source, cfg.data.max_atoms)
-    names = list(cfg.conditions.properties)
+    names = cfg.conditions.names
     stats = dataset_stats(source, names)
     if data_desc.get("sha256") is None:
         data_desc["sha256"] = content_sha256(source)
     data_desc["num_crystals"] = len(source)
     val_source = None
     if val_data is not None:
-        val_source = _max_atoms_filter(as_source(val_data), cfg.data.max_atoms)
+        val_source, _ = _load_source(cfg, val_data, cfg.data.val_split)
     elif cfg.data.val_split and cfg.data.val_batches > 0 and (
         data is None or isinstance(data, (str, Path))
     ) and cfg.data.val_split != train_split:
         try:
-            vs, _ = _load_source(cfg, data, cfg.data.val_split)
-            val_source = _max_atoms_filter(vs, cfg.data.max_atoms)
+            val_source, _ = _load_source(cfg, data, cfg.data.val_split)
         except (FileNotFoundError, KeyError, ValueError) as e:
             say(f"no validation split {cfg.data.val_split!r} ({e}); training without it")
 
@@ -440,6 +450,8 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
     if cfg.compile:
         train_model = torch.compile(train_model, dynamic=True)
     loss_fn = _loss_caller(diffusion)
+    # a diffusion that drops conditions itself (for CFG) gets them whole
+    drop_here = 0.0 if hasattr(diffusion, "drop_conditions") else cfg.conditions.drop_prob
     use_bf16 = info.device.type == "cuda" and cfg.precision in ("bf16", "auto")
 
     # -------------------------------------------------------------- run dir, metadata
@@ -448,15 +460,18 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
         cfg.to_yaml(run_dir / "config.yaml")
     metrics = _Metrics(run_dir / "metrics.csv", step if start_ckpt is not None else None) \
         if info.is_main else None
+    diff_stats = getattr(diffusion, "stats", None)
     base_meta = {
         "format": "matgen-checkpoint/1",
         "weights": "ema",
         "config": cfg.to_dict(),
         "task": cfg.task,
+        "diffusion": cfg.diffusion.model_dump(mode="json"),
+        "stats": diff_stats.model_dump(mode="json") if hasattr(diff_stats, "model_dump") else None,
         "conditions": {n: stats["conditions"][n] for n in names},
         "cond_drop_prob": cfg.conditions.drop_prob,
         "dataset": data_desc,
-        "stats": stats,
+        "dataset_stats": stats,
         "versions": library_versions(),
         "world_size": info.world_size,
     }
@@ -475,13 +490,12 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
         total_loss = 0.0
         with torch.random.fork_rng(devices=[info.device] if info.device.type == "cuda" else []):
             torch.manual_seed(cfg.seed + 424242)
-            g = torch.Generator().manual_seed(cfg.seed + 99)
             with torch.no_grad(), torch.autocast(
                 device_type=info.device.type, dtype=torch.bfloat16, enabled=use_bf16
             ):
                 for b in val_batches:
                     b = b.to(info.device)
-                    cond = training_conditions(b, names, stats["conditions"], 0.0, g)
+                    cond = training_conditions(b, names)
                     tasks = ["csp", "gen"] if cfg.task == "both" else [cfg.task]
                     for task in tasks:
                         loss, _ = loss_fn(ema.module, b, cond, task)
@@ -545,8 +559,7 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
             for batch in it:
                 batch = batch.to(info.device) if info.device.type != "cpu" else batch
                 task = cfg.task if cfg.task != "both" else ("csp", "gen")[step % 2]
-                cond = training_conditions(batch, names, stats["conditions"],
-                                           cfg.conditions.drop_prob, drop_gen)
+                cond = training_conditions(batch, names, drop_here, drop_gen)
                 train_model.train()
                 with torch.autocast(device_type=info.device.type, dtype=torch.bfloat16,
                                     enabled=use_bf16):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import math
 import shutil
 
 import pytest
@@ -23,13 +25,18 @@ from matgen.training._checkpoint import STATE, load_training_state
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(
-        batch_size=4, max_steps=6, checkpoint_every=3, keep_checkpoints=None, log_every=1,
-        optim={"lr": 1e-2, "warmup_steps": 2}, ema_decay=0.9, seed=3,
-        conditions={"properties": ["band_gap"], "drop_prob": 0.3},
-    )
+    base = {
+        "batch_size": 4, "max_steps": 6, "checkpoint_every": 3, "keep_checkpoints": None,
+        "log_every": 1, "optim": {"lr": 1e-2, "warmup_steps": 2}, "ema_decay": 0.9, "seed": 3,
+        "conditions": {"properties": ["band_gap"], "drop_prob": 0.3},
+    }
     base.update(kw)
     return TrainConfig.model_validate(base)
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def _run(tmp, cfg=None, **kw):
@@ -61,7 +68,7 @@ def test_warmup_cosine_shape():
     assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert lrs[4] == pytest.approx(1.0)
     assert lrs[14] == pytest.approx(0.1) and lrs[15] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[4:]))
 
 
 def test_ema_tracks_weights():
@@ -81,12 +88,12 @@ def test_train_writes_checkpoints_metrics_and_loss_is_finite(tmp_path):
     ck = tmp_path / "run" / "checkpoints"
     for name in ("step_3", "step_6", "last"):
         assert (ck / name / "model.safetensors").is_file()
-        assert (ck / name / "metadata.json").is_file()
-    meta = json.loads((ck / "last" / "metadata.json").read_text())
+        assert (ck / name / "model.json").is_file()
+    meta = json.loads((ck / "last" / "model.json").read_text())["metadata"]
     assert meta["step"] == 6
     assert meta["config"]["batch_size"] == 4
     assert set(meta["conditions"]) == {"band_gap"}
-    assert meta["stats"]["num_atoms_hist"]
+    assert meta["dataset_stats"]["num_atoms_hist"]
     assert len(meta["dataset"]["sha256"]) == 64
     assert "torch" in meta["versions"]
     st = torch.load(ck / "last" / STATE, weights_only=True)
@@ -98,7 +105,7 @@ def test_train_writes_checkpoints_metrics_and_loss_is_finite(tmp_path):
     for k, v in st["ema"].items():
         assert torch.equal(w[k], v)
     assert any(not torch.equal(st["ema"][k], st["model"][k]) for k in st["model"])
-    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    rows = _rows(tmp_path / "run" / "metrics.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert "coord_loss" in rows[0] and float(rows[-1]["lr"]) > 0
 
@@ -120,7 +127,7 @@ def test_resume_continues_exactly(tmp_path):
     for key in ("model", "ema"):
         for k in sa[key]:
             assert torch.equal(sa[key][k], sb[key][k]), (key, k)
-    rows = list(csv.DictReader(open(run_b / "metrics.csv")))
+    rows = _rows(run_b / "metrics.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
@@ -134,7 +141,7 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path):
     diff = TinyDiffusion(poison_calls={2, 4})
     res = _run(tmp_path / "r", diffusion=diff)
     assert res.step == 6 and res.nonfinite_steps == 2
-    nan_steps = [s for s, v in res.losses if v != v]
+    nan_steps = [s for s, v in res.losses if math.isnan(v)]
     assert nan_steps == [2, 4]
     st = load_training_state(tmp_path / "r" / "checkpoints" / "last")
     assert all(torch.isfinite(v).all() for v in st["model"].values())
