@@ -1,0 +1,256 @@
+"""Prefect orchestration of discovery campaigns (the engine is :class:`matgen.campaign.Campaign`).
+
+One round is a set of tasks: generation chunks and scoring chunks run in parallel on the task
+runner (threads, or Ray via prefect-ray) and are retried on transient failures; scoring chunks
+are cached by their inputs (config digest, candidate rows, seed). Models are loaded inside the
+tasks (a per-process cache of :class:`Campaign` objects built from the config path), never
+passed as arguments. Each committed step is idempotent, so a flow run that crashes resumes from
+the state store when run again. Every round publishes a markdown and a table artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from matgen.campaign import Campaign, CampaignConfig, export_campaign, load_config
+
+_CAMPAIGNS: dict[tuple[str, str], Campaign] = {}
+_LOCK = threading.Lock()
+
+
+def campaign_for(config_path: str) -> Campaign:
+    """The process-wide :class:`Campaign` of a config file (components load lazily, once)."""
+    cfg = load_config(config_path)
+    key = (str(Path(config_path).resolve()), cfg.digest())
+    with _LOCK:
+        if key not in _CAMPAIGNS:
+            _CAMPAIGNS[key] = Campaign(cfg)
+        return _CAMPAIGNS[key]
+
+
+def build_task_runner(cfg: CampaignConfig):
+    """The Prefect task runner named by ``cfg.task_runner``.
+
+    ``threads``: :class:`ThreadPoolTaskRunner`; ``ray``: ``prefect_ray.RayTaskRunner`` on the
+    cluster at ``address`` or on a new local cluster with ``num_workers`` CPUs.
+    """
+    tr = cfg.task_runner
+    if tr.kind == "threads":
+        return ThreadPoolTaskRunner(max_workers=tr.max_workers)
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError as exc:  # pragma: no cover - depends on the optional extra
+        raise RuntimeError(
+            "task_runner.kind: ray needs prefect-ray: pip install 'matgen[ray]'"
+        ) from exc
+    if tr.address:
+        return RayTaskRunner(address=tr.address)
+    return RayTaskRunner(
+        init_kwargs={"num_cpus": tr.num_workers, "include_dashboard": False,
+                     "log_to_driver": False}
+    )
+
+
+def _resources(cfg: CampaignConfig):
+    """Ray resources of the generation / scoring chunks (a no-op with threads)."""
+    if cfg.task_runner.kind != "ray":
+        return contextlib.nullcontext()
+    from prefect_ray.context import remote_options
+
+    return remote_options(num_cpus=cfg.task_runner.cpus_per_task,
+                          num_gpus=cfg.task_runner.gpus_per_task)
+
+
+# ---------------------------------------------------------------------------------- tasks
+@task(retries=2, retry_delay_seconds=1)
+def generate_chunk(config_path: str, n: int, seed: int, conditions: dict[str, float]) -> list:
+    """Generate ``n`` candidates (model loaded here, in the worker)."""
+    return campaign_for(config_path).generate_chunk(n, seed, conditions)
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=1,
+    cache_policy=INPUTS + TASK_SOURCE,
+    cache_expiration=timedelta(days=30),
+    persist_result=True,
+)
+def score_chunk(config_path: str, config_digest: str, rows: list[dict], seed: int) -> list:
+    """Relax and score candidate rows; cached on (config digest, rows, seed)."""
+    return campaign_for(config_path).score_chunk(rows, seed)
+
+
+@task
+def commit_generated(config_path: str, index: int, chunks: list) -> int:
+    return campaign_for(config_path).commit_generated(index, chunks)
+
+
+@task
+def dedup(config_path: str, index: int) -> None:
+    campaign_for(config_path).dedup(index)
+
+
+@task
+def commit_scores(config_path: str, index: int, plan: list, scores: list) -> None:
+    campaign_for(config_path).commit_scores(index, plan, scores)
+
+
+@task
+def select_batch(config_path: str, index: int) -> None:
+    campaign_for(config_path).select(index)
+
+
+@task
+def submit(config_path: str, index: int) -> None:
+    campaign_for(config_path).submit(index)
+
+
+@task(retries=3, retry_delay_seconds=2)
+def label(config_path: str, index: int) -> bool:
+    """Ask the oracle for labels (retried: oracles are remote and flaky)."""
+    return campaign_for(config_path).label(index)
+
+
+@task
+def update(config_path: str, index: int) -> None:
+    campaign_for(config_path).update(index)
+
+
+@task
+def report(config_path: str, index: int) -> dict:
+    camp = campaign_for(config_path)
+    metrics = camp.report(index)
+    _artifacts(camp, index, metrics)
+    return metrics
+
+
+def _artifacts(camp: Campaign, index: int, metrics: dict) -> None:
+    key = "".join(ch if ch.isalnum() else "-" for ch in camp.cfg.name.lower())
+    rows = []
+    labels = camp.store.labels()
+    for c in camp.selected(index):
+        sc = c.get("scores") or {}
+        row = {"id": c["id"], "formula": c["reduced_formula"], "spacegroup": c["spacegroup"],
+               "acq_value": c["acq_value"]}
+        for p in camp.cfg.property_names():
+            row[f"pred_{p}"] = sc.get(p)
+            row[f"oracle_{p}"] = labels.get(c["id"], {}).get(p)
+        rows.append(row)
+    create_table_artifact(rows, key=f"{key}-round-{index}-batch",
+                          description=f"selected batch of round {index}")
+    md = [f"# {camp.cfg.name}: round {index}", "",
+          f"- hits in batch: {metrics.get('hits')} / {metrics.get('batch_size')}",
+          f"- cumulative hits: {metrics.get('cumulative_hits')}",
+          (f"- generated {metrics.get('generated')}, invalid {metrics.get('invalid')}, "
+           f"duplicates {metrics.get('duplicates')}"),
+          f"- diversity: {json.dumps(metrics.get('diversity'))}",
+          f"- stability/synthesizability: {json.dumps(metrics.get('stability_synthesizability'))}",
+          f"- exploitation: {json.dumps(metrics.get('exploitation'))}", ""]
+    md += [f"**ALERT**: {a}" for a in metrics.get("alerts", [])]
+    create_markdown_artifact("\n".join(md), key=f"{key}-round-{index}-report",
+                             description=f"guards and metrics of round {index}")
+
+
+# ---------------------------------------------------------------------------------- flows
+def _run_round(config_path: str, index: int) -> str:
+    camp = campaign_for(config_path)
+    cfg = camp.cfg
+    camp.store.ensure_round(index, cfg.round_seed(index))
+    if not camp._done(index, "generated"):
+        cond = camp.conditions()
+        with _resources(cfg):
+            futs = [generate_chunk.submit(config_path, n, seed, cond)
+                    for _, n, seed in camp.chunk_plan(index)]
+        commit_generated(config_path, index, [f.result() for f in futs])
+    if not camp._done(index, "deduped"):
+        dedup(config_path, index)
+    if not camp._done(index, "scored"):
+        plan = camp.score_plan(index)
+        seed = cfg.round_seed(index)
+        with _resources(cfg):
+            futs = [score_chunk.submit(config_path, cfg.digest(), rows, seed + 7 * k)
+                    for k, rows in enumerate(plan)]
+        commit_scores(config_path, index, plan, [f.result() for f in futs])
+    if not camp._done(index, "selected"):
+        select_batch(config_path, index)
+    if not camp._done(index, "submitted"):
+        submit(config_path, index)
+    if not label(config_path, index):
+        get_run_logger().info(
+            "round %d waits for lab results: matgen campaign import-results --config %s --csv ..",
+            index, config_path)
+        return camp.status(index) or "submitted"
+    if not camp._done(index, "updated"):
+        update(config_path, index)
+    report(config_path, index)
+    return "reported"
+
+
+@flow(name="campaign-round", log_prints=True)
+def campaign_round(config_path: str, index: int) -> str:
+    """One round (or the rest of it) as a flow of tasks."""
+    return _run_round(str(config_path), index)
+
+
+@flow(name="campaign", log_prints=True)
+def campaign_flow(config_path: str, rounds: int | None = None,
+                  max_new_rounds: int | None = None, export_dir: str | None = None) -> dict:
+    """Run a campaign until ``rounds`` (default: the config's) are reported; resumes.
+
+    Args:
+        config_path: campaign YAML.
+        rounds: total number of rounds wanted.
+        max_new_rounds: at most this many rounds in this run (a scheduled run uses 1).
+        export_dir: where to write the lab hand-off when the campaign finishes
+            (default ``<work_dir>/exports`` when ``export_on_finish``).
+    """
+    config_path = str(config_path)
+    camp = campaign_for(config_path)
+    total = rounds if rounds is not None else camp.cfg.rounds
+    done_now = 0
+    status = "reported"
+    while (i := camp.next_round()) < total:
+        if max_new_rounds is not None and done_now >= max_new_rounds:
+            break
+        status = _run_round(config_path, i)
+        done_now += 1
+        if status != "reported":
+            break
+    out: dict[str, Any] = {"rounds": camp.store.summary()["rounds"], "status": status}
+    if status == "reported" and camp.cfg.export_on_finish and camp.next_round() >= total:
+        target = Path(export_dir) if export_dir else camp.cfg.work_path() / "exports"
+        out["export"] = str(export_campaign(camp.store, target, camp.cfg.property_names()))
+    return out
+
+
+def run_campaign(config_path: str, rounds: int | None = None,
+                 export_dir: str | None = None) -> dict:
+    """Run :func:`campaign_flow` with the task runner named in the config."""
+    cfg = load_config(config_path)
+    runner = build_task_runner(cfg)
+    return campaign_flow.with_options(task_runner=runner)(
+        config_path=str(Path(config_path).resolve()), rounds=rounds, export_dir=export_dir
+    )
+
+
+def serve_campaign(config_path: str, cron: str, rounds: int | None = None) -> None:
+    """Serve a scheduled deployment: each scheduled run advances the campaign by one round."""
+    cfg = load_config(config_path)
+    flow_ = campaign_flow.with_options(task_runner=build_task_runner(cfg))
+    flow_.serve(
+        name=f"{cfg.name}-scheduled",
+        cron=cron,
+        parameters={"config_path": str(Path(config_path).resolve()), "rounds": rounds,
+                    "max_new_rounds": 1},
+        description=f"matgen campaign {cfg.name}: one round per scheduled run",
+    )
