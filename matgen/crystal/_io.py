@@ -135,6 +135,22 @@ _CIF_MESSAGES = {
 }
 
 
+_NONFINITE = re.compile(
+    r"^(?!\s*#).*?(?<![\w.])([+-]?(?:nan|inf|infinity))(?![\w.])", re.IGNORECASE | re.MULTILINE
+)
+
+
+def _nonfinite_field(text: str) -> str | None:
+    """Name what holds a NaN/inf number in a CIF (cell or coordinates), else None."""
+    for m in _NONFINITE.finditer(text):
+        line = m.group(0).lstrip()
+        if line.startswith("_cell_"):
+            return "NaN or inf in the lattice (cell parameters)"
+        if not line.startswith("_"):
+            return "NaN or inf in the atomic coordinates"
+    return None
+
+
 def _structure_from_cif(text: str) -> Structure | str:
     """Parse one CIF data block with pymatgen; return a Structure or a one-line reason."""
     from pymatgen.io.cif import CifParser
@@ -151,6 +167,11 @@ def _structure_from_cif(text: str) -> Structure | str:
             )
         except Exception as exc:  # noqa: BLE001 - pymatgen raises many types for bad CIFs
             msg = _one_line(str(exc))
+            nonfinite = _nonfinite_field(text)
+            if nonfinite is not None:
+                return nonfinite
+            if isinstance(exc, ZeroDivisionError):  # pymatgen divides by the site count
+                return "CIF has no atom sites (empty _atom_site loop)"
             for key, nice in _CIF_MESSAGES.items():
                 if key in msg:
                     return nice
@@ -206,6 +227,12 @@ def _formula(z: np.ndarray) -> str:
 def _process_one(item: tuple[str | None, Any, ValidationOptions, Reduction]):
     """Parse + check one entry (runs in worker processes). Returns ('ok', arrays, formula)
     or ('err', reason)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pymatgen's notes; problems are reported as reasons
+        return _process_one_inner(item)
+
+
+def _process_one_inner(item):
     cif, arrays, options, reduce = item
     try:
         if cif is not None:
