@@ -1,1 +1,32 @@
-"""matgen.diffusion."""
+"""matgen.diffusion: noise processes (one per field), the crystal diffusion loss, samplers.
+
+Public API:
+    DiffusionConfig, DatasetStats, build_diffusion, CrystalDiffusion: the multi-field process
+        and its training loss ``CrystalDiffusion.loss(denoiser, batch, cond, task)``.
+    TorusProcess, LatticeProcess, MaskedTypeProcess: the per-field processes.
+    sample: predictor-corrector sampler (CSP or de novo); sample_fast: few-step ODE/DDIM sampler.
+    combine_guidance, unconditional: classifier-free guidance helpers.
+"""
+
+from __future__ import annotations
+
+from matgen.diffusion._config import DatasetStats, DiffusionConfig
+from matgen.diffusion._crystal import CrystalDiffusion, Denoiser, build_diffusion
+from matgen.diffusion._processes import LatticeProcess, MaskedTypeProcess, TorusProcess, wrap01
+from matgen.diffusion._sampling import combine_guidance, sample, sample_fast, unconditional
+
+__all__ = [
+    "CrystalDiffusion",
+    "DatasetStats",
+    "Denoiser",
+    "DiffusionConfig",
+    "LatticeProcess",
+    "MaskedTypeProcess",
+    "TorusProcess",
+    "build_diffusion",
+    "combine_guidance",
+    "sample",
+    "sample_fast",
+    "unconditional",
+    "wrap01",
+]
