@@ -1,1 +1,61 @@
-"""matgen.surrogates."""
+"""Surrogates: MLIP relaxation and energies, convex hull, property predictors, OOD score.
+
+Public API:
+    MLIP interface: :class:`MLIP`, :class:`CHGNetMLIP` (default), :class:`SevenNetMLIP`
+        (optional), :func:`load_mlip`, :class:`MLIPOutput`.
+    Relaxation: :func:`relax` (batched FIRE + Frechet cell filter), :func:`relax_ase`
+        (ASE one-at-a-time reference), :class:`RelaxConfig`, :class:`RelaxResult`.
+    Hull: :class:`ConvexHull` (``from_mp``, ``self_consistent``), :func:`build_hull_asset`.
+    Predictors: :func:`fit_predictor`, :class:`PropertyPredictor`, :class:`PredictorConfig`,
+        :class:`Prediction`, :func:`calibrate_std`, :func:`interval_metrics`,
+        :func:`load_default_predictors`; descriptors :func:`featurize`,
+        :class:`FeaturizerConfig`; OOD :func:`knn_distance`.
+"""
+
+from __future__ import annotations
+
+from matgen.surrogates._features import FeaturizerConfig, feature_dim, featurize
+from matgen.surrogates._hull import ConvexHull, build_hull_asset
+from matgen.surrogates._mlip import (
+    MLIP,
+    CHGNetMLIP,
+    MLIPOutput,
+    SevenNetMLIP,
+    load_mlip,
+    resolve_device,
+)
+from matgen.surrogates._predictor import (
+    Prediction,
+    PredictorConfig,
+    PropertyPredictor,
+    calibrate_std,
+    fit_predictor,
+    interval_metrics,
+    knn_distance,
+)
+from matgen.surrogates._relax import RelaxConfig, RelaxResult, relax, relax_ase
+
+__all__ = [
+    "MLIP",
+    "CHGNetMLIP",
+    "ConvexHull",
+    "FeaturizerConfig",
+    "MLIPOutput",
+    "Prediction",
+    "PredictorConfig",
+    "PropertyPredictor",
+    "RelaxConfig",
+    "RelaxResult",
+    "SevenNetMLIP",
+    "build_hull_asset",
+    "calibrate_std",
+    "feature_dim",
+    "featurize",
+    "fit_predictor",
+    "interval_metrics",
+    "knn_distance",
+    "load_mlip",
+    "relax",
+    "relax_ase",
+    "resolve_device",
+]

@@ -24,6 +24,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -282,10 +283,12 @@ def _read_elemental_entries(path: Path) -> dict[str, float]:
         raw = json.load(fh)
     items = raw.values() if isinstance(raw, dict) else raw
     mu: dict[str, float] = {}
-    for d in items:
-        e = ComputedEntry.from_dict(d)
-        el = e.composition.elements[0].symbol
-        mu[el] = min(mu.get(el, math.inf), e.energy_per_atom)
+    with warnings.catch_warnings():  # pymatgen warns about noble-gas electronegativities
+        warnings.simplefilter("ignore", UserWarning)
+        for d in items:
+            e = ComputedEntry.from_dict(d)
+            el = e.composition.elements[0].symbol
+            mu[el] = min(mu.get(el, math.inf), e.energy_per_atom)
     return mu
 
 

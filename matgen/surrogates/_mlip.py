@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -124,7 +125,9 @@ class CHGNetMLIP:
         stress = torch.full((b, 3, 3), math.nan, dtype=torch.float64)
         if graphs:
             task = "efs" if compute_stress else "ef"
-            pred = self.model(graphs, task=task)
+            with warnings.catch_warnings():  # CHGNet's own tensor-conversion warnings
+                warnings.simplefilter("ignore", UserWarning)
+                pred = self.model(graphs, task=task)
             e = pred["e"].detach().double().cpu()
             for k, i in enumerate(ok):
                 energy[i] = e[k]

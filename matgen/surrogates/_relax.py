@@ -97,8 +97,8 @@ class _State:
 
     def __init__(self, s: Structure, cfg: RelaxConfig):
         self.species = s.species
-        self.cell0 = torch.as_tensor(s.lattice.matrix, dtype=torch.float64)
-        self.r_ref = torch.as_tensor(s.cart_coords, dtype=torch.float64)
+        self.cell0 = torch.tensor(np.array(s.lattice.matrix), dtype=torch.float64)
+        self.r_ref = torch.tensor(np.array(s.cart_coords), dtype=torch.float64)
         self.x_cell = torch.zeros(3, 3, dtype=torch.float64)
         self.v_r = torch.zeros_like(self.r_ref)
         self.v_x = torch.zeros(3, 3, dtype=torch.float64)
