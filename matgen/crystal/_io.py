@@ -47,8 +47,9 @@ Reduction = Literal["niggli", "primitive"] | None
 ID_COLUMNS = ("material_id",)
 #: extxyz info keys that identify a frame, in order of preference.
 ID_KEYS = ("material_id", "sample_id", "id", "name")
-#: Share of parseable values above which a CSV column counts as a numeric property.
-_NUMERIC_SHARE = 0.9
+#: Share of parseable values from which a CSV column counts as a numeric property (the
+#: unparseable values of such a column are reported as bad entries).
+_NUMERIC_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -416,7 +417,7 @@ def _split_csv(text: str, label: str) -> tuple[list[_Raw], list[EntryError]]:
             numeric.append(j)  # an all-empty column: a property with every label missing
             continue
         ok = sum(_parse_float(v) is not None for v in vals)
-        if ok >= _NUMERIC_SHARE * len(vals):
+        if ok > _NUMERIC_SHARE * len(vals):
             numeric.append(j)
     strings = [j for j in other if j not in numeric]
     raws: list[_Raw] = []

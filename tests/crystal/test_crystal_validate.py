@@ -46,7 +46,7 @@ def test_reasons(one_atom, rock_salt):
     bad = f.copy()
     bad[0, 0] = np.nan
     assert check_crystal(z, bad, lat) == "NaN or inf in the atomic coordinates"
-    assert check_crystal(z, f, lat * np.inf) == "NaN or inf in the lattice"
+    assert check_crystal(z, f, np.full((3, 3), np.inf)) == "NaN or inf in the lattice"
     assert "unsupported element Am" in check_crystal(np.array([95] * 8), f, lat)
     assert "dummy" in check_crystal(np.array([0] * 8), f, lat)
     flipped = lat.copy()
