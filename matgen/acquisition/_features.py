@@ -6,6 +6,7 @@ tens of thousands of candidates is featurised in seconds and the result can be c
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -33,6 +34,16 @@ def _element_table() -> np.ndarray:
     from pymatgen.core import Element
 
     rows = np.full((120, len(ELEMENT_PROPERTIES)), np.nan)
+    with warnings.catch_warnings():  # pymatgen warns about noble gases without X: NaN is fine
+        warnings.simplefilter("ignore")
+        _fill(rows, Element)
+    col_mean = np.nanmean(rows[1:104], axis=0)
+    idx = np.where(np.isnan(rows))
+    rows[idx] = np.take(col_mean, idx[1])
+    return rows
+
+
+def _fill(rows: np.ndarray, Element) -> None:
     for z in range(1, 104):
         el = Element.from_Z(z)
         vals = []
@@ -49,10 +60,6 @@ def _element_table() -> np.ndarray:
                     v = float("nan")
             vals.append(v)
         rows[z] = vals
-    col_mean = np.nanmean(rows[1:104], axis=0)
-    idx = np.where(np.isnan(rows))
-    rows[idx] = np.take(col_mean, idx[1])
-    return rows
 
 
 def composition_features(compositions: Sequence[dict[int, float]]) -> torch.Tensor:
