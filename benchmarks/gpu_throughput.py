@@ -1,0 +1,139 @@
+"""Training and sampling throughput of the matgen denoiser (run on the GPU machine).
+
+Training: steps/s at a global batch of 256 MP-20 crystals (mp20_reduced train split), for
+precision/compile variants, timed from ``metrics.csv`` after a warm-up of ``--warmup`` steps.
+Sampling: CSP structures/s on MP-20 test compositions at 1000 predictor-corrector steps and
+with the few-step sampler, batch ``--sample-batch``.
+
+    python benchmarks/gpu_throughput.py --config configs/train/mp20.yaml \
+        --out benchmarks/results/gpu_throughput.json [--checkpoint CKPT]
+
+Runs on CPU too (tiny numbers; use ``--steps 20`` there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from matgen.data import load_dataset
+from matgen.diffusion import sample, sample_fast
+from matgen.training import TrainConfig, load_for_sampling, train
+
+
+def _steps_per_s(metrics: Path, warmup: int) -> float:
+    rows = list(csv.DictReader(metrics.open()))
+    rows = [r for r in rows if int(r["step"]) >= warmup]
+    if len(rows) < 2:
+        raise RuntimeError("too few logged steps after warm-up; raise --steps")
+    a, b = rows[0], rows[-1]
+    return (int(b["step"]) - int(a["step"])) / (float(b["elapsed_s"]) - float(a["elapsed_s"]))
+
+
+def bench_training(cfg: TrainConfig, steps: int, warmup: int, variants: list[str]) -> list[dict]:
+    out = []
+    for v in variants:
+        precision, compile_ = v.split("+") if "+" in v else (v, "eager")
+        c = cfg.model_copy(
+            update={
+                "precision": precision,
+                "compile": compile_ == "compile",
+                "log_every": 10,
+                "checkpoint_every": 10**9,
+                "max_steps": steps,
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            res = train(c, out=tmp, max_steps=steps, progress=False, log=None)
+            wall = time.perf_counter() - t0
+            sps = _steps_per_s(Path(tmp) / "metrics.csv", warmup)
+        mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        row = {
+            "variant": v,
+            "batch_size": c.batch_size,
+            "steps": res.step,
+            "steps_per_s": round(sps, 3),
+            "crystals_per_s": round(sps * c.batch_size, 1),
+            "wall_s_incl_warmup": round(wall, 1),
+            "peak_gpu_mem_gib": round(mem, 2),
+        }
+        print("train", row, flush=True)
+        out.append(row)
+    return out
+
+
+def bench_sampling(checkpoint: str, n: int, variants: list[tuple[str, int]], seed: int = 0):
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, diffusion, meta = load_for_sampling(checkpoint, device)[:3]
+    test = load_dataset("mp20", split="test")
+    idx = list(range(min(n, len(test))))
+    ref = test.batch(idx).to(device)
+    out = []
+    for name, steps in variants:
+        fn = sample if name == "pc" else sample_fast
+        g = torch.Generator(device=device).manual_seed(seed)
+        with torch.no_grad():
+            fn(model, diffusion, ref.num_atoms[:8], ref.atomic_numbers[: int(ref.num_atoms[:8].sum())],
+               steps=2, generator=g)  # warm-up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn(model, diffusion, ref.num_atoms, ref.atomic_numbers, steps=steps, generator=g)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+        row = {"sampler": name, "steps": steps, "structures": len(idx),
+               "seconds": round(dt, 2), "structures_per_s": round(len(idx) / dt, 2)}
+        print("sample", row, flush=True)
+        out.append(row)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", default="configs/train/mp20.yaml")
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--variants", default="bf16,fp32,bf16+compile")
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--sample-n", type=int, default=1024)
+    ap.add_argument("--sample-variants", default="pc:1000,fast:50,fast:20")
+    ap.add_argument("--model", default="", help="overrides of the model config, e.g. hidden=512,vectors=128")
+    ap.add_argument("--out", default="benchmarks/results/gpu_throughput.json")
+    args = ap.parse_args()
+
+    cfg = TrainConfig.from_yaml(args.config)
+    if args.model:
+        upd = {k: type(getattr(cfg.model, k))(v) for k, v in (kv.split("=") for kv in args.model.split(","))}
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update=upd)})
+    from matgen.models import build_denoiser
+
+    result: dict = {
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor(),
+        "torch": torch.__version__,
+        "config": args.config,
+        "model_overrides": args.model,
+        "parameters": build_denoiser(cfg.model).num_parameters,
+    }
+    if args.variants:
+        result["training"] = bench_training(cfg, args.steps, args.warmup, args.variants.split(","))
+    if args.checkpoint:
+        sv = [(v.split(":")[0], int(v.split(":")[1])) for v in args.sample_variants.split(",")]
+        result["sampling"] = bench_sampling(args.checkpoint, args.sample_n, sv)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
