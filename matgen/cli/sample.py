@@ -1,5 +1,125 @@
-"""`matgen sample` commands."""
+"""`matgen sample`: generate crystals (de novo or CSP, optionally conditioned) to extxyz.
+
+A thin wrapper over :func:`matgen.training.generate`. Results are appended to
+``OUT.partial`` as each batch finishes (a crash keeps them) and renamed to ``OUT`` at the end.
+Exit codes: 0 ok, 1 bad input data, 2 usage error.
+"""
 
 from __future__ import annotations
 
-from matgen.cli._app import app  # noqa: F401
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from matgen.cli._app import app
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Task(str, Enum):
+    gen = "gen"
+    csp = "csp"
+
+
+class Sampler(str, Enum):
+    pc = "pc"
+    fast = "fast"
+
+
+def _fail(msg: str, code: int) -> None:
+    _err.print(f"error: {escape(msg)}")
+    raise typer.Exit(code)
+
+
+def _formula_units(text: str):
+    if text in ("as-written", "auto"):
+        return text
+    try:
+        z = int(text)
+    except ValueError:
+        z = 0
+    if z < 1:
+        _fail(f"--formula-units must be as-written, auto or a positive integer (got {text!r})", 2)
+    return z
+
+
+@app.command("sample")
+def sample(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output extxyz file.")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint folder (RUN_DIR/checkpoints/last), its model.safetensors, "
+                     "or a run dir; default: the shipped model."),
+    ] = None,
+    num: Annotated[
+        int, typer.Option("--num", "-n", min=1,
+                          help="De novo: structures in all; CSP: per composition / CSV row.")
+    ] = 1,
+    task: Annotated[Task, typer.Option(help="gen (de novo) or csp.")] = Task.gen,
+    composition: Annotated[
+        list[str] | None,
+        typer.Option(help="Formula for CSP (repeat the option, or comma-separate)."),
+    ] = None,
+    compositions_from: Annotated[
+        Path | None,
+        typer.Option(help="CSV with material_id and cif or formula columns (CSP)."),
+    ] = None,
+    formula_units: Annotated[
+        str,
+        typer.Option(help="Formula -> cell: as-written (exact counts), N (reduced formula x N), "
+                     "or auto (Z drawn from the training distribution)."),
+    ] = "as-written",
+    chemsys: Annotated[
+        str | None, typer.Option(help="De novo: only these elements, e.g. Li-Fe-O.")
+    ] = None,
+    condition: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE, KEY=LO:HI, KEY=:HI or KEY=LO: (repeatable)."),
+    ] = None,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 1.0,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Sampler steps (default 1000 pc, 50 fast).")
+    ] = None,
+    sampler: Annotated[
+        Sampler, typer.Option(help="pc (predictor-corrector) or fast (few-step ODE/DDIM).")
+    ] = Sampler.pc,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Crystals per batch.")] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Generate crystals from a trained checkpoint into an extxyz file."""
+    from matgen.training import SampleInputError, generate
+
+    if device not in ("auto", "cpu", "cuda"):
+        _fail(f"--device must be auto, cpu or cuda (got {device!r})", 2)
+    formulas = [f.strip() for c in (composition or []) for f in c.split(",") if f.strip()]
+    if compositions_from is not None and not compositions_from.is_file():
+        _fail(f"--compositions-from {compositions_from}: not found", 2)
+    if checkpoint is not None and not checkpoint.exists():
+        _fail(f"--checkpoint {checkpoint}: not found", 2)
+    try:
+        res = generate(
+            out, checkpoint, num, task=task.value, compositions=formulas,
+            compositions_from=compositions_from, formula_units=_formula_units(formula_units),
+            chemsys=chemsys, conditions=list(condition or []), guidance=guidance, steps=steps,
+            sampler=sampler.value, seed=seed, batch_size=batch_size, device=device,
+            progress=progress, log=lambda m: _err.print(escape(m)),
+        )
+    except SampleInputError as e:
+        code = 1 if compositions_from is not None and "CSV" in str(e) else 2
+        _fail(str(e), code)
+    except FileNotFoundError as e:
+        _fail(str(e), 2)
+    except ValueError as e:  # bad condition syntax, unknown chemsys element, bad checkpoint
+        _fail(str(e), 2)
+    _out.print(
+        f"wrote {res.num_structures} structures to {escape(str(res.path))} "
+        f"({res.structures_per_s:.2f} structures/s, checkpoint {res.checkpoint_id})"
+        + (f"; skipped {len(res.skipped)} input rows" if res.skipped else "")
+    )

@@ -1,5 +1,100 @@
-"""`matgen train` commands."""
+"""`matgen train`: train, fine-tune (``--init``) or resume (``--resume``) a crystal denoiser.
+
+A thin wrapper over :func:`matgen.training.train`. Under ``torchrun`` (e.g.
+``torchrun --standalone --nproc_per_node=4 --no-python matgen train --config ...``) every
+process runs this command and trains one DDP rank.
+Exit codes: 0 ok, 1 bad data or a diverged run, 2 usage error.
+"""
 
 from __future__ import annotations
 
-from matgen.cli._app import app  # noqa: F401
+import math
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from matgen.cli._app import app
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(msg: str, code: int) -> None:
+    _err.print(f"error: {escape(msg)}")
+    raise typer.Exit(code)
+
+
+@app.command("train")
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Training YAML (configs/train/).")],
+    data: Annotated[
+        str | None,
+        typer.Option(help="Dataset name or path (CSV / CIF folder / extxyz); overrides the "
+                     "config's data.dataset."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: runs/<config name>).")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Steps of the run (overrides max_steps).", min=1)
+    ] = None,
+    max_time: Annotated[
+        float | None,
+        typer.Option(help="Wall-clock budget in minutes: stop cleanly with a checkpoint.", min=0),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the run directory's last checkpoint.")
+    ] = False,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint whose weights initialise the model (fine-tuning)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a denoiser from a YAML config; checkpoints go to RUN_DIR/checkpoints/."""
+    from pydantic import ValidationError
+
+    from matgen.training import NonFiniteLossError, TrainConfig
+    from matgen.training import train as run_training
+
+    if not config.is_file():
+        _fail(f"config {config} not found", 2)
+    try:
+        cfg = TrainConfig.from_yaml(config)
+    except ValidationError as e:
+        lines = [f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
+        _fail(f"{config}: invalid config: " + "; ".join(lines), 2)
+    except (TypeError, ValueError) as e:  # YAML that is not a mapping, bad YAML
+        _fail(f"{config}: {e}", 2)
+    if init is not None and not init.exists():
+        _fail(f"--init {init}: not found", 2)
+    if device not in ("auto", "cpu", "cuda"):
+        _fail(f"--device must be auto, cpu or cuda (got {device!r})", 2)
+    run_dir = out if out is not None else Path("runs") / config.stem
+    is_main = os.environ.get("RANK", "0") == "0"
+    try:
+        res = run_training(
+            cfg, data=data, out=run_dir, max_steps=max_steps, max_time_minutes=max_time,
+            resume=resume, init=init, device=None if device == "auto" else device,
+            progress=progress,
+            log=lambda m: _out.print(escape(m)),
+        )
+    except FileExistsError as e:
+        _fail(str(e), 2)
+    except NonFiniteLossError as e:
+        _fail(f"training diverged: {e}", 1)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        _fail(f"data: {msg}", 1)
+    if is_main:
+        last = next((v for _, v in reversed(res.losses) if math.isfinite(v)), float("nan"))
+        _out.print(
+            f"{res.stopped}: step {res.step} (from {res.resumed_from}), last loss {last:.4g}, "
+            f"{res.steps_per_s:.2f} steps/s, {res.nonfinite_steps} skipped steps; "
+            f"checkpoint {escape(str(res.checkpoint))}"
+        )

@@ -9,6 +9,8 @@ Public API:
     setup_distributed / DistInfo: torchrun environment handling.
     parse_condition / ConditionSpec: ``KEY=VALUE | LO:HI | :HI | LO:`` targets.
     Checkpoint helpers: resolve_checkpoint, latest_checkpoint, read_metadata, weights_id.
+    generate(out, checkpoint, num, ...) -> SampleResult: sampling to extxyz (``matgen sample``),
+        streamed batch by batch; expand_formula, load_for_sampling, DEFAULT_MODEL_DIR.
 """
 
 from __future__ import annotations
@@ -32,9 +34,19 @@ from matgen.training._loop import (
     load_init_weights,
     train,
 )
+from matgen.training._sampling import (
+    DEFAULT_MODEL_DIR,
+    Request,
+    SampleInputError,
+    SampleResult,
+    expand_formula,
+    generate,
+    load_for_sampling,
+)
 from matgen.training._schedule import warmup_cosine
 
 __all__ = [
+    "DEFAULT_MODEL_DIR",
     "EMA",
     "ConditionConfig",
     "ConditionSpec",
@@ -44,11 +56,17 @@ __all__ = [
     "IndexStream",
     "NonFiniteLossError",
     "OptimConfig",
+    "Request",
     "RunResult",
+    "SampleInputError",
+    "SampleResult",
     "TrainConfig",
     "build_components",
     "dataset_stats",
+    "expand_formula",
+    "generate",
     "latest_checkpoint",
+    "load_for_sampling",
     "load_init_weights",
     "parse_condition",
     "read_metadata",

@@ -1,0 +1,169 @@
+"""`matgen train` + `matgen sample` end to end (typer CliRunner) on a tiny CSV made in code."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from matgen.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def _structures():
+    from pymatgen.core import Lattice, Structure
+
+    out = []
+    for i, a in enumerate((5.5, 5.64, 5.8, 5.9)):
+        out.append(Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"],
+                                             [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure())
+        out.append(Structure(Lattice.cubic(3.9 + 0.05 * i), ["Sr", "Ti", "O", "O", "O"],
+                             [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5],
+                              [0, 0.5, 0.5]]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    p = d / "tiny.csv"
+    with open(p, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["material_id", "cif", "band_gap", "formula"])
+        for i, s in enumerate(_structures()):
+            w.writerow([f"m-{i}", s.to(fmt="cif"), 0.5 * i, s.composition.reduced_formula])
+    return p
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_csv):
+    """A tiny conditioned model trained for a few steps through the CLI."""
+    import os
+
+    d = tmp_path_factory.mktemp("run")
+    os.environ["MATGEN_CACHE_DIR"] = str(d / "cache")
+    cfg = yaml.safe_load((REPO / "configs/train/tiny.yaml").read_text())
+    cfg["conditions"] = {"properties": ["band_gap"], "drop_prob": 0.2}
+    cfg["batch_size"] = 4
+    cfg["checkpoint_every"] = 2
+    cfg_path = d / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    run = d / "run"
+    r = runner.invoke(app, ["train", "--config", str(cfg_path), "--data", str(tiny_csv),
+                            "--out", str(run), "--max-steps", "3", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "step 3" in r.output
+    return run, cfg_path
+
+
+def _frames(path: Path):
+    from ase.io import read
+
+    return read(str(path), index=":", format="extxyz")
+
+
+def test_train_writes_run_dir(trained):
+    run, _ = trained
+    ck = run / "checkpoints"
+    assert sorted(p.name for p in ck.iterdir()) == ["last", "step_2", "step_3"]
+    meta = json.loads((ck / "last" / "model.json").read_text())
+    assert meta["denoiser"]["conditions"][0]["name"] == "band_gap"
+    assert meta["metadata"]["step"] == 3
+    assert meta["metadata"]["dataset_stats"]["num_atoms_hist"] == {"2": 4, "5": 4}
+    rows = list(csv.DictReader(open(run / "metrics.csv")))  # noqa: SIM115
+    assert rows[-1]["step"] == "3"
+
+
+def test_resume_and_existing_run_dir(trained, tiny_csv, tmp_path):
+    import shutil
+
+    src, cfg_path = trained
+    run = tmp_path / "copy"
+    shutil.copytree(src, run)
+    base = ["train", "--config", str(cfg_path), "--data", str(tiny_csv), "--out", str(run),
+            "--no-progress"]
+    r = runner.invoke(app, [*base, "--max-steps", "3"])
+    assert r.exit_code == 2 and "--resume" in r.output
+    r = runner.invoke(app, [*base, "--max-steps", "4", "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "step 4 (from 3)" in r.output
+    assert (run / "checkpoints" / "step_4" / "model.safetensors").is_file()
+
+
+def test_sample_de_novo_conditioned(trained, tmp_path):
+    run, _ = trained
+    out = tmp_path / "gen.extxyz"
+    r = runner.invoke(app, ["sample", "--checkpoint", str(run / "checkpoints" / "last"),
+                            "--num", "3", "--out", str(out), "--steps", "2", "--seed", "7",
+                            "--condition", "band_gap=1:2", "--guidance", "1.5",
+                            "--batch-size", "2", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert not out.with_name(out.name + ".partial").exists()
+    frames = _frames(out)
+    assert len(frames) == 3
+    for i, a in enumerate(frames):
+        assert a.info["sample_id"].endswith(f"-s7-{i}")
+        assert a.info["seed"] == 7 and a.info["task"] == "gen"
+        assert len(a.info["checkpoint"]) == 12
+        assert a.info["conditions"] == "band_gap=1:2"
+        assert 1.0 <= a.info["target_band_gap"] <= 2.0
+        assert len(a) in (2, 5)  # atom counts drawn from the training histogram
+        assert all(a.pbc)
+
+
+def test_sample_csp_from_csv_carries_material_id(trained, tiny_csv, tmp_path):
+    run, _ = trained
+    out = tmp_path / "csp.extxyz"
+    r = runner.invoke(app, ["sample", "--checkpoint", str(run), "--num", "2",
+                            "--compositions-from", str(tiny_csv), "--out", str(out),
+                            "--steps", "2", "--sampler", "fast", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    frames = _frames(out)
+    assert len(frames) == 16
+    assert [a.info["material_id"] for a in frames[:4]] == ["m-0", "m-0", "m-1", "m-1"]
+    assert frames[0].get_chemical_formula() == "ClNa"
+    assert frames[2].info["composition"] == "SrTiO3" and len(frames[2]) == 5
+
+
+def test_sample_csp_formula_units_and_errors(trained, tmp_path):
+    run, _ = trained
+    ck = str(run / "checkpoints" / "last")
+    out = tmp_path / "f.extxyz"
+    r = runner.invoke(app, ["sample", "--checkpoint", ck, "--composition", "NaCl",
+                            "--formula-units", "2", "--num", "1", "--out", str(out),
+                            "--steps", "1", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    (a,) = _frames(out)
+    assert len(a) == 4 and a.info["composition"] == "Na2Cl2"
+    r = runner.invoke(app, ["sample", "--checkpoint", ck, "--out", str(out),
+                            "--condition", "e_above_hull=0.1", "--no-progress"])
+    assert r.exit_code == 2 and "trained on" in r.output
+    r = runner.invoke(app, ["sample", "--checkpoint", ck, "--out", str(out),
+                            "--condition", "band_gap=abc", "--no-progress"])
+    assert r.exit_code == 2 and "bad condition" in r.output
+    r = runner.invoke(app, ["sample", "--checkpoint", ck, "--out", str(out), "--task", "csp",
+                            "--no-progress"])
+    assert r.exit_code == 2
+
+
+def test_sample_without_default_model_is_a_clear_error(tmp_path, monkeypatch):
+    import matgen.training._sampling as s
+
+    monkeypatch.setattr(s, "DEFAULT_MODEL_DIR", tmp_path / "nope")
+    r = runner.invoke(app, ["sample", "--num", "1", "--out", str(tmp_path / "x.extxyz"),
+                            "--no-progress"])
+    assert r.exit_code == 2 and "no default model" in r.output
+
+
+def test_bad_config_is_a_usage_error(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("batch_size: -3\nnot_a_key: 1\n")
+    r = runner.invoke(app, ["train", "--config", str(p), "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2
+    assert "batch_size" in r.output and "not_a_key" in r.output
