@@ -71,9 +71,7 @@ def evaluate(
     task: Annotated[Task, typer.Option(help="csp: match rate / RMSE; gen: de novo metrics.")],
     generated: Annotated[Path, typer.Option(help="Generated frames (extxyz).")],
     reference: Annotated[Path, typer.Option(help="Reference CSV (CDVAE format, `cif` column).")],
-    train: Annotated[
-        Path | None, typer.Option(help="Training CSV, for novelty (gen).")
-    ] = None,
+    train: Annotated[Path | None, typer.Option(help="Training CSV, for novelty (gen).")] = None,
     out: Annotated[
         Path | None, typer.Option(help="Metrics JSON (default: next to --generated).")
     ] = None,
@@ -83,9 +81,7 @@ def evaluate(
     per_reference: Annotated[
         Path | None, typer.Option(help="CSP: also write one row per reference here.")
     ] = None,
-    workers: Annotated[
-        int, typer.Option(min=0, help="Worker processes (0: all CPU cores).")
-    ] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes (0: all CPU cores).")] = 0,
     k: Annotated[
         int | None, typer.Option(min=1, help="CSP: use the first K samples per reference.")
     ] = None,
@@ -150,8 +146,12 @@ def evaluate(
         if len(set(ref_set.ids)) != len(ref_set.ids):
             _fail(f"{reference}: material_id values are not unique")
         res = ev.evaluate_csp(
-            gen_set, ref_set, k=k, reference_validity=reference_validity.value,
-            workers=nworkers, progress=progress,
+            gen_set,
+            ref_set,
+            k=k,
+            reference_validity=reference_validity.value,
+            workers=nworkers,
+            progress=progress,
         )
         if res.metrics["num_generated_evaluated"] == 0:
             _fail(
@@ -171,13 +171,21 @@ def evaluate(
     else:
         ds = dataset or ev.guess_dataset(reference)
         cfg = ev.GenConfig(
-            dataset=ds, struc_cutoff=struc_cutoff, comp_cutoff=comp_cutoff, coverage=coverage,
+            dataset=ds,
+            struc_cutoff=struc_cutoff,
+            comp_cutoff=comp_cutoff,
+            coverage=coverage,
             n_samples=n_samples,
         )
         try:
             res = ev.evaluate_generation(
-                gen_set, ref_set, train_set, cfg, property_name=property_name,
-                workers=nworkers, progress=progress,
+                gen_set,
+                ref_set,
+                train_set,
+                cfg,
+                property_name=property_name,
+                workers=nworkers,
+                progress=progress,
             )
         except KeyError as e:
             _fail(str(e.args[0]) if e.args else str(e), code=2)
@@ -194,19 +202,35 @@ def evaluate(
             )
             metrics["sun"] = s.metrics
             for r, extra in zip(rows, s.per_structure):
-                for key in ("e_above_hull_mlip", "rmsd_to_relaxed", "stable@0.1", "stable@0",
-                            "sun@0.1", "sun@0"):
+                for key in (
+                    "e_above_hull_mlip",
+                    "rmsd_to_relaxed",
+                    "stable@0.1",
+                    "stable@0",
+                    "sun@0.1",
+                    "sun@0",
+                ):
                     r[key] = extra.get(key)
         summary = [
             (key, metrics.get(key))
-            for key in ("valid", "comp_valid", "struct_valid", "cov_recall", "cov_precision",
-                        "wdist_density", "wdist_num_elements", "wdist_property", "uniqueness",
-                        "novelty")
+            for key in (
+                "valid",
+                "comp_valid",
+                "struct_valid",
+                "cov_recall",
+                "cov_precision",
+                "wdist_density",
+                "wdist_num_elements",
+                "wdist_property",
+                "uniqueness",
+                "novelty",
+            )
             if key in metrics
         ]
         if sun:
-            summary += [(f"S.U.N. {t}", metrics["sun"].get(t)) for t in ("sun_rate@0.1",
-                                                                          "sun_rate@0")]
+            summary += [
+                (f"S.U.N. {t}", metrics["sun"].get(t)) for t in ("sun_rate@0.1", "sun_rate@0")
+            ]
 
     metrics["generated_file"] = str(generated)
     metrics["reference_file"] = str(reference)

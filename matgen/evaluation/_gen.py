@@ -66,8 +66,12 @@ def cov_cutoffs(dataset: str) -> tuple[float, float]:
 def guess_dataset(path: str | os.PathLike) -> str | None:
     """Dataset name from a reference path (``.../mp20_reduced/test.csv`` -> ``mp20``)."""
     p = str(path).lower()
-    for token, name in (("mp20", "mp20"), ("mp_20", "mp20"), ("perov", "perov5"),
-                        ("carbon", "carbon24")):
+    for token, name in (
+        ("mp20", "mp20"),
+        ("mp_20", "mp20"),
+        ("perov", "perov5"),
+        ("carbon", "carbon24"),
+    ):
         if token in p:
             return name
     return None

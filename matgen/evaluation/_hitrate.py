@@ -92,9 +92,11 @@ def hit_rate_from_predictor(
         window: inclusive bounds.
         valid: validity mask; default: every non-``None`` structure.
     """
-    mask = [s is not None for s in structures] if valid is None else [
-        bool(a) and s is not None for a, s in zip(valid, structures, strict=True)
-    ]
+    mask = (
+        [s is not None for s in structures]
+        if valid is None
+        else [bool(a) and s is not None for a, s in zip(valid, structures, strict=True)]
+    )
     idx = [i for i, ok in enumerate(mask) if ok]
     vals = np.full(len(structures), np.nan)
     if idx:
@@ -116,9 +118,11 @@ def compare_to_base_rate(conditional: HitRate, base: HitRate) -> dict[str, float
 
     a, b = conditional.hits, conditional.num_valid - conditional.hits
     c, d = base.hits, base.num_valid - base.hits
-    p = float(fisher_exact([[a, b], [c, d]], alternative="greater").pvalue) if (
-        conditional.num_valid and base.num_valid
-    ) else math.nan
+    p = (
+        float(fisher_exact([[a, b], [c, d]], alternative="greater").pvalue)
+        if (conditional.num_valid and base.num_valid)
+        else math.nan
+    )
     enr = conditional.rate / base.rate if base.rate and base.rate > 0 else math.inf
     return {
         "rate": conditional.rate,

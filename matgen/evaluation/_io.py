@@ -73,7 +73,9 @@ def read_reference_csv(path: str | Path) -> ReferenceSet:
     except Exception as e:  # noqa: BLE001
         raise EvaluationInputError(f"{p}: cannot read as CSV ({e})") from None
     if "cif" not in df.columns:
-        raise EvaluationInputError(f"{p}: no 'cif' column (columns: {', '.join(map(str, df.columns))})")
+        raise EvaluationInputError(
+            f"{p}: no 'cif' column (columns: {', '.join(map(str, df.columns))})"
+        )
     ids = (
         [str(x) for x in df["material_id"]]
         if "material_id" in df.columns
@@ -142,7 +144,9 @@ def generated_from_structures(structures, ids=None) -> GeneratedSet:
     arrays = [arrays_from_structure(s) for s in structures]
     return GeneratedSet(
         arrays=arrays,
-        ids=[None if i is None else str(i) for i in ids] if ids is not None else [None] * len(arrays),
+        ids=[None if i is None else str(i) for i in ids]
+        if ids is not None
+        else [None] * len(arrays),
         info=[{} for _ in arrays],
     )
 

@@ -68,7 +68,10 @@ def mlip_scorer(
             out.append((r.structure if ok else None, ehull))
         return out
 
-    return scorer, f"{model} relaxation (matgen.surrogates.relax) + {getattr(h, 'name', 'custom')} hull"
+    return (
+        scorer,
+        f"{model} relaxation (matgen.surrogates.relax) + {getattr(h, 'name', 'custom')} hull",
+    )
 
 
 def relaxation_rmsd(generated, relaxed) -> float | None:
@@ -121,8 +124,11 @@ def evaluate_sun(
     config = config or GenConfig(coverage=False)
     n = len(generated)
     desc = parallel_map(
-        _describe, [(a, False, False) for a in generated.arrays], workers=workers,
-        progress=progress, desc="validity",
+        _describe,
+        [(a, False, False) for a in generated.arrays],
+        workers=workers,
+        progress=progress,
+        desc="validity",
     )
     valid_idx = [i for i, d in enumerate(desc) if d["valid"]]
     structures = [build_structure(generated.arrays[i])[0] for i in valid_idx]
@@ -153,12 +159,17 @@ def evaluate_sun(
     keys = sorted(groups)
     tol = (config.ltol, config.stol, config.angle_tol)
     items = [
-        ([arrays_from_structure(relaxed[i]) for i in groups[f]], train_by_formula.get(f, []), tol,
-         do_novel)
+        (
+            [arrays_from_structure(relaxed[i]) for i in groups[f]],
+            train_by_formula.get(f, []),
+            tol,
+            do_novel,
+        )
         for f in keys
     ]
-    out = parallel_map(_unique_novel_group, items, workers=workers, progress=progress,
-                       desc="unique/novel")
+    out = parallel_map(
+        _unique_novel_group, items, workers=workers, progress=progress, desc="unique/novel"
+    )
     unique: dict[int, bool] = {}
     novel: dict[int, bool] = {}
     for f, res in zip(keys, out):
