@@ -139,7 +139,8 @@ class GuardConfig(_Frozen):
 class CampaignConfig(_Frozen):
     """A discovery campaign.
 
-    Paths in the YAML are relative to the YAML file's folder.
+    Input paths in the YAML (checkpoint, CSVs) are relative to the YAML file's folder;
+    ``work_dir`` (state database, outbox, exports) is relative to the current directory.
     """
 
     name: str
@@ -237,10 +238,9 @@ def load_config(path: str | Path, **overrides) -> CampaignConfig:
     for k in ("train_csv",):
         if raw.get(k):
             raw[k] = _resolve(base, expand(raw[k]))
-    if raw.get("work_dir"):
-        raw["work_dir"] = _resolve(base, expand(raw["work_dir"]))
-    else:
-        raw["work_dir"] = str(base / "runs" / "{name}")
+    # the work folder (state DB, outbox, exports) is relative to the current directory
+    raw["work_dir"] = str(Path(expand(raw.get("work_dir") or "runs/campaigns/{name}"))
+                          .expanduser().absolute())
     if raw.get("state_url") and raw["state_url"].startswith("sqlite:///"):
         p = raw["state_url"][len("sqlite:///") :]
         raw["state_url"] = "sqlite:///" + _resolve(base, expand(p))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -265,7 +266,10 @@ class Campaign:
         """Reduced formula -> CIFs of the training set (``train_csv``)."""
         if self._train_index is None:
             idx: dict[str, list[str]] = {}
-            if self.cfg.train_csv:
+            if self.cfg.train_csv and not Path(self.cfg.train_csv).exists():
+                log.warning("train_csv %s not found: no novelty check against training data",
+                            self.cfg.train_csv)
+            elif self.cfg.train_csv:
                 import pandas as pd
                 from pymatgen.core import Composition
 

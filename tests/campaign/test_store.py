@@ -1,0 +1,59 @@
+"""State store: step machine, atomic transactions, unique submissions."""
+
+from __future__ import annotations
+
+import pytest
+
+from matgen.campaign import CampaignStore, StepConflict
+
+
+def _row(i: int) -> dict:
+    return {"id": f"c{i}", "round_index": 0, "position": i, "formula": "NaCl",
+            "reduced_formula": "NaCl", "cif": "x", "status": "generated"}
+
+
+def test_steps_advance_in_order_only(tmp_path):
+    st = CampaignStore(f"sqlite:///{tmp_path / 's.db'}", "c")
+    st.ensure_round(0, seed=1)
+    st.ensure_round(0, seed=99)  # idempotent: the first seed stays
+    assert st.round(0)["seed"] == 1
+    with pytest.raises(StepConflict), st.transaction() as conn:
+        st.advance(conn, 0, "deduped")  # cannot skip 'generated'
+    with st.transaction() as conn:
+        st.advance(conn, 0, "generated")
+    with pytest.raises(StepConflict), st.transaction() as conn:
+        st.advance(conn, 0, "generated")  # a step commits once
+    assert st.status_reached(0, "generated") and not st.status_reached(0, "deduped")
+
+
+def test_a_failed_step_leaves_nothing_behind(tmp_path):
+    st = CampaignStore(f"sqlite:///{tmp_path / 's.db'}", "c")
+    st.ensure_round(0, seed=1)
+    with pytest.raises(RuntimeError), st.transaction() as conn:
+        st.add_candidates(conn, [_row(i) for i in range(3)])
+        st.advance(conn, 0, "generated")
+        raise RuntimeError("crash in the middle of the step")
+    assert st.candidates(0) == [] and st.round(0)["status"] == "started"
+
+
+def test_submissions_are_unique_per_candidate(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    st = CampaignStore(url, "c")
+    st.ensure_round(0, seed=1)
+    with st.transaction() as conn:
+        st.add_candidates(conn, [_row(i) for i in range(3)])
+    with st.transaction() as conn:
+        assert st.record_submissions(conn, ["c0", "c1"], 0, "o") == 2
+    with st.transaction() as conn:
+        assert st.record_submissions(conn, ["c1", "c2"], 0, "o") == 1
+    from sqlalchemy.exc import IntegrityError
+
+    from matgen.campaign._store import submissions
+
+    with pytest.raises(IntegrityError), st.transaction() as conn:  # the DB itself refuses
+        conn.execute(submissions.insert().values(
+            candidate_id="c0", campaign_id=st.campaign_id, round_index=0, oracle="o",
+            status="pending", created_at=st.round(0)["started_at"],
+            updated_at=st.round(0)["started_at"]))
+    assert sorted(s["candidate_id"] for s in CampaignStore(url, "c").submissions()) == [
+        "c0", "c1", "c2"]
