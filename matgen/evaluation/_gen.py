@@ -453,7 +453,7 @@ def evaluate_generation(
         per_structure.append(
             {
                 "frame_index": i,
-                "id": generated.ids[i],
+                "id": generated.ids[i] or generated.info[i].get("sample_id"),
                 "formula": r["formula"],
                 "valid": r["valid"],
                 "comp_valid": r["comp_valid"],

@@ -212,7 +212,7 @@ def evaluate_sun(
     for i in range(n):
         row = {
             "frame_index": i,
-            "id": generated.ids[i],
+            "id": generated.ids[i] or generated.info[i].get("sample_id"),
             "valid": desc[i]["valid"],
             "relaxed": i in relaxed,
             "e_above_hull_mlip": ehull.get(i),
