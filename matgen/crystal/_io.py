@@ -124,6 +124,11 @@ class _Raw:
     error: str | None = None
 
 
+def _file_error(label: str, reason: str) -> _Raw:
+    """A whole file that cannot be used counts as one bad entry named by the file."""
+    return _Raw(label, "", error=reason)
+
+
 def _one_line(msg: str, limit: int = 200) -> str:
     lines = [ln.strip() for ln in str(msg).splitlines() if ln.strip()]
     text = "; ".join(lines) if lines else "unknown error"
@@ -176,6 +181,9 @@ def _structure_from_cif(text: str) -> Structure | str:
             for key, nice in _CIF_MESSAGES.items():
                 if key in msg:
                     return nice
+            if "exceeded tolerance" in msg:  # two sites at one position, occupancies summed
+                occ = msg.replace("No structure parsed for section 1 in CIF.; ", "").rstrip(".")
+                return f"overlapping sites: {occ} (duplicate atoms at one position?)"
             if isinstance(exc, ZeroDivisionError | IndexError | KeyError):
                 detail = "; ".join(_one_line(str(w.message), 120) for w in caught[:1])
                 msg = f"{type(exc).__name__}: {msg}" + (f" ({detail})" if detail else "")
@@ -291,7 +299,6 @@ def _run_all(items: list, workers: int, progress: Callable[[int, int], None] | N
 
 def _finish(
     raws: list[_Raw],
-    file_errors: list[EntryError],
     options: ValidationOptions,
     reduce: Reduction,
     workers: int | None,
@@ -299,72 +306,56 @@ def _finish(
     dtype: torch.dtype,
     ignored: list[str] | None = None,
 ) -> ReadResult:
-    errors: list[EntryError] = list(file_errors)
-    # duplicate ids: the first occurrence wins, later ones are errors
-    first: dict[str, str] = {}
-    todo: list[_Raw] = []
-    for r in raws:
+    """Parse and check the raw entries; errors keep the input order."""
+    errs: dict[int, EntryError] = {}
+    first: dict[str, str] = {}  # duplicate ids: the first occurrence wins
+    todo: list[int] = []
+    for k, r in enumerate(raws):
         if r.error is not None:
-            errors.append(EntryError(r.name, r.error))
+            errs[k] = EntryError(r.name, r.error)
             continue
         if r.id in first:
-            errors.append(
-                EntryError(r.name, f"duplicate id {r.id!r} (first seen at {first[r.id]})")
-            )
+            errs[k] = EntryError(r.name, f"duplicate id {r.id!r} (first seen at {first[r.id]})")
             continue
         first[r.id] = r.name
         reason, _ = check_labels(r.labels, options)
         if reason is not None:
-            errors.append(EntryError(r.name, reason))
+            errs[k] = EntryError(r.name, reason)
             continue
-        todo.append(r)
+        todo.append(k)
     results = _run_all(
-        [(r.cif, r.arrays, options, reduce) for r in todo],
+        [(raws[k].cif, raws[k].arrays, options, reduce) for k in todo],
         workers if workers is not None else default_workers(),
         progress,
     )
-    zs, fs, lats, nas, ids, names, formulas = [], [], [], [], [], [], []
-    prop_names: list[str] = []
-    for r in todo:
-        for k in r.labels:
-            if k not in prop_names:
-                prop_names.append(k)
-    meta_names: list[str] = []
-    for r in todo:
-        for k in r.meta:
-            if k not in meta_names:
-                meta_names.append(k)
-    props: dict[str, list[float]] = {k: [] for k in prop_names}
-    meta: dict[str, list[str]] = {k: [] for k in meta_names}
-    for r, res in zip(todo, results):
+    good: list[tuple[_Raw, tuple, str]] = []
+    for k, res in zip(todo, results):
         if res[0] == "err":
-            errors.append(EntryError(r.name, res[1]))
-            continue
-        z, f, lat = res[1]
-        zs.append(z)
-        fs.append(f)
-        lats.append(lat)
-        nas.append(len(z))
-        ids.append(r.id)
-        names.append(r.name)
-        formulas.append(res[2])
-        for k in prop_names:
-            props[k].append(r.labels.get(k, float("nan")))
-        for k in meta_names:
-            meta[k].append(r.meta.get(k, ""))
-    batch = CrystalBatch._from_arrays(zs, fs, lats, nas, ids, props, dtype)
-    nan_labels = {k: int(np.isnan(np.asarray(v, float)).sum()) for k, v in props.items()}
-    # keep errors in input order (file-level first)
-    order = {r.name: i for i, r in enumerate(raws)}
-    errors.sort(key=lambda e: order.get(e.entry, -1))
+            errs[k] = EntryError(raws[k].name, res[1])
+        else:
+            good.append((raws[k], res[1], res[2]))
+    prop_names = list(dict.fromkeys(key for r, _, _ in good for key in r.labels))
+    meta_names = list(dict.fromkeys(key for r, _, _ in good for key in r.meta))
+    props = {key: [r.labels.get(key, float("nan")) for r, _, _ in good] for key in prop_names}
+    meta = {key: [r.meta.get(key, "") for r, _, _ in good] for key in meta_names}
+    batch = CrystalBatch._from_arrays(
+        [a[0] for _, a, _ in good],
+        [a[1] for _, a, _ in good],
+        [a[2] for _, a, _ in good],
+        [len(a[0]) for _, a, _ in good],
+        [r.id for r, _, _ in good],
+        props,
+        dtype,
+    )
+    nan_labels = {key: int(np.isnan(np.asarray(v, float)).sum()) for key, v in props.items()}
     return ReadResult(
         batch=batch,
-        errors=errors,
-        num_entries=len(raws) + len(file_errors),
+        errors=[errs[k] for k in sorted(errs)],
+        num_entries=len(raws),
         metadata=meta,
-        formulas=formulas,
-        entries=names,
-        nan_labels={k: v for k, v in nan_labels.items() if v},
+        formulas=[f for _, _, f in good],
+        entries=[r.name for r, _, _ in good],
+        nan_labels={key: v for key, v in nan_labels.items() if v},
         ignored_files=ignored or [],
     )
 
@@ -384,26 +375,26 @@ def _parse_float(v: str) -> float | None:
         return None
 
 
-def _split_csv(text: str, label: str) -> tuple[list[_Raw], list[EntryError]]:
+def _split_csv(text: str, label: str) -> list[_Raw]:
     csv.field_size_limit(1 << 30)
     try:
         records = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:
-        return [], [EntryError(label, f"not a readable CSV: {_one_line(str(exc))}")]
+        return [_file_error(label, f"not a readable CSV: {_one_line(str(exc))}")]
     records = [rec for rec in records if any(c.strip() for c in rec)]
     if not records:
-        return [], [EntryError(label, "empty file")]
+        return [_file_error(label, "empty file")]
     header = [c.strip() for c in records[0]]
     rows = records[1:]
     lower = [h.lower() for h in header]
     dups = sorted({h for h in header if header.count(h) > 1 and h})
     if dups:
-        return [], [EntryError(label, f"duplicate column name(s): {', '.join(dups)}")]
+        return [_file_error(label, f"duplicate column name(s): {', '.join(dups)}")]
     if "cif" not in lower:
         shown = ", ".join(header[:8]) + (", ..." if len(header) > 8 else "")
-        return [], [EntryError(label, f"missing required column 'cif' (columns: {shown})")]
+        return [_file_error(label, f"missing required column 'cif' (columns: {shown})")]
     if not rows:
-        return [], [EntryError(label, "no data rows (header only)")]
+        return [_file_error(label, "no data rows (header only)")]
     cif_col = lower.index("cif")
     id_col = next((lower.index(c) for c in ID_COLUMNS if c in lower), None)
     # an unnamed first column is a saved pandas index: not a property
@@ -447,25 +438,25 @@ def _split_csv(text: str, label: str) -> tuple[list[_Raw], list[EntryError]]:
         raws.append(
             _Raw(name, ident, cif=cif, labels=labels, meta={header[j]: rec[j] for j in strings})
         )
-    return raws, []
+    return raws
 
 
 _DATA_RE = re.compile(r"^data_", re.MULTILINE)
 
 
-def _split_cif(text: str, label: str, stem: str) -> tuple[list[_Raw], list[EntryError]]:
+def _split_cif(text: str, label: str, stem: str) -> list[_Raw]:
     starts = [m.start() for m in _DATA_RE.finditer(text)]
     if not starts:
-        return [], [EntryError(label, "not a CIF: no data_ block")]
+        return [_file_error(label, "not a CIF: no data_ block")]
     blocks = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
     if len(blocks) == 1:
-        return [_Raw(label, stem, cif=blocks[0])], []
+        return [_Raw(label, stem, cif=blocks[0])]
     names = [b.split(None, 1)[0][len("data_") :] if b.split() else "" for b in blocks]
     raws = []
     for n, (b, nm) in enumerate(zip(blocks, names), start=1):
         ident = nm if nm and names.count(nm) == 1 else f"{stem}_{n}"
         raws.append(_Raw(_entry_name(label, "block", n, ident), ident, cif=b))
-    return raws, []
+    return raws
 
 
 def _atoms_labels(atoms: Atoms) -> tuple[str | None, dict[str, float], dict[str, str]]:
@@ -491,7 +482,7 @@ def _atoms_labels(atoms: Atoms) -> tuple[str | None, dict[str, float], dict[str,
     return ident, labels, meta
 
 
-def _split_extxyz(text: str, label: str) -> tuple[list[_Raw], list[EntryError]]:
+def _split_extxyz(text: str, label: str) -> list[_Raw]:
     from ase.io import read as ase_read
 
     lines = text.splitlines()
@@ -546,15 +537,15 @@ def _split_extxyz(text: str, label: str) -> tuple[list[_Raw], list[EntryError]]:
         )
         raws.append(_Raw(name, ident or str(n), arrays=arrays, labels=labels, meta=meta))
     if not raws:
-        return [], [EntryError(label, "no frames")]
-    return raws, []
+        return [_file_error(label, "no frames")]
+    return raws
 
 
-def _split_file(path: Path, label: str, stem: str) -> tuple[list[_Raw], list[EntryError]]:
+def _split_file(path: Path, label: str, stem: str) -> list[_Raw]:
     try:
         text = read_text(path)
     except FileProblem as exc:
-        return [], [EntryError(label, str(exc))]
+        return [_file_error(label, str(exc))]
     fmt = sniff_format(path, text)
     if fmt == "csv":
         return _split_csv(text, label)
@@ -562,8 +553,8 @@ def _split_file(path: Path, label: str, stem: str) -> tuple[list[_Raw], list[Ent
         return _split_cif(text, label, stem)
     if fmt == "extxyz":
         return _split_extxyz(text, label)
-    return [], [
-        EntryError(label, "unrecognised format (expected CSV with a cif column, CIF or extxyz)")
+    return [
+        _file_error(label, "unrecognised format (expected CSV with a cif column, CIF or extxyz)")
     ]
 
 
@@ -616,22 +607,20 @@ def read_crystals(
     options = options or ValidationOptions()
     ignored: list[str] = []
     if p.is_dir():
-        raws, ferrs = [], []
+        raws: list[_Raw] = []
         files = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
         known = CSV_SUFFIXES | CIF_SUFFIXES | XYZ_SUFFIXES
         used = [q for q in files if base_suffix(q) in known]
         ignored = [str(q.relative_to(p)) for q in files if q not in used]
         if not used:
-            ferrs.append(EntryError(p.name or str(p), "folder has no .cif, .csv or .extxyz files"))
+            raws.append(_file_error(p.name or str(p), "folder has no .cif, .csv or .extxyz files"))
         for q in used:
             rel = q.relative_to(p)
             stem = str(rel.parent / _file_stem(q)) if rel.parent != Path(".") else _file_stem(q)
-            r, e = _split_file(q, str(rel), stem)
-            raws.extend(r)
-            ferrs.extend(e)
+            raws.extend(_split_file(q, str(rel), stem))
     else:
-        raws, ferrs = _split_file(p, p.name, _file_stem(p))
-    return _finish(raws, ferrs, options, reduce, workers, progress, dtype, ignored)
+        raws = _split_file(p, p.name, _file_stem(p))
+    return _finish(raws, options, reduce, workers, progress, dtype, ignored)
 
 
 def validate_crystals(

@@ -69,17 +69,39 @@ def _reduced_basis(lattice: np.ndarray) -> np.ndarray:
     return np.asarray(Lattice(lattice).lll_matrix, dtype=float)
 
 
-def min_image_distance(frac_coords: np.ndarray, lattice: np.ndarray) -> tuple[float, int, int]:
+#: Above this many atoms the close-contact check uses pymatgen's neighbour list (O(n)).
+_DENSE_MAX_ATOMS = 256
+
+
+def min_image_distance(
+    frac_coords: np.ndarray, lattice: np.ndarray, cutoff: float | None = None
+) -> tuple[float, int, int]:
     """Smallest distance between atoms of a periodic crystal, images included.
+
+    Small cells (<= 256 atoms, or ``cutoff`` None) use a dense minimum-image computation in an
+    LLL-reduced basis (27 images); larger cells with a ``cutoff`` use pymatgen's neighbour
+    list and only look for pairs closer than ``cutoff``.
 
     Args:
         frac_coords: ``(n, 3)`` fractional coordinates.
         lattice: ``(3, 3)`` lattice vectors as rows, in Å (non-singular).
+        cutoff: only distances below this (Å) matter (enables the neighbour-list path).
 
     Returns:
         ``(distance in Å, i, j)``: the closest pair (``i == j`` when an atom is closest to its
-        own periodic image, i.e. the shortest lattice vector).
+        own periodic image, i.e. the shortest lattice vector). ``(inf, -1, -1)`` when the
+        neighbour-list path finds no pair closer than ``cutoff``.
     """
+    n = int(np.shape(frac_coords)[0])
+    if cutoff is not None and n > _DENSE_MAX_ATOMS:
+        from pymatgen.core import Lattice, Structure
+
+        s = Structure(Lattice(lattice), ["H"] * n, np.asarray(frac_coords, float))
+        centers, points, _, dist = s.get_neighbor_list(r=float(cutoff), exclude_self=True)
+        if len(dist) == 0:
+            return (float("inf"), -1, -1)
+        k = int(np.argmin(dist))
+        return (float(dist[k]), int(centers[k]), int(points[k]))
     red = _reduced_basis(lattice)
     cart = np.asarray(frac_coords, dtype=float) @ lattice
     f = cart @ np.linalg.inv(red)  # coordinates in the reduced basis
@@ -147,7 +169,7 @@ def check_crystal(
             f"(< {options.min_volume_per_atom:g} Å^3 per atom)"
         )
     if options.min_distance > 0:
-        d, i, j = min_image_distance(fc, lat)
+        d, i, j = min_image_distance(fc, lat, cutoff=options.min_distance)
         if d < options.min_distance:
             if i == j:
                 return (

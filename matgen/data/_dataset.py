@@ -22,7 +22,7 @@ from matgen.data._registry import resolve_source
 log = logging.getLogger("matgen.data")
 
 #: Bump when the processed-cache layout or the processing changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -257,10 +257,11 @@ class CrystalDataset:
             "lattice": self.lattice.double(),
             "num_atoms": self.num_atoms,
             "properties": {k: v.double() for k, v in self.properties.items()},
-            "ids": self.ids,
-            "formulas": self.formulas,
-            "metadata": self.metadata,
-            "errors": [[e.entry, e.reason] for e in self.errors],
+            "ids": _pack(self.ids),
+            "formulas": _pack(self.formulas),
+            "metadata": {k: _pack(v) for k, v in self.metadata.items()},
+            "error_entries": _pack([e.entry for e in self.errors]),
+            "error_reasons": _pack([e.reason for e in self.errors]),
             "num_entries": self.num_entries,
             "nan_labels": self.nan_labels,
             "sha256": self.sha256,
@@ -295,15 +296,36 @@ class CrystalDataset:
             st["lattice"].to(dtype),
             st["num_atoms"],
             {k: v.to(dtype) for k, v in st["properties"].items()},
-            st["ids"],
-            st["formulas"],
-            st["metadata"],
+            _unpack(st["ids"]),
+            _unpack(st["formulas"]),
+            {k: _unpack(v) for k, v in st["metadata"].items()},
             sha256=st["sha256"],
-            errors=[EntryError(a, b) for a, b in st["errors"]],
+            errors=[
+                EntryError(a, b)
+                for a, b in zip(_unpack(st["error_entries"]), _unpack(st["error_reasons"]))
+            ],
             num_entries=st["num_entries"],
             nan_labels=st["nan_labels"],
             **kwargs,
         )
+
+
+_SEP = "\x1e"  # ASCII record separator: packs a list of strings into one string
+
+
+def _pack(items: Sequence[str]) -> str | list[str]:
+    """One string for a list of strings (unpickling one string is far faster than 10^4)."""
+    items = [str(x) for x in items]
+    if any(_SEP in x for x in items):
+        return items
+    return str(len(items)) + _SEP + _SEP.join(items)
+
+
+def _unpack(packed: str | list[str]) -> list[str]:
+    if isinstance(packed, list):
+        return packed
+    n, _, rest = packed.partition(_SEP)
+    return rest.split(_SEP) if int(n) else []
 
 
 def source_sha256(path: str | os.PathLike) -> str:

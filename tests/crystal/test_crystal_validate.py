@@ -72,3 +72,16 @@ def test_label_checks():
     strict = ValidationOptions(allow_nan_labels=False)
     assert check_labels({"a": float("nan")}, strict)[0] == "NaN in property a"
     assert check_labels({"a": float("-inf")})[0] == "inf in property a"
+
+
+def test_large_cells_use_the_neighbour_list(rock_salt):
+    big = rock_salt * (4, 4, 4)  # 512 atoms
+    z, f, lat = _arrays(big)
+    dense = min_image_distance(f, lat)
+    assert dense[0] == pytest.approx(5.64 / 2)
+    assert min_image_distance(f, lat, cutoff=0.5) == (float("inf"), -1, -1)
+    d, i, j = min_image_distance(f, lat, cutoff=3.0)
+    assert d == pytest.approx(dense[0]) and i != j
+    f2 = f.copy()
+    f2[7] = f2[3] + np.array([0.2 / lat[0, 0], 0, 0])
+    assert "0.200 Å apart" in check_crystal(z, f2, lat)

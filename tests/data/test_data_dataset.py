@@ -180,3 +180,10 @@ def test_shared_mp20_train_loads_fully(datasets_dir, monkeypatch, cache):
     ds = load_dataset("mp20", "train")
     assert ds.num_entries == 9894 and len(ds) + len(ds.errors) == 9894
     assert int(ds.num_atoms.max()) <= 20
+
+
+def test_string_packing_round_trips():
+    from matgen.data._dataset import _pack, _unpack
+
+    for items in ([], [""], ["a", "", "b,c"], ["x\x1ey", "z"]):
+        assert _unpack(_pack(items)) == items
