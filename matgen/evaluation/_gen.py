@@ -109,12 +109,13 @@ class GenConfig:
 
 
 # ----------------------------------------------------------------------------- workers
-def _describe(item: tuple[Any, bool, bool]) -> dict[str, Any]:
+def _describe(item: tuple) -> dict[str, Any]:
     """Worker: validity, density, element count, fingerprints of one crystal.
 
-    ``item = (payload, payload_is_cif, with_fingerprints)``.
+    ``item = (payload, payload_is_cif, with_fingerprints[, known (struct_fp, comp_fp)])``.
     """
-    payload, is_cif, with_fp = item
+    payload, is_cif, with_fp = item[:3]
+    known = item[3] if len(item) > 3 else None
     if is_cif:
         s = parse_cif(payload)
         v = check_validity(s, None, "unparsable_cif")
@@ -141,7 +142,9 @@ def _describe(item: tuple[Any, bool, bool]) -> dict[str, Any]:
     out["formula"] = s.composition.reduced_formula
     if is_cif:
         out["arrays"] = arrays_from_structure(s)
-    if with_fp:
+    if with_fp and known is not None:
+        out["struct_fp"], out["comp_fp"] = list(known[0]), list(known[1])
+    elif with_fp:
         from matgen.evaluation._fingerprints import composition_fingerprint, structure_fingerprint
 
         sfp = structure_fingerprint(s)
@@ -195,6 +198,46 @@ def _unique_novel_group(
 
 
 # ----------------------------------------------------------------------------- caching
+#: Folder of shipped fingerprint tables (``*.npz``: ``keys`` = sha1 of the CIF text,
+#: ``struct_fp`` (n, 61), ``comp_fp`` (n, 132)), computed by this module from public datasets.
+FINGERPRINT_TABLE_DIR = Path(__file__).resolve().parent / "_data"
+
+
+def cif_key(cif: str) -> str:
+    """Key of a CIF text in fingerprint tables (sha1 hex of its UTF-8 bytes)."""
+    return hashlib.sha1(cif.encode()).hexdigest()
+
+
+@cache
+def _fingerprint_table() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    table: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for f in sorted(FINGERPRINT_TABLE_DIR.glob("*.npz")):
+        try:
+            z = np.load(f, allow_pickle=False)
+            for k, s, c in zip(z["keys"], z["struct_fp"], z["comp_fp"], strict=True):
+                table[str(k)] = (s, c)
+        except Exception:  # noqa: BLE001, S112 - a broken table is ignored (recomputed)
+            continue
+    return table
+
+
+def save_fingerprint_table(path: str | os.PathLike, cifs: Sequence[str], results) -> int:
+    """Write the fingerprints of ``results`` (from :func:`_describe`) keyed by CIF text."""
+    keys, sfp, cfp = [], [], []
+    for c, r in zip(cifs, results, strict=True):
+        if r["struct_fp"] is not None:
+            keys.append(cif_key(c))
+            sfp.append(r["struct_fp"])
+            cfp.append(r["comp_fp"])
+    np.savez_compressed(
+        path,
+        keys=np.array(keys),
+        struct_fp=np.array(sfp, dtype=float).reshape(len(keys), -1),
+        comp_fp=np.array(cfp, dtype=float).reshape(len(keys), -1),
+    )
+    return len(keys)
+
+
 def _cache_dir(cfg: GenConfig) -> Path | None:
     if cfg.cache_dir == "":
         return None
@@ -220,7 +263,8 @@ def _describe_references(
                 return pickle.load(f)
         except Exception:  # noqa: BLE001, S110 - a broken cache is recomputed
             pass
-    items = [(c, True, with_fp) for c in cifs]
+    table = _fingerprint_table() if with_fp else {}
+    items = [(c, True, with_fp, table.get(cif_key(c))) for c in cifs]
     res = parallel_map(_describe, items, workers=workers, progress=progress, desc=desc)
     if d is not None:
         import pickle
