@@ -10,6 +10,7 @@ Public API:
         :class:`Prediction`, :func:`calibrate_std`, :func:`interval_metrics`,
         :func:`load_default_predictors`; descriptors :func:`featurize`,
         :class:`FeaturizerConfig`; OOD :func:`knn_distance`.
+    Scoring: :func:`score_structures`, :class:`ScoreConfig`, :func:`write_score_csv`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ from matgen.surrogates._predictor import (
     knn_distance,
 )
 from matgen.surrogates._relax import RelaxConfig, RelaxResult, relax, relax_ase
+from matgen.surrogates._score import (
+    ScoreConfig,
+    load_default_predictors,
+    score_structures,
+    write_score_csv,
+)
 
 __all__ = [
     "MLIP",
@@ -46,6 +53,7 @@ __all__ = [
     "PropertyPredictor",
     "RelaxConfig",
     "RelaxResult",
+    "ScoreConfig",
     "SevenNetMLIP",
     "build_hull_asset",
     "calibrate_std",
@@ -54,8 +62,11 @@ __all__ = [
     "fit_predictor",
     "interval_metrics",
     "knn_distance",
+    "load_default_predictors",
     "load_mlip",
     "relax",
     "relax_ase",
     "resolve_device",
+    "score_structures",
+    "write_score_csv",
 ]

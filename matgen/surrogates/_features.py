@@ -108,7 +108,7 @@ def _featurize_one(s: Structure, cfg: FeaturizerConfig) -> torch.Tensor:
     z = torch.as_tensor([site.specie.Z for site in s], dtype=torch.long)
     n = len(s)
     center, nbr, images, _ = s.get_neighbor_list(r=cfg.cutoff, numerical_tol=1e-8)
-    lat = torch.as_tensor(s.lattice.matrix, dtype=torch.float64)
+    lat = torch.tensor(np.array(s.lattice.matrix), dtype=torch.float64)
     cart = torch.as_tensor(s.cart_coords, dtype=torch.float64)
     center = torch.as_tensor(center, dtype=torch.long)
     nbr = torch.as_tensor(nbr, dtype=torch.long)

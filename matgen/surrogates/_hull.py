@@ -45,6 +45,9 @@ ELEMENTAL_FILE = "2023-02-07-mp-elemental-reference-entries.json.gz"
 _ELEMENT_RE = re.compile(r"[A-Z][a-z]?")
 
 
+_MP_HULLS: dict[tuple[str, str], ConvexHull] = {}  # one per process and source
+
+
 def default_cache_dir() -> Path:
     """``$MATGEN_CACHE_DIR/hull`` or ``~/.cache/matgen/hull``."""
     root = os.environ.get("MATGEN_CACHE_DIR") or Path.home() / ".cache" / "matgen"
@@ -113,12 +116,21 @@ class ConvexHull:
     ) -> ConvexHull:
         """The MP reference hull (``hull_refs`` of the shared datasets, else the shipped copy).
 
+        Built once per process and source (later calls return the same object).
+
         Args:
             data_dir: folder holding ``hull_refs/`` (default ``$MATGEN_DATA_DIR``).
             cache_dir: on-disk cache (``"default"``: :func:`default_cache_dir`; ``None``: none).
         """
         cache = default_cache_dir() if cache_dir == "default" else cache_dir
         d = Path(data_dir or os.environ.get("MATGEN_DATA_DIR", "")) / "hull_refs"
+        key = (str(d.resolve()), str(cache))
+        if key not in _MP_HULLS:
+            _MP_HULLS[key] = cls._from_mp(d, cache)
+        return _MP_HULLS[key]
+
+    @classmethod
+    def _from_mp(cls, d: Path, cache: Path | str | None) -> ConvexHull:
         if (d / FORMATION_FILE).exists() and (d / ELEMENTAL_FILE).exists():
             entries = _read_formation_csv(d / FORMATION_FILE)
             mu = _read_elemental_entries(d / ELEMENTAL_FILE)

@@ -7,6 +7,7 @@ SevenNet is optional and imported lazily.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import warnings
@@ -77,12 +78,9 @@ class CHGNetMLIP:
     name = "chgnet"
 
     def __init__(self, model=None, device: str | torch.device | None = "auto") -> None:
-        from chgnet.model import CHGNet
-
         self.device = resolve_device(device)
         if model is None:
-            with contextlib.redirect_stdout(io.StringIO()):
-                model = CHGNet.load(use_device="cpu", verbose=False)
+            model = _pretrained_chgnet(str(self.device))
         self.model = model.to(self.device).eval()
         self.version = str(getattr(model, "version", None) or model.model_args.get("version"))
         conv = self.model.graph_converter
@@ -203,6 +201,18 @@ class SevenNetMLIP:
 
     def ase_calculator(self) -> Calculator:
         return self._calc
+
+
+@functools.lru_cache(maxsize=2)
+def _pretrained_chgnet(device: str):
+    """CHGNet's bundled weights, loaded once per process and device (inference only)."""
+    from chgnet.model import CHGNet
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = CHGNet.load(use_device="cpu", verbose=False)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device).eval()
 
 
 def load_mlip(name: str = "chgnet", device: str | torch.device | None = "auto", **kwargs) -> MLIP:

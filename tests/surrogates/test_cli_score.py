@@ -1,0 +1,87 @@
+"""`matgen score` through typer's CliRunner: columns, bad entries, determinism."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from matgen.cli import app
+
+
+@pytest.fixture(scope="module")
+def predictor_dir(tmp_path_factory):
+    from pymatgen.core import Lattice, Structure
+
+    from matgen.surrogates import PredictorConfig, fit_predictor
+
+    rng = np.random.default_rng(0)
+    xs = [Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+          for a in rng.uniform(2.6, 3.4, 24)]
+    p = fit_predictor(xs, "band_gap", PredictorConfig(n_members=2, hidden=(8,), epochs=5),
+                      labels=[s.volume for s in xs])
+    d = tmp_path_factory.mktemp("pred")
+    p.save(d / "band_gap")
+    return d
+
+
+@pytest.fixture
+def candidates(tmp_path, rock_salt, diamond_si):
+    from ase.io import write
+    from pymatgen.core import Lattice, Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    clash = Structure(Lattice.cubic(3.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
+    isolated = Structure(Lattice.cubic(15.0), ["Si", "Si"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    atoms = [AseAtomsAdaptor.get_atoms(s) for s in (rock_salt, clash, isolated, diamond_si)]
+    for i, a in enumerate(atoms):
+        a.info["material_id"] = f"c{i}"
+    path = tmp_path / "cands.extxyz"
+    write(path, atoms, format="extxyz")
+    return path
+
+
+def _read(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_score_cli_columns_bad_entries_and_determinism(candidates, predictor_dir, tmp_path):
+    runner = CliRunner()
+    args = ["score", "--in", str(candidates), "--device", "cpu", "--max-steps", "15",
+            "--predictors", str(predictor_dir), "--seed", "3"]
+    r1 = runner.invoke(app, [*args, "--out", str(tmp_path / "a.csv")])
+    assert r1.exit_code == 1, r1.output  # one unreadable entry
+    assert "Traceback" not in r1.output
+    rows = _read(tmp_path / "a.csv")
+    assert [r["id"] for r in rows] == ["c0", "c1", "c2", "c3"]
+    for col in ("formula", "energy_per_atom", "e_form_per_atom", "e_above_hull", "converged",
+                "relax_steps", "max_force", "band_gap", "band_gap_std", "ood_score", "error"):
+        assert col in rows[0]
+    good, clash, iso, si = rows
+    assert good["error"] == "" and si["error"] == ""
+    assert float(good["energy_per_atom"]) < -3 and float(good["band_gap_std"]) > 0
+    assert float(si["e_above_hull"]) == pytest.approx(
+        float(si["e_form_per_atom"]), abs=1e-6)  # an element: hull is 0
+    assert "apart" in clash["error"] and clash["energy_per_atom"] == ""
+    assert "isolated" in iso["error"] and iso["energy_per_atom"] == ""
+    r2 = runner.invoke(app, [*args, "--out", str(tmp_path / "b.csv")])
+    assert r2.exit_code == 1
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+def test_score_cli_no_relax_and_usage_errors(candidates, predictor_dir, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["score", "--in", str(tmp_path / "missing.extxyz"),
+                            "--out", str(tmp_path / "x.csv")])
+    assert r.exit_code == 2
+    r = runner.invoke(app, ["score", "--in", str(candidates), "--out", str(tmp_path / "x.csv"),
+                            "--device", "tpu"])
+    assert r.exit_code == 2
+    r = runner.invoke(app, ["score", "--in", str(candidates), "--out", str(tmp_path / "n.csv"),
+                            "--no-relax", "--device", "cpu", "--predictors", str(predictor_dir)])
+    assert r.exit_code == 1
+    rows = _read(tmp_path / "n.csv")
+    assert rows[0]["relax_steps"] == "0" and rows[0]["energy_per_atom"] != ""
