@@ -29,6 +29,11 @@ class Task(str, Enum):
     gen = "gen"
 
 
+class SmactRules(str, Enum):
+    cdvae = "cdvae"
+    smact4 = "smact4"
+
+
 class RefValidity(str, Enum):
     auto = "auto"
     require = "require"
@@ -92,6 +97,13 @@ def evaluate(
             "or auto (DiffCSP's choice for this k)."
         ),
     ] = RefValidity.auto,
+    smact_rules: Annotated[
+        SmactRules,
+        typer.Option(
+            help="Composition validity: cdvae (the published rule, smact 2.x semantics) or "
+            "smact4 (smact 4's smact_validity defaults)."
+        ),
+    ] = SmactRules.cdvae,
     dataset: Annotated[
         str | None,
         typer.Option(help="gen: COV cut-offs of mp20, perov5 or carbon24 (default: from path)."),
@@ -150,6 +162,7 @@ def evaluate(
             ref_set,
             k=k,
             reference_validity=reference_validity.value,
+            smact_rules=smact_rules.value,
             workers=nworkers,
             progress=progress,
         )
@@ -176,6 +189,7 @@ def evaluate(
             comp_cutoff=comp_cutoff,
             coverage=coverage,
             n_samples=n_samples,
+            smact_rules=smact_rules.value,
         )
         try:
             res = ev.evaluate_generation(
@@ -198,7 +212,13 @@ def evaluate(
             except Exception as e:  # noqa: BLE001 - a missing model is one line, not a traceback
                 _fail(f"cannot load MLIP {mlip!r}: {e}")
             s = ev.evaluate_sun(
-                gen_set, scorer, train_set, scorer_name=name, workers=nworkers, progress=progress
+                gen_set,
+                scorer,
+                train_set,
+                scorer_name=name,
+                config=ev.GenConfig(coverage=False, smact_rules=smact_rules.value),
+                workers=nworkers,
+                progress=progress,
             )
             metrics["sun"] = s.metrics
             for r, extra in zip(rows, s.per_structure):

@@ -46,6 +46,7 @@ from matgen.evaluation._sun import (
     relaxation_rmsd,
 )
 from matgen.evaluation._validity import (
+    SMACT_RULES,
     CrystalValidity,
     build_structure,
     check_validity,
@@ -55,6 +56,7 @@ from matgen.evaluation._validity import (
 
 __all__ = [
     "COV_CUTOFFS",
+    "SMACT_RULES",
     "STABILITY_NOTE",
     "CSPResult",
     "CrystalValidity",

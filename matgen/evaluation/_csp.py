@@ -61,19 +61,19 @@ def rms_dist(generated, reference, cfg: MatcherConfig = MatcherConfig()) -> floa
     return None if r is None else float(r[0])
 
 
-def _csp_one(item: tuple[str, list[CrystalArrays], MatcherConfig]) -> dict[str, Any]:
+def _csp_one(item: tuple[str, list[CrystalArrays], MatcherConfig, str]) -> dict[str, Any]:
     """Worker: validity of one reference and its samples, and their RMS distances."""
-    cif, samples, cfg = item
+    cif, samples, cfg, rules = item
     ref = parse_cif(cif)
     if ref is None:
         ref_ok, ref_reason = False, "unparsable_cif"
     else:
-        rv = check_validity(ref)
+        rv = check_validity(ref, smact_rules=rules)
         ref_ok, ref_reason = rv.valid, rv.reason
     out = []
     for arr in samples:
         s, why = build_structure(arr)
-        v = check_validity(s, arr[1], why)
+        v = check_validity(s, arr[1], why, smact_rules=rules)
         rms = rms_dist(s, ref, cfg) if (v.valid and ref is not None) else None
         out.append(
             {
@@ -122,6 +122,7 @@ def evaluate_csp(
     reference_validity: Literal["auto", "require", "ignore"] = "auto",
     workers: int = 1,
     progress: bool = True,
+    smact_rules: str = "cdvae",
 ) -> CSPResult:
     """CSP match rate and RMSE of generated frames against their references.
 
@@ -139,6 +140,8 @@ def evaluate_csp(
             ``"ignore"`` (CDVAE; DiffCSP k > 1), ``"auto"`` DiffCSP's choice for this k.
         workers: processes for matching.
         progress: progress bar on stderr.
+        smact_rules: ``"cdvae"`` (the published rule) or ``"smact4"`` (smact 4 defaults), see
+            :func:`matgen.evaluation.smact_validity`.
 
     Returns:
         :class:`CSPResult`; ``metrics`` holds ``match_rate``, ``rmse`` (headline convention),
@@ -165,7 +168,7 @@ def evaluate_csp(
     k_used = max((len(g) for g in groups), default=0)
 
     items = [
-        (reference.cifs[r], [generated.arrays[f] for f in groups[r]], matcher)
+        (reference.cifs[r], [generated.arrays[f] for f in groups[r]], matcher, smact_rules)
         for r in range(len(reference))
     ]
     results = parallel_map(_csp_one, items, workers=workers, progress=progress, desc="CSP match")
@@ -255,6 +258,7 @@ def evaluate_csp(
         "generated_invalid_reasons": dict(reasons),
         "rmse_units": "StructureMatcher normalized RMS displacement, divided by (V/N)^(1/3)",
         "matcher": {"class": "pymatgen StructureMatcher", **asdict(matcher)},
+        "smact_rules": smact_rules,
     }
     return CSPResult(metrics=metrics, per_structure=per_structure, per_reference=per_reference)
 

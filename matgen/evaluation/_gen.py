@@ -92,6 +92,7 @@ class GenConfig:
         seed: for ``n_samples``.
         cache_dir: where reference fingerprints are cached (keyed by CIF-text hash);
             ``None`` = ``$MATGEN_CACHE_DIR`` or ``~/.cache/matgen``; ``""`` disables.
+        smact_rules: ``"cdvae"`` or ``"smact4"`` (see :func:`matgen.evaluation.smact_validity`).
     """
 
     dataset: str | None = None
@@ -106,22 +107,25 @@ class GenConfig:
     n_samples: int | None = None
     seed: int = 0
     cache_dir: str | None = None
+    smact_rules: str = "cdvae"
 
 
 # ----------------------------------------------------------------------------- workers
 def _describe(item: tuple) -> dict[str, Any]:
     """Worker: validity, density, element count, fingerprints of one crystal.
 
-    ``item = (payload, payload_is_cif, with_fingerprints[, known (struct_fp, comp_fp)])``.
+    ``item = (payload, payload_is_cif, with_fingerprints[, known (struct_fp, comp_fp)
+    [, smact_rules]])``.
     """
     payload, is_cif, with_fp = item[:3]
     known = item[3] if len(item) > 3 else None
+    rules = item[4] if len(item) > 4 else "cdvae"
     if is_cif:
         s = parse_cif(payload)
-        v = check_validity(s, None, "unparsable_cif")
+        v = check_validity(s, None, "unparsable_cif", smact_rules=rules)
     else:
         s, why = build_structure(payload)
-        v = check_validity(s, payload[1], why)
+        v = check_validity(s, payload[1], why, smact_rules=rules)
     out: dict[str, Any] = {
         "constructed": v.constructed,
         "comp_valid": v.comp_valid,
@@ -254,7 +258,7 @@ def _describe_references(
     for c in cifs:
         h.update(c.encode())
         h.update(b"\0")
-    key = f"describe_{h.hexdigest()[:24]}_{int(with_fp)}.pkl"
+    key = f"describe_{h.hexdigest()[:24]}_{int(with_fp)}_{cfg.smact_rules}.pkl"
     if d is not None and (d / key).exists():
         import pickle
 
@@ -264,7 +268,7 @@ def _describe_references(
         except Exception:  # noqa: BLE001, S110 - a broken cache is recomputed
             pass
     table = _fingerprint_table() if with_fp else {}
-    items = [(c, True, with_fp, table.get(cif_key(c))) for c in cifs]
+    items = [(c, True, with_fp, table.get(cif_key(c)), cfg.smact_rules) for c in cifs]
     res = parallel_map(_describe, items, workers=workers, progress=progress, desc=desc)
     if d is not None:
         import pickle
@@ -362,7 +366,7 @@ def evaluate_generation(
         progress: progress bars.
     """
     with_fp = config.coverage
-    g_items = [(a, False, with_fp) for a in generated.arrays]
+    g_items = [(a, False, with_fp, None, config.smact_rules) for a in generated.arrays]
     gres = parallel_map(_describe, g_items, workers=workers, progress=progress, desc="generated")
     rres = _describe_references(
         reference.cifs, with_fp, config, workers, progress, desc="reference"

@@ -125,7 +125,7 @@ def evaluate_sun(
     n = len(generated)
     desc = parallel_map(
         _describe,
-        [(a, False, False) for a in generated.arrays],
+        [(a, False, False, None, config.smact_rules) for a in generated.arrays],
         workers=workers,
         progress=progress,
         desc="validity",

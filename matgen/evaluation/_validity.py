@@ -101,12 +101,21 @@ def _elements_and_counts(
     return symbols, [c // g for c in icounts]
 
 
+#: Names of the SMACT rule sets :func:`smact_validity` can apply.
+SMACT_RULES = ("cdvae", "smact4")
+
+
 def smact_validity(
     composition: Composition | Mapping[str, float] | str | Sequence[int],
     use_pauling_test: bool = True,
     include_alloys: bool = True,
+    rules: str = "cdvae",
 ) -> bool:
     """CDVAE's compositional validity (SMACT charge neutrality + Pauling test).
+
+    ``rules="smact4"`` instead calls smact 4's own ``smact.screening.smact_validity`` with its
+    defaults (ICSD-24 oxidation states; a missing electronegativity fails), for comparison
+    with scripts written against smact 4.
 
     Rule: counts are reduced by their gcd; a single element is valid; with ``include_alloys`` a
     composition of metals only (``smact.metals``) is valid; otherwise the composition is valid if
@@ -123,8 +132,12 @@ def smact_validity(
         ``True`` if valid; ``False`` also for compositions SMACT cannot handle (unknown element,
         fractional counts), as DiffCSP's evaluation does.
     """
+    if rules not in SMACT_RULES:
+        raise ValueError(f"unknown SMACT rules {rules!r}; known: {SMACT_RULES}")
     try:
         symbols, counts = _elements_and_counts(composition)
+        if rules == "smact4":
+            return _smact4_validity(symbols, counts, use_pauling_test, include_alloys)
         if len(symbols) == 1:
             return True
         if include_alloys and all(s in _smact_metals() for s in symbols):
@@ -140,6 +153,23 @@ def smact_validity(
         if not use_pauling_test or _pauling_ok(ox_states, enegs):
             return True
     return False
+
+
+def _smact4_validity(
+    symbols: list[str], counts: list[int], use_pauling_test: bool, include_alloys: bool
+) -> bool:
+    import warnings
+
+    from pymatgen.core import Composition
+    from smact.screening import smact_validity as _sv
+
+    comp = Composition(dict(zip(symbols, counts, strict=True)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return bool(_sv(comp, use_pauling_test=use_pauling_test, include_alloys=include_alloys))
+        except Exception:  # noqa: BLE001 - as DiffCSP: a failing check is "invalid"
+            return False
 
 
 def structure_validity(
@@ -240,13 +270,16 @@ class CrystalValidity:
 
 
 def check_validity(
-    structure: Structure | None, zs: Sequence[int] | None = None, build_reason: str = ""
+    structure: Structure | None,
+    zs: Sequence[int] | None = None,
+    build_reason: str = "",
+    smact_rules: str = "cdvae",
 ) -> CrystalValidity:
     """Validity of a built structure (or of a failed build, from its atomic numbers ``zs``)."""
     if structure is None:
-        comp_valid = smact_validity(list(zs)) if zs else False
+        comp_valid = smact_validity(list(zs), rules=smact_rules) if zs else False
         return CrystalValidity(False, comp_valid, False, build_reason or "not_constructed")
-    comp_valid = smact_validity([site.specie.Z for site in structure])
+    comp_valid = smact_validity([site.specie.Z for site in structure], rules=smact_rules)
     struct_valid = structure_validity(structure)
     reason = ""
     if not struct_valid:

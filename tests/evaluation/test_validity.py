@@ -105,3 +105,38 @@ def test_check_validity_reasons(rock_salt):
     assert v.struct_valid and not v.comp_valid and v.reason == "smact_invalid"
     v = check_validity(None, [11, 17], "nan_value")
     assert not v.constructed and v.comp_valid and not v.valid and v.reason == "nan_value"
+
+
+def test_cdvae_rule_equals_smact4_smact14_up_to_missing_electronegativity(datasets_dir):
+    """Against smact 4's own implementation with the 2014 oxidation states: the two rules
+    differ only where an element lacks a Pauling electronegativity (smact 2.x / CDVAE pass,
+    smact 4 fails), e.g. Pm."""
+    import pandas as pd
+    from pymatgen.core import Composition
+    from smact.screening import smact_validity as smact4_validity
+
+    from matgen.evaluation._validity import _smact_element
+
+    df = pd.read_csv(datasets_dir / "mp20_reduced" / "test.csv", usecols=["pretty_formula"])
+    formulas = df["pretty_formula"].iloc[:600].tolist() + ["PmAu3", "NaPmTe2"]
+    diff = []
+    for f in formulas:
+        ours = smact_validity(f)
+        theirs = smact4_validity(Composition(f), oxidation_states_set="smact14")
+        if ours != theirs:
+            diff.append(f)
+    assert "NaPmTe2" in diff
+    for f in diff:
+        enegs = [_smact_element(el.symbol)[1] for el in Composition(f).elements]
+        assert None in enegs, f
+
+
+def test_smact4_rules_switch():
+    # the two oxidation-state lists disagree on some MP-20 compositions, both ways
+    assert smact_validity("AlV2O4", rules="cdvae") is True
+    assert smact_validity("AlV2O4", rules="smact4") is False
+    assert smact_validity("Eu3As4", rules="cdvae") is False
+    assert smact_validity("Eu3As4", rules="smact4") is True
+    assert smact_validity("NaCl", rules="smact4") is True
+    with pytest.raises(ValueError):
+        smact_validity("NaCl", rules="nope")
