@@ -112,8 +112,8 @@ def main() -> None:
             "asset": str(out.relative_to(REPO)) if out.is_relative_to(REPO) else str(out),
         }
         print(label, json.dumps(results["labels"][label]["test"]), flush=True)
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(results, indent=1) + "\n")
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results).write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ import functools
 import io
 import math
 import warnings
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,12 +35,14 @@ class MLIPOutput:
         forces: ``(N, 3)`` eV/Å, atoms of all structures concatenated in input order.
         stress: ``(B, 3, 3)`` eV/Å^3, ASE sign convention (``(1/V) dE/dstrain``).
         errors: ``B`` entries, ``None`` or a one-line reason the structure failed.
+        fresh: ``B`` flags, False where a cached neighbour graph was reused (None: all fresh).
     """
 
     energy_per_atom: torch.Tensor
     forces: torch.Tensor
     stress: torch.Tensor
     errors: list[str | None]
+    fresh: list[bool] | None = None
 
 
 @runtime_checkable
@@ -73,11 +77,15 @@ class CHGNetMLIP:
     Args:
         model: a loaded ``chgnet.model.CHGNet``; default ``CHGNet.load()`` (weights 0.3.0).
         device: ``auto``, ``cpu`` or ``cuda``.
+        graph_skin: Å; during relaxation a neighbour graph is rebuilt only after some edge
+            length may have changed by this much (0: rebuild every step).
     """
 
     name = "chgnet"
 
-    def __init__(self, model=None, device: str | torch.device | None = "auto") -> None:
+    def __init__(
+        self, model=None, device: str | torch.device | None = "auto", graph_skin: float = 0.05
+    ) -> None:
         self.device = resolve_device(device)
         if model is None:
             model = _pretrained_chgnet(str(self.device))
@@ -85,6 +93,8 @@ class CHGNetMLIP:
         self.version = str(getattr(model, "version", None) or model.model_args.get("version"))
         conv = self.model.graph_converter
         self.cutoff = float(conv.atom_graph_cutoff)
+        self.graph_skin = float(graph_skin)
+        self._cache: dict[Hashable, tuple] = {}
 
     def _graph(self, structure: Structure):
         conv = self.model.graph_converter
@@ -97,12 +107,24 @@ class CHGNetMLIP:
             )
         return graph
 
-    def predict(self, structures: list[Structure], compute_stress: bool = True) -> MLIPOutput:
+    def predict(
+        self,
+        structures: list[Structure],
+        compute_stress: bool = True,
+        keys: list[Hashable | None] | None = None,
+    ) -> MLIPOutput:
         """Batched CHGNet forward.
 
         Args:
             structures: B pymatgen structures.
             compute_stress: also compute stresses (needed for cell relaxation).
+            keys: optional per-structure cache keys (used by the relaxer). A structure whose
+                key was seen before and whose atoms moved less than ``graph_skin`` (Å, bound on
+                the change of any edge length) reuses the cached neighbour topology with new
+                coordinates: edges that left the cutoff contribute exactly 0 (CHGNet's envelope
+                is 0 beyond it); edges that entered are missed but sit within ``graph_skin`` of
+                the cutoff where the envelope is ~0. ``fresh`` in the output says which graphs
+                were rebuilt. Call :meth:`forget` when done with a key.
 
         Returns:
             :class:`MLIPOutput`; a structure whose graph cannot be built, or whose outputs are
@@ -111,10 +133,19 @@ class CHGNetMLIP:
         b = len(structures)
         n_at = [len(s) for s in structures]
         errors: list[str | None] = [None] * b
+        fresh = [True] * b
         graphs, ok = [], []
         for i, s in enumerate(structures):
+            key = keys[i] if keys is not None else None
             try:
-                graphs.append(self._graph(s).to(self.device))
+                g = self._reuse(key, s) if key is not None else None
+                if g is None:
+                    g = self._graph(s).to(self.device)
+                    if key is not None:
+                        self._cache[key] = (g, np.array(s.frac_coords), np.array(s.lattice.matrix))
+                else:
+                    fresh[i] = False
+                graphs.append(g)
                 ok.append(i)
             except Exception as exc:  # noqa: BLE001 - any graph failure is per structure
                 errors[i] = f"graph construction failed: {_one_line(exc)}"
@@ -126,12 +157,17 @@ class CHGNetMLIP:
             with warnings.catch_warnings():  # CHGNet's own tensor-conversion warnings
                 warnings.simplefilter("ignore", UserWarning)
                 pred = self.model(graphs, task=task)
+            # one device -> host copy per output
             e = pred["e"].detach().double().cpu()
+            f_all = torch.cat(pred["f"]).detach().double().cpu()
+            f_split = torch.split(f_all, [n_at[i] for i in ok])
+            s_all = (torch.stack(pred["s"]).detach().double().cpu() * GPA_TO_EV_A3
+                     if compute_stress else None)
             for k, i in enumerate(ok):
                 energy[i] = e[k]
-                forces[i] = pred["f"][k].detach().double().cpu()
-                if compute_stress:
-                    stress[i] = pred["s"][k].detach().double().cpu() * GPA_TO_EV_A3
+                forces[i] = f_split[k]
+                if s_all is not None:
+                    stress[i] = s_all[k]
         for i in range(b):
             if errors[i] is None:
                 finite = bool(torch.isfinite(energy[i])) and bool(torch.isfinite(forces[i]).all())
@@ -139,7 +175,45 @@ class CHGNetMLIP:
                     finite = finite and bool(torch.isfinite(stress[i]).all())
                 if not finite:
                     errors[i] = "non-finite energy, forces or stress"
-        return MLIPOutput(energy, torch.cat(forces) if forces else torch.zeros(0, 3), stress, errors)
+        return MLIPOutput(
+            energy, torch.cat(forces) if forces else torch.zeros(0, 3), stress, errors, fresh
+        )
+
+    def _reuse(self, key: Hashable, s: Structure):
+        """The cached graph of ``key`` with ``s``'s coordinates, or None when it moved too far."""
+        from chgnet.graph import CrystalGraph
+
+        hit = self._cache.get(key)
+        if hit is None or self.graph_skin <= 0:
+            return None
+        g, frac0, lat0 = hit
+        frac, lat = np.array(s.frac_coords), np.array(s.lattice.matrix)
+        if frac.shape != frac0.shape:
+            return None
+        strain = np.linalg.solve(lat0, lat) - np.eye(3)
+        moved = 2 * np.linalg.norm((frac - frac0) @ lat, axis=1).max()
+        moved += self.cutoff * np.linalg.norm(strain, 2)
+        if not moved < self.graph_skin:
+            return None
+        return CrystalGraph(
+            atomic_number=g.atomic_number,
+            atom_frac_coord=torch.tensor(frac, dtype=g.atom_frac_coord.dtype,
+                                         device=self.device, requires_grad=True),
+            atom_graph=g.atom_graph,
+            atom_graph_cutoff=g.atom_graph_cutoff,
+            neighbor_image=g.neighbor_image,
+            directed2undirected=g.directed2undirected,
+            undirected2directed=g.undirected2directed,
+            bond_graph=g.bond_graph,
+            bond_graph_cutoff=g.bond_graph_cutoff,
+            lattice=torch.tensor(lat, dtype=g.lattice.dtype, device=self.device,
+                                 requires_grad=True),
+        )
+
+    def forget(self, keys: Iterable[Hashable]) -> None:
+        """Drop cached graphs (see ``keys`` of :meth:`predict`)."""
+        for k in keys:
+            self._cache.pop(k, None)
 
     def embed(self, structures: list[Structure]) -> torch.Tensor:
         """``(B, 64)`` CHGNet crystal features (mean-pooled atom features)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -153,9 +154,14 @@ def relax(
     waiting.reverse()  # pop() from the end takes the first structure first
     active: list[int] = []
 
+    reuse = hasattr(mlip, "forget")  # the MLIP can keep neighbour graphs between steps
+    token = uuid.uuid4().hex
+
     def finish(i: int, res: RelaxResult) -> None:
         results[i] = res
         states.pop(i, None)
+        if reuse:
+            mlip.forget([(token, i)])
         if progress is not None:
             progress(1)
 
@@ -178,7 +184,12 @@ def relax(
         if not active:
             continue
         cur = [states[i].structure() for i in active]
-        out = mlip.predict(cur, compute_stress=cfg.relax_cell)
+        if reuse:
+            out = mlip.predict(cur, compute_stress=cfg.relax_cell,
+                               keys=[(token, i) for i in active])
+        else:
+            out = mlip.predict(cur, compute_stress=cfg.relax_cell)
+        fresh = out.fresh or [True] * len(active)
         offsets = np.cumsum([0] + [states[i].n for i in active])
         still: list[int] = []
         stepping: list[tuple[int, torch.Tensor, torch.Tensor]] = []
@@ -201,7 +212,13 @@ def relax(
             else:
                 g_x = torch.zeros(3, 3, dtype=torch.float64)
             fmax = float(torch.cat([g_r, g_x]).norm(dim=1).max())
-            if fmax < cfg.fmax or st.steps >= cfg.max_steps:
+            done = fmax < cfg.fmax or st.steps >= cfg.max_steps
+            if done and not fresh[k]:
+                # final numbers always come from a freshly built graph: re-evaluate
+                mlip.forget([(token, i)])
+                still.append(i)
+                continue
+            if done:
                 finish(
                     i,
                     RelaxResult(
