@@ -157,6 +157,23 @@ def _nonfinite_field(text: str) -> str | None:
     return None
 
 
+def _bad_occupancy(parser) -> str | None:
+    """pymatgen silently drops sites with occupancy <= 0; name them instead."""
+    for block in parser.as_dict().values():
+        occ = block.get("_atom_site_occupancy")
+        if not occ:
+            continue
+        labels = block.get("_atom_site_label") or [""] * len(occ)
+        for lab, v in zip(labels, occ):
+            try:
+                x = float(str(v).split("(")[0])
+            except ValueError:
+                continue  # '?' or '.': pymatgen treats it as 1
+            if x <= 0:
+                return f"site {lab} has occupancy {x:g} (<= 0)"
+    return None
+
+
 def _structure_from_cif(text: str) -> Structure | str:
     """Parse one CIF data block with pymatgen; return a Structure or a one-line reason."""
     from pymatgen.io.cif import CifParser
@@ -168,9 +185,11 @@ def _structure_from_cif(text: str) -> Structure | str:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            structs = CifParser.from_str(text, check_cif=False).parse_structures(
-                primitive=False, on_error="raise"
-            )
+            parser = CifParser.from_str(text, check_cif=False)
+            bad_occ = _bad_occupancy(parser)
+            if bad_occ is not None:
+                return bad_occ
+            structs = parser.parse_structures(primitive=False, on_error="raise")
         except Exception as exc:  # noqa: BLE001 - pymatgen raises many types for bad CIFs
             msg = _one_line(str(exc))
             nonfinite = _nonfinite_field(text)
@@ -181,6 +200,8 @@ def _structure_from_cif(text: str) -> Structure | str:
             for key, nice in _CIF_MESSAGES.items():
                 if key in msg:
                     return nice
+            if "_atom_site_fract_x" in msg:
+                return "CIF does not parse: no fractional coordinates (_atom_site_fract_x)"
             if "exceeded tolerance" in msg:  # two sites at one position, occupancies summed
                 occ = msg.replace("No structure parsed for section 1 in CIF.; ", "").rstrip(".")
                 return f"overlapping sites: {occ} (duplicate atoms at one position?)"

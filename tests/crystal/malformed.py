@@ -118,6 +118,18 @@ def write_corpus(folder: Path) -> list[tuple[str, str, list[str]]]:
             "Occupancy",
             [],
         ),
+        (
+            "zero_occupancy.cif",
+            cif("  Na Na0 1 0 0 0 0\n  Cl Cl1 1 .5 .5 .5 1"),
+            "site Na0 has occupancy 0",
+            [],
+        ),
+        (
+            "negative_occupancy.cif",
+            cif("  Na Na0 1 0 0 0 -1\n  Cl Cl1 1 .5 .5 .5 1"),
+            "site Na0 has occupancy -1",
+            [],
+        ),
         ("empty.cif", "", "empty file", []),
         ("blank.csv", "\n  \n", "empty file", []),
         ("binary.cif", bytes(range(256)) * 8, "binary content", []),
