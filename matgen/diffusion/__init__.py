@@ -5,7 +5,7 @@ Public API:
         and its training loss ``CrystalDiffusion.loss(denoiser, batch, cond, task)``.
     TorusProcess, LatticeProcess, MaskedTypeProcess: the per-field processes.
     sample: predictor-corrector sampler (CSP or de novo); sample_fast: few-step ODE/DDIM sampler.
-    combine_guidance, unconditional: classifier-free guidance helpers.
+    combine_guidance, guided_call, unconditional: classifier-free guidance helpers.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from __future__ import annotations
 from matgen.diffusion._config import DatasetStats, DiffusionConfig
 from matgen.diffusion._crystal import CrystalDiffusion, Denoiser, build_diffusion
 from matgen.diffusion._processes import LatticeProcess, MaskedTypeProcess, TorusProcess, wrap01
-from matgen.diffusion._sampling import combine_guidance, sample, sample_fast, unconditional
+from matgen.diffusion._sampling import (
+    combine_guidance,
+    guided_call,
+    sample,
+    sample_fast,
+    unconditional,
+)
 
 __all__ = [
     "CrystalDiffusion",
@@ -25,6 +31,7 @@ __all__ = [
     "TorusProcess",
     "build_diffusion",
     "combine_guidance",
+    "guided_call",
     "sample",
     "sample_fast",
     "unconditional",

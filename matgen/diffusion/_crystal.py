@@ -74,7 +74,9 @@ class CrystalDiffusion:
             raise ValueError(f"task must be 'csp' or 'gen', got {task!r}")
         dev, dt = batch.frac_coords.device, batch.frac_coords.dtype
         b = batch.num_crystals
-        bidx = batch.batch
+        bidx = torch.repeat_interleave(
+            torch.arange(b, device=dev), batch.num_atoms, output_size=batch.frac_coords.shape[0]
+        )
         t = self.cfg.t_min + (1 - self.cfg.t_min) * torch.rand(
             b, generator=generator, device=dev, dtype=dt
         )

@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from matgen.nn import polar_rotation
+
 
 def _randn(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
@@ -57,6 +59,7 @@ class TorusProcess:
     def __init__(self, sigma_min: float = 0.005, sigma_max: float = 0.5, wrap_images: int = 5):
         self.sigma_min, self.sigma_max, self.k = float(sigma_min), float(sigma_max), wrap_images
         self._norm_t, self._norm_v = _norm_table(self.sigma_min, self.sigma_max, wrap_images)
+        self._log_norm_on: dict[str, torch.Tensor] = {}
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """Noise level ``(...,)`` at time ``t`` ``(...,)``."""
@@ -91,12 +94,17 @@ class TorusProcess:
 
     def score_norm(self, t: torch.Tensor) -> torch.Tensor:
         """``E[score^2]`` per dimension at time ``t`` (table interpolated in log space)."""
-        tt = t.detach().double().cpu().clamp(0, 1) * (len(self._norm_t) - 1)
-        lo = tt.floor().long().clamp(max=len(self._norm_t) - 2)
+        key = str(t.device)
+        table = self._log_norm_on.get(key)
+        if table is None:
+            table = torch.log(self._norm_v).to(t.device)
+            self._log_norm_on[key] = table
+        m = table.shape[0] - 1
+        tt = t.detach().double().clamp(0, 1) * m
+        lo = tt.floor().long().clamp(max=m - 1)
         a = tt - lo
-        lv = torch.log(self._norm_v)
-        val = torch.exp((1 - a) * lv[lo] + a * lv[lo + 1])
-        return val.to(device=t.device, dtype=t.dtype)
+        val = torch.exp((1 - a) * table[lo] + a * table[lo + 1])
+        return val.to(t.dtype)
 
     def prior(self, num: int, like: torch.Tensor, generator=None) -> torch.Tensor:
         """``(num, 3)`` uniform fractional coordinates."""
@@ -179,8 +187,7 @@ class LatticeProcess:
     @staticmethod
     def polar_rotation(lattice: torch.Tensor) -> torch.Tensor:
         """Orthogonal factor Q of ``L = S Q`` (rows convention), ``(B, 3, 3)``."""
-        u, _, vh = torch.linalg.svd(lattice)
-        return u @ vh
+        return polar_rotation(lattice)
 
     def prior(self, num_atoms: torch.Tensor, like: torch.Tensor, generator=None) -> torch.Tensor:
         """``(B, 3, 3)`` prior lattices ``c I + s eps``."""

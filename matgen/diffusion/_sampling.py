@@ -36,12 +36,44 @@ def unconditional(cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: torch.full_like(v, float("nan"), dtype=torch.float32) for k, v in cond.items()}
 
 
-def _evaluate(denoiser, state, t, cond, guidance) -> DenoiserOutput:
-    if cond is None or guidance == 1.0:
-        return denoiser(state, t, cond)
-    return combine_guidance(
-        denoiser(state, t, cond), denoiser(state, t, unconditional(cond)), guidance
+def guided_call(
+    denoiser: Denoiser,
+    batch: CrystalBatch,
+    t: torch.Tensor,
+    cond: dict[str, torch.Tensor] | None,
+    guidance: float,
+) -> DenoiserOutput:
+    """One classifier-free-guided denoiser evaluation.
+
+    The conditional and unconditional inputs go through the denoiser as one batch of twice
+    the size (one call instead of two, better accelerator use); without conditions or with
+    ``guidance == 1`` it is a plain call.
+
+    Args:
+        denoiser: the conditional denoiser.
+        batch: noisy crystals (B of them, N atoms).
+        t: ``(B,)`` times.
+        cond: ``{name: (B,)}`` conditions or None.
+        guidance: scale G.
+    """
+    if not cond or guidance == 1.0:
+        return denoiser(batch, t, cond)
+    b, n = batch.num_crystals, batch.frac_coords.shape[0]
+    double = CrystalBatch(
+        atomic_numbers=batch.atomic_numbers.repeat(2),
+        frac_coords=batch.frac_coords.repeat(2, 1),
+        lattice=batch.lattice.repeat(2, 1, 1),
+        num_atoms=batch.num_atoms.repeat(2),
     )
+    both = {k: torch.cat([v, torch.full_like(v, float("nan"))]) for k, v in cond.items()}
+    out = denoiser(double, t.repeat(2), both)
+    c = DenoiserOutput(out.coord[:n], out.lattice[:b], out.type_logits[:n])
+    u = DenoiserOutput(out.coord[n:], out.lattice[b:], out.type_logits[n:])
+    return combine_guidance(c, u, guidance)
+
+
+def _evaluate(denoiser, state, t, cond, guidance) -> DenoiserOutput:
+    return guided_call(denoiser, state, t, cond, guidance)
 
 
 def _setup(denoiser, num_atoms, atomic_numbers, generator):
@@ -86,7 +118,7 @@ def _run(
         }
     like = torch.empty(0, device=device, dtype=dtype)
     b, n = num_atoms.shape[0], int(num_atoms.sum())
-    bidx = torch.repeat_interleave(torch.arange(b, device=device), num_atoms)
+    bidx = torch.repeat_interleave(torch.arange(b, device=device), num_atoms, output_size=n)
     cfg = diffusion.cfg
     de_novo = atomic_numbers is None
     f = diffusion.coords.prior(n, like, generator)

@@ -6,15 +6,16 @@ import torch
 from torch import nn
 
 from matgen.crystal import CrystalBatch
-from matgen.diffusion import Denoiser, combine_guidance, unconditional
+from matgen.diffusion import Denoiser, guided_call
 from matgen.nn import DenoiserOutput
 
 
 class GuidedDenoiser(nn.Module):
     """Classifier-free guidance: ``uncond + scale * (cond - uncond)``.
 
-    Calls the wrapped denoiser twice (with ``cond`` and with every condition NaN) and combines
-    the outputs with :func:`matgen.diffusion.combine_guidance`. Without conditions (or with
+    Runs the wrapped denoiser on the conditional and the unconditional (every condition NaN)
+    inputs in one doubled batch and combines the outputs with
+    :func:`matgen.diffusion.combine_guidance`. Without conditions (or with
     ``scale == 1``) it is the wrapped denoiser.
 
     Args:
@@ -30,11 +31,7 @@ class GuidedDenoiser(nn.Module):
     def forward(
         self, batch: CrystalBatch, t: torch.Tensor, cond: dict[str, torch.Tensor] | None = None
     ) -> DenoiserOutput:
-        if not cond or self.scale == 1.0:
-            return self.denoiser(batch, t, cond)
-        return combine_guidance(
-            self.denoiser(batch, t, cond), self.denoiser(batch, t, unconditional(cond)), self.scale
-        )
+        return guided_call(self.denoiser, batch, t, cond, self.scale)
 
 
 class TypeMaskedDenoiser(nn.Module):

@@ -15,6 +15,7 @@ from matgen.nn import (
     EquivariantBlock,
     RadialBasis,
     SinusoidalEmbedding,
+    det3,
     mlp,
     periodic_radius_graph,
     scatter_mean,
@@ -116,11 +117,11 @@ class CrystalDenoiser(nn.Module):
         lat = batch.lattice
         na = batch.num_atoms
         b, n = lat.shape[0], batch.frac_coords.shape[0]
-        bidx = torch.repeat_interleave(torch.arange(b, device=lat.device), na)
+        bidx = torch.repeat_interleave(torch.arange(b, device=lat.device), na, output_size=n)
         g = periodic_radius_graph(batch.frac_coords, lat, na, self.cfg.cutoff, self.cfg.max_images)
         unit = g.vec / g.dist.unsqueeze(-1)
         rbf = self.rbf(g.dist)
-        vol = torch.linalg.det(lat).abs().clamp(min=1e-6)
+        vol = det3(lat).abs().clamp(min=1e-6)
         lscale = vol.pow(1.0 / 3.0).clamp(min=0.5)
 
         lv = torch.log(vol / na.to(vol.dtype)).unsqueeze(-1) * self.vol_freqs.to(vol.dtype) / 4

@@ -6,6 +6,7 @@ Public API:
     ConditionSpec: one conditioning property.
     RadialBasis, SinusoidalEmbedding, ConditionEmbedding, AngularDescriptor, EquivariantBlock,
     scatter_sum, scatter_mean, mlp: building blocks.
+    det3, inv3, cofactor_rows, polar_rotation: closed-form 3x3 algebra (no GPU syncs).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from matgen.nn._layers import (
     scatter_mean,
     scatter_sum,
 )
+from matgen.nn._linalg import cofactor_rows, det3, inv3, polar_rotation
 from matgen.nn._types import ConditionSpec, DenoiserOutput
 
 __all__ = [
@@ -32,8 +34,12 @@ __all__ = [
     "PeriodicGraph",
     "RadialBasis",
     "SinusoidalEmbedding",
+    "cofactor_rows",
+    "det3",
+    "inv3",
     "mlp",
     "periodic_radius_graph",
+    "polar_rotation",
     "scatter_mean",
     "scatter_sum",
 ]

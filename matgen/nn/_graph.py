@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from matgen.nn._linalg import cofactor_rows, det3
+
 
 @dataclass
 class PeriodicGraph:
@@ -61,7 +63,9 @@ def periodic_radius_graph(
     device = frac_coords.device
     b_count = lattice.shape[0]
     n_total = frac_coords.shape[0]
-    batch = torch.repeat_interleave(torch.arange(b_count, device=device), num_atoms)
+    batch = torch.repeat_interleave(
+        torch.arange(b_count, device=device), num_atoms, output_size=n_total
+    )
     ptr = torch.cumsum(num_atoms, 0) - num_atoms
     # all ordered pairs (i, j) inside each crystal, ragged -> flat
     na_i = num_atoms[batch]
@@ -72,8 +76,11 @@ def periodic_radius_graph(
     j = ptr[crystal] + j_local
 
     with torch.no_grad():
-        inv = torch.linalg.inv(lattice.detach())
-        reach = (cutoff * inv.norm(dim=1)).clamp(max=float(max_images))  # (B, 3)
+        # |column k of L^-1| = |row k of the cofactor matrix| / |det L|
+        lat = lattice.detach()
+        vol = det3(lat).abs().clamp(min=1e-12)
+        reach = cutoff * cofactor_rows(lat).norm(dim=-1) / vol.unsqueeze(-1)
+        reach = reach.clamp(max=float(max_images))  # (B, 3)
         est = num_atoms.to(reach.dtype) ** 2 * (2 * reach + 1).prod(-1)
         shrink = (max_candidates / est).clamp(max=1.0).pow(1.0 / 3.0)
         reach = reach * shrink.unsqueeze(-1)
