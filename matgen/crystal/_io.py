@@ -45,8 +45,9 @@ Reduction = Literal["niggli", "primitive"] | None
 
 #: Columns that identify a crystal in a CDVAE-style CSV, in order of preference.
 ID_COLUMNS = ("material_id",)
-#: extxyz info keys that identify a frame, in order of preference.
-ID_KEYS = ("material_id", "sample_id", "id", "name")
+#: extxyz info keys that identify a frame, in order of preference. ``sample_id`` comes first:
+#: generated files hold several samples per source ``material_id`` (kept as metadata).
+ID_KEYS = ("sample_id", "material_id", "id", "name")
 #: Share of parseable values from which a CSV column counts as a numeric property (the
 #: unparseable values of such a column are reported as bad entries).
 _NUMERIC_SHARE = 0.5
@@ -487,12 +488,14 @@ def _atoms_labels(atoms: Atoms) -> tuple[str | None, dict[str, float], dict[str,
             if np.ndim(v) == 0:
                 info.setdefault(k, v)
     ident = None
+    meta: dict[str, str] = {}
     for k in ID_KEYS:
         if k in info:
-            ident = str(info.pop(k))
-            break
+            if ident is None:
+                ident = str(info.pop(k))
+            else:  # other identifiers stay strings (never numeric properties)
+                meta[k] = str(info.pop(k))
     labels: dict[str, float] = {}
-    meta: dict[str, str] = {}
     for k, v in info.items():
         if isinstance(v, bool | int | float | np.bool_ | np.integer | np.floating):
             labels[k] = float(v)

@@ -167,3 +167,13 @@ def test_reduction(tmp_path, rock_salt, mode):
 def test_missing_path_raises():
     with pytest.raises(FileNotFoundError):
         read_crystals("/nonexistent/file.csv")
+
+
+def test_generated_extxyz_sample_ids_with_shared_material_id(tmp_path, tiny_structures):
+    """Sampled files carry several frames per source material_id and a unique sample_id."""
+    batch = CrystalBatch.from_structures(tiny_structures[:2] * 2, ids=["mp-1"] * 2 + ["mp-2"] * 2)
+    p = write_extxyz(tmp_path / "s.extxyz", batch, info={"sample_id": ["a", "b", "c", "d"]})
+    res = read_crystals(p, workers=1)
+    assert res.num_bad == 0 and res.batch.ids == ["a", "b", "c", "d"]
+    assert res.metadata["material_id"] == ["mp-1", "mp-1", "mp-2", "mp-2"]
+    assert res.entries[0] == "s.extxyz:frame 1 (a)"
