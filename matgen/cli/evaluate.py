@@ -104,6 +104,13 @@ def evaluate(
             "smact4 (smact 4's smact_validity defaults)."
         ),
     ] = SmactRules.cdvae,
+    fingerprint_check: Annotated[
+        bool,
+        typer.Option(
+            help="CSP: a crystal whose CrystalNN fingerprint fails is invalid, as in the "
+            "published Crystal class (slow)."
+        ),
+    ] = False,
     dataset: Annotated[
         str | None,
         typer.Option(help="gen: COV cut-offs of mp20, perov5 or carbon24 (default: from path)."),
@@ -163,6 +170,7 @@ def evaluate(
             k=k,
             reference_validity=reference_validity.value,
             smact_rules=smact_rules.value,
+            fingerprint_check=fingerprint_check,
             workers=nworkers,
             progress=progress,
         )

@@ -170,3 +170,11 @@ def test_cross_check_against_direct_pymatgen_loop(datasets_dir, mkgen, perturbed
     assert res.metrics["match_rate"] == pytest.approx(len(hits) / n)
     assert res.metrics["rmse"] == pytest.approx(np.mean(hits), rel=1e-9)
     assert 0 < len(hits) < n  # the sample exercises both outcomes
+
+
+def test_fingerprint_check_keeps_valid_crystals_valid(rock_salt, diamond_si, mkgen, mkref):
+    pytest.importorskip("matminer")
+    refs = [rock_salt, diamond_si]
+    res = evaluate_csp(mkgen(refs, ["r0", "r1"]), mkref(refs), fingerprint_check=True,
+                       progress=False)  # fmt: skip
+    assert res.metrics["match_rate"] == 1.0 and res.metrics["fingerprint_check"] is True
