@@ -129,7 +129,19 @@ def info(
     """Counts, elements, atoms-per-cell histogram and property statistics of a dataset."""
     from matgen.data import DatasetNotFound, DownloadError, load_dataset
 
-    logging.getLogger("matgen.data").setLevel(logging.ERROR)
+    notes: list[str] = []
+
+    class _Notes(logging.Handler):  # resolution notes (split fallback, download) for the user
+        def emit(self, record: logging.LogRecord) -> None:
+            msg = record.getMessage()
+            if not msg.startswith(("  ", "ignoring")) and "skipped" not in msg:
+                notes.append(msg)
+
+    logger = logging.getLogger("matgen.data")
+    handler, old_level, old_propagate = _Notes(logging.INFO), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
     try:
         bar, cb = _progress()
         with bar:
@@ -142,6 +154,12 @@ def info(
     except DownloadError as exc:
         _err.print(f"error: {escape(str(exc))}")
         raise typer.Exit(1) from None
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+    for n in notes:
+        _err.print(f"note: {escape(n)}")
     st = ds.stats()
     if as_json:
         out = {

@@ -91,3 +91,19 @@ def test_info_on_a_path(tmp_path, monkeypatch):
     out = json.loads(res.output)
     assert out["crystals"] == 2 and out["properties"]["band_gap"]["mean"] == 2.0
     assert out["atoms_per_cell"] == {"2": 2}
+
+
+def test_info_on_a_registry_name_with_split_fallback(tmp_path, monkeypatch):
+    from tests.conftest import _diamond_si, _rock_salt
+
+    from .test_data_dataset import _write_csv
+
+    root = tmp_path / "data" / "carbon_24"
+    root.mkdir(parents=True)
+    _write_csv(root / "val.csv", [_diamond_si(), _rock_salt()])
+    monkeypatch.setenv("MATGEN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MATGEN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MATGEN_NUM_WORKERS", "1")
+    res = runner.invoke(app, ["data", "info", "carbon24"])
+    assert res.exit_code == 0, res.output
+    assert "using the val split" in res.output and "crystals: 2" in res.output
