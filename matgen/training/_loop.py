@@ -6,6 +6,7 @@ import contextlib
 import csv
 import datetime as _dt
 import inspect
+import json
 import math
 import signal
 import threading
@@ -106,7 +107,7 @@ def build_components(cfg: TrainConfig, stats: dict) -> tuple[nn.Module, Any]:
     """The denoiser and diffusion described by ``cfg`` for data with ``stats``
     (:func:`matgen.training.dataset_stats`): conditions and the lattice prior's density come
     from the data."""
-    from matgen.diffusion import DatasetStats, build_diffusion
+    from matgen.diffusion import DatasetStats
     from matgen.models import build_denoiser
 
     model_cfg = cfg.model.model_copy(update={"conditions": condition_specs(cfg, stats)})
@@ -114,7 +115,25 @@ def build_components(cfg: TrainConfig, stats: dict) -> tuple[nn.Module, Any]:
         mean_volume_per_atom=stats["mean_volume_per_atom"],
         num_atoms_counts={int(k): int(v) for k, v in stats["num_atoms_hist"].items()},
     )
-    return build_denoiser(model_cfg), build_diffusion(cfg.diffusion, diff_stats)
+    return build_denoiser(model_cfg), cached_diffusion(cfg.diffusion, diff_stats)
+
+
+_DIFFUSIONS: dict[str, Any] = {}
+
+
+def cached_diffusion(cfg: Any, stats: Any) -> Any:
+    """``matgen.diffusion.build_diffusion(cfg, stats)``, reused while ``(cfg, stats)`` repeat
+    (building precomputes tables; campaigns and tests build the same one many times)."""
+    from matgen.diffusion import build_diffusion
+
+    key = json.dumps([cfg.model_dump(mode="json"), stats.model_dump(mode="json")],
+                     sort_keys=True)
+    diffusion = _DIFFUSIONS.get(key)
+    if diffusion is None:
+        diffusion = build_diffusion(cfg, stats)
+        _DIFFUSIONS.clear()
+        _DIFFUSIONS[key] = diffusion
+    return diffusion
 
 
 def _loss_caller(diffusion: Any) -> Callable[..., tuple[torch.Tensor, dict]]:
@@ -422,7 +441,8 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
 
     step, position, nonfinite_total = 0, 0, 0
     if start_ckpt is not None:
-        st = load_training_state(start_ckpt, map_location=info.device)
+        # on CPU: RNG states must stay CPU tensors; load_state_dict moves the rest
+        st = load_training_state(start_ckpt, map_location="cpu")
         model.load_state_dict(st["model"])
         ema.load_state_dict(st["ema"])
         optimizer.load_state_dict(st["optimizer"])
@@ -448,11 +468,18 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
             find_unused_parameters=True,
         )
     if cfg.compile:
+        from torch import _dynamo
+
+        # a graph dynamo cannot trace (e.g. some e3nn objects) runs eagerly instead of failing
+        _dynamo.config.suppress_errors = True
         train_model = torch.compile(train_model, dynamic=True)
     loss_fn = _loss_caller(diffusion)
     # a diffusion that drops conditions itself (for CFG) gets them whole
     drop_here = 0.0 if hasattr(diffusion, "drop_conditions") else cfg.conditions.drop_prob
     use_bf16 = info.device.type == "cuda" and cfg.precision in ("bf16", "auto")
+    if info.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 parts (and fp32 runs) use TF32
+        torch.backends.cudnn.allow_tf32 = True
 
     # -------------------------------------------------------------- run dir, metadata
     if info.is_main:

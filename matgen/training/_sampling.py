@@ -13,7 +13,6 @@ structures.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -232,8 +231,8 @@ def requests_de_novo(num: int, meta: dict, generator: torch.Generator) -> list[R
 # ---------------------------------------------------------------------- generation
 def load_for_sampling(checkpoint: str | Path | None, device: torch.device):
     """``(denoiser, diffusion, metadata, checkpoint_dir)`` from a checkpoint folder/file/run."""
-    from matgen.diffusion import build_diffusion
     from matgen.models import load_checkpoint
+    from matgen.training._loop import cached_diffusion
 
     if checkpoint is None:
         if not (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
@@ -246,17 +245,8 @@ def load_for_sampling(checkpoint: str | Path | None, device: torch.device):
     model, meta = load_checkpoint(ckpt, device=device)
     if meta.get("diffusion") is None or meta.get("stats") is None:
         raise ValueError(f"{ckpt}: checkpoint metadata lacks the diffusion config or stats")
-    key = json.dumps([meta["diffusion"].model_dump(mode="json"),
-                      meta["stats"].model_dump(mode="json")], sort_keys=True)
-    diffusion = _DIFFUSIONS.get(key)
-    if diffusion is None:  # building precomputes tables: reuse it across calls (campaigns)
-        diffusion = build_diffusion(meta["diffusion"], meta["stats"])
-        _DIFFUSIONS.clear()
-        _DIFFUSIONS[key] = diffusion
+    diffusion = cached_diffusion(meta["diffusion"], meta["stats"])
     return model, diffusion, meta, ckpt
-
-
-_DIFFUSIONS: dict[str, object] = {}
 
 
 def _condition_names(model) -> list[str]:

@@ -115,6 +115,16 @@ def test_sample_de_novo_conditioned(trained, tmp_path):
         assert 1.0 <= a.info["target_band_gap"] <= 2.0
         assert len(a) in (2, 5)  # atom counts drawn from the training histogram
         assert all(a.pbc)
+    # a chemical system restricts de novo atom types
+    out2 = tmp_path / "chemsys.extxyz"
+    r = runner.invoke(app, ["sample", "--checkpoint", str(run), "--num", "4", "--out", str(out2),
+                            "--steps", "2", "--chemsys", "Na-Cl", "--sampler", "fast",
+                            "--no-progress"])
+    assert r.exit_code == 0, r.output
+    frames = _frames(out2)
+    assert len(frames) == 4
+    assert all(set(a.get_chemical_symbols()) <= {"Na", "Cl"} for a in frames)
+    assert all(a.info["chemsys"] == "Na-Cl" for a in frames)
 
 
 def test_sample_csp_from_csv_carries_material_id(trained, tiny_csv, tmp_path):

@@ -1,16 +1,22 @@
 """One rank of the DDP test (launched by ``torchrun`` from test_ddp.py).
 
-Usage: ddp_worker.py RUN_DIR LOSSES_JSON [--resume]
+Trains 6 steps (checkpoints at 3 and 6) in RUN_DIR/full, then copies that run without its
+step-6 checkpoint (a run killed after step 3) to RUN_DIR/killed and resumes it. The process
+group is created here, so both ``train`` calls share it.
+
+Usage: ddp_worker.py RUN_DIR
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -25,7 +31,7 @@ CFG = {
 }
 
 
-def run(run_dir: str, resume: bool = False):
+def run(run_dir: str | Path, resume: bool = False):
     torch.manual_seed(0)
     model = TinyDenoiser(conditions=("band_gap",))
     return train(TrainConfig.model_validate(CFG), data=tiny_crystals(24), out=run_dir,
@@ -35,7 +41,17 @@ def run(run_dir: str, resume: bool = False):
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    res = run(sys.argv[1], resume="--resume" in sys.argv)
-    out = {"rank": int(os.environ.get("RANK", "0")), "world": int(os.environ.get("WORLD_SIZE", "1")),
-           "losses": res.losses, "step": res.step}
-    Path(f"{sys.argv[2]}.rank{out['rank']}").write_text(json.dumps(out))
+    root = Path(sys.argv[1])
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    full = run(root / "full")
+    if rank == 0:
+        shutil.copytree(root / "full", root / "killed")
+        shutil.rmtree(root / "killed" / "checkpoints" / "step_6")
+        shutil.rmtree(root / "killed" / "checkpoints" / "last")
+    dist.barrier()
+    resumed = run(root / "killed", resume=True)
+    out = {"rank": rank, "world": world, "losses": full.losses, "resumed": resumed.losses,
+           "env_world": int(os.environ["WORLD_SIZE"])}
+    (root / f"rank{rank}.json").write_text(json.dumps(out))
+    dist.destroy_process_group()
