@@ -225,30 +225,6 @@ def _fingerprint_table() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return table
 
 
-def save_fingerprint_table(path: str | os.PathLike, cifs: Sequence[str], results) -> int:
-    """Write the fingerprints of ``results`` (from :func:`_describe`) keyed by CIF text."""
-    keys, sfp, cfp = [], [], []
-    for c, r in zip(cifs, results, strict=True):
-        if r["struct_fp"] is not None:
-            keys.append(cif_key(c))
-            sfp.append(r["struct_fp"])
-            cfp.append(r["comp_fp"])
-    np.savez_compressed(
-        path,
-        keys=np.array(keys),
-        struct_fp=np.array(sfp, dtype=float).reshape(len(keys), -1),
-        comp_fp=np.array(cfp, dtype=float).reshape(len(keys), -1),
-    )
-    return len(keys)
-
-
-def _cache_dir(cfg: GenConfig) -> Path | None:
-    if cfg.cache_dir == "":
-        return None
-    base = cfg.cache_dir or os.environ.get("MATGEN_CACHE_DIR") or Path.home() / ".cache" / "matgen"
-    return Path(base) / "evaluation"
-
-
 def _describe_references(
     cifs: Sequence[str], with_fp: bool, cfg: GenConfig, workers: int, progress: bool, desc: str
 ) -> list[dict[str, Any]]:
