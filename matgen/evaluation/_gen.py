@@ -225,6 +225,13 @@ def _fingerprint_table() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return table
 
 
+def _cache_dir(cfg: GenConfig) -> Path | None:
+    if cfg.cache_dir == "":
+        return None
+    base = cfg.cache_dir or os.environ.get("MATGEN_CACHE_DIR") or Path.home() / ".cache" / "matgen"
+    return Path(base) / "evaluation"
+
+
 def _describe_references(
     cifs: Sequence[str], with_fp: bool, cfg: GenConfig, workers: int, progress: bool, desc: str
 ) -> list[dict[str, Any]]:
