@@ -273,6 +273,11 @@ def _process_one_inner(item):
             arrays = _structure_to_arrays(s)
             if isinstance(arrays, str):
                 return ("err", arrays)
+            lat = arrays[2]
+            if not np.all(np.isfinite(lat)) or np.linalg.det(lat) <= 0:
+                # lattices built from CIF cell parameters are right-handed unless the angles
+                # are impossible (e.g. alpha > beta + gamma, or 0 / 180 degrees)
+                return ("err", _nonfinite_field(cif) or "invalid cell angles (no real cell)")
         z, f, lat = arrays
         reason = check_crystal(z, f, lat, options)
         if reason is not None:

@@ -200,6 +200,24 @@ class CrystalDataset:
             sha256=self.sha256,
         )
 
+    def random_split(self, fractions: Sequence[float], seed: int = 0) -> list[CrystalDataset]:
+        """Split into disjoint random subsets (e.g. ``[0.9, 0.1]`` for train / val).
+
+        Args:
+            fractions: shares summing to 1; the last subset takes the rounding remainder.
+            seed: permutation seed (same seed, same split).
+        """
+        if abs(sum(fractions) - 1.0) > 1e-6 or any(f < 0 for f in fractions):
+            raise ValueError(f"fractions must be >= 0 and sum to 1, got {list(fractions)}")
+        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        sizes = [round(f * len(self)) for f in fractions[:-1]]
+        sizes.append(len(self) - sum(sizes))
+        out, lo = [], 0
+        for n in sizes:
+            out.append(self.subset(perm[lo : lo + n].sort().values))
+            lo += n
+        return out
+
     def loader(
         self,
         batch_size: int,

@@ -130,6 +130,13 @@ def write_corpus(folder: Path) -> list[tuple[str, str, list[str]]]:
             "site Na0 has occupancy -1",
             [],
         ),
+        (
+            "impossible_angles.cif",
+            cif().replace("alpha   90", "alpha   200"),
+            "invalid cell angles",
+            [],
+        ),
+        ("zero_angle.cif", cif().replace("alpha   90", "alpha   0"), "invalid cell angles", []),
         ("empty.cif", "", "empty file", []),
         ("blank.csv", "\n  \n", "empty file", []),
         ("binary.cif", bytes(range(256)) * 8, "binary content", []),

@@ -187,3 +187,18 @@ def test_string_packing_round_trips():
 
     for items in ([], [""], ["a", "", "b,c"], ["x\x1ey", "z"]):
         assert _unpack(_pack(items)) == items
+
+
+def test_random_split(tiny_csv, cache):
+    ds = load_dataset(tiny_csv, workers=1)
+    a, b = ds.random_split([0.75, 0.25], seed=1)
+    assert (len(a), len(b)) == (6, 2)
+    assert sorted(a.ids + b.ids) == sorted(ds.ids)
+    assert a.random_split([1.0])[0].ids == a.ids
+    again, _ = ds.random_split([0.75, 0.25], seed=1)
+    assert again.ids == a.ids
+    i = ds.ids.index(b.ids[0])
+    assert b.formulas[0] == ds.formulas[i]
+    assert torch.equal(b[0].frac_coords, ds[i].frac_coords)
+    with pytest.raises(ValueError):
+        ds.random_split([0.5, 0.6])
