@@ -101,9 +101,11 @@ def main() -> None:
             "--workers",
             str(args.workers),
         ]
+        load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         wall = time.perf_counter() - t0
+        load1 = os.getloadavg()[0]
         if proc.returncode != 0:
             sys.stderr.write(proc.stdout + proc.stderr)
             raise SystemExit(proc.returncode)
@@ -128,12 +130,17 @@ def main() -> None:
         "wall_time_s": round(wall, 1),
         "workers": args.workers,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared)",
+        "load_average_1min_start_end": [round(load0, 1), round(load1, 1)],
         "match_rate": metrics["match_rate"],
         "rmse": metrics["rmse"],
         "convention": metrics["convention"],
         "match_rate_pred_validity_only": metrics["match_rate_pred_validity_only"],
         "rmse_pred_validity_only": metrics["rmse_pred_validity_only"],
         "num_references_invalid": metrics["num_references_invalid"],
+        "max_match_rate_given_invalid_references": metrics[
+            "max_match_rate_given_invalid_references"
+        ],
+        "match_rate_over_valid_references": metrics["match_rate_over_valid_references"],
         "generated_validity": metrics["generated_validity"],
         "generated_invalid_reasons": metrics["generated_invalid_reasons"],
     }

@@ -269,6 +269,17 @@ def evaluate_csp(
         "num_references": len(reference),
         "num_references_without_samples": sum(1 for g in groups if not g),
         "num_references_invalid": n_ref_invalid,
+        # a reference whose own composition is SMACT-invalid cannot be matched by a valid
+        # crystal of that composition: the best score the literature's rule allows
+        "max_match_rate_given_invalid_references": (
+            (len(reference) - n_ref_invalid) / len(reference) if len(reference) else None
+        ),
+        "match_rate_over_valid_references": (
+            sum(b is not None for b, x in zip(best_both, results) if x["ref_valid"])
+            / (len(reference) - n_ref_invalid)
+            if len(reference) > n_ref_invalid
+            else None
+        ),
         "num_references_unparsable": sum(not x["ref_parsed"] for x in results),
         "num_generated_frames": len(generated),
         "num_generated_evaluated": n_eval,

@@ -178,3 +178,11 @@ def test_fingerprint_check_keeps_valid_crystals_valid(rock_salt, diamond_si, mkg
     res = evaluate_csp(mkgen(refs, ["r0", "r1"]), mkref(refs), fingerprint_check=True,
                        progress=False)  # fmt: skip
     assert res.metrics["match_rate"] == 1.0 and res.metrics["fingerprint_check"] is True
+
+
+def test_invalid_references_bound_the_match_rate(rock_salt, mkgen, mkref):
+    nacl2 = Structure(Lattice.cubic(6.0), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0]])
+    refs = [rock_salt, nacl2]
+    m = evaluate_csp(mkgen(refs, ["r0", "r1"]), mkref(refs), progress=False).metrics
+    assert m["max_match_rate_given_invalid_references"] == 0.5
+    assert m["match_rate"] == 0.5 and m["match_rate_over_valid_references"] == 1.0
