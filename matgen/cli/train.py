@@ -59,7 +59,7 @@ def train(
     """Train a denoiser from a YAML config; checkpoints go to RUN_DIR/checkpoints/."""
     from pydantic import ValidationError
 
-    from matgen.training import NonFiniteLossError, TrainConfig
+    from matgen.training import NonFiniteLossError, ResumeMismatchError, TrainConfig
     from matgen.training import train as run_training
 
     if not config.is_file():
@@ -84,7 +84,7 @@ def train(
             progress=progress,
             log=lambda m: _out.print(escape(m)),
         )
-    except FileExistsError as e:
+    except (FileExistsError, ResumeMismatchError) as e:
         _fail(str(e), 2)
     except NonFiniteLossError as e:
         _fail(f"training diverged: {e}", 1)
@@ -92,9 +92,11 @@ def train(
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         _fail(f"data: {msg}", 1)
     if is_main:
-        last = next((v for _, v in reversed(res.losses) if math.isfinite(v)), float("nan"))
+        tail = [v for _, v in res.losses[-50:] if math.isfinite(v)]
+        last = sum(tail) / len(tail) if tail else float("nan")
         _out.print(
-            f"{res.stopped}: step {res.step} (from {res.resumed_from}), last loss {last:.4g}, "
+            f"{res.stopped}: step {res.step} (from {res.resumed_from}), loss {last:.4g} "
+            f"(mean of the last {len(tail)} steps), "
             f"{res.steps_per_s:.2f} steps/s, {res.nonfinite_steps} skipped steps; "
             f"checkpoint {escape(str(res.checkpoint))}"
         )

@@ -29,6 +29,7 @@ from matgen.training._distributed import DistInfo, setup_distributed
 from matgen.training._ema import EMA
 from matgen.training._loop import (
     NonFiniteLossError,
+    ResumeMismatchError,
     RunResult,
     build_components,
     load_init_weights,
@@ -57,6 +58,7 @@ __all__ = [
     "NonFiniteLossError",
     "OptimConfig",
     "Request",
+    "ResumeMismatchError",
     "RunResult",
     "SampleInputError",
     "SampleResult",

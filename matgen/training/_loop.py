@@ -24,6 +24,7 @@ from matgen.training._checkpoint import (
     latest_checkpoint,
     library_versions,
     load_training_state,
+    read_metadata,
     read_weights,
     resolve_checkpoint,
     save_run_checkpoint,
@@ -55,6 +56,10 @@ from matgen.training._schedule import warmup_cosine
 
 class NonFiniteLossError(RuntimeError):
     """Raised after ``max_nonfinite`` consecutive steps with a non-finite loss or gradient."""
+
+
+class ResumeMismatchError(ValueError):
+    """``resume`` with a config whose model, diffusion or conditions differ from the run's."""
 
 
 @dataclass
@@ -317,6 +322,17 @@ def _set_rng_state(state: dict, info: DistInfo, drop_gen: torch.Generator) -> No
     drop_gen.set_state(state["drop"])
 
 
+def _check_resumable(cfg: TrainConfig, ckpt: Path) -> None:
+    old = read_metadata(ckpt).get("config") or {}
+    new = cfg.to_dict()
+    diff = [k for k in ("model", "diffusion", "conditions", "task") if old.get(k) != new.get(k)]
+    if diff:
+        raise ResumeMismatchError(
+            f"cannot resume {ckpt}: the config's {', '.join(diff)} differ from the run's "
+            "(use the run's config.yaml, or start a new run with --init)"
+        )
+
+
 # ---------------------------------------------------------------------- train
 def train(
     cfg: TrainConfig,
@@ -441,6 +457,7 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
 
     step, position, nonfinite_total = 0, 0, 0
     if start_ckpt is not None:
+        _check_resumable(cfg, start_ckpt)
         # on CPU: RNG states must stay CPU tensors; load_state_dict moves the rest
         st = load_training_state(start_ckpt, map_location="cpu")
         model.load_state_dict(st["model"])

@@ -16,6 +16,7 @@ from matgen.training import (
     EMA,
     IndexStream,
     NonFiniteLossError,
+    ResumeMismatchError,
     TrainConfig,
     latest_checkpoint,
     train,
@@ -131,10 +132,13 @@ def test_resume_continues_exactly(tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
-def test_fresh_run_refuses_existing_checkpoints(tmp_path):
+def test_fresh_run_refuses_existing_checkpoints_and_resume_checks_config(tmp_path):
     _run(tmp_path / "r", cfg=_cfg(max_steps=3))
     with pytest.raises(FileExistsError, match="--resume"):
         _run(tmp_path / "r", cfg=_cfg(max_steps=3))
+    with pytest.raises(ResumeMismatchError, match="conditions"):
+        _run(tmp_path / "r", cfg=_cfg(max_steps=4, conditions={"properties": []}),
+             denoiser=TinyDenoiser(), resume=True)
 
 
 def test_nonfinite_steps_are_skipped_and_counted(tmp_path):
