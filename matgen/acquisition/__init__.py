@@ -13,6 +13,7 @@ from __future__ import annotations
 from matgen.acquisition._features import (
     ELEMENT_PROPERTIES,
     batch_compositions,
+    cell_features,
     composition_features,
     crystal_features,
     structure_features,
@@ -38,6 +39,7 @@ __all__ = [
     "batch_compositions",
     "build_acquisition",
     "build_constraints",
+    "cell_features",
     "composition_features",
     "crystal_features",
     "fit_gp_models",

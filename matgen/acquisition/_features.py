@@ -97,26 +97,39 @@ def batch_compositions(batch: CrystalBatch) -> list[dict[int, float]]:
     return out
 
 
-def structure_features(batch: CrystalBatch) -> torch.Tensor:
-    """Simple structure descriptors.
+def cell_features(
+    compositions: Sequence[dict[int, float]], volumes: Sequence[float]
+) -> torch.Tensor:
+    """Simple cell descriptors from the cell's atom counts and volume.
+
+    Args:
+        compositions: ``{Z: count in the cell}`` per candidate.
+        volumes: cell volumes in Å^3.
 
     Returns:
-        ``(B, 4)`` float64: volume per atom (Å^3), log number of atoms in the cell,
-        packing-like ratio (sum of atomic-radius cubes over volume) and mass density (g/cm^3).
+        ``(B, 4)`` float64: volume per atom (Å^3), log number of atoms in the cell, packing
+        ratio (sum of atomic-radius sphere volumes over the cell volume) and mass density
+        (g/cm^3).
     """
     table = _element_table()
-    radius = torch.as_tensor(table[:, ELEMENT_PROPERTIES.index("atomic_radius")])
-    mass = torch.as_tensor(table[:, ELEMENT_PROPERTIES.index("atomic_mass")])
-    b = batch.to(dtype=torch.float64)
-    vol = b.volume
-    n = b.num_atoms.to(torch.float64)
-    z = b.atomic_numbers.cpu()
-    idx = b.batch.cpu()
-    r3 = torch.zeros(b.num_crystals, dtype=torch.float64).index_add_(0, idx, radius[z] ** 3)
-    m = torch.zeros(b.num_crystals, dtype=torch.float64).index_add_(0, idx, mass[z])
-    packing = 4.0 / 3.0 * np.pi * r3 / vol
-    density = m / vol * 1.66053906660  # amu/Å^3 -> g/cm^3
-    return torch.stack([vol / n, torch.log(n), packing, density], dim=-1)
+    r_col = ELEMENT_PROPERTIES.index("atomic_radius")
+    m_col = ELEMENT_PROPERTIES.index("atomic_mass")
+    out = np.zeros((len(compositions), 4))
+    for i, (comp, vol) in enumerate(zip(compositions, volumes, strict=True)):
+        zs = np.fromiter(comp.keys(), dtype=int)
+        n = np.fromiter(comp.values(), dtype=float)
+        natoms = n.sum()
+        r3 = float(n @ table[zs, r_col] ** 3)
+        mass = float(n @ table[zs, m_col])
+        out[i] = [vol / natoms, np.log(natoms), 4.0 / 3.0 * np.pi * r3 / vol,
+                  mass / vol * 1.66053906660]  # amu/Å^3 -> g/cm^3
+    return torch.as_tensor(out)
+
+
+def structure_features(batch: CrystalBatch) -> torch.Tensor:
+    """:func:`cell_features` of every crystal of ``batch``: ``(B, 4)`` float64."""
+    vols = batch.to(dtype=torch.float64).volume.tolist()
+    return cell_features(batch_compositions(batch), vols)
 
 
 def crystal_features(batch: CrystalBatch) -> torch.Tensor:

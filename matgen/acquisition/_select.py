@@ -16,6 +16,10 @@ from botorch.acquisition import (
     GenericMCObjective,
     qLogNoisyExpectedImprovement,
 )
+from botorch.acquisition.analytic import (
+    AnalyticAcquisitionFunction,
+    LogProbabilityOfFeasibility,
+)
 from botorch.acquisition.logei import qLogProbabilityOfFeasibility
 from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
 from botorch.acquisition.multi_objective.objective import WeightedMCMultiOutputObjective
@@ -26,7 +30,7 @@ from botorch.sampling.index_sampler import IndexSampler
 
 from matgen.acquisition._models import PoolEnsembleModel
 
-AcquisitionKind = Literal["auto", "nei", "nehvi", "pof", "margin_nei"]
+AcquisitionKind = Literal["auto", "nei", "nehvi", "pof", "qpof", "margin_nei"]
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,9 @@ def build_acquisition(
 
     ``auto`` picks qLogNEI for one goal, qLogNEHVI for two or more goals, and for targets that
     are only windows qLogNEI on the :func:`margin_objective` with the windows as constraints.
-    ``pof`` is the batch log-probability that at least one pick satisfies every window.
+    ``pof`` is the analytic log-probability that a candidate satisfies every window (a batch
+    then maximises the expected number of hits); ``qpof`` its MC batch version (probability
+    that at least one pick is a hit).
 
     Args:
         model: a fitted BoTorch model whose outputs follow ``output_names``.
@@ -171,8 +177,17 @@ def build_acquisition(
         kind = "nehvi" if len(goals) >= 2 else ("nei" if goals else "margin_nei")
     eta_arg = eta if len(cons) else 1e-3
     if kind == "pof":
-        if not cons:
+        bounds = {
+            list(output_names).index(t.name): (t.minimum, t.maximum)
+            for t in targets
+            if t.minimum is not None or t.maximum is not None
+        }
+        if not bounds:
             raise ValueError("'pof' needs at least one window target")
+        return LogProbabilityOfFeasibility(model, bounds), kind
+    if kind == "qpof":
+        if not cons:
+            raise ValueError("'qpof' needs at least one window target")
         return qLogProbabilityOfFeasibility(model, cons, sampler=sampler, eta=eta_arg), kind
     if kind == "margin_nei" or (kind == "nei" and not goals):
         if not cons:
@@ -237,6 +252,13 @@ def build_acquisition(
     raise ValueError(f"unknown acquisition {kind!r}")
 
 
+def _values(acqf, x: torch.Tensor, max_batch_size: int) -> torch.Tensor:
+    """Acquisition value of each row of ``x`` alone (``q = 1``): ``(n,)``."""
+    with torch.no_grad():
+        return torch.cat([acqf(x[i : i + max_batch_size].unsqueeze(-2))
+                          for i in range(0, x.shape[0], max_batch_size)])
+
+
 def select_batch(
     acqf,
     choices: torch.Tensor,
@@ -244,12 +266,16 @@ def select_batch(
     exclude: torch.Tensor | None = None,
     groups: Sequence[str] | None = None,
     max_batch_size: int = 1024,
+    prefilter: int | None = 512,
 ) -> tuple[list[int], list[float]]:
     """Sequential greedy batch selection over a discrete pool, with exclusions and diversity.
 
-    Each pick maximises the acquisition given the earlier picks (which become ``X_pending``);
-    excluded rows (already tested) are never picked, and with ``groups`` (e.g. reduced
-    formulas) no two picks share a group.
+    Each pick maximises the acquisition given the earlier picks (which become ``X_pending``,
+    through :func:`botorch.optim.optimize_acqf_discrete`); excluded rows (already tested) are
+    never picked, and with ``groups`` (e.g. reduced formulas) no two picks share a group.
+    Analytic acquisitions (``q = 1`` only) are evaluated once and the batch is their best
+    values under the same constraints. For large pools the joint (MC) greedy runs on the
+    ``prefilter`` rows with the best single-point values.
 
     Args:
         acqf: a BoTorch acquisition function.
@@ -258,6 +284,7 @@ def select_batch(
         exclude: ``(P,)`` bool, rows that may not be picked.
         groups: ``P`` group labels; at most one pick per label.
         max_batch_size: rows evaluated per forward pass.
+        prefilter: rows kept for the joint greedy (None: all).
 
     Returns:
         Pool positions of the picks and their acquisition values.
@@ -269,6 +296,27 @@ def select_batch(
         allowed &= ~exclude.to(torch.bool)
     picked: list[int] = []
     values: list[float] = []
+    analytic = isinstance(acqf, AnalyticAcquisitionFunction)
+    if analytic or (prefilter is not None and int(allowed.sum()) > prefilter):
+        pos = torch.nonzero(allowed).flatten()
+        vals = _values(acqf, choices[pos], max_batch_size)
+        order = pos[torch.argsort(vals, descending=True, stable=True)]
+        if analytic:
+            best = dict(zip(pos.tolist(), vals.tolist(), strict=True))
+            for i in order.tolist():
+                if len(picked) == q:
+                    break
+                if not allowed[i]:
+                    continue
+                picked.append(i)
+                values.append(float(best[i]))
+                allowed[i] = False
+                if group_arr is not None:
+                    allowed &= torch.as_tensor(group_arr != group_arr[i])
+            return picked, values
+        keep = torch.zeros_like(allowed)
+        keep[order[:prefilter]] = True
+        allowed &= keep
     base_pending = acqf.X_pending
     for _ in range(q):
         pos = torch.nonzero(allowed).flatten()

@@ -105,7 +105,7 @@ class OracleConfig(_Frozen):
 class AcquisitionConfig(_Frozen):
     """Batch selection: BoTorch acquisition over the round's pool."""
 
-    kind: Literal["auto", "nei", "nehvi", "pof", "margin_nei", "random"] = "auto"
+    kind: Literal["auto", "nei", "nehvi", "pof", "qpof", "margin_nei", "random"] = "auto"
     min_labels_for_gp: int = 8
     num_samples: int = 128
     diversity: Literal["formula", "none"] = "formula"
