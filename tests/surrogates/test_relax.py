@@ -99,3 +99,16 @@ def test_volume_explosion_is_caught(rock_salt):
     ref = {len(rock_salt): rock_salt.cart_coords.copy()}
     res = relax([rock_salt], Blow(ref), RelaxConfig(max_steps=300, max_volume_ratio=2.0))
     assert res[0].error is not None and "exploded" in res[0].error
+
+
+def test_vectorized_forward_matches_chgnet_forward(chgnet, perturbed_pair, triclinic, one_atom):
+    from matgen.surrogates import CHGNetMLIP
+
+    ref = CHGNetMLIP(model=chgnet.model, device="cpu", vectorized=False)
+    ss = [*perturbed_pair, triclinic, one_atom]
+    a, b = chgnet.predict(ss), ref.predict(ss)
+    assert chgnet.vectorized and not ref.vectorized
+    assert torch.allclose(a.energy_per_atom, b.energy_per_atom, atol=1e-5)
+    assert torch.allclose(a.forces, b.forces, atol=1e-4)
+    assert torch.allclose(a.stress, b.stress, atol=1e-5)
+    assert float(b.forces.abs().max()) > 0.05  # perturbed: non-trivial forces
