@@ -54,7 +54,13 @@ def read_text(path: Path) -> str:
     else:
         head = raw[:65536]
         if b"\x00" in head:
-            raise FileProblem("binary content (NUL bytes), not a text file")
+            enc = _bomless_utf16(head)
+            if enc is None:
+                raise FileProblem("binary content (NUL bytes), not a text file")
+            try:
+                return _check_text(raw.decode(enc))
+            except UnicodeDecodeError:
+                raise FileProblem("binary content (NUL bytes), not a text file") from None
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -62,11 +68,29 @@ def read_text(path: Path) -> str:
             raise FileProblem(
                 f"not UTF-8 text (byte 0x{bad} at offset {exc.start}); re-save it as UTF-8"
             ) from None
+    return _check_text(text)
+
+
+def _check_text(text: str) -> str:
     if "\x00" in text:
         raise FileProblem("binary content (NUL characters), not a text file")
     if not text.strip():
         raise FileProblem("empty file")
     return text
+
+
+def _bomless_utf16(head: bytes) -> str | None:
+    """``'utf-16-le'`` / ``'utf-16-be'`` when ASCII-range text was saved as UTF-16 without a
+    byte-order mark (every other byte NUL), else None."""
+    sample = head[: 2048 - len(head[:2048]) % 2]
+    if len(sample) < 4:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    if odd.count(0) == len(odd) and even.count(0) == 0:
+        return "utf-16-le"
+    if even.count(0) == len(even) and odd.count(0) == 0:
+        return "utf-16-be"
+    return None
 
 
 def sniff_format(path: Path, text: str) -> str | None:

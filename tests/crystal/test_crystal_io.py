@@ -177,3 +177,13 @@ def test_generated_extxyz_sample_ids_with_shared_material_id(tmp_path, tiny_stru
     assert res.num_bad == 0 and res.batch.ids == ["a", "b", "c", "d"]
     assert res.metadata["material_id"] == ["mp-1", "mp-1", "mp-2", "mp-2"]
     assert res.entries[0] == "s.extxyz:frame 1 (a)"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-8-sig"])
+def test_text_encodings_are_read(tmp_path, tiny_structures, encoding):
+    p = tmp_path / "d.csv"
+    _csv(p, tiny_structures, ["a", "b", "c", "d"])
+    q = tmp_path / "enc.csv"
+    q.write_bytes(p.read_text().encode(encoding))
+    res = read_crystals(q, workers=1)
+    assert res.num_bad == 0 and res.batch.ids == ["a", "b", "c", "d"]
