@@ -10,6 +10,7 @@ import contextlib
 import functools
 import io
 import math
+import os
 import warnings
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ class CHGNetMLIP:
         vectorized: assemble the batch with vectorised tensor operations and take forces and
             stresses from one first-order backward pass (same numbers as CHGNet's own batched
             forward, checked in the tests; False: call ``CHGNet.forward``).
+        graph_workers: processes that build neighbour graphs (CPU work that dominates once the
+            forward runs on a GPU); ``auto``: up to 8 on CUDA, 0 (in-process) on CPU.
     """
 
     name = "chgnet"
@@ -92,6 +95,7 @@ class CHGNetMLIP:
         device: str | torch.device | None = "auto",
         graph_skin: float = 0.05,
         vectorized: bool = True,
+        graph_workers: int | str = "auto",
     ) -> None:
         self.device = resolve_device(device)
         if model is None:
@@ -102,18 +106,48 @@ class CHGNetMLIP:
         self.cutoff = float(conv.atom_graph_cutoff)
         self.graph_skin = float(graph_skin)
         self.vectorized = bool(vectorized)
+        if graph_workers == "auto":
+            graph_workers = (min(8, (os.cpu_count() or 1) // 2)
+                             if self.device.type == "cuda" else 0)
+        self.graph_workers = int(graph_workers)
+        self._pool = None
         self._cache: dict[Hashable, tuple] = {}
 
     def _graph(self, structure: Structure):
-        conv = self.model.graph_converter
-        n = len(structure)
-        graph = conv(structure, graph_id=None)
-        owners = set(graph.atom_graph[:, 0].tolist()) if graph.atom_graph.numel() else set()
-        if len(owners) < n:
-            raise ValueError(
-                f"{n - len(owners)} isolated atom(s): no neighbour within {self.cutoff:g} Å"
-            )
-        return graph
+        return _checked_graph(self.model.graph_converter, structure)
+
+    def _build_graphs(self, structures: list[Structure]) -> list:
+        """CrystalGraphs (or one-line error strings), in a process pool when configured."""
+        if self.graph_workers > 0 and len(structures) >= 2 * self.graph_workers:
+            if self._pool is None:
+                import concurrent.futures
+                import multiprocessing
+
+                conv = self.model.graph_converter
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=self.graph_workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_graph_worker,
+                    initargs=(conv.atom_graph_cutoff, conv.bond_graph_cutoff,
+                              conv.algorithm),
+                )
+            args = [(s.atomic_numbers, np.array(s.lattice.matrix), np.array(s.frac_coords))
+                    for s in structures]
+            chunk = max(1, len(args) // (4 * self.graph_workers))
+            return list(self._pool.map(_graph_worker, args, chunksize=chunk))
+        out = []
+        for s in structures:
+            try:
+                out.append(self._graph(s))
+            except Exception as exc:  # noqa: BLE001 - any graph failure is per structure
+                out.append(_one_line(exc))
+        return out
+
+    def close(self) -> None:
+        """Stop the graph-building worker processes (if any)."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
     def predict(
         self,
@@ -142,21 +176,31 @@ class CHGNetMLIP:
         n_at = [len(s) for s in structures]
         errors: list[str | None] = [None] * b
         fresh = [True] * b
-        graphs, ok = [], []
+        built: list = [None] * b
+        todo = []
         for i, s in enumerate(structures):
             key = keys[i] if keys is not None else None
             try:
                 g = self._reuse(key, s) if key is not None else None
-                if g is None:
-                    g = self._graph(s).to(self.device)
-                    if key is not None:
-                        self._cache[key] = (g, np.array(s.frac_coords), np.array(s.lattice.matrix))
-                else:
-                    fresh[i] = False
-                graphs.append(g)
-                ok.append(i)
-            except Exception as exc:  # noqa: BLE001 - any graph failure is per structure
-                errors[i] = f"graph construction failed: {_one_line(exc)}"
+            except Exception:  # noqa: BLE001 - fall back to a fresh graph
+                g = None
+            if g is None:
+                todo.append(i)
+            else:
+                fresh[i] = False
+                built[i] = g
+        for i, g in zip(todo, self._build_graphs([structures[i] for i in todo]), strict=True):
+            if isinstance(g, str):
+                errors[i] = f"graph construction failed: {g}"
+                continue
+            g = g.to(self.device)
+            built[i] = g
+            key = keys[i] if keys is not None else None
+            if key is not None:
+                s = structures[i]
+                self._cache[key] = (g, np.array(s.frac_coords), np.array(s.lattice.matrix))
+        ok = [i for i in range(b) if built[i] is not None]
+        graphs = [built[i] for i in ok]
         energy = torch.full((b,), math.nan, dtype=torch.float64)
         forces = [torch.full((n, 3), math.nan, dtype=torch.float64) for n in n_at]
         stress = torch.full((b, 3, 3), math.nan, dtype=torch.float64)
@@ -396,6 +440,42 @@ def load_mlip(name: str = "chgnet", device: str | torch.device | None = "auto", 
     if key in ("sevennet", "7net"):
         return SevenNetMLIP(device=device, **kwargs)
     raise ValueError(f"unknown MLIP {name!r}; choose 'chgnet' or 'sevennet'")
+
+
+def _checked_graph(conv, structure: Structure):
+    n = len(structure)
+    graph = conv(structure, graph_id=None)
+    owners = set(graph.atom_graph[:, 0].tolist()) if graph.atom_graph.numel() else set()
+    if len(owners) < n:
+        raise ValueError(
+            f"{n - len(owners)} isolated atom(s): no neighbour within "
+            f"{conv.atom_graph_cutoff:g} Å"
+        )
+    return graph
+
+
+_WORKER_CONVERTER = None
+
+
+def _init_graph_worker(atom_cutoff: float, bond_cutoff: float, algorithm: str) -> None:
+    global _WORKER_CONVERTER
+    torch.set_num_threads(1)
+    from chgnet.graph import CrystalGraphConverter
+
+    _WORKER_CONVERTER = CrystalGraphConverter(
+        atom_graph_cutoff=atom_cutoff, bond_graph_cutoff=bond_cutoff, algorithm=algorithm,
+        on_isolated_atoms="error", verbose=False,
+    )
+
+
+def _graph_worker(args):
+    from pymatgen.core import Lattice, Structure
+
+    z, lat, frac = args
+    try:
+        return _checked_graph(_WORKER_CONVERTER, Structure(Lattice(lat), list(z), frac))
+    except Exception as exc:  # noqa: BLE001
+        return _one_line(exc)
 
 
 def _one_line(exc: BaseException) -> str:
