@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from matgen.crystal import CrystalBatch
 
@@ -22,7 +21,8 @@ class Generator(Protocol):
     """Makes candidate crystals.
 
     ``__call__(n, conditions, chemsys, seed) -> CrystalBatch`` returns ``n`` crystals (fewer only
-    if the source runs out); ``conditions`` maps property names to target values, ``chemsys``
+    if the source runs out); ``conditions`` maps property names to a target value or a
+    ``(low, high)`` window (either end may be None), ``chemsys``
     lists allowed elements (or None), ``seed`` makes the draw reproducible. ``version`` names the
     model (written to the lab export).
     """
@@ -153,16 +153,18 @@ class DatasetScorer:
 class ModelGenerator:
     """Adapter: the conditional diffusion model as a :class:`Generator`.
 
-    Loads the checkpoint with ``matgen.models.load_checkpoint`` and samples with
-    ``matgen.diffusion.sample`` (classifier-free guidance and chemical-system masking from
-    ``matgen.guidance`` when requested).
+    Calls :func:`matgen.training.generate` (the Python side of ``matgen sample``): de novo
+    generation with window conditions (``band_gap=1:3``, ``e_above_hull=:0.1``) for the
+    properties the checkpoint was trained on, classifier-free guidance, and the chemical system
+    as a hard type mask.
 
     Args:
-        checkpoint: checkpoint folder or file.
-        steps: sampler steps.
+        checkpoint: checkpoint folder, its ``model.safetensors``, or a run dir.
+        steps: sampler steps (None: the sampler's default).
         guidance: classifier-free guidance scale (1 = none).
-        num_atoms: atom counts to draw from (uniformly, seeded).
+        sampler: ``fast`` (few-step) or ``pc`` (predictor-corrector).
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+        batch_size: crystals per denoiser batch.
 
     Raises:
         MissingModelError: the checkpoint does not exist.
@@ -171,102 +173,142 @@ class ModelGenerator:
     def __init__(
         self,
         checkpoint: str | Path,
-        steps: int = 50,
+        steps: int | None = 50,
         guidance: float = 2.0,
-        num_atoms: Sequence[int] = (4, 6, 8, 10, 12),
+        sampler: str = "fast",
         device: str = "auto",
+        batch_size: int = 64,
     ) -> None:
         path = Path(checkpoint)
-        if not path.exists():
+        from matgen.training import read_metadata, resolve_checkpoint
+
+        try:
+            self.checkpoint = resolve_checkpoint(path)
+        except FileNotFoundError:
             raise MissingModelError(
                 f"generator checkpoint not found: {path} (the shipped default model lives in "
                 "matgen/assets/models/default/; train one with `matgen train` or set "
                 "generator.checkpoint in the campaign YAML)"
-            )
-        from matgen.models import load_checkpoint
+            ) from None
+        meta = read_metadata(self.checkpoint)
+        self.known_conditions = set((meta.get("conditions") or {}).keys())
+        self.steps, self.guidance, self.sampler = steps, guidance, sampler
+        self.device, self.batch_size = device, batch_size
+        self.version = str(meta.get("run_name") or meta.get("step") and
+                           f"{self.checkpoint.name}@{meta.get('step')}" or self.checkpoint.name)
 
-        self.model, self.meta = load_checkpoint(path)
-        self.device = torch.device(
-            "cuda" if device == "auto" and torch.cuda.is_available() else
-            ("cpu" if device == "auto" else device)
-        )
-        self.model = self.model.to(self.device).eval()
-        self.steps = steps
-        self.guidance = guidance
-        self.num_atoms = list(num_atoms)
-        meta = self.meta if isinstance(self.meta, dict) else {}
-        self.version = str(meta.get("version") or meta.get("name") or path.name)
+    def condition_strings(self, conditions: dict[str, Any]) -> list[str]:
+        """``KEY=VALUE`` / ``KEY=LO:HI`` strings for the conditions the model knows."""
+        out = []
+        for k, v in conditions.items():
+            if k not in self.known_conditions:
+                continue
+            if isinstance(v, tuple | list):
+                lo, hi = v
+                out.append(f"{k}={'' if lo is None else lo}:{'' if hi is None else hi}")
+            else:
+                out.append(f"{k}={float(v)}")
+        return out
 
     def __call__(
-        self, n: int, conditions: dict[str, float], chemsys: list[str] | None, seed: int
+        self, n: int, conditions: dict[str, Any], chemsys: list[str] | None, seed: int
     ) -> CrystalBatch:
-        from matgen import diffusion
+        import tempfile
 
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        na = torch.tensor(self.num_atoms)[torch.randint(len(self.num_atoms), (n,), generator=gen)]
-        known = set(getattr(self.model, "condition_names", None) or self.meta.get("conditions", []))
-        cond = None
-        if conditions:
-            use = {k: v for k, v in conditions.items() if not known or k in known}
-            cond = {k: torch.full((n,), float(v)) for k, v in use.items()} or None
-        diff = self._diffusion()
-        kwargs: dict[str, Any] = {
-            "num_atoms": na, "atomic_numbers": None, "steps": self.steps, "cond": cond,
-            "guidance": self.guidance if cond else 1.0, "generator": gen,
-        }
-        if chemsys:
-            from pymatgen.core import Element
+        from ase.io import read
 
-            from matgen.crystal import MAX_Z
+        from matgen.training import generate
 
-            mask = torch.zeros(MAX_Z + 1, dtype=torch.bool)
-            for el in chemsys:
-                mask[Element(el).Z] = True
-            kwargs["type_mask"] = mask
-        with torch.no_grad():
-            out = diffusion.sample(self.model, diff, **kwargs)
-        return out.to("cpu")
-
-    def _diffusion(self):
-        from matgen import diffusion
-
-        meta = self.meta if isinstance(self.meta, dict) else {}
-        cfg = meta.get("diffusion") or {}
-        return diffusion.build_diffusion(diffusion.DiffusionConfig(**cfg))
+        conds = self.condition_strings(conditions)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "samples.extxyz"
+            generate(
+                out, self.checkpoint, n, task="gen",
+                chemsys="-".join(chemsys) if chemsys else None, conditions=conds,
+                guidance=self.guidance if conds else 1.0, steps=self.steps,
+                sampler=self.sampler, seed=seed, batch_size=self.batch_size,
+                device=self.device, progress=False, log=None,
+            )
+            frames = read(out, index=":")
+        ids = [str(a.info.get("sample_id") or a.info.get("material_id") or i)
+               for i, a in enumerate(frames)]
+        return CrystalBatch.from_atoms(frames, ids=ids)
 
 
 class SurrogateScorer:
-    """Adapter: ``matgen.surrogates`` (MLIP relaxation, hull, predictors, OOD) as a
-    :class:`Scorer`. Expects ``matgen.surrogates.score_batch(batch, relax=..., ...)`` to return
-    one dict per crystal, and ``matgen.surrogates.update_predictors`` for active learning."""
+    """Adapter: :func:`matgen.surrogates.score_structures` (MLIP relaxation, energy above the
+    MP reference hull, property predictors with calibrated std, OOD score) as a :class:`Scorer`.
 
-    def __init__(self, relax: bool = True, relax_steps: int = 100, fmax: float = 0.1) -> None:
+    Active learning: :meth:`update` refits each shipped predictor whose label has new oracle
+    values, warm-started from the shipped training set when the predictor API allows it,
+    otherwise on the labels alone, and keeps the updated predictors in memory.
+    """
+
+    def __init__(self, relax: bool = True, relax_steps: int = 100, fmax: float = 0.1,
+                 device: str = "auto") -> None:
         import matgen.surrogates as sur
 
-        if not hasattr(sur, "score_batch"):
-            raise RuntimeError(
-                "matgen.surrogates.score_batch is not available yet; use scorer.kind: dataset"
-            )
         self._sur = sur
-        self.relax, self.relax_steps, self.fmax = relax, relax_steps, fmax
-        self.model_version = str(getattr(sur, "MODEL_VERSION", "surrogates"))
-        self.hull_version = str(getattr(sur, "HULL_VERSION", "mp-hull"))
+        self.relax, self.relax_steps, self.fmax, self.device = relax, relax_steps, fmax, device
+        self._mlip = None
+        self._hull = None
+        self.predictors = list(sur.load_default_predictors())
+        self.model_version = "chgnet+" + ",".join(
+            f"{p.label}" for p in self.predictors) if self.predictors else "chgnet"
+        self.hull_version = "mp-legacy-hull"
+        self.updates = 0
+
+    def _parts(self):
+        if self._mlip is None:
+            self._mlip = self._sur.load_mlip("chgnet", device=self.device)
+            self._hull = self._sur.ConvexHull.from_mp()
+            self.hull_version = str(getattr(self._hull, "version", None) or self.hull_version)
+        return self._mlip, self._hull
 
     def __call__(self, batch: CrystalBatch, seed: int) -> list[dict[str, Any]]:
-        torch.manual_seed(seed)
-        rows = self._sur.score_batch(
-            batch, relax=self.relax, max_steps=self.relax_steps, fmax=self.fmax
+        mlip, hull = self._parts()
+        cfg = self._sur.ScoreConfig(
+            relax=self.relax,
+            relax_config=self._sur.RelaxConfig(fmax=self.fmax, max_steps=self.relax_steps),
+            seed=seed,
         )
-        return [
-            {k: (float(v) if isinstance(v, int | float) else v) for k, v in dict(r).items()}
-            for r in rows
-        ]
+        rows = self._sur.score_structures(batch, mlip=mlip, hull=hull,
+                                          predictors=self.predictors, config=cfg)
+        out = []
+        for r in rows:
+            d: dict[str, Any] = {}
+            for k, v in r.items():
+                if isinstance(v, int | float):  # bool is an int
+                    d[k] = float(v)
+            d["ood"] = d.get("ood_score", float("nan"))
+            d["ood_flag"] = float(d["ood"] > 0.8) if math.isfinite(d["ood"]) else 1.0
+            if r.get("error"):
+                d["error"] = str(r["error"])
+            out.append(d)
+        return out
 
     def update(self, structures: list, labels: list[dict[str, float]]) -> str:
-        fn = getattr(self._sur, "update_predictors", None)
-        if fn is None:
+        if not self.predictors:
             return self.model_version
-        self.model_version = str(fn(structures, labels))
+        new = []
+        changed = []
+        for p in self.predictors:
+            pairs = [(s, lab[p.label]) for s, lab in zip(structures, labels, strict=True)
+                     if lab.get(p.label) is not None]
+            if len(pairs) < 4:
+                new.append(p)
+                continue
+            try:
+                ss, ys = zip(*pairs, strict=True)
+                q = p.update(list(ss), np.asarray(ys, dtype=float), epochs=10)
+                changed.append(p.label)
+            except Exception:  # noqa: BLE001 - keep the previous predictor on a failed refit
+                q = p
+            new.append(q)
+        self.predictors = new
+        if changed:
+            self.updates += 1
+            self.model_version = f"{self.model_version.split('+al')[0]}+al{self.updates}"
         return self.model_version
 
 

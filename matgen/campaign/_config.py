@@ -58,10 +58,10 @@ class GeneratorConfig(_Frozen):
 
     kind: Literal["model", "dataset"] = "model"
     checkpoint: str | None = None
-    steps: int = 50
+    steps: int | None = 50
+    sampler: Literal["fast", "pc"] = "fast"
     guidance: float = 2.0
     chemsys: list[str] = Field(default_factory=list)
-    num_atoms: list[int] = Field(default_factory=lambda: [4, 6, 8, 10, 12])
     conditions: dict[str, float] = Field(default_factory=dict)
     pool_csv: str | None = None
     chunk_size: int = 64

@@ -53,7 +53,7 @@ def build_generator(cfg: CampaignConfig) -> Generator:
             raise ValueError("generator.kind: dataset needs generator.pool_csv")
         return DatasetGenerator(g.pool_csv)
     return ModelGenerator(g.checkpoint_path(), steps=g.steps, guidance=g.guidance,
-                          num_atoms=g.num_atoms)
+                          sampler=g.sampler, batch_size=g.chunk_size)
 
 
 def build_scorer(cfg: CampaignConfig) -> Scorer:
@@ -184,15 +184,15 @@ class Campaign:
     def conditions(self) -> dict[str, float]:
         """Generation conditions from the objectives, steered by the labels so far.
 
-        A window asks for its centre (or its bound); a goal asks for the best oracle value seen
-        so far (or the value in ``generator.conditions`` before any label).
+        A window asks for the window (``(lo, hi)``, sampled uniformly by the generator); a goal
+        asks for the best oracle value seen so far (or the value in ``generator.conditions``
+        before any label).
         """
-        cond = dict(self.cfg.generator.conditions)
+        cond: dict[str, Any] = dict(self.cfg.generator.conditions)
         labels = self.store.labels()
         for o in self.cfg.objectives:
-            v = o.condition_value()
-            if v is not None:
-                cond.setdefault(o.property, v)
+            if o.minimum is not None or o.maximum is not None:
+                cond.setdefault(o.property, (o.minimum, o.maximum))
             elif o.goal is not None:
                 seen = [lab[o.property] for lab in labels.values()
                         if lab.get(o.property) is not None]
@@ -212,7 +212,7 @@ class Campaign:
             k += 1
         return out
 
-    def generate_chunk(self, n: int, seed: int, conditions: dict[str, float]) -> list[dict]:
+    def generate_chunk(self, n: int, seed: int, conditions: dict[str, Any]) -> list[dict]:
         """Generate ``n`` crystals (pure given the seed): rows ``{source_id, cif}``."""
         gen = self.generator
         if isinstance(gen, DatasetGenerator):

@@ -154,8 +154,7 @@ class MLIPOracle:
         self.hull_fn = hull_fn if hull_fn is not None else _default_hull_fn()
 
     def _default_relax(self, structures, fmax: float, steps: int) -> list[float]:
-        from matgen.surrogates._mlip import load_mlip
-        from matgen.surrogates._relax import RelaxConfig, relax
+        from matgen.surrogates import RelaxConfig, load_mlip, relax
 
         mlip = load_mlip(self.mlip, device="auto")
         res = relax(structures, mlip, RelaxConfig(fmax=fmax, max_steps=steps))
@@ -182,11 +181,17 @@ class MLIPOracle:
 
 
 def _default_hull_fn():
-    try:
-        import matgen.surrogates as sur
-    except ImportError:  # pragma: no cover
-        return None
-    return getattr(sur, "e_above_hull", None)
+    """``(structure, energy_per_atom) -> e_above_hull`` on the MP reference hull (lazy)."""
+    cache: dict[str, Any] = {}
+
+    def fn(structure, energy_per_atom: float) -> float:
+        if "hull" not in cache:
+            from matgen.surrogates import ConvexHull
+
+            cache["hull"] = ConvexHull.from_mp()
+        return float(cache["hull"].e_above_hull(structure.composition, energy_per_atom))
+
+    return fn
 
 
 class LabOracle:
