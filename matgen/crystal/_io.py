@@ -16,6 +16,7 @@ import csv
 import io
 import os
 import re
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -314,7 +315,12 @@ def _run_all(items: list, workers: int, progress: Callable[[int, int], None] | N
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    # fork is cheapest (pymatgen already imported) but unsafe once other threads exist
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        ctx = mp.get_context("fork")
+    else:
+        ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
     out = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
         for i, res in enumerate(ex.map(_process_one, items, chunksize=64)):

@@ -77,3 +77,25 @@ def test_multiprocess_parsing_matches_serial(corpus, tmp_path):
     b = validate_crystals(p, workers=2)
     assert [str(e) for e in a.errors] == [str(e) for e in b.errors]
     assert a.batch.ids == b.batch.ids and a.num_bad == 6
+
+
+@pytest.mark.slow
+def test_pool_without_fork_when_threads_exist(tmp_path):
+    """With another thread alive the pool avoids fork (forkserver / spawn): same results."""
+    import threading
+
+    from .malformed import GOOD, csv_text
+
+    rows = [(f"mp-{i}", str(i), GOOD if i % 50 else "junk") for i in range(300)]
+    p = tmp_path / "many.csv"
+    p.write_text(csv_text(rows))
+    a = validate_crystals(p, workers=1)
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    t.start()
+    try:
+        c = validate_crystals(p, workers=2)
+    finally:
+        stop.set()
+    assert c.batch.ids == a.batch.ids and [str(e) for e in c.errors] == [str(e) for e in a.errors]
