@@ -166,8 +166,9 @@ def requests_from_csv(
 ) -> tuple[list[Request], list[str]]:
     """CSP requests from a CSV with ``material_id`` and ``cif`` or ``formula`` columns.
 
-    A ``cif`` column gives exact atom counts (the structure's cell); otherwise ``formula`` is
-    expanded per ``formula_units``. ``num`` requests per row, each carrying the row's
+    A ``cif`` column gives exact atom counts (the structure's cell, read by
+    :func:`matgen.crystal.read_crystals`; a CIF that does not parse is skipped with its
+    reason); otherwise ``formula`` is expanded per ``formula_units``. ``num`` requests per row, each carrying the row's
     ``material_id`` (the row number when the column is absent).
 
     Returns:
@@ -187,22 +188,19 @@ def requests_from_csv(
            else [str(i) for i in range(len(df))])
     out: list[Request] = []
     skipped: list[str] = []
-    if "cif" in cols:
-        from pymatgen.io.cif import CifParser
+    if "cif" in cols:  # exact cells, parsed in parallel by matgen.crystal.read_crystals
+        from matgen.crystal import ValidationOptions, read_crystals
 
-        for row, (mid, cif) in enumerate(zip(ids, df["cif"].tolist(), strict=True)):
-            try:
-                s = CifParser.from_str(str(cif)).parse_structures(primitive=False)[0]
-                zs = [site.specie.Z for site in s]
-                if not s.is_ordered or any(z > MAX_Z for z in zs):
-                    raise ValueError("disordered or beyond the modelled elements")
-            except Exception as e:  # noqa: BLE001  (any bad CIF: one line, keep going)
-                skipped.append(f"{path.name}:row {row + 1} ({mid}): unreadable cif: "
-                               f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}")
-                continue
-            zs = sorted(zs)
+        lenient = ValidationOptions(min_distance=0.0, min_volume_per_atom=0.0)
+        res = read_crystals(path, options=lenient)
+        skipped = [str(e) for e in res.errors]
+        batch = res.batch
+        ptr = batch.ptr.tolist()
+        z_all = batch.atomic_numbers.tolist()
+        for i, mid in enumerate(batch.ids):
+            zs = sorted(z_all[ptr[i] : ptr[i + 1]])
             comp = _compact(zs)
-            out.extend(Request(tuple(zs), len(zs), comp, mid) for _ in range(num))
+            out.extend(Request(tuple(zs), len(zs), comp, str(mid)) for _ in range(num))
         return out, skipped
     for row, (mid, formula) in enumerate(zip(ids, df["formula"].astype(str), strict=True)):
         try:

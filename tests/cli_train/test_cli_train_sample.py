@@ -35,9 +35,10 @@ def tiny_csv(tmp_path_factory) -> Path:
     p = d / "tiny.csv"
     with open(p, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["material_id", "cif", "band_gap", "formula"])
+        w.writerow(["material_id", "cif", "band_gap", "energy", "formula"])
         for i, s in enumerate(_structures()):
-            w.writerow([f"m-{i}", s.to(fmt="cif"), 0.5 * i, s.composition.reduced_formula])
+            w.writerow([f"m-{i}", s.to(fmt="cif"), 0.5 * i, -0.1 * i,
+                        s.composition.reduced_formula])
     return p
 
 
@@ -94,6 +95,21 @@ def test_resume_and_existing_run_dir(trained, tiny_csv, tmp_path):
     assert r.exit_code == 0, r.output
     assert "step 4 (from 3)" in r.output
     assert (run / "checkpoints" / "step_4" / "model.safetensors").is_file()
+
+
+def test_init_fine_tunes_with_a_new_condition(trained, tiny_csv, tmp_path):
+    run, cfg_path = trained
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["conditions"]["properties"] = ["band_gap", "energy"]
+    new_cfg = tmp_path / "ft.yaml"
+    new_cfg.write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["train", "--config", str(new_cfg), "--data", str(tiny_csv),
+                            "--out", str(tmp_path / "ft"), "--max-steps", "1", "--no-progress",
+                            "--init", str(run / "checkpoints" / "last")])
+    assert r.exit_code == 0, r.output
+    assert "initialised from" in r.output
+    meta = json.loads((tmp_path / "ft" / "checkpoints" / "last" / "model.json").read_text())
+    assert [c["name"] for c in meta["denoiser"]["conditions"]] == ["band_gap", "energy"]
 
 
 def test_sample_de_novo_conditioned(trained, tmp_path):
