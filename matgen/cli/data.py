@@ -36,11 +36,12 @@ def _progress():
         TimeElapsedColumn(),
         console=_err,
         transient=True,
+        auto_refresh=False,  # no refresh thread: the parsing pool may then use fork
     )
     task = bar.add_task("checking", total=None)
 
     def cb(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
+        bar.update(task, completed=done, total=total, refresh=True)
 
     return bar, cb
 
