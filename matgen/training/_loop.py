@@ -426,8 +426,8 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
     if val_data is not None:
         val_source, _ = _load_source(cfg, val_data, cfg.data.val_split)
     elif cfg.data.val_split and cfg.data.val_batches > 0 and (
-        data is None or isinstance(data, (str, Path))
-    ) and cfg.data.val_split != train_split:
+        data is None or (isinstance(data, (str, Path)) and not Path(data).is_file())
+    ) and cfg.data.val_split != train_split:  # a single file has no other split
         try:
             val_source, _ = _load_source(cfg, data, cfg.data.val_split)
         except (FileNotFoundError, KeyError, ValueError) as e:
