@@ -72,7 +72,20 @@ def _resources(cfg: CampaignConfig):
 
 
 # ---------------------------------------------------------------------------------- tasks
-@task(retries=2, retry_delay_seconds=1)
+def _transient(task, task_run, state) -> bool:
+    """Retry everything except a missing model or bad input (those do not heal)."""
+    from matgen.campaign import MissingModelError
+
+    try:
+        state.result()
+    except (MissingModelError, ValueError):
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return True
+
+
+@task(retries=2, retry_delay_seconds=1, retry_condition_fn=_transient)
 def generate_chunk(config_path: str, n: int, seed: int, conditions: dict[str, float]) -> list:
     """Generate ``n`` candidates (model loaded here, in the worker)."""
     return campaign_for(config_path).generate_chunk(n, seed, conditions)
@@ -81,6 +94,7 @@ def generate_chunk(config_path: str, n: int, seed: int, conditions: dict[str, fl
 @task(
     retries=2,
     retry_delay_seconds=1,
+    retry_condition_fn=_transient,
     cache_policy=INPUTS + TASK_SOURCE,
     cache_expiration=timedelta(days=30),
     persist_result=True,
@@ -233,10 +247,23 @@ def campaign_flow(config_path: str, rounds: int | None = None,
     return out
 
 
+def preflight(cfg: CampaignConfig) -> None:
+    """Fail fast (before any flow starts) when the generator's model is missing.
+
+    Raises:
+        matgen.campaign.MissingModelError: names the missing checkpoint.
+    """
+    if cfg.generator.kind == "model":
+        from matgen.campaign import ModelGenerator
+
+        ModelGenerator(cfg.generator.checkpoint_path())
+
+
 def run_campaign(config_path: str, rounds: int | None = None,
                  export_dir: str | None = None) -> dict:
     """Run :func:`campaign_flow` with the task runner named in the config."""
     cfg = load_config(config_path)
+    preflight(cfg)
     runner = build_task_runner(cfg)
     return campaign_flow.with_options(task_runner=runner)(
         config_path=str(Path(config_path).resolve()), rounds=rounds, export_dir=export_dir
@@ -246,6 +273,7 @@ def run_campaign(config_path: str, rounds: int | None = None,
 def serve_campaign(config_path: str, cron: str, rounds: int | None = None) -> None:
     """Serve a scheduled deployment: each scheduled run advances the campaign by one round."""
     cfg = load_config(config_path)
+    preflight(cfg)
     flow_ = campaign_flow.with_options(task_runner=build_task_runner(cfg))
     flow_.serve(
         name=f"{cfg.name}-scheduled",
