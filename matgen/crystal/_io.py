@@ -294,8 +294,8 @@ def _process_one_inner(item):
 
 def default_workers() -> int:
     """Worker processes for parsing: ``MATGEN_NUM_WORKERS`` or the CPUs this process may use."""
-    env = os.environ.get("MATGEN_NUM_WORKERS")
-    if env:
+    env = os.environ.get("MATGEN_NUM_WORKERS", "").strip()
+    if env.isdigit():
         return max(1, int(env))
     try:
         return max(1, min(len(os.sched_getaffinity(0)), 8))
@@ -430,8 +430,12 @@ def _split_csv(text: str, label: str) -> list[_Raw]:
         return [_file_error(label, "no data rows (header only)")]
     cif_col = lower.index("cif")
     id_col = next((lower.index(c) for c in ID_COLUMNS if c in lower), None)
-    # an unnamed first column is a saved pandas index: not a property
-    other = [j for j in range(len(header)) if j not in (cif_col, id_col) and header[j]]
+    # an unnamed column ('' or pandas' 'Unnamed: 0') is a saved index: not a property
+    other = [
+        j
+        for j in range(len(header))
+        if j not in (cif_col, id_col) and header[j] and not header[j].startswith("Unnamed:")
+    ]
     width = len(header)
     # decide which columns are numeric properties
     numeric: list[int] = []
