@@ -92,13 +92,29 @@ def sample(
     batch_size: Annotated[int, typer.Option(min=1, help="Crystals per batch.")] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    more: Annotated[
+        list[str] | None,
+        typer.Argument(hidden=True, help="More formulas / conditions after the option's first."),
+    ] = None,
 ) -> None:
-    """Generate crystals from a trained checkpoint into an extxyz file."""
+    """Generate crystals from a trained checkpoint into an extxyz file.
+
+    ``--composition A B C`` and ``--condition K=V K2=LO:HI`` also take several values after
+    one flag (DESIGN.md's ``FORMULA ...``).
+    """
     from matgen.training import SampleInputError, generate
 
     if device not in ("auto", "cpu", "cuda"):
         _fail(f"--device must be auto, cpu or cuda (got {device!r})", 2)
-    formulas = [f.strip() for c in (composition or []) for f in c.split(",") if f.strip()]
+    composition, condition = list(composition or []), list(condition or [])
+    for extra in more or []:
+        if "=" in extra and condition:
+            condition.append(extra)
+        elif "=" not in extra and composition:
+            composition.append(extra)
+        else:
+            _fail(f"unexpected argument {extra!r}", 2)
+    formulas = [f.strip() for c in composition for f in c.split(",") if f.strip()]
     if compositions_from is not None and not compositions_from.is_file():
         _fail(f"--compositions-from {compositions_from}: not found", 2)
     if checkpoint is not None and not checkpoint.exists():
@@ -107,7 +123,7 @@ def sample(
         res = generate(
             out, checkpoint, num, task=task.value, compositions=formulas,
             compositions_from=compositions_from, formula_units=_formula_units(formula_units),
-            chemsys=chemsys, conditions=list(condition or []), guidance=guidance, steps=steps,
+            chemsys=chemsys, conditions=condition, guidance=guidance, steps=steps,
             sampler=sampler.value, seed=seed, batch_size=batch_size, device=device,
             progress=progress, log=lambda m: _err.print(escape(m)),
         )

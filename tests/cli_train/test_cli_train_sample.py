@@ -21,11 +21,18 @@ def _structures():
 
     out = []
     for i, a in enumerate((5.5, 5.64, 5.8, 5.9)):
-        out.append(Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"],
-                                             [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure())
-        out.append(Structure(Lattice.cubic(3.9 + 0.05 * i), ["Sr", "Ti", "O", "O", "O"],
-                             [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5],
-                              [0, 0.5, 0.5]]))
+        out.append(
+            Structure.from_spacegroup(
+                "Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+            ).get_primitive_structure()
+        )
+        out.append(
+            Structure(
+                Lattice.cubic(3.9 + 0.05 * i),
+                ["Sr", "Ti", "O", "O", "O"],
+                [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+            )
+        )
     return out
 
 
@@ -37,8 +44,9 @@ def tiny_csv(tmp_path_factory) -> Path:
         w = csv.writer(fh)
         w.writerow(["material_id", "cif", "band_gap", "energy", "formula"])
         for i, s in enumerate(_structures()):
-            w.writerow([f"m-{i}", s.to(fmt="cif"), 0.5 * i, -0.1 * i,
-                        s.composition.reduced_formula])
+            w.writerow(
+                [f"m-{i}", s.to(fmt="cif"), 0.5 * i, -0.1 * i, s.composition.reduced_formula]
+            )
     return p
 
 
@@ -56,8 +64,21 @@ def trained(tmp_path_factory, tiny_csv):
     cfg_path = d / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     run = d / "run"
-    r = runner.invoke(app, ["train", "--config", str(cfg_path), "--data", str(tiny_csv),
-                            "--out", str(run), "--max-steps", "3", "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--config",
+            str(cfg_path),
+            "--data",
+            str(tiny_csv),
+            "--out",
+            str(run),
+            "--max-steps",
+            "3",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "step 3" in r.output
     return run, cfg_path
@@ -87,8 +108,16 @@ def test_resume_and_existing_run_dir(trained, tiny_csv, tmp_path):
     src, cfg_path = trained
     run = tmp_path / "copy"
     shutil.copytree(src, run)
-    base = ["train", "--config", str(cfg_path), "--data", str(tiny_csv), "--out", str(run),
-            "--no-progress"]
+    base = [
+        "train",
+        "--config",
+        str(cfg_path),
+        "--data",
+        str(tiny_csv),
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     r = runner.invoke(app, [*base, "--max-steps", "3"])
     assert r.exit_code == 2 and "--resume" in r.output
     r = runner.invoke(app, [*base, "--max-steps", "4", "--resume"])
@@ -103,9 +132,23 @@ def test_init_fine_tunes_with_a_new_condition(trained, tiny_csv, tmp_path):
     cfg["conditions"]["properties"] = ["band_gap", "energy"]
     new_cfg = tmp_path / "ft.yaml"
     new_cfg.write_text(yaml.safe_dump(cfg))
-    r = runner.invoke(app, ["train", "--config", str(new_cfg), "--data", str(tiny_csv),
-                            "--out", str(tmp_path / "ft"), "--max-steps", "1", "--no-progress",
-                            "--init", str(run / "checkpoints" / "last")])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--config",
+            str(new_cfg),
+            "--data",
+            str(tiny_csv),
+            "--out",
+            str(tmp_path / "ft"),
+            "--max-steps",
+            "1",
+            "--no-progress",
+            "--init",
+            str(run / "checkpoints" / "last"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "initialised from" in r.output
     meta = json.loads((tmp_path / "ft" / "checkpoints" / "last" / "model.json").read_text())
@@ -115,10 +158,29 @@ def test_init_fine_tunes_with_a_new_condition(trained, tiny_csv, tmp_path):
 def test_sample_de_novo_conditioned(trained, tmp_path):
     run, _ = trained
     out = tmp_path / "gen.extxyz"
-    r = runner.invoke(app, ["sample", "--checkpoint", str(run / "checkpoints" / "last"),
-                            "--num", "3", "--out", str(out), "--steps", "2", "--seed", "7",
-                            "--condition", "band_gap=1:2", "--guidance", "1.5",
-                            "--batch-size", "2", "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "sample",
+            "--checkpoint",
+            str(run / "checkpoints" / "last"),
+            "--num",
+            "3",
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--seed",
+            "7",
+            "--condition",
+            "band_gap=1:2",
+            "--guidance",
+            "1.5",
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert not out.with_name(out.name + ".partial").exists()
     frames = _frames(out)
@@ -133,9 +195,25 @@ def test_sample_de_novo_conditioned(trained, tmp_path):
         assert all(a.pbc)
     # a chemical system restricts de novo atom types
     out2 = tmp_path / "chemsys.extxyz"
-    r = runner.invoke(app, ["sample", "--checkpoint", str(run), "--num", "4", "--out", str(out2),
-                            "--steps", "2", "--chemsys", "Na-Cl", "--sampler", "fast",
-                            "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "sample",
+            "--checkpoint",
+            str(run),
+            "--num",
+            "4",
+            "--out",
+            str(out2),
+            "--steps",
+            "2",
+            "--chemsys",
+            "Na-Cl",
+            "--sampler",
+            "fast",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     frames = _frames(out2)
     assert len(frames) == 4
@@ -146,9 +224,25 @@ def test_sample_de_novo_conditioned(trained, tmp_path):
 def test_sample_csp_from_csv_carries_material_id(trained, tiny_csv, tmp_path):
     run, _ = trained
     out = tmp_path / "csp.extxyz"
-    r = runner.invoke(app, ["sample", "--checkpoint", str(run), "--num", "2",
-                            "--compositions-from", str(tiny_csv), "--out", str(out),
-                            "--steps", "2", "--sampler", "fast", "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "sample",
+            "--checkpoint",
+            str(run),
+            "--num",
+            "2",
+            "--compositions-from",
+            str(tiny_csv),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--sampler",
+            "fast",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     frames = _frames(out)
     assert len(frames) == 16
@@ -161,20 +255,84 @@ def test_sample_csp_formula_units_and_errors(trained, tmp_path):
     run, _ = trained
     ck = str(run / "checkpoints" / "last")
     out = tmp_path / "f.extxyz"
-    r = runner.invoke(app, ["sample", "--checkpoint", ck, "--composition", "NaCl",
-                            "--formula-units", "2", "--num", "1", "--out", str(out),
-                            "--steps", "1", "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "sample",
+            "--checkpoint",
+            ck,
+            "--composition",
+            "NaCl",
+            "--formula-units",
+            "2",
+            "--num",
+            "1",
+            "--out",
+            str(out),
+            "--steps",
+            "1",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     (a,) = _frames(out)
     assert len(a) == 4 and a.info["composition"] == "Na2Cl2"
-    r = runner.invoke(app, ["sample", "--checkpoint", ck, "--out", str(out),
-                            "--condition", "e_above_hull=0.1", "--no-progress"])
+    out2 = tmp_path / "several.extxyz"  # DESIGN.md's `--composition FORMULA ...`
+    r = runner.invoke(
+        app,
+        [
+            "sample",
+            "--checkpoint",
+            ck,
+            "--composition",
+            "NaCl",
+            "SrTiO3",
+            "--num",
+            "1",
+            "--out",
+            str(out2),
+            "--steps",
+            "1",
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert [a.info["composition"] for a in _frames(out2)] == ["NaCl", "SrTiO3"]
+    r = runner.invoke(
+        app, ["sample", "--checkpoint", ck, "--out", str(out), "NaCl", "--no-progress"]
+    )
+    assert r.exit_code == 2 and "unexpected argument" in r.output
+    r = runner.invoke(
+        app,
+        [
+            "sample",
+            "--checkpoint",
+            ck,
+            "--out",
+            str(out),
+            "--condition",
+            "e_above_hull=0.1",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 2 and "trained on" in r.output
-    r = runner.invoke(app, ["sample", "--checkpoint", ck, "--out", str(out),
-                            "--condition", "band_gap=abc", "--no-progress"])
+    r = runner.invoke(
+        app,
+        [
+            "sample",
+            "--checkpoint",
+            ck,
+            "--out",
+            str(out),
+            "--condition",
+            "band_gap=abc",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 2 and "bad condition" in r.output
-    r = runner.invoke(app, ["sample", "--checkpoint", ck, "--out", str(out), "--task", "csp",
-                            "--no-progress"])
+    r = runner.invoke(
+        app, ["sample", "--checkpoint", ck, "--out", str(out), "--task", "csp", "--no-progress"]
+    )
     assert r.exit_code == 2
 
 
@@ -182,8 +340,9 @@ def test_sample_without_default_model_is_a_clear_error(tmp_path, monkeypatch):
     import matgen.training._sampling as s
 
     monkeypatch.setattr(s, "DEFAULT_MODEL_DIR", tmp_path / "nope")
-    r = runner.invoke(app, ["sample", "--num", "1", "--out", str(tmp_path / "x.extxyz"),
-                            "--no-progress"])
+    r = runner.invoke(
+        app, ["sample", "--num", "1", "--out", str(tmp_path / "x.extxyz"), "--no-progress"]
+    )
     assert r.exit_code == 2 and "no default model" in r.output
 
 
