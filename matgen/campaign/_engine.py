@@ -11,6 +11,7 @@ cache and retry them.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -144,24 +145,28 @@ class Campaign:
             for o in cfg.objectives
         ]
         self._train_index: dict[str, list[str]] | None = None
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ components
     @property
     def generator(self) -> Generator:
-        if self._generator is None:
-            self._generator = build_generator(self.cfg)
+        with self._lock:  # parallel chunks of one process share one loaded model
+            if self._generator is None:
+                self._generator = build_generator(self.cfg)
         return self._generator
 
     @property
     def scorer(self) -> Scorer:
-        if self._scorer is None:
-            self._scorer = build_scorer(self.cfg)
+        with self._lock:
+            if self._scorer is None:
+                self._scorer = build_scorer(self.cfg)
         return self._scorer
 
     @property
     def oracle(self) -> Oracle:
-        if self._oracle is None:
-            self._oracle = build_oracle(self.cfg)
+        with self._lock:
+            if self._oracle is None:
+                self._oracle = build_oracle(self.cfg)
         return self._oracle
 
     # ------------------------------------------------------------------ status
