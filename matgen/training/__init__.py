@@ -11,6 +11,22 @@ Public API:
     Checkpoint helpers: resolve_checkpoint, latest_checkpoint, read_metadata, weights_id.
     generate(out, checkpoint, num, ...) -> SampleResult: sampling to extxyz (``matgen sample``),
         streamed batch by batch; expand_formula, load_for_sampling, DEFAULT_MODEL_DIR.
+
+Run directory written by :func:`train`::
+
+    RUN_DIR/config.yaml                 the effective config
+    RUN_DIR/metrics.csv                 step, epoch, loss, lr, grad_norm, steps_per_s, ...
+    RUN_DIR/checkpoints/step_N/         every ``checkpoint_every`` steps and at the end
+        model.safetensors               EMA weights (the sampling checkpoint)
+        model.json                      denoiser config + metadata (config, diffusion, stats,
+                                        conditions, dataset sha256, versions, step)
+        training_state.pt               weights, EMA, optimizer, scheduler, RNG, data position
+    RUN_DIR/checkpoints/last/           hard links to the newest step_N
+
+Multi-GPU / multi-node: start one process per GPU with ``torchrun`` (rendezvous from the
+environment), e.g. ``torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d
+--rdzv_endpoint HOST:29500 --no-python matgen train --config ...``; the global batch size is
+kept (each rank takes ``batch_size / world_size``), rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
