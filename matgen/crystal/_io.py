@@ -28,9 +28,6 @@ import torch
 
 from matgen.crystal._batch import CrystalBatch
 from matgen.crystal._text import (
-    CIF_SUFFIXES,
-    CSV_SUFFIXES,
-    XYZ_SUFFIXES,
     FileProblem,
     base_suffix,
     read_text,
@@ -49,6 +46,28 @@ ID_COLUMNS = ("material_id",)
 #: extxyz info keys that identify a frame, in order of preference. ``sample_id`` comes first:
 #: generated files hold several samples per source ``material_id`` (kept as metadata).
 ID_KEYS = ("sample_id", "material_id", "id", "name")
+#: Files in a folder that are never crystal data (listed as ignored, not read).
+NON_DATA_SUFFIXES = frozenset(
+    [
+        ".md",
+        ".rst",
+        ".txt",
+        ".pdf",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".svg",
+        ".html",
+        ".json",
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".py",
+        ".ipynb",
+        ".log",
+        ".sha256",
+    ]
+)
 #: Share of parseable values from which a CSV column counts as a numeric property (the
 #: unparseable values of such a column are reported as bad entries).
 _NUMERIC_SHARE = 0.5
@@ -618,8 +637,9 @@ def read_crystals(
 
     Formats are chosen by suffix (``.csv``, ``.csv.gz``, ``.cif``, ``.extxyz``/``.xyz``, any
     of them gzip-compressed), else sniffed from the content. A folder is read recursively:
-    every file with one of those suffixes is read; other files are listed in
-    ``ignored_files``. Each entry is parsed (pymatgen for CIF, ASE for extxyz), checked by
+    documentation / image / config files (:data:`NON_DATA_SUFFIXES`) and hidden files are
+    listed in ``ignored_files``; every other file is read, and one that is not crystal data is
+    reported as a bad entry. Each entry is parsed (pymatgen for CIF, ASE for extxyz), checked by
     :func:`~matgen.crystal.check_crystal` and the label checks, and either kept or reported.
 
     Ids: CSV ``material_id`` else the row number; a single-block CIF file its file stem
@@ -648,8 +668,9 @@ def read_crystals(
     if p.is_dir():
         raws: list[_Raw] = []
         files = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
-        known = CSV_SUFFIXES | CIF_SUFFIXES | XYZ_SUFFIXES
-        used = [q for q in files if base_suffix(q) in known]
+        # documentation, images, configs: listed in ``ignored_files``; any other file is
+        # read (sniffed if its suffix is unknown) so nothing is skipped silently
+        used = [q for q in files if base_suffix(q) not in NON_DATA_SUFFIXES]
         ignored = [str(q.relative_to(p)) for q in files if q not in used]
         if not used:
             raws.append(_file_error(p.name or str(p), "folder has no .cif, .csv or .extxyz files"))

@@ -59,11 +59,13 @@ def test_loader_keeps_nan_label_as_missing(corpus):
 
 def test_whole_corpus_as_a_folder(corpus):
     folder, cases = corpus
+    (folder / "README.md").write_text("notes about this corpus\n")
     res = validate_crystals(folder, workers=1)
     bad_files = {e.entry.split(":")[0] for e in res.errors}
-    expected = {name for name, _, args in cases if not args and not name.endswith(".dat")}
+    expected = {name for name, _, args in cases if not args}
     assert expected <= bad_files
-    assert "mystery.dat" in res.ignored_files
+    assert "mystery.dat" in bad_files
+    assert res.ignored_files == ["README.md"]
     assert res.num_good + res.num_bad == res.num_entries
 
 
