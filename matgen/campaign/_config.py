@@ -148,7 +148,7 @@ class CampaignConfig(_Frozen):
     rounds: int = 2
     pool_size: int = 64
     batch_size: int = 8
-    objectives: list[ObjectiveConfig]
+    objectives: list[ObjectiveConfig] = Field(min_length=1)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
     oracle: OracleConfig = Field(default_factory=OracleConfig)

@@ -1,0 +1,47 @@
+"""`matgen campaign` commands (in-process engine; the Prefect path is tested in tests/flows)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from matgen.cli import app
+
+
+def test_run_status_export_import_and_usage_errors(tmp_path, toy_csv):
+    from _toy import write_toy_config
+
+    runner = CliRunner()
+    cfg = write_toy_config(tmp_path, toy_csv, name="cli", oracle="lab", rounds=1)
+    res = runner.invoke(app, ["campaign", "run", "--config", str(cfg), "--no-prefect"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["campaign", "status", "--config", str(cfg), "--json"])
+    assert res.exit_code == 0
+    status = json.loads(res.output)
+    assert status["rounds"][0]["status"] == "submitted"
+    req = tmp_path / "work" / "outbox" / "round_000" / "request.csv"
+    ids = [line.split(",")[0] for line in req.read_text().splitlines()[1:]]
+    results = tmp_path / "results.csv"
+    results.write_text("candidate_id,band_gap,e_above_hull\n"
+                       + "".join(f"{i},2.0,0.0\n" for i in ids))
+    res = runner.invoke(app, ["campaign", "import-results", "--config", str(cfg),
+                              "--csv", str(results)])
+    assert res.exit_code == 0 and f"accepted {len(ids)}" in res.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("candidate_id,band_gap\nx,abc\n")
+    res = runner.invoke(app, ["campaign", "import-results", "--config", str(cfg),
+                              "--csv", str(bad)])
+    assert res.exit_code == 1 and "is not a number" in res.output
+    res = runner.invoke(app, ["campaign", "run", "--config", str(cfg), "--no-prefect"])
+    assert res.exit_code == 0 and "lab candidate list" in res.output
+    res = runner.invoke(app, ["campaign", "export", "--config", str(cfg), "--out",
+                              str(tmp_path / "x")])
+    assert res.exit_code == 0
+    assert (tmp_path / "x").exists() and len(list((tmp_path / "x").iterdir())) == 1
+    res = runner.invoke(app, ["campaign", "status", "--config", str(tmp_path / "nope.yaml")])
+    assert res.exit_code == 2 and "no such config" in res.output
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nobjectives: []\nbatch_size: 10\npool_size: 2\n")
+    res = runner.invoke(app, ["campaign", "status", "--config", str(broken)])
+    assert res.exit_code == 2 and "batch_size" in res.output
