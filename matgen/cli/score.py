@@ -44,6 +44,7 @@ def score(
     """Score structures: energy per atom, formation energy, energy above the MP hull, relax
     status, predicted properties with standard deviations, and an out-of-distribution score.
 
+    e_above_hull is signed (eV/atom above the MP reference hull; negative: below it).
     Malformed or failing structures get a row with the reason in `error`; the rest are scored.
     Exit code 0 when every input entry could be read, 1 when some could not (the CSV is written
     either way), 2 on usage errors.

@@ -13,7 +13,9 @@ module implements it. The optimizer follows ASE's ``FIRE`` step rule and ASE's
 
 Every structure keeps its own FIRE state (``dt``, mixing ``alpha``, step counters) and its own
 convergence mask. Structures are relaxed "in flight": when one converges or fails, the next
-waiting structure takes its place, so the batch stays full on a GPU.
+waiting structure takes its place, so the batch stays full on a GPU. With an MLIP that can keep
+neighbour graphs between steps (``forget`` method, e.g. CHGNet), graphs are reused while atoms
+move less than the MLIP's skin; a structure's final energy always comes from a fresh graph.
 """
 
 from __future__ import annotations

@@ -125,3 +125,16 @@ def test_warm_start_moves_towards_new_labels(trained):
     assert after < 0.5 * before
     w = fit_predictor(xs, "vpa", q.config, labels=shifted, init=q)  # fit_predictor warm start
     assert np.abs(w.predict(xs[:30]).mean - shifted[:30]).mean() < before
+
+
+def test_shipped_default_predictors(rock_salt):
+    from matgen.surrogates import load_default_predictors
+
+    preds = {p.label: p for p in load_default_predictors()}
+    assert {"band_gap", "formation_energy_per_atom"} <= set(preds)
+    ef = preds["formation_energy_per_atom"].predict([rock_salt])
+    assert -3.0 < ef.mean[0] < -1.5  # NaCl: MP about -2.1 eV/atom
+    assert 0 < ef.std[0] < 1.0 and 0 <= ef.ood_score[0] <= 1
+    gap = preds["band_gap"].predict([rock_salt])
+    assert gap.mean[0] > 2.0  # NaCl is a wide-gap insulator (MP PBE about 5 eV)
+    assert preds["band_gap"].metrics["test"]["coverage_95"] > 0.85
