@@ -40,7 +40,8 @@ class CrystalDiffusion:
             return cond
         out = {}
         for k, v in cond.items():
-            u = torch.rand(v.shape, generator=generator, device=v.device)
+            gdev = generator.device if generator is not None else v.device
+            u = torch.rand(v.shape, generator=generator, device=gdev).to(v.device)
             out[k] = torch.where(u < p, torch.full_like(v, float("nan")), v.to(torch.float32))
         return out
 
@@ -77,9 +78,9 @@ class CrystalDiffusion:
         bidx = torch.repeat_interleave(
             torch.arange(b, device=dev), batch.num_atoms, output_size=batch.frac_coords.shape[0]
         )
-        t = self.cfg.t_min + (1 - self.cfg.t_min) * torch.rand(
-            b, generator=generator, device=dev, dtype=dt
-        )
+        gdev = generator.device if generator is not None else dev
+        t = torch.rand(b, generator=generator, device=gdev, dtype=dt).to(dev)
+        t = self.cfg.t_min + (1 - self.cfg.t_min) * t
         ta = t[bidx]
         ft, coord_target = self.coords.add_noise(batch.frac_coords, ta, generator)
         lt, lat_target = self.lattice.add_noise(batch.lattice, t, batch.num_atoms, generator)

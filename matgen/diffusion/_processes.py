@@ -19,12 +19,22 @@ import torch
 from matgen.nn import polar_rotation
 
 
+def _gen_device(like: torch.Tensor, generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else like.device
+
+
 def _randn(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+    """Normal noise shaped ``shape`` on ``like``'s device, drawn on the generator's device."""
+    dev = _gen_device(like, generator)
+    x = torch.randn(shape, generator=generator, device=dev, dtype=like.dtype)
+    return x.to(like.device)
 
 
 def _rand(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+    """Uniform ``[0, 1)`` noise, drawn like :func:`_randn`."""
+    dev = _gen_device(like, generator)
+    x = torch.rand(shape, generator=generator, device=dev, dtype=like.dtype)
+    return x.to(like.device)
 
 
 def wrap01(x: torch.Tensor) -> torch.Tensor:
@@ -303,5 +313,6 @@ class MaskedTypeProcess:
         p = torch.softmax(self.masked_logits(logits, type_mask).float(), -1)
         u = _rand(zt.shape, t, generator)
         reveal = (zt == self.MASK) & (u < ((t - s) / t.clamp(min=1e-12)))
-        draw = torch.multinomial(p, 1, generator=generator).squeeze(-1) + 1
+        dev = _gen_device(p, generator)
+        draw = torch.multinomial(p.to(dev), 1, generator=generator).squeeze(-1).to(zt.device) + 1
         return torch.where(reveal, draw, zt)

@@ -82,8 +82,6 @@ def _setup(denoiser, num_atoms, atomic_numbers, generator):
         device, dtype = params[0].device, params[0].dtype
     else:
         device, dtype = num_atoms.device, torch.get_default_dtype()
-    if generator is not None:
-        device = generator.device
     num_atoms = num_atoms.to(device=device, dtype=torch.long)
     if atomic_numbers is not None:
         atomic_numbers = atomic_numbers.to(device=device, dtype=torch.long)
@@ -194,7 +192,9 @@ def sample(
         steps: predictor steps.
         cond: ``{name: (B,)}`` condition values (NaN = unconditioned).
         guidance: classifier-free guidance scale (1 = plain conditional model).
-        generator: RNG; the same seed gives the same samples (on the same device).
+        generator: RNG; the same seed gives the same samples. Noise is drawn on the
+            generator's device and moved to the model's, so a CPU generator gives the same noise
+            on any device (a generator on the model's device avoids the transfers).
         type_mask: ``(K,)`` bool, allowed element classes (class k is Z = k + 1); de novo only.
         callback: ``callback(step, steps, state)`` after each step (progress bars).
         corrector_steps: overrides ``diffusion.cfg.corrector_steps``.

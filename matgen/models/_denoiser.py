@@ -117,40 +117,46 @@ class CrystalDenoiser(nn.Module):
         lat = batch.lattice
         na = batch.num_atoms
         b, n = lat.shape[0], batch.frac_coords.shape[0]
+        dt = lat.dtype
+        no_autocast = torch.autocast(lat.device.type, enabled=False)
         bidx = torch.repeat_interleave(torch.arange(b, device=lat.device), na, output_size=n)
-        g = periodic_radius_graph(batch.frac_coords, lat, na, self.cfg.cutoff, self.cfg.max_images)
-        unit = g.vec / g.dist.unsqueeze(-1)
-        rbf = self.rbf(g.dist)
-        vol = det3(lat).abs().clamp(min=1e-6)
-        lscale = vol.pow(1.0 / 3.0).clamp(min=0.5)
+        with no_autocast:  # geometry stays in full precision under mixed-precision training
+            g = periodic_radius_graph(
+                batch.frac_coords, lat, na, self.cfg.cutoff, self.cfg.max_images
+            )
+            unit = g.vec / g.dist.unsqueeze(-1)
+            rbf = self.rbf(g.dist)
+            vol = det3(lat).abs().clamp(min=1e-6)
+            lscale = vol.pow(1.0 / 3.0).clamp(min=0.5)
+            lv = torch.log(vol / na.to(dt)).unsqueeze(-1) * self.vol_freqs.to(dt) / 4
+            ang = self.angular(g.vec, rbf, g.dst, n)
 
-        lv = torch.log(vol / na.to(vol.dtype)).unsqueeze(-1) * self.vol_freqs.to(vol.dtype) / 4
-        glob = self.time(t.to(lat.dtype)) + self.volume(torch.cat([lv.sin(), lv.cos()], -1))
+        glob = self.time(t.to(dt)) + self.volume(torch.cat([lv.sin(), lv.cos()], -1))
         glob = glob + self.cond(cond, b, lat)
-
-        s = self.embed(batch.atomic_numbers)
-        s = s + self.angular_mlp(self.angular(g.vec, rbf, g.dst, n))
+        s = self.embed(batch.atomic_numbers) + self.angular_mlp(ang)
         v = s.new_zeros(n, 3, self.cfg.vectors)
-        for blk in self.blocks:
-            s, v = blk(s, v, glob, bidx, rbf, unit, g.src, g.dst)
+        for k, blk in enumerate(self.blocks):
+            s, v = blk(s, v, glob, bidx, rbf, unit, g.src, g.dst, first=k == 0)
 
         h = self.out_norm(s) + glob[bidx]
-        cart = (v * self.coord_gate(h).unsqueeze(1)).sum(-1)  # (N, 3) Cartesian l=1
-        coord = torch.einsum("ni,nji->nj", cart, lat[bidx]) / lscale[bidx].unsqueeze(-1)
-
-        type_logits = self.type_head(h)
-
-        nd = self.lat_node(h)
-        w = (nd[g.src, 0] + nd[g.dst, 0]) * self.lat_rbf(rbf).squeeze(-1)
-        uu = unit.unsqueeze(-1) * unit.unsqueeze(-2)
-        nf = na.to(lat.dtype).view(-1, 1, 1)
-        tens = scatter_sum(w.view(-1, 1, 1) * uu, g.edge_crystal, b) / nf
-        iso = scatter_mean(nd[:, 1:2], bidx, b)
-        tens = tens + iso.unsqueeze(-1) * torch.eye(3, dtype=lat.dtype, device=lat.device)
-        lv_ = self.lat_vec(v)  # (N, 3, 4)
-        vv = torch.einsum("nic,njc,nc->nij", lv_, lv_, self.lat_vec_w(h))
-        tens = tens + scatter_sum(vv, bidx, b) / nf
-        lattice = lat @ tens / lscale.view(-1, 1, 1)
+        gate = self.coord_gate(h)
+        type_logits = self.type_head(h).to(dt)
+        nd = self.lat_node(h).to(dt)
+        lat_w = self.lat_rbf(rbf).squeeze(-1).to(dt)
+        lv_ = self.lat_vec(v).to(dt)  # (N, 3, 4)
+        lv_w = self.lat_vec_w(h).to(dt)
+        with no_autocast:
+            cart = (v.to(dt) * gate.to(dt).unsqueeze(1)).sum(-1)  # (N, 3) Cartesian l=1
+            coord = torch.einsum("ni,nji->nj", cart, lat[bidx]) / lscale[bidx].unsqueeze(-1)
+            w = (nd[g.src, 0] + nd[g.dst, 0]) * lat_w
+            uu = unit.unsqueeze(-1) * unit.unsqueeze(-2)
+            nf = na.to(dt).view(-1, 1, 1)
+            tens = scatter_sum(w.view(-1, 1, 1) * uu, g.edge_crystal, b) / nf
+            iso = scatter_mean(nd[:, 1:2], bidx, b)
+            tens = tens + iso.unsqueeze(-1) * torch.eye(3, dtype=dt, device=lat.device)
+            vv = torch.einsum("nic,njc,nc->nij", lv_, lv_, lv_w)
+            tens = tens + scatter_sum(vv, bidx, b) / nf
+            lattice = lat @ tens / lscale.view(-1, 1, 1)
         return DenoiserOutput(coord=coord, lattice=lattice, type_logits=type_logits)
 
     @property

@@ -69,9 +69,12 @@ def periodic_radius_graph(
     ptr = torch.cumsum(num_atoms, 0) - num_atoms
     # all ordered pairs (i, j) inside each crystal, ragged -> flat
     na_i = num_atoms[batch]
-    i = torch.repeat_interleave(torch.arange(n_total, device=device), na_i)
+    num_pairs = int((num_atoms * num_atoms).sum())  # the one host sync for the pair list
+    i = torch.repeat_interleave(torch.arange(n_total, device=device), na_i, output_size=num_pairs)
     start = torch.cumsum(na_i, 0) - na_i
-    j_local = torch.arange(i.shape[0], device=device) - torch.repeat_interleave(start, na_i)
+    j_local = torch.arange(num_pairs, device=device) - torch.repeat_interleave(
+        start, na_i, output_size=num_pairs
+    )
     crystal = batch[i]
     j = ptr[crystal] + j_local
 
@@ -90,9 +93,12 @@ def periodic_radius_graph(
         hi = torch.floor(-df + r)
         cnt = (hi - lo + 1).clamp(min=0).long()  # (P, 3)
         tot = cnt.prod(-1)
-        pe = torch.repeat_interleave(torch.arange(i.shape[0], device=device), tot)
-        k = torch.arange(pe.shape[0], device=device) - torch.repeat_interleave(
-            torch.cumsum(tot, 0) - tot, tot
+        num_cand = int(tot.sum())  # host sync: number of (pair, image) candidates
+        pe = torch.repeat_interleave(
+            torch.arange(num_pairs, device=device), tot, output_size=num_cand
+        )
+        k = torch.arange(num_cand, device=device) - torch.repeat_interleave(
+            torch.cumsum(tot, 0) - tot, tot, output_size=num_cand
         )
         c = cnt[pe]
         n0 = k % c[:, 0]
@@ -105,7 +111,7 @@ def periodic_radius_graph(
     dfe = frac_coords[src] - frac_coords[dst] + shift.to(frac_coords.dtype)
     vec = torch.einsum("ei,eij->ej", dfe, lattice[ec])
     dist = vec.norm(dim=-1)
-    keep = (dist < cutoff) & (dist > 1e-6)
+    keep = torch.nonzero((dist < cutoff) & (dist > 1e-6)).squeeze(1)  # one host sync
     return PeriodicGraph(
         src=src[keep], dst=dst[keep], vec=vec[keep], dist=dist[keep], edge_crystal=ec[keep]
     )

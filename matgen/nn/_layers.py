@@ -189,14 +189,20 @@ class EquivariantBlock(nn.Module):
         self.proj = nn.Linear(vectors, hidden, bias=False)
         self.scale = 1.0 / math.sqrt(avg_neighbors)
 
-    def forward(self, s, v, t_emb, batch, rbf, unit, src, dst):
+    def forward(self, s, v, t_emb, batch, rbf, unit, src, dst, first: bool = False):
+        """Args: scalars ``(N, F)``, vectors ``(N, 3, V)`` (ignored when ``first``: all zero),
+        global embedding ``(B, F)``, atom->crystal ``(N,)``, radial basis ``(E, R)``, unit edge
+        vectors ``(E, 3)``, edge ends ``(E,)``. Returns updated ``(s, v)``."""
         n = s.shape[0]
         h = self.norm(s) + self.time(t_emb)[batch]
         x = self.phi(h)[src] * self.filt(rbf)
         ms, mv, mr = torch.split(x, [self.f, self.v, self.v], -1)
-        dv = mv.unsqueeze(1) * v[src] + mr.unsqueeze(1) * unit.unsqueeze(-1)  # (E, 3, V)
-        s = s + scatter_sum(ms, dst, n) * self.scale
-        v = v + scatter_sum(dv, dst, n) * self.scale
+        dv = mr.unsqueeze(1) * unit.unsqueeze(-1)  # (E, 3, V)
+        if not first:
+            dv = dv + mv.unsqueeze(1) * v[src]
+        agg = scatter_sum(torch.cat([ms, dv.flatten(1)], -1), dst, n) * self.scale
+        s = s + agg[:, : self.f]
+        v = agg[:, self.f :].view(n, 3, self.v) if first else v + agg[:, self.f :].view_as(v)
         uv, wv = self.u(v), self.w(v)
         wnorm = torch.sqrt(wv.pow(2).sum(1) + 1e-8)
         a = self.upd(torch.cat([self.norm(s), wnorm], -1))

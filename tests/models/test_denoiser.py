@@ -115,3 +115,17 @@ def test_condition_spec_validation():
         ConditionSpec(name="sg", kind="categorical")
     with pytest.raises(ValueError):
         ConditionSpec(name="x", std=0.0)
+
+
+def test_geometry_and_outputs_stay_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = build_denoiser(TINY)
+    batch = random_crystals([2, 5], torch.Generator().manual_seed(3), dtype=torch.float32)
+    t = torch.tensor([0.2, 0.6])
+    ref = model(batch, t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch, t)
+    assert out.coord.dtype == out.lattice.dtype == out.type_logits.dtype == torch.float32
+    # bf16 matmuls inside the network, but geometry and output frames are exact
+    assert torch.allclose(out.coord, ref.coord, atol=0.1, rtol=0.1)
+    assert torch.isfinite(out.lattice).all()
