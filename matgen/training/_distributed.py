@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,45 @@ def gather_objects(obj, info: DistInfo) -> list:
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
+
+
+class _TupleOutputs(nn.Module):
+    """Inside DDP: return a dataclass output (e.g. ``DenoiserOutput``) as a tuple, so DDP can
+    find its tensors (and the parameters a step leaves unused, like the type head in CSP)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.out_type: type | None = None
+
+    def forward(self, *args, **kwargs):
+        out = self.module(*args, **kwargs)
+        if dataclasses.is_dataclass(out) and not isinstance(out, type):
+            self.out_type = type(out)
+            return tuple(getattr(out, f.name) for f in dataclasses.fields(out))
+        self.out_type = None
+        return out
+
+
+class DistributedModel(nn.Module):
+    """``DistributedDataParallel`` around ``module`` that returns what ``module`` returns.
+
+    Args:
+        module: the model (on its device).
+        info: the process group position (CUDA device ids come from it).
+    """
+
+    def __init__(self, module: nn.Module, info: DistInfo) -> None:
+        super().__init__()
+        self.inner = _TupleOutputs(module)
+        self.ddp = nn.parallel.DistributedDataParallel(
+            self.inner,
+            device_ids=[info.device.index] if info.device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+
+    def forward(self, *args, **kwargs):
+        out = self.ddp(*args, **kwargs)
+        if self.inner.out_type is not None:
+            return self.inner.out_type(*out)
+        return out

@@ -44,6 +44,7 @@ from matgen.training._data import (
 )
 from matgen.training._distributed import (
     DistInfo,
+    DistributedModel,
     all_reduce_mean,
     barrier,
     gather_objects,
@@ -208,11 +209,6 @@ def _max_atoms_filter(src: BatchSource, max_atoms: int | None) -> BatchSource:
 
 
 # ---------------------------------------------------------------------- helpers
-def _unwrap(m: nn.Module) -> nn.Module:
-    m = getattr(m, "_orig_mod", m)
-    return getattr(m, "module", m) if isinstance(m, nn.parallel.DistributedDataParallel) else m
-
-
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for p in model.parameters():
@@ -479,11 +475,7 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
 
     train_model: nn.Module = model
     if info.distributed:
-        train_model = nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[info.device.index] if info.device.type == "cuda" else None,
-            find_unused_parameters=True,
-        )
+        train_model = DistributedModel(model, info)
     if cfg.compile:
         from torch import _dynamo
 

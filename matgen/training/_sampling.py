@@ -84,6 +84,8 @@ def _formula_atoms(formula: str) -> list[int]:
         raise SampleInputError(f"bad formula {formula!r}: {e}") from None
     if len(comp) == 0:
         raise SampleInputError(f"bad formula {formula!r}: no elements")
+    if not comp.valid:  # pymatgen reads unknown symbols as dummy species
+        raise SampleInputError(f"bad formula {formula!r}: unknown element")
     zs: list[int] = []
     for el, amt in sorted(comp.items(), key=lambda t: t[0].Z):
         n = round(float(amt))

@@ -7,10 +7,18 @@ checkpoints, resume, DDP) is tested against something tiny and fast with the sam
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from matgen.crystal import CrystalBatch
+
+
+@dataclass
+class TinyOutput:
+    coord: torch.Tensor  # (N, 3)
+    type_logits: torch.Tensor  # (N, 4); only the de novo ("gen") loss uses it
 
 
 class TinyDenoiser(nn.Module):
@@ -20,8 +28,9 @@ class TinyDenoiser(nn.Module):
         self.embed = nn.Embedding(100, hidden)
         self.inp = nn.Linear(hidden + 6 + 1 + len(conditions), hidden)
         self.out = nn.Linear(hidden, 3)
+        self.types = nn.Linear(hidden, 4)
 
-    def forward(self, batch: CrystalBatch, t: torch.Tensor, cond=None) -> torch.Tensor:
+    def forward(self, batch: CrystalBatch, t: torch.Tensor, cond=None) -> TinyOutput:
         per = batch.batch
         feats = [self.embed(batch.atomic_numbers), torch.sin(6.2832 * batch.frac_coords),
                  torch.cos(6.2832 * batch.frac_coords), t[per, None]]
@@ -29,7 +38,7 @@ class TinyDenoiser(nn.Module):
             c = cond[name] if cond is not None else torch.full_like(t, float("nan"))
             feats.append(torch.nan_to_num(c, nan=0.0)[per, None])
         h = torch.tanh(self.inp(torch.cat(feats, -1)))
-        return self.out(h)
+        return TinyOutput(self.out(h), self.types(h))
 
 
 class TinyDiffusion:
@@ -59,8 +68,11 @@ class TinyDiffusion:
         x = batch.frac_coords + t[batch.batch, None] * eps
         noisy = CrystalBatch(batch.atomic_numbers, torch.remainder(x, 1.0), batch.lattice,
                              batch.num_atoms, batch.properties, batch.ids)
-        pred = model(noisy, t, cond)
-        err = ((pred - eps) ** 2).sum(-1)
+        out = model(noisy, t, cond)
+        err = ((out.coord - eps) ** 2).sum(-1)
+        if task == "gen":  # the type head gets gradients on de novo steps only (as in CSP)
+            err = err + torch.nn.functional.cross_entropy(
+                out.type_logits, batch.atomic_numbers % 4, reduction="none")
         per_crystal = torch.zeros(b).index_add_(0, batch.batch, err) / batch.num_atoms
         loss = per_crystal.mean()
         if self.calls in self.poison_calls:

@@ -21,7 +21,7 @@ def test_ddp_two_ranks_match_single_process_and_resume(tmp_path):
 
     single = run(tmp_path / "single")
     ref = [v for _, v in single.losses]
-    assert ref[-1] < ref[0]  # it learns
+    assert ref[4] < ref[0] and ref[5] < ref[1]  # it learns (steps alternate CSP / de novo)
 
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
