@@ -585,8 +585,12 @@ def _split_extxyz(text: str, label: str) -> list[_Raw]:
                 continue
         ident, labels, meta = _atoms_labels(atoms)
         name = _entry_name(label, "frame", n, ident)
-        if not all(atoms.pbc) or atoms.cell.rank < 3:
+        if atoms.cell.rank < 3:
             raws.append(_Raw(name, ident or str(n), error="no 3D lattice (frame is not periodic)"))
+            continue
+        if not all(atoms.pbc):
+            pbc = " ".join("T" if x else "F" for x in atoms.pbc)
+            raws.append(_Raw(name, ident or str(n), error=f"not periodic in 3D (pbc={pbc})"))
             continue
         arrays = (
             np.asarray(atoms.numbers, dtype=np.int64),

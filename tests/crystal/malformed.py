@@ -204,6 +204,13 @@ def write_corpus(folder: Path) -> list[tuple[str, str, list[str]]]:
             [],
         ),
         (
+            "xyz_slab.extxyz",
+            xyz_frame("material_id=ok", NACL_XYZ)
+            + xyz_frame('pbc="T T F" material_id=s', NACL_XYZ),
+            "not periodic in 3D (pbc=T T F)",
+            [],
+        ),
+        (
             "xyz_unknown.extxyz",
             xyz_frame("material_id=ok", NACL_XYZ) + xyz_frame("material_id=u", ["Qq 0 0 0"]),
             "unknown element",

@@ -107,3 +107,15 @@ def test_info_on_a_registry_name_with_split_fallback(tmp_path, monkeypatch):
     res = runner.invoke(app, ["data", "info", "carbon24"])
     assert res.exit_code == 0, res.output
     assert "using the val split" in res.output and "crystals: 2" in res.output
+
+
+@pytest.mark.slow
+def test_validate_accounts_for_every_mp20_train_row(datasets_dir):
+    import re
+
+    res = _run("data", "validate", str(datasets_dir / "mp20_reduced" / "train.csv"), "-q")
+    m = re.search(r"(\d+) entries, good: (\d+)\s+bad: (\d+)", res.output)
+    assert m is not None, res.output
+    total, good, bad = map(int, m.groups())
+    assert total == 9894 and good + bad == 9894
+    assert res.exit_code == (1 if bad else 0)

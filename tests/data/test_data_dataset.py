@@ -202,3 +202,14 @@ def test_random_split(tiny_csv, cache):
     assert torch.equal(b[0].frac_coords, ds[i].frac_coords)
     with pytest.raises(ValueError):
         ds.random_split([0.5, 0.6])
+
+
+def test_reduction_on_load_has_its_own_cache_entry(tmp_path, cache, rock_salt):
+    p = tmp_path / "nacl.csv"
+    _write_csv(p, [rock_salt])
+    assert load_dataset(p, workers=1).num_atoms.tolist() == [8]
+    assert load_dataset(p, reduce="primitive", workers=1).num_atoms.tolist() == [2]
+    assert load_dataset(p, workers=1).num_atoms.tolist() == [8]
+    assert len(list((cache / "processed").glob("*.pt"))) == 2
+    with pytest.raises(ValueError, match="reduce"):
+        load_dataset(p, reduce="delaunay")
