@@ -53,12 +53,15 @@ def main() -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--block", type=int, default=100, help="rows between saves")
+    ap.add_argument("--start", type=int, default=0, help="first row (to split a run)")
+    ap.add_argument("--stop", type=int, default=None, help="row after the last")
     args = ap.parse_args()
     ref = read_reference_csv(args.csv)
     FINGERPRINT_TABLE_DIR.mkdir(parents=True, exist_ok=True)
     out = FINGERPRINT_TABLE_DIR / f"fp_{args.name}.npz"
     table = _load(out)
-    todo = [c for c in dict.fromkeys(ref.cifs) if cif_key(c) not in table]
+    rows = ref.cifs[args.start : args.stop]
+    todo = [c for c in dict.fromkeys(rows) if cif_key(c) not in table]
     print(f"{len(table)} in table, {len(todo)} to compute", flush=True)
     t0 = time.perf_counter()
     failed = 0
