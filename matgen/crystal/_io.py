@@ -604,6 +604,14 @@ def _split_extxyz(text: str, label: str) -> list[_Raw]:
 
 
 def _split_file(path: Path, label: str, stem: str) -> list[_Raw]:
+    """Split one file into raw entries; never raises for bad content."""
+    try:
+        return _split_file_unguarded(path, label, stem)
+    except Exception as exc:  # noqa: BLE001 - last-resort guard: one line, no traceback
+        return [_file_error(label, f"cannot read: {type(exc).__name__}: {_one_line(str(exc))}")]
+
+
+def _split_file_unguarded(path: Path, label: str, stem: str) -> list[_Raw]:
     try:
         text = read_text(path)
     except FileProblem as exc:
