@@ -112,19 +112,23 @@ class _State:
         self.n = len(s)
         self.ecf = float(len(s))  # ASE's exp_cell_factor default
         self.vol0 = abs(float(torch.linalg.det(self.cell0)))
+        self.inv_cell0 = torch.linalg.inv(self.cell0)
 
-    def deform(self) -> torch.Tensor:
-        return torch.linalg.matrix_exp(self.x_cell / self.ecf)
-
-    def structure(self) -> Structure:
+    def structure(self, f: torch.Tensor) -> Structure:
+        """The current structure for deformation gradient ``f`` (3, 3)."""
         from pymatgen.core import Lattice, Structure
 
-        f = self.deform()
+        # cell = cell0 F^T and r = r_ref F^T, so the fractional coordinates r_ref cell0^-1
+        # do not depend on F
         cell = self.cell0 @ f.T
-        pos = self.r_ref @ f.T
-        return Structure(
-            Lattice(cell.numpy()), self.species, pos.numpy(), coords_are_cartesian=True
-        )
+        frac = self.r_ref @ self.inv_cell0
+        return Structure(Lattice(cell.numpy()), self.species, frac.numpy())
+
+
+def _deformations(sts: list[_State]) -> torch.Tensor:
+    """``(B, 3, 3)`` deformation gradients ``expm(X / exp_cell_factor)``, one batched call."""
+    x = torch.stack([s.x_cell / s.ecf for s in sts])
+    return torch.linalg.matrix_exp(x)
 
 
 def relax(
@@ -185,7 +189,8 @@ def relax(
             n_atoms += nj
         if not active:
             continue
-        cur = [states[i].structure() for i in active]
+        deform = _deformations([states[i] for i in active])
+        cur = [states[i].structure(deform[k]) for k, i in enumerate(active)]
         if reuse:
             out = mlip.predict(cur, compute_stress=cfg.relax_cell,
                                keys=[(token, i) for i in active])
@@ -205,7 +210,7 @@ def relax(
             if err is not None:
                 finish(i, _failed(ids[i], err, cur[k] if st.steps else None, st.steps))
                 continue
-            fd = st.deform()
+            fd = deform[k]
             g_r = f @ fd  # forces on the reference-cell positions
             if cfg.relax_cell:
                 vol = float(cur[k].volume)
