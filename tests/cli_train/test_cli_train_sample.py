@@ -352,3 +352,25 @@ def test_bad_config_is_a_usage_error(tmp_path):
     r = runner.invoke(app, ["train", "--config", str(p), "--out", str(tmp_path / "r")])
     assert r.exit_code == 2
     assert "batch_size" in r.output and "not_a_key" in r.output
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_ranks_real_model(tiny_csv, tmp_path):
+    """`torchrun --nproc_per_node=2 --no-python matgen train ...` with the real denoiser."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("matgen", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    env = dict(os.environ, OMP_NUM_THREADS="1", MATGEN_CACHE_DIR=str(tmp_path / "cache"))
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "--no-python", exe, "train", "--config", str(REPO / "configs/train/tiny.yaml"),
+            "--data", str(tiny_csv), "--out", str(tmp_path / "run"), "--no-progress"]
+    for extra in (["--max-steps", "2"], ["--max-steps", "4", "--resume"]):
+        p = subprocess.run([*base, *extra], check=False, env=env, capture_output=True,
+                           text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+    assert "step 4 (from 2)" in p.stdout
+    assert (tmp_path / "run" / "checkpoints" / "step_4" / "model.safetensors").is_file()
