@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from matgen.evaluation._validity import CrystalArrays, arrays_from_atoms, arrays_from_structure
 
 #: Info keys that may carry the id of the reference a generated frame belongs to.
@@ -132,7 +134,12 @@ def read_generated(path: str | Path) -> GeneratedSet:
         frames = [frames]
     arrays, ids, infos = [], [], []
     for a in frames:
-        info = {k: v for k, v in a.info.items() if isinstance(v, str | int | float | bool)}
+        info = {}
+        for key, v in a.info.items():
+            if isinstance(v, np.generic):  # ASE parses numbers into numpy scalars
+                v = v.item()
+            if isinstance(v, str | int | float | bool):
+                info[key] = v
         arrays.append(arrays_from_atoms(a))
         ids.append(_frame_id(a.info))
         infos.append(info)
