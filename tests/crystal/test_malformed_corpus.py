@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from malformed import write_corpus  # tests/crystal is on sys.path (pytest rootdir mode)
 
 from matgen.crystal import ValidationOptions, read_crystals, validate_crystals
-
-from .malformed import write_corpus
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +69,7 @@ def test_whole_corpus_as_a_folder(corpus):
 
 
 def test_multiprocess_parsing_matches_serial(corpus, tmp_path):
-    from .malformed import GOOD, csv_text
+    from malformed import GOOD, csv_text
 
     rows = [(f"mp-{i}", str(i), GOOD if i % 50 else "junk") for i in range(300)]
     p = tmp_path / "many.csv"
@@ -86,7 +85,7 @@ def test_pool_without_fork_when_threads_exist(tmp_path):
     """With another thread alive the pool avoids fork (forkserver / spawn): same results."""
     import threading
 
-    from .malformed import GOOD, csv_text
+    from malformed import GOOD, csv_text
 
     rows = [(f"mp-{i}", str(i), GOOD if i % 50 else "junk") for i in range(300)]
     p = tmp_path / "many.csv"

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from matgen.cli import app
-from tests.crystal.malformed import GOOD, csv_text, write_corpus
+
+
+def _load_corpus_module():
+    """tests/crystal/malformed.py, loaded by path (the test folders are not packages)."""
+    path = Path(__file__).resolve().parents[1] / "crystal" / "malformed.py"
+    spec = importlib.util.spec_from_file_location("matgen_tests_malformed", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_corpus = _load_corpus_module()
+GOOD, csv_text, write_corpus = _corpus.GOOD, _corpus.csv_text, _corpus.write_corpus
 
 runner = CliRunner()
 
@@ -94,13 +108,9 @@ def test_info_on_a_path(tmp_path, monkeypatch):
 
 
 def test_info_on_a_registry_name_with_split_fallback(tmp_path, monkeypatch):
-    from tests.conftest import _diamond_si, _rock_salt
-
-    from .test_data_dataset import _write_csv
-
     root = tmp_path / "data" / "carbon_24"
     root.mkdir(parents=True)
-    _write_csv(root / "val.csv", [_diamond_si(), _rock_salt()])
+    (root / "val.csv").write_text(csv_text([("c-1", "1.0", GOOD), ("c-2", "2.0", GOOD)]))
     monkeypatch.setenv("MATGEN_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MATGEN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MATGEN_NUM_WORKERS", "1")
