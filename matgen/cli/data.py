@@ -48,7 +48,12 @@ def _progress():
 
 @data_app.command("validate")
 def validate(
-    path: Annotated[Path, typer.Argument(help="CSV (column `cif`), CIF, folder or extxyz.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV (column `cif`), CIF, folder or extxyz; or a dataset name (mp20, ...)."
+        ),
+    ],
     max_atoms: Annotated[
         int | None, typer.Option("--max-atoms", min=1, help="Flag cells with more atoms.")
     ] = None,
@@ -63,6 +68,9 @@ def validate(
         int | None, typer.Option("--workers", min=1, help="Parsing processes.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the counts.")] = False,
+    split: Annotated[
+        str, typer.Option("--split", help="Split, when PATH is a dataset name.")
+    ] = "train",
 ) -> None:
     """Check every entry; print good/bad counts and one line per bad entry.
 
@@ -72,8 +80,17 @@ def validate(
     from matgen.crystal import validate_crystals
 
     if not path.exists():
-        _err.print(f"error: no such file or folder: {escape(str(path))}")
-        raise typer.Exit(2)
+        from matgen.data import REGISTRY, DatasetNotFound, resolve_source
+
+        key = str(path).lower().replace("-", "").replace("_", "")
+        if key not in REGISTRY:
+            _err.print(f"error: no such file or folder: {escape(str(path))}")
+            raise typer.Exit(2)
+        try:
+            path = resolve_source(key, split, allow_download=False)
+        except DatasetNotFound as exc:
+            _err.print(f"error: {escape(str(exc))}")
+            raise typer.Exit(2) from None
     try:
         bar, cb = _progress()
         with bar:

@@ -117,6 +117,9 @@ def test_info_on_a_registry_name_with_split_fallback(tmp_path, monkeypatch):
     res = runner.invoke(app, ["data", "info", "carbon24"])
     assert res.exit_code == 0, res.output
     assert "using the val split" in res.output and "crystals: 2" in res.output
+    res = _run("data", "validate", "carbon24", "--split", "val")
+    assert res.exit_code == 0 and "good: 2" in res.output and "val.csv" in res.output
+    assert _run("data", "validate", "carbon24", "--split", "test").exit_code == 2
 
 
 @pytest.mark.slow
