@@ -235,13 +235,13 @@ class LatticeProcess:
         return (pred - target).pow(2).mean()
 
     def _x(self, lt, num_atoms):
+        """Normalised lattice in the frame of its own polar rotation, and that frame."""
         c = self.scale(num_atoms, lt).view(-1, 1, 1)
-        eye = torch.eye(3, device=lt.device, dtype=lt.dtype)
-        return (lt - c * eye) / (self.rel * c), c
+        q = self.polar_rotation(lt)
+        return (lt - c * q) / (self.rel * c), c, q
 
-    def _l(self, x, c):
-        eye = torch.eye(3, device=x.device, dtype=x.dtype)
-        return c * eye + self.rel * c * x
+    def _l(self, x, c, q):
+        return c * q + self.rel * c * x
 
     def predict_x0(self, x: torch.Tensor, pred: torch.Tensor, abt: torch.Tensor) -> torch.Tensor:
         """Clean normalised lattice implied by eps ``pred``, clipped to ``[-x0_clip, x0_clip]``."""
@@ -249,12 +249,18 @@ class LatticeProcess:
         return x0.clamp(-self.x0_clip, self.x0_clip)
 
     def step(self, lt, pred, t, s, num_atoms, generator=None):
-        """DDPM ancestral step from ``t`` to ``s`` (``(B,)`` times), sampling frame ``Q0 = I``.
+        """DDPM ancestral step from ``t`` to ``s`` (``(B,)`` times).
+
+        The step is taken in the frame of the current cell's polar rotation ``Q(L_t)``
+        (``X = (L_t - c Q(L_t)) / s``), the frame in which a rotation-equivariant denoiser's
+        noise prediction lives: the rotational part of the noise is unpredictable from
+        ``L_t`` (a gauge), so measuring ``X`` from a fixed frame would amplify it by
+        ``1 / sqrt(abar)`` in the clean-lattice estimate.
 
         ``pred`` is the network's residual; the :meth:`skip` is added here.
         """
         pred = pred + self.skip(lt, t, num_atoms)
-        x, c = self._x(lt, num_atoms)
+        x, c, q = self._x(lt, num_atoms)
         abt, abs_ = self.alpha_bar(t).view(-1, 1, 1), self.alpha_bar(s).view(-1, 1, 1)
         a = abt / abs_
         beta = 1 - a
@@ -262,17 +268,17 @@ class LatticeProcess:
         mean = (abs_.sqrt() * beta * x0 + a.sqrt() * (1 - abs_) * x) / (1 - abt)
         var = beta * (1 - abs_) / (1 - abt)
         x = mean + var.sqrt() * _randn(x.shape, x, generator)
-        return self._l(x, c)
+        return self._l(x, c, q)
 
     def step_deterministic(self, lt, pred, t, s, num_atoms):
         """DDIM (eta = 0) step from ``t`` to ``s`` (``pred`` is the residual, as in :meth:`step`)."""
         pred = pred + self.skip(lt, t, num_atoms)
-        x, c = self._x(lt, num_atoms)
+        x, c, q = self._x(lt, num_atoms)
         abt, abs_ = self.alpha_bar(t).view(-1, 1, 1), self.alpha_bar(s).view(-1, 1, 1)
         x0 = self.predict_x0(x, pred, abt)
         eps = (x - abt.sqrt() * x0) / (1 - abt).sqrt()
         x = abs_.sqrt() * x0 + (1 - abs_).sqrt() * eps
-        return self._l(x, c)
+        return self._l(x, c, q)
 
 
 class MaskedTypeProcess:

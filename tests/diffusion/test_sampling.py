@@ -116,3 +116,28 @@ def test_guidance_combination_and_callback():
     assert seen == [(1, 4, 2), (2, 4, 2), (3, 4, 2), (4, 4, 2)]
     assert len(calls) == 4  # conditional + unconditional in one doubled batch per step
     assert all(torch.isnan(c["band_gap"]).tolist() == [False, False, True, True] for c in calls)
+
+
+def test_skip_only_lattice_sampling_stays_at_the_prior_density():
+    # A denoiser with zero residual reproduces Gaussian data around the prior cube: the sampled
+    # cells must keep the mean density (a fixed sampling frame used to blow them up ~4x).
+    diff = build_diffusion(DiffusionConfig(), DatasetStats(mean_volume_per_atom=14.0))
+
+    def zero(batch, t, cond=None):
+        n = batch.frac_coords.shape[0]
+        return DenoiserOutput(
+            torch.zeros(n, 3), torch.zeros_like(batch.lattice), torch.zeros(n, 94)
+        )
+
+    na = torch.full((64,), 5)
+    for fn in (sample, sample_fast):
+        out = fn(
+            zero,
+            diff,
+            na,
+            torch.full((320,), 8),
+            steps=100,
+            generator=torch.Generator().manual_seed(0),
+        )
+        vpa = (out.volume / 5).median()
+        assert 0.75 * 14.0 < float(vpa) < 1.33 * 14.0, (fn.__name__, float(vpa))
