@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -358,6 +359,20 @@ def source_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def _reader_fingerprint() -> str:
+    """Hash of the reader / check sources: a changed reader never reuses a stale cache."""
+    import matgen.crystal
+
+    h = hashlib.sha256()
+    folder = Path(matgen.crystal.__file__).parent
+    for name in ("_io.py", "_validate.py", "_text.py", "_batch.py"):
+        f = folder / name
+        if f.is_file():
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _log_errors(label: str, errors: Sequence[EntryError], total: int) -> None:
     if not errors:
         return
@@ -420,6 +435,7 @@ def load_dataset(
             "min_volume_per_atom": options.min_volume_per_atom,
             "max_z": options.max_z,
             "reduce": reduce,
+            "code": _reader_fingerprint(),
         },
         sort_keys=True,
     )
