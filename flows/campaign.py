@@ -233,10 +233,11 @@ def campaign_flow(config_path: str, rounds: int | None = None,
     total = rounds if rounds is not None else camp.cfg.rounds
     done_now = 0
     status = "reported"
+    round_flow = campaign_round.with_options(task_runner=build_task_runner(camp.cfg))
     while (i := camp.next_round()) < total:
         if max_new_rounds is not None and done_now >= max_new_rounds:
             break
-        status = _run_round(config_path, i)
+        status = round_flow(config_path, i)  # a subflow on the configured task runner
         done_now += 1
         if status != "reported":
             break
@@ -261,24 +262,27 @@ def preflight(cfg: CampaignConfig) -> None:
 
 def run_campaign(config_path: str, rounds: int | None = None,
                  export_dir: str | None = None) -> dict:
-    """Run :func:`campaign_flow` with the task runner named in the config."""
-    cfg = load_config(config_path)
-    preflight(cfg)
-    runner = build_task_runner(cfg)
-    return campaign_flow.with_options(task_runner=runner)(
-        config_path=str(Path(config_path).resolve()), rounds=rounds, export_dir=export_dir
-    )
+    """Run :func:`campaign_flow` (rounds run on the task runner named in the config)."""
+    preflight(load_config(config_path))
+    return campaign_flow(config_path=str(Path(config_path).resolve()), rounds=rounds,
+                         export_dir=export_dir)
 
 
-def serve_campaign(config_path: str, cron: str, rounds: int | None = None) -> None:
-    """Serve a scheduled deployment: each scheduled run advances the campaign by one round."""
+def build_deployment(config_path: str, cron: str, rounds: int | None = None):
+    """A deployment of :func:`campaign_flow` on a cron schedule, one round per run."""
     cfg = load_config(config_path)
     preflight(cfg)
-    flow_ = campaign_flow.with_options(task_runner=build_task_runner(cfg))
-    flow_.serve(
+    return campaign_flow.to_deployment(
         name=f"{cfg.name}-scheduled",
         cron=cron,
         parameters={"config_path": str(Path(config_path).resolve()), "rounds": rounds,
                     "max_new_rounds": 1},
         description=f"matgen campaign {cfg.name}: one round per scheduled run",
     )
+
+
+def serve_campaign(config_path: str, cron: str, rounds: int | None = None) -> None:
+    """Serve the scheduled deployment in this process (blocks until interrupted)."""
+    from prefect import serve
+
+    serve(build_deployment(config_path, cron, rounds))

@@ -43,3 +43,14 @@ def test_flow_runs_resumes_publishes_artifacts_and_matches_engine(tmp_path, toy_
     b = write_toy_config(tmp_path / "b", toy_csv, name="flowa")
     Campaign(load_config(b)).run()
     assert _selected(load_config(a)) == _selected(load_config(b))
+
+
+def test_serve_builds_a_cron_deployment(tmp_path, toy_csv):
+    from flows.campaign import build_deployment
+
+    cfg = write_toy_config(tmp_path, toy_csv, name="served")
+    dep = build_deployment(str(cfg), "0 2 * * *", rounds=5)
+    assert dep.name == "served-scheduled"
+    assert dep.parameters["max_new_rounds"] == 1 and dep.parameters["rounds"] == 5
+    crons = [getattr(s.schedule, "cron", None) for s in dep.schedules]
+    assert crons == ["0 2 * * *"]
