@@ -37,9 +37,12 @@ def _steps_per_s(metrics: Path, warmup: int) -> float:
     return (int(b["step"]) - int(a["step"])) / (float(b["elapsed_s"]) - float(a["elapsed_s"]))
 
 
-def bench_training(cfg: TrainConfig, steps: int, warmup: int, variants: list[str]) -> list[dict]:
+def bench_training(
+    cfg: TrainConfig, steps: int, warmup: int, variants: list[str], keep: str | None = None
+) -> list[dict]:
+    """Time each variant; the first variant's run is kept in ``keep`` (for the sampling bench)."""
     out = []
-    for v in variants:
+    for n, v in enumerate(variants):
         precision, compile_ = v.split("+") if "+" in v else (v, "eager")
         c = cfg.model_copy(
             update={
@@ -51,6 +54,8 @@ def bench_training(cfg: TrainConfig, steps: int, warmup: int, variants: list[str
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
+            if keep and n == 0:
+                tmp = keep
             t0 = time.perf_counter()
             res = train(c, out=tmp, max_steps=steps, progress=False, log=None)
             wall = time.perf_counter() - t0
@@ -74,7 +79,7 @@ def bench_training(cfg: TrainConfig, steps: int, warmup: int, variants: list[str
 
 def bench_sampling(checkpoint: str, n: int, variants: list[tuple[str, int]], seed: int = 0):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, diffusion, meta = load_for_sampling(checkpoint, device)[:3]
+    model, diffusion = load_for_sampling(checkpoint, device)[:2]
     test = load_dataset("mp20", split="test")
     idx = list(range(min(n, len(test))))
     ref = test.batch(idx).to(device)
@@ -105,7 +110,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--variants", default="bf16,fp32,bf16+compile")
-    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--checkpoint", default=None, help="a checkpoint, or 'first-run' to use the "
+                    "first training variant's (random-weight throughput numbers)")
+    ap.add_argument("--keep-run", default="/tmp/gpu_throughput_run")
     ap.add_argument("--sample-n", type=int, default=1024)
     ap.add_argument("--sample-variants", default="pc:1000,fast:50,fast:20")
     ap.add_argument("--model", default="", help="overrides of the model config, e.g. hidden=512,vectors=128")
@@ -126,7 +133,11 @@ def main() -> None:
         "parameters": build_denoiser(cfg.model).num_parameters,
     }
     if args.variants:
-        result["training"] = bench_training(cfg, args.steps, args.warmup, args.variants.split(","))
+        result["training"] = bench_training(
+            cfg, args.steps, args.warmup, args.variants.split(","), keep=args.keep_run
+        )
+    if args.checkpoint == "first-run":
+        args.checkpoint = str(Path(args.keep_run) / "checkpoints" / "last")
     if args.checkpoint:
         sv = [(v.split(":")[0], int(v.split(":")[1])) for v in args.sample_variants.split(",")]
         result["sampling"] = bench_sampling(args.checkpoint, args.sample_n, sv)

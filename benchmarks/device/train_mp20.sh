@@ -10,7 +10,7 @@ TRAIN_MIN=${TRAIN_MIN:-14}
 CONFIG=${CONFIG:-configs/train/mp20.yaml}
 log() { echo "[$(date -u +%H:%M:%S)] $*" >> "$W/driver.log"; }
 log "start"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >> "$W/pip.log" 2>&1
+[ -n "${NO_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >> "$W/pip.log" 2>&1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 mkdir -p /tmp/datasets && cp -r .devdata/datasets/* /tmp/datasets/ && gunzip -f /tmp/datasets/mp20_reduced/*.gz
 export MATGEN_DATA_DIR=/tmp/datasets MATGEN_CACHE_DIR=/tmp/matgen_cache
@@ -19,8 +19,8 @@ log "installed; $(python3 -c 'import torch;print(torch.__version__, torch.cuda.g
 
 # 1. training throughput at batch 256: the shipped size and a DiffCSP-sized (12.8M) variant
 timeout 300 python3 benchmarks/gpu_throughput.py --config "$CONFIG" --steps 150 --warmup 50 \
-  --variants bf16,fp32 --out "$W/throughput_train.json" > "$W/throughput_train.log" 2>&1
-timeout 200 python3 benchmarks/gpu_throughput.py --config "$CONFIG" --steps 120 --warmup 50 \
+  --variants ${VARIANTS:-bf16,fp32} --out "$W/throughput_train.json" > "$W/throughput_train.log" 2>&1
+[ -n "${SKIP_BIG:-}" ] || timeout 200 python3 benchmarks/gpu_throughput.py --config "$CONFIG" --steps 120 --warmup 50 \
   --model hidden=512,vectors=128 --variants bf16 --out "$W/throughput_train_12m.json" > "$W/throughput_train_12m.log" 2>&1
 log "throughput done: $(tail -c 400 $W/throughput_train.log | tr '\n' ' ')"
 
@@ -42,4 +42,10 @@ log "csp sampling exit $?"
 timeout 120 python3 -m matgen sample --checkpoint "$CK" --num 1000 --batch-size 1000 --seed 0 \
   --out "$W/gen_1000.extxyz" > "$W/sample_gen.log" 2>&1
 log "gen sampling exit $?"
+timeout 240 python3 benchmarks/surrogates_relax.py --n 256 --n-ase 8 --batch-size 256 \
+  --data-dir /tmp/datasets --out "$W/surrogates_relax.json" > "$W/relax.log" 2>&1
+log "relax bench exit $?"
+timeout 240 python3 benchmarks/surrogates_hull.py --n ${HULL_N:-4523} --batch-size 512 \
+  --data-dir /tmp/datasets --out "$W/surrogates_hull.json" > "$W/hull.log" 2>&1
+log "hull bench exit $?"
 touch "$W/ALL_DONE"; log "all done"
