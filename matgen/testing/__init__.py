@@ -3,6 +3,7 @@
 Public API:
     check_symmetries: max error per symmetry (rotation, permutation, translation, basis change).
     random_crystals, random_rotation, random_unimodular: helpers for such tests.
+    training_throughput, sampling_throughput: speed measurements for benchmarks/.
 """
 
 from __future__ import annotations
@@ -13,5 +14,13 @@ from matgen.testing.symmetry import (
     random_rotation,
     random_unimodular,
 )
+from matgen.testing.throughput import sampling_throughput, training_throughput
 
-__all__ = ["check_symmetries", "random_crystals", "random_rotation", "random_unimodular"]
+__all__ = [
+    "check_symmetries",
+    "random_crystals",
+    "random_rotation",
+    "random_unimodular",
+    "sampling_throughput",
+    "training_throughput",
+]
