@@ -104,7 +104,9 @@ class CrystalDiffusion:
             l_type = self.types.loss(out.type_logits, batch.atomic_numbers, masked)
             loss = loss + self.cfg.type_weight * l_type
         else:
+            # types are fixed in CSP; the zero term keeps every parameter in the graph (DDP)
             l_type = torch.zeros_like(l_coord)
+            loss = loss + 0.0 * out.type_logits.sum()
         vals = torch.stack([loss, l_coord, l_lat, l_type]).detach().float().cpu().tolist()
         logs = dict(zip(["loss", "loss_coord", "loss_lattice", "loss_type"], vals, strict=True))
         return loss, logs

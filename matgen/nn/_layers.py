@@ -124,9 +124,8 @@ class ConditionEmbedding(nn.Module):
         for s in self.specs:
             null = self.null[s.name].to(like.dtype)
             v = None if cond is None else cond.get(s.name)
-            if v is None:
-                out = out + null
-                continue
+            if v is None:  # still run the branch: every parameter takes part (DDP-friendly)
+                v = like.new_full((num_crystals,), float("nan"))
             v = v.to(device=like.device, dtype=like.dtype).reshape(num_crystals)
             missing = torch.isnan(v)
             if s.kind == "scalar":

@@ -129,3 +129,18 @@ def test_geometry_and_outputs_stay_float32_under_bf16_autocast():
     # bf16 matmuls inside the network, but geometry and output frames are exact
     assert torch.allclose(out.coord, ref.coord, atol=0.1, rtol=0.1)
     assert torch.isfinite(out.lattice).all()
+
+
+@pytest.mark.parametrize("task", ["csp", "gen"])
+def test_every_parameter_gets_a_gradient(task):
+    # lets DDP run with find_unused_parameters=False
+    from matgen.diffusion import DatasetStats, DiffusionConfig, build_diffusion
+
+    torch.manual_seed(0)
+    model = build_denoiser(TINY)
+    batch = random_crystals([2, 5], torch.Generator().manual_seed(4), dtype=torch.float32)
+    diff = build_diffusion(DiffusionConfig(), DatasetStats.from_batch(batch))
+    loss, _ = diff.loss(model, batch, cond=None, task=task)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing
