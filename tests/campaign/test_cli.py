@@ -42,6 +42,7 @@ def test_run_status_export_import_and_usage_errors(tmp_path, toy_csv):
     res = runner.invoke(app, ["campaign", "status", "--config", str(tmp_path / "nope.yaml")])
     assert res.exit_code == 2 and "no such config" in res.output
     broken = tmp_path / "broken.yaml"
-    broken.write_text("name: x\nobjectives: []\nbatch_size: 10\npool_size: 2\n")
+    broken.write_text("name: x\nobjectives: [{property: band_gap, goal: maximize}]\n"
+                      "batch_size: 10\npool_size: 2\n")
     res = runner.invoke(app, ["campaign", "status", "--config", str(broken)])
     assert res.exit_code == 2 and "batch_size" in res.output
