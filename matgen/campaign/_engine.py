@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from matgen.campaign._components import (
 from matgen.campaign._config import CampaignConfig
 from matgen.campaign._metrics import round_metrics
 from matgen.campaign._oracles import DatasetOracle, LabOracle, MLIPOracle, Oracle
-from matgen.campaign._store import STEPS, CampaignStore
+from matgen.campaign._store import STEPS, CampaignStore, StepConflict
 from matgen.crystal import CrystalBatch
 
 log = logging.getLogger("matgen.campaign")
@@ -185,6 +186,22 @@ class Campaign:
     def _done(self, index: int, step: str) -> bool:
         return self.store.status_reached(index, step)
 
+    @contextmanager
+    def _step_tx(self, index: int, step: str):
+        """The transaction of one step; losing a race to another worker is not an error.
+
+        When two runs of one campaign overlap (a scheduled run and a manual one), the
+        compare-and-set in :meth:`CampaignStore.advance` lets exactly one commit the step; the
+        other's transaction is rolled back and it carries on from the committed state.
+        """
+        try:
+            with self.store.transaction() as conn:
+                yield conn
+        except StepConflict:
+            if not self._done(index, step):
+                raise
+            log.info("round %d: step %r was committed by another worker", index, step)
+
     # ------------------------------------------------------------------ 1. generate
     def conditions(self) -> dict[str, float]:
         """Generation conditions from the objectives, steered by the labels so far.
@@ -253,9 +270,9 @@ class Campaign:
                     }
                 )
                 pos += 1
-        with self.store.transaction() as conn:
+        with self._step_tx(index, "generated") as conn:
+            self.store.advance(conn, index, "generated")  # first: a lost race writes nothing
             self.store.add_candidates(conn, rows)
-            self.store.advance(conn, index, "generated")
         return len(rows)
 
     def generate(self, index: int) -> None:
@@ -329,10 +346,10 @@ class Campaign:
                 if status == "generated":
                     seen.setdefault(f, []).append((c["id"], s))
             updates.append((c["id"], status, reason))
-        with self.store.transaction() as conn:
+        with self._step_tx(index, "deduped") as conn:
+            self.store.advance(conn, index, "deduped")
             for cid, status, reason in updates:
                 self.store.update_candidate(conn, cid, status=status, reason=reason)
-            self.store.advance(conn, index, "deduped")
 
     # ------------------------------------------------------------------ 3. score
     def score_plan(self, index: int) -> list[list[dict]]:
@@ -365,15 +382,15 @@ class Campaign:
                       scores: Sequence[Sequence[dict]]) -> None:
         """Write scores and advance to ``scored`` (one transaction)."""
         sc = self.scorer
-        with self.store.transaction() as conn:
-            for rows, res in zip(chunks, scores, strict=True):
-                for r, s in zip(rows, res, strict=True):
-                    self.store.update_candidate(conn, r["id"], status="scored", scores=s)
+        with self._step_tx(index, "scored") as conn:
             self.store.advance(
                 conn, index, "scored",
                 model_version=str(getattr(sc, "model_version", "?")),
                 hull_version=str(getattr(sc, "hull_version", "?")),
             )
+            for rows, res in zip(chunks, scores, strict=True):
+                for r, s in zip(rows, res, strict=True):
+                    self.store.update_candidate(conn, r["id"], status="scored", scores=s)
 
     def score(self, index: int) -> None:
         if self._done(index, "scored"):
@@ -473,13 +490,13 @@ class Campaign:
                          kind=kind, seed=cfg.round_seed(index))
             acq_name = sel.acquisition
             picks = [(pool[i]["id"], v) for i, v in zip(sel.indices, sel.values, strict=True)]
-        with self.store.transaction() as conn:
+        with self._step_tx(index, "selected") as conn:
+            self.store.advance(conn, index, "selected", acquisition=acq_name)
             for rank, (cid, val) in enumerate(picks):
                 self.store.update_candidate(
                     conn, cid, selected=True, selected_round=index, rank=rank,
                     acq_value=finite(val),
                 )
-            self.store.advance(conn, index, "selected", acquisition=acq_name)
 
     # ------------------------------------------------------------------ 5. submit + label
     def selected(self, index: int) -> list[dict]:
@@ -491,9 +508,9 @@ class Campaign:
         if self._done(index, "submitted"):
             return
         ids = [c["id"] for c in self.selected(index)]
-        with self.store.transaction() as conn:
-            self.store.record_submissions(conn, ids, index, self.oracle.name)
+        with self._step_tx(index, "submitted") as conn:
             self.store.advance(conn, index, "submitted")
+            self.store.record_submissions(conn, ids, index, self.oracle.name)
 
     def label(self, index: int, on_send: Callable[[list[str]], None] | None = None) -> bool:
         """Send pending submissions to the oracle and store the labels.
@@ -540,8 +557,8 @@ class Campaign:
         subs = self.store.submissions(index)
         if any(s["status"] in ("pending", "sent") for s in subs):
             return False
-        with self.store.transaction() as conn:
-            if self.status(index) == "submitted":
+        if self.status(index) == "submitted":
+            with self._step_tx(index, "labelled") as conn:
                 self.store.advance(conn, index, "labelled")
         return True
 
@@ -586,7 +603,7 @@ class Campaign:
         version = None
         if rows:
             version = self.scorer.update(structs, [labels[c["id"]] for c in rows])
-        with self.store.transaction() as conn:
+        with self._step_tx(index, "updated") as conn:
             fields = {"model_version": str(version)} if version else {}
             self.store.advance(conn, index, "updated", **fields)
 
@@ -619,7 +636,7 @@ class Campaign:
         if self._done(index, "reported"):
             return self.store.round(index)["metrics"] or {}
         m = self.metrics(index)
-        with self.store.transaction() as conn:
+        with self._step_tx(index, "reported") as conn:
             self.store.advance(conn, index, "reported", metrics=m)
         return m
 

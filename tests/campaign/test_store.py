@@ -57,3 +57,21 @@ def test_submissions_are_unique_per_candidate(tmp_path):
             updated_at=st.round(0)["started_at"]))
     assert sorted(s["candidate_id"] for s in CampaignStore(url, "c").submissions()) == [
         "c0", "c1", "c2"]
+
+
+def test_two_workers_racing_on_a_step_commit_it_once(toy_config):
+    from matgen.campaign import Campaign, load_config
+
+    cfg = load_config(toy_config)
+    a, b = Campaign(cfg), Campaign(cfg)
+    a.store.ensure_round(0, cfg.round_seed(0))
+    chunks = [a.generate_chunk(n, seed, {}) for _, n, seed in a.chunk_plan(0)]
+    a.commit_generated(0, chunks)
+    b.commit_generated(0, chunks)  # the loser rolls back, no error, nothing written twice
+    assert len(a.store.candidates(0)) == cfg.pool_size
+    a.dedup(0)
+    plan = a.score_plan(0)
+    scores = [a.score_chunk(rows, 1) for rows in plan]
+    a.commit_scores(0, plan, scores)
+    b.commit_scores(0, plan, scores)
+    assert a.status(0) == "scored"
