@@ -60,11 +60,12 @@ def round_metrics(
             if sc.get(p) is None or lab.get(p) is None:
                 continue
             pred.append(sc[p])
-            std.append(max(sc.get(f"{p}_std") or 0.0, 1e-6))
+            std.append(sc.get(f"{p}_std") or np.nan)  # a scorer without a std gives no z
             true.append(lab[p])
         if pred:
-            pr, sd, tr = map(np.asarray, (pred, std, true))
-            z = float(np.mean(np.abs(pr - tr) / sd))
+            pr, sd, tr = (np.asarray(v, dtype=float) for v in (pred, std, true))
+            has = np.isfinite(sd) & (sd > 0)
+            z = float(np.mean(np.abs(pr - tr)[has] / sd[has])) if has.any() else None
             expl[p] = {
                 "n": len(pr),
                 "predicted_mean": float(pr.mean()),
@@ -73,7 +74,7 @@ def round_metrics(
                 "mae": float(np.abs(pr - tr).mean()),
                 "mean_abs_z": z,
             }
-            if z > guards.max_exploitation_z:
+            if z is not None and z > guards.max_exploitation_z:
                 out["alerts"].append(
                     f"surrogate exploitation on {p}: selected batch's mean |z| = {z:.2f} "
                     f"> {guards.max_exploitation_z}"
