@@ -136,13 +136,13 @@ def _run(
             s = torch.full((b,), times[i + 1], device=device, dtype=dtype)
             ta, sa = t[bidx], s[bidx]
             out = _evaluate(denoiser, state(z), t, cond, guidance)
-            if not deterministic:
-                for c in range(corrector_steps):
-                    if c > 0:
-                        out = _evaluate(denoiser, state(z), t, cond, guidance)
-                    f = diffusion.coords.corrector(f, out.coord, ta, cfg.langevin_step, generator)
-                if corrector_steps > 0:
+            for c in range(corrector_steps):
+                if c > 0:
                     out = _evaluate(denoiser, state(z), t, cond, guidance)
+                f = diffusion.coords.corrector(f, out.coord, ta, cfg.langevin_step, generator)
+            if corrector_steps > 0:
+                out = _evaluate(denoiser, state(z), t, cond, guidance)
+            if not deterministic:
                 f = diffusion.coords.step(f, out.coord, ta, sa, generator)
                 lat = diffusion.lattice.step(lat, out.lattice, t, s, num_atoms, generator)
             else:
@@ -230,12 +230,20 @@ def sample_fast(
     generator: torch.Generator | None = None,
     type_mask: torch.Tensor | None = None,
     callback: Callback | None = None,
+    corrector_steps: int = 0,
 ) -> CrystalBatch:
-    """Few-step deterministic sampler: one denoiser call per step, no corrector.
+    """Few-step deterministic sampler: probability-flow ODE (coordinates) and DDIM (lattice).
 
-    Coordinates follow the probability-flow ODE of the torus process (Euler steps), the
-    lattice follows DDIM (eta = 0); de novo types are still unmasked stochastically (seeded).
-    Meant for 20-100 steps. Same arguments as :func:`sample`.
+    Coordinates take Euler steps of the torus process's probability-flow ODE, the lattice
+    DDIM (eta = 0) steps, optionally after ``corrector_steps`` Langevin moves; de novo types
+    are unmasked stochastically (seeded). Cost: ``steps * (1 + corrector_steps)`` denoiser
+    calls; meant for 20-100 steps; same arguments as :func:`sample`.
+
+    Measured (perov-5 CSP, 60 test rows, a 135k-parameter model trained 8 CPU minutes):
+    ``sample(steps=200)`` 31.7% matches; ``sample(steps=50)`` (100 calls) 26.7%;
+    ``sample_fast(steps=50)`` 11.7% (with one corrector step also 11.7%); predictor-only
+    ``sample(steps=100, corrector_steps=0)`` 10.0%. For few calls prefer
+    ``sample(steps=50)``; this ODE sampler is the cheapest per step.
     """
     return _run(
         denoiser,
@@ -248,6 +256,6 @@ def sample_fast(
         generator,
         type_mask,
         callback,
-        0,
+        corrector_steps,
         deterministic=True,
     )
