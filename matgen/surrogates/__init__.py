@@ -10,11 +10,15 @@ Public API:
         :class:`Prediction`, :func:`calibrate_std`, :func:`interval_metrics`,
         :func:`load_default_predictors`; descriptors :func:`featurize`,
         :class:`FeaturizerConfig`; OOD :func:`knn_distance`.
-    Scoring: :func:`score_structures`, :class:`ScoreConfig`, :func:`write_score_csv`.
+    Scoring: :func:`score_structures`, :class:`ScoreConfig`, :func:`write_score_csv`,
+        :func:`write_relaxed_extxyz`, :func:`relaxed_structures`, :func:`default_hull`.
+    Elemental references: :func:`load_elemental_energies` (``"chgnet"`` shipped, ``"mp"``),
+        :func:`compute_elemental_references`.
 """
 
 from __future__ import annotations
 
+from matgen.surrogates._elemental import compute_elemental_references, load_elemental_energies
 from matgen.surrogates._features import FeaturizerConfig, feature_dim, featurize
 from matgen.surrogates._hull import ConvexHull, build_hull_asset
 from matgen.surrogates._mlip import (
@@ -37,8 +41,11 @@ from matgen.surrogates._predictor import (
 from matgen.surrogates._relax import RelaxConfig, RelaxResult, relax, relax_ase
 from matgen.surrogates._score import (
     ScoreConfig,
+    default_hull,
     load_default_predictors,
+    relaxed_structures,
     score_structures,
+    write_relaxed_extxyz,
     write_score_csv,
 )
 
@@ -57,16 +64,21 @@ __all__ = [
     "SevenNetMLIP",
     "build_hull_asset",
     "calibrate_std",
+    "compute_elemental_references",
+    "default_hull",
     "feature_dim",
     "featurize",
     "fit_predictor",
     "interval_metrics",
     "knn_distance",
     "load_default_predictors",
+    "load_elemental_energies",
     "load_mlip",
     "relax",
     "relax_ase",
+    "relaxed_structures",
     "resolve_device",
     "score_structures",
+    "write_relaxed_extxyz",
     "write_score_csv",
 ]

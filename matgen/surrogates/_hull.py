@@ -8,9 +8,11 @@ total energy per atom (from an MLIP) the energy above the hull is ``e_form - hul
 
 Two references:
 * :meth:`ConvexHull.from_mp` -- Matbench's ``mp_e_form`` formation energies of 132,752 MP
-  compositions and the 89 MP elemental reference entries (legacy MP corrections; good to a few
-  tens of meV/atom), read from ``$MATGEN_DATA_DIR/hull_refs`` or, when that is missing, from the
-  pruned copy shipped in ``matgen/assets/hull``;
+  compositions (legacy MP corrections; good to a few tens of meV/atom), read from
+  ``$MATGEN_DATA_DIR/hull_refs`` or, when that is missing, from the pruned copy shipped in
+  ``matgen/assets/hull``; elemental references either CHGNet's own energies of the elemental
+  ground states (default, ``elemental="chgnet"``, see :mod:`matgen.surrogates._elemental`) or
+  the 89 MP elemental reference entries (``elemental="mp"``);
 * :meth:`ConvexHull.self_consistent` -- the MLIP's own energies of reference structures.
 """
 
@@ -112,32 +114,55 @@ class ConvexHull:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_mp(
-        cls, data_dir: Path | str | None = None, cache_dir: Path | str | None = "default"
+        cls,
+        data_dir: Path | str | None = None,
+        cache_dir: Path | str | None = "default",
+        elemental: str | dict[str, float] = "chgnet",
     ) -> ConvexHull:
         """The MP reference hull (``hull_refs`` of the shared datasets, else the shipped copy).
 
-        Built once per process and source (later calls return the same object).
+        The hull's shape is MP's formation-energy hull; ``elemental`` picks the elemental
+        reference energies that put an MLIP's total energies on it (total-energy hull per atom
+        = formation-energy hull + sum_i x_i * mu_i). Built once per process, source and
+        ``elemental`` choice (later calls return the same object).
 
         Args:
             data_dir: folder holding ``hull_refs/`` (default ``$MATGEN_DATA_DIR``).
             cache_dir: on-disk cache (``"default"``: :func:`default_cache_dir`; ``None``: none).
+            elemental: ``"chgnet"`` (default: CHGNet-relaxed elemental ground states, shipped in
+                ``matgen/assets/hull/elemental_energies_chgnet.json``; use with CHGNet
+                energies), ``"mp"`` (MP's legacy-corrected reference entries; use with DFT
+                energies, or an MLIP without a table) or an ``{element: eV/atom}`` dict.
         """
         cache = default_cache_dir() if cache_dir == "default" else cache_dir
         d = Path(data_dir or os.environ.get("MATGEN_DATA_DIR", "")) / "hull_refs"
-        key = (str(d.resolve()), str(cache))
+        el_key = (elemental if isinstance(elemental, str)
+                  else json.dumps(sorted(elemental.items())))
+        key = (str(d.resolve()), str(cache), el_key)
         if key not in _MP_HULLS:
-            _MP_HULLS[key] = cls._from_mp(d, cache)
+            _MP_HULLS[key] = cls._from_mp(d, cache, elemental)
         return _MP_HULLS[key]
 
     @classmethod
-    def _from_mp(cls, d: Path, cache: Path | str | None) -> ConvexHull:
+    def _from_mp(
+        cls, d: Path, cache: Path | str | None, elemental: str | dict[str, float] = "mp"
+    ) -> ConvexHull:
         if (d / FORMATION_FILE).exists() and (d / ELEMENTAL_FILE).exists():
             entries = _read_formation_csv(d / FORMATION_FILE)
             mu = _read_elemental_entries(d / ELEMENTAL_FILE)
         else:
             entries = _read_formation_csv(ASSET_DIR / "mp_e_form_pruned.csv.gz")
             mu = json.loads((ASSET_DIR / "elemental_energies.json").read_text())
-        return cls(entries, mu, cache_dir=cache, name="mp")
+        name = "mp"
+        if isinstance(elemental, dict):
+            mu = {**mu, **{str(k): float(v) for k, v in elemental.items()}}
+            name = "mp-custom"
+        elif elemental != "mp":
+            from matgen.surrogates._elemental import load_elemental_energies
+
+            mu = {**mu, **load_elemental_energies(elemental)}  # MP value where none
+            name = f"mp-{elemental}"
+        return cls(entries, mu, cache_dir=cache, name=name)
 
     @classmethod
     def self_consistent(

@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PREDICTOR_DIR = Path(__file__).resolve().parents[1] / "assets" / "predictors"
 
+#: Row keys kept out of the CSV by default (long text; see :func:`write_relaxed_extxyz`).
+STRUCTURE_COLUMNS = ("relaxed_cif",)
+
 #: The fixed leading columns of a score table.
 BASE_COLUMNS = (
     "id", "formula", "num_atoms", "energy_per_atom", "e_form_per_atom", "e_above_hull",
@@ -75,7 +78,9 @@ def score_structures(
         structures: B pymatgen structures or a ``CrystalBatch`` (its ids are used).
         ids: B names (default: the batch's ids, else ``"0".."B-1"``).
         mlip: the potential (default CHGNet on ``auto`` device).
-        hull: the reference hull (default :meth:`ConvexHull.from_mp`).
+        hull: the reference hull (default :meth:`ConvexHull.from_mp` with the MLIP's own
+            elemental reference energies where a table ships for it, e.g. CHGNet, else MP's;
+            see :func:`default_hull`).
         predictors: property predictors (default :func:`load_default_predictors`).
         config: :class:`ScoreConfig`.
         progress: called with the number of structures finished by the relaxation.
@@ -83,8 +88,11 @@ def score_structures(
     Returns:
         One dict per structure, in input order, with the :data:`BASE_COLUMNS`, for every
         predictor ``<label>``, ``<label>_std`` (calibrated) and ``<label>_disagreement``
-        (ensemble spread), ``ood_score`` (mean over predictors, in [0, 1]) and ``error``
-        (empty, or why the structure could not be scored; its other values are then NaN).
+        (ensemble spread), ``ood_score`` (mean over predictors, in [0, 1]), ``error``
+        (empty, or why the structure could not be scored; its other values are then NaN) and
+        ``relaxed_cif`` (the relaxed structure as CIF text -- the input structure with
+        ``relax=False`` -- or ``""`` when the structure failed; not written to the CSV by
+        :func:`write_score_csv`, see :func:`write_relaxed_extxyz`).
     """
     cfg = config or ScoreConfig()
     _seed_everything(cfg.seed)
@@ -97,7 +105,7 @@ def score_structures(
         from matgen.surrogates._mlip import CHGNetMLIP
 
         mlip = CHGNetMLIP()
-    hull = hull if hull is not None else ConvexHull.from_mp()
+    hull = hull if hull is not None else default_hull(mlip)
     predictors = list(predictors) if predictors is not None else load_default_predictors()
     rcfg = cfg.relax_config
     if not cfg.relax:
@@ -132,6 +140,7 @@ def score_structures(
                 row["error"] = f"no hull reference for {', '.join(missing)}"
         rows.append(row)
         final.append(r.structure if r.structure is not None and r.error is None else s)
+        row["relaxed_cif"] = _cif(final[-1]) if r.error is None else ""
     if predictors:
         from matgen.surrogates._features import featurize
 
@@ -155,19 +164,82 @@ def score_structures(
     return rows
 
 
-def columns_of(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Column order of a score table: base columns, predictor columns, ``ood_score``, ``error``."""
+def default_hull(mlip: MLIP) -> ConvexHull:
+    """The MP reference hull with elemental references on ``mlip``'s energy scale.
+
+    Uses the shipped ``elemental_energies_<mlip.name>.json`` table (CHGNet) when there is one,
+    else MP's elemental reference entries.
+    """
+    from matgen.surrogates._elemental import mlip_elemental_asset
+
+    name = str(getattr(mlip, "name", ""))
+    which = name if name and mlip_elemental_asset(name).exists() else "mp"
+    return ConvexHull.from_mp(elemental=which)
+
+
+def columns_of(rows: Sequence[dict[str, Any]], structures: bool = False) -> list[str]:
+    """Column order of a score table: base columns, predictor columns, ``ood_score``, ``error``
+    (then ``relaxed_cif`` only with ``structures=True``)."""
     cols = list(BASE_COLUMNS)
     for row in rows:
         for k in row:
-            if k not in cols and k not in ("ood_score", "error"):
+            if k not in cols and k not in ("ood_score", "error", *STRUCTURE_COLUMNS):
                 cols.append(k)
-    return [*cols, "ood_score", "error"]
+    cols += ["ood_score", "error"]
+    if structures:
+        cols += [c for c in STRUCTURE_COLUMNS if any(c in row for row in rows)]
+    return cols
 
 
-def write_score_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write a score table atomically (floats with 6 decimals; NaN as empty)."""
-    cols = columns_of(rows)
+def relaxed_structures(rows: Sequence[dict[str, Any]]) -> list[Structure | None]:
+    """The relaxed structures of score rows (``None`` where a row has none)."""
+    from pymatgen.core import Structure
+
+    return [Structure.from_str(r["relaxed_cif"], fmt="cif") if r.get("relaxed_cif") else None
+            for r in rows]
+
+
+def write_relaxed_extxyz(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write the relaxed structures of score rows to an extxyz file (rows without one skipped).
+
+    Each frame's ``info`` holds the row's ``id``, ``energy_per_atom``, ``e_form_per_atom``,
+    ``e_above_hull`` and ``converged`` (eV/atom).
+    """
+    from ase.io import write
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    frames = []
+    for row, s in zip(rows, relaxed_structures(rows), strict=True):
+        if s is None:
+            continue
+        atoms = AseAtomsAdaptor.get_atoms(s)
+        atoms.info = {"id": str(row.get("id", ""))}
+        for k in ("energy_per_atom", "e_form_per_atom", "e_above_hull"):
+            v = row.get(k)
+            if isinstance(v, float | int) and math.isfinite(float(v)):
+                atoms.info[k] = float(v)
+        atoms.info["converged"] = bool(row.get("converged", False))
+        frames.append(atoms)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    write(str(tmp), frames, format="extxyz")
+    os.replace(tmp, p)
+    return p
+
+
+def write_score_csv(
+    path: str | os.PathLike, rows: Sequence[dict[str, Any]], structures: bool = False
+) -> Path:
+    """Write a score table atomically (floats with 6 decimals; NaN as empty).
+
+    Args:
+        path: the CSV file.
+        rows: rows of :func:`score_structures`.
+        structures: also write the ``relaxed_cif`` column (multi-line text; off by default to
+            keep the table readable).
+    """
+    cols = columns_of(rows, structures=structures)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -184,6 +256,12 @@ def _fmt(v: Any) -> Any:
     if isinstance(v, float | np.floating):
         return "" if not math.isfinite(float(v)) else f"{float(v):.6f}"
     return v
+
+
+def _cif(s: Structure) -> str:
+    from pymatgen.io.cif import CifWriter
+
+    return str(CifWriter(s))
 
 
 def _seed_everything(seed: int) -> None:
