@@ -10,6 +10,12 @@ structure of the shared datasets up to ``max_atoms`` atoms, and ASE's ``bulk(sym
 reference state) are relaxed with the MLIP and the lowest energy per atom is kept. Elements
 without a candidate (or skipped: noble gases) keep the MP value, with a note in ``sources``.
 
+How the table is used (:meth:`ConvexHull.from_mp`, ``elemental=``): ``"chgnet"`` replaces MP's
+references for every composition (fully consistent; on MP-20 test compounds it shifts formation
+energies by about -0.03 eV/atom and worsens the e_above_hull MAE, because CHGNet's compound
+energies already track MP's formation energies with MP's references), ``"chgnet-elements"``
+(the default for CHGNet) uses it for single-element compositions only.
+
 The table for CHGNet ships as ``matgen/assets/hull/elemental_energies_chgnet.json``; it is
 written by ``benchmarks/surrogates_elemental_refs.py`` (which calls
 :func:`compute_elemental_references`).
@@ -64,7 +70,8 @@ def load_elemental_energies(source: str = "chgnet", data_dir: Path | str | None 
 
     Args:
         source: ``"mp"`` (the MP reference entries: ``$MATGEN_DATA_DIR/hull_refs`` else the
-            shipped copy) or an MLIP name with a shipped table (``"chgnet"``).
+            shipped copy) or an MLIP name with a shipped table (``"chgnet"``; a
+            ``"-elements"`` suffix is ignored).
         data_dir: folder holding ``hull_refs/`` (default ``$MATGEN_DATA_DIR``).
 
     Raises:
@@ -76,7 +83,7 @@ def load_elemental_energies(source: str = "chgnet", data_dir: Path | str | None 
             return _read_elemental_entries(p)
         return {k: float(v) for k, v in
                 json.loads((ASSET_DIR / "elemental_energies.json").read_text()).items()}
-    path = mlip_elemental_asset(source)
+    path = mlip_elemental_asset(source.removesuffix("-elements"))
     if not path.exists():
         raise ValueError(f"no elemental reference table for {source!r} (expected {path}); "
                          "use 'mp' or compute one with compute_elemental_references")

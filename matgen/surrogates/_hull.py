@@ -10,9 +10,10 @@ Two references:
 * :meth:`ConvexHull.from_mp` -- Matbench's ``mp_e_form`` formation energies of 132,752 MP
   compositions (legacy MP corrections; good to a few tens of meV/atom), read from
   ``$MATGEN_DATA_DIR/hull_refs`` or, when that is missing, from the pruned copy shipped in
-  ``matgen/assets/hull``; elemental references either CHGNet's own energies of the elemental
-  ground states (default, ``elemental="chgnet"``, see :mod:`matgen.surrogates._elemental`) or
-  the 89 MP elemental reference entries (``elemental="mp"``);
+  ``matgen/assets/hull``; elemental references: the 89 MP elemental reference entries
+  (``elemental="mp"``), CHGNet's own energies of the elemental ground states
+  (``elemental="chgnet"``, see :mod:`matgen.surrogates._elemental`), or -- the default -- MP's
+  for compounds and CHGNet's for single-element compositions (``"chgnet-elements"``);
 * :meth:`ConvexHull.self_consistent` -- the MLIP's own energies of reference structures.
 """
 
@@ -82,6 +83,10 @@ class ConvexHull:
         elemental_energies: ``{element: reference total energy, eV/atom}``.
         cache_dir: on-disk cache for the per-system hull vertices (``None``: memory only).
         name: a label written into the cache key.
+        elemental_phase_energies: optional ``{element: eV/atom}`` used instead of
+            ``elemental_energies`` for single-element compositions only (an elemental
+            polymorph is then measured against the same MLIP's elemental ground state, while
+            compounds keep ``elemental_energies``).
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class ConvexHull:
         elemental_energies: dict[str, float],
         cache_dir: Path | str | None = None,
         name: str = "custom",
+        elemental_phase_energies: dict[str, float] | None = None,
     ) -> None:
         self._by_sys: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for formula, e in entries:
@@ -100,6 +106,8 @@ class ConvexHull:
             if len(els) > 1:
                 self._by_sys[_chemsys(els)].append((str(formula), e))
         self.elemental_energies = {str(k): float(v) for k, v in elemental_energies.items()}
+        self.elemental_phase_energies = {
+            str(k): float(v) for k, v in (elemental_phase_energies or {}).items()}
         digest = hashlib.sha1(
             json.dumps(
                 [sorted((f, round(e, 6)) for v in self._by_sys.values() for f, e in v),
@@ -108,6 +116,7 @@ class ConvexHull:
         ).hexdigest()[:12]
         self.name = name
         self.key = f"{name}-{digest}"
+        self.version = self.key  # names the reference in campaign records
         self.cache_dir = Path(cache_dir) / self.key if cache_dir is not None else None
         self._pd: dict[str, PhaseDiagram] = {}
 
@@ -117,7 +126,7 @@ class ConvexHull:
         cls,
         data_dir: Path | str | None = None,
         cache_dir: Path | str | None = "default",
-        elemental: str | dict[str, float] = "chgnet",
+        elemental: str | dict[str, float] = "chgnet-elements",
     ) -> ConvexHull:
         """The MP reference hull (``hull_refs`` of the shared datasets, else the shipped copy).
 
@@ -129,10 +138,14 @@ class ConvexHull:
         Args:
             data_dir: folder holding ``hull_refs/`` (default ``$MATGEN_DATA_DIR``).
             cache_dir: on-disk cache (``"default"``: :func:`default_cache_dir`; ``None``: none).
-            elemental: ``"chgnet"`` (default: CHGNet-relaxed elemental ground states, shipped in
-                ``matgen/assets/hull/elemental_energies_chgnet.json``; use with CHGNet
-                energies), ``"mp"`` (MP's legacy-corrected reference entries; use with DFT
-                energies, or an MLIP without a table) or an ``{element: eV/atom}`` dict.
+            elemental: ``"chgnet-elements"`` (default, for CHGNet energies: MP's references
+                for compounds, CHGNet's own relaxed elemental ground states -- shipped in
+                ``matgen/assets/hull/elemental_energies_chgnet.json`` -- for single-element
+                compositions, so CHGNet's diamond Si or bcc Fe sit on the hull), ``"chgnet"``
+                (CHGNet's elemental energies for every composition: fully MLIP-consistent, but
+                measured worse on MP-20 compounds, see ``benchmarks/results/surrogates_hull_cpu
+                .json``), ``"mp"`` (MP's legacy-corrected reference entries; for DFT energies
+                or an MLIP without a table) or an ``{element: eV/atom}`` dict (all compositions).
         """
         cache = default_cache_dir() if cache_dir == "default" else cache_dir
         d = Path(data_dir or os.environ.get("MATGEN_DATA_DIR", "")) / "hull_refs"
@@ -153,16 +166,21 @@ class ConvexHull:
         else:
             entries = _read_formation_csv(ASSET_DIR / "mp_e_form_pruned.csv.gz")
             mu = json.loads((ASSET_DIR / "elemental_energies.json").read_text())
-        name = "mp"
+        name, phase = "mp", None
         if isinstance(elemental, dict):
             mu = {**mu, **{str(k): float(v) for k, v in elemental.items()}}
             name = "mp-custom"
+        elif elemental.endswith("-elements"):
+            from matgen.surrogates._elemental import load_elemental_energies
+
+            phase = load_elemental_energies(elemental.removesuffix("-elements"))
+            name = f"mp-{elemental}"
         elif elemental != "mp":
             from matgen.surrogates._elemental import load_elemental_energies
 
             mu = {**mu, **load_elemental_energies(elemental)}  # MP value where none
             name = f"mp-{elemental}"
-        return cls(entries, mu, cache_dir=cache, name=name)
+        return cls(entries, mu, cache_dir=cache, name=name, elemental_phase_energies=phase)
 
     @classmethod
     def self_consistent(
@@ -250,6 +268,8 @@ class ConvexHull:
         from pymatgen.core import Composition
 
         comp = Composition(composition)
+        if len(comp.elements) == 1 and comp.elements[0].symbol in self.elemental_phase_energies:
+            return float(energy_per_atom) - self.elemental_phase_energies[comp.elements[0].symbol]
         try:
             ref = sum(
                 comp.get_atomic_fraction(el) * self.elemental_energies[el.symbol]

@@ -167,13 +167,14 @@ def score_structures(
 def default_hull(mlip: MLIP) -> ConvexHull:
     """The MP reference hull with elemental references on ``mlip``'s energy scale.
 
-    Uses the shipped ``elemental_energies_<mlip.name>.json`` table (CHGNet) when there is one,
-    else MP's elemental reference entries.
+    With a shipped ``elemental_energies_<mlip.name>.json`` table (CHGNet): MP's elemental
+    references for compounds and the MLIP's own for single-element compositions
+    (``elemental="<name>-elements"``), else MP's elemental reference entries.
     """
     from matgen.surrogates._elemental import mlip_elemental_asset
 
     name = str(getattr(mlip, "name", ""))
-    which = name if name and mlip_elemental_asset(name).exists() else "mp"
+    which = f"{name}-elements" if name and mlip_elemental_asset(name).exists() else "mp"
     return ConvexHull.from_mp(elemental=which)
 
 

@@ -53,13 +53,24 @@ def test_shipped_chgnet_table_covers_the_mp_elements_and_names_its_source():
         load_elemental_energies("no-such-mlip")
 
 
-def test_chgnet_ground_states_on_the_default_hull(relaxed_energies, datasets_dir, tmp_path):
-    h = ConvexHull.from_mp(datasets_dir, cache_dir=tmp_path)  # elemental="chgnet" default
+@pytest.mark.parametrize("elemental", ["chgnet-elements", "chgnet"])
+def test_chgnet_ground_states_on_the_hull(relaxed_energies, datasets_dir, tmp_path, elemental):
+    h = ConvexHull.from_mp(datasets_dir, cache_dir=tmp_path, elemental=elemental)
     for k in ("Si", "Fe", "Cu"):
         comp, e = relaxed_energies[k]
         assert abs(h.e_above_hull(comp, e)) < 0.03, k
     comp, e = relaxed_energies["NaCl"]
     assert abs(h.e_above_hull(comp, e)) < 0.1
+
+
+def test_default_hull_differs_from_mp_only_for_elements(relaxed_energies, datasets_dir,
+                                                         tmp_path):
+    default = ConvexHull.from_mp(datasets_dir, cache_dir=tmp_path)
+    mp = ConvexHull.from_mp(datasets_dir, cache_dir=tmp_path, elemental="mp")
+    comp, e = relaxed_energies["NaCl"]
+    assert default.e_above_hull(comp, e) == pytest.approx(mp.e_above_hull(comp, e), abs=1e-9)
+    comp, e = relaxed_energies["Si"]
+    assert default.e_above_hull(comp, e) < mp.e_above_hull(comp, e) - 0.08
 
 
 def test_mp_elemental_option_keeps_the_legacy_offset(relaxed_energies, datasets_dir, tmp_path):
