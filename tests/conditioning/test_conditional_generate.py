@@ -53,3 +53,21 @@ def test_unknown_condition_is_refused(cond_workdir, pretrained):
     with pytest.raises(SampleInputError, match="hardness"):
         generate(cond_workdir / "x.extxyz", pretrained, num=2, conditions=["hardness=3"],
                  sampler="fast", steps=2, device="cpu", progress=False, log=None)
+
+
+@pytest.mark.parametrize("text", ["band_gap=1.5", "band_gap=1.5:2.5", "band_gap=:0.5"])
+def test_cli_sample_value_range_inequality_with_chemsys(cond_workdir, pretrained, text):
+    from typer.testing import CliRunner
+
+    from matgen.cli import app
+
+    out = cond_workdir / f"cli_{abs(hash(text))}.extxyz"
+    r = CliRunner().invoke(app, [
+        "sample", "--checkpoint", str(pretrained), "--num", "6", "--chemsys", "Li-Fe-O",
+        "--condition", text, "--guidance", "2", "--sampler", "fast", "--steps", "3",
+        "--device", "cpu", "--no-progress", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    frames = read(out, index=":")
+    assert len(frames) == 6
+    assert all(set(a.get_chemical_symbols()) <= {"Li", "Fe", "O"} for a in frames)
+    assert all(a.info["conditions"] == text for a in frames)
