@@ -40,6 +40,10 @@ def score(
         typer.Option("--predictors", help="Folder of predictors (default: the shipped ones)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    relaxed_out: Annotated[
+        Path | None,
+        typer.Option("--relaxed-out", help="Also write the relaxed structures (extxyz)."),
+    ] = None,
 ) -> None:
     """Score structures: energy per atom, formation energy, energy above the MP hull, relax
     status, predicted properties with standard deviations, and an out-of-distribution score.
@@ -57,6 +61,7 @@ def score(
         ScoreConfig,
         load_default_predictors,
         score_structures,
+        write_relaxed_extxyz,
         write_score_csv,
     )
 
@@ -115,6 +120,8 @@ def score(
     keyed.sort(key=lambda kr: kr[0])
     all_rows = [r for _, r in keyed]
     write_score_csv(out, all_rows)
+    if relaxed_out is not None:
+        write_relaxed_extxyz(relaxed_out, rows)
     n_fail = sum(1 for r in rows if r.get("error"))
     _err.print(
         f"scored {len(rows) - n_fail} of {res.num_entries} entries; "

@@ -67,9 +67,14 @@ def test_score_cli_columns_bad_entries_and_determinism(candidates, predictor_dir
         float(si["e_form_per_atom"]), abs=1e-6)  # an element: hull is 0
     assert "apart" in clash["error"] and clash["energy_per_atom"] == ""
     assert "isolated" in iso["error"] and iso["energy_per_atom"] == ""
-    r2 = runner.invoke(app, [*args, "--out", str(tmp_path / "b.csv")])
+    r2 = runner.invoke(app, [*args, "--out", str(tmp_path / "b.csv"),
+                             "--relaxed-out", str(tmp_path / "relaxed.extxyz")])
     assert r2.exit_code == 1
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    from ase.io import read
+
+    frames = read(tmp_path / "relaxed.extxyz", index=":")
+    assert [f.info["id"] for f in frames] == ["c0", "c3"]  # the two scored structures
 
 
 def test_score_cli_no_relax_and_usage_errors(candidates, predictor_dir, tmp_path):
