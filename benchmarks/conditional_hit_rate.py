@@ -214,6 +214,20 @@ def main() -> None:
                 r["hit_rate"] >= 3 * r["base_rate_uncond"] and r["hits"] > 0 for r in rs)),
         }
     best = max(summary, key=lambda s: summary[s]["mean_hit_rate"]) if summary else None
+    strategy_test = None
+    if len(strategies) == 2:  # pooled over windows: is the better strategy significantly so?
+        from scipy.stats import fisher_exact
+
+        pooled = {}
+        for strat in strategies:
+            rs = [r for r in rows if r["strategy"] == strat]
+            h, v = sum(r["hits"] for r in rs), sum(r["num_valid"] for r in rs)
+            pooled[strat] = {"hits": h, "num_valid": v, "rate": h / v if v else math.nan}
+        a, b = (pooled[s] for s in strategies)
+        p_two = fisher_exact([[a["hits"], a["num_valid"] - a["hits"]],
+                              [b["hits"], b["num_valid"] - b["hits"]]])[1]
+        strategy_test = {"pooled": pooled, "fisher_two_sided_p": float(p_two),
+                         "significant_at_0.05": bool(p_two < 0.05)}
 
     result = {
         "benchmark": "conditional_hit_rate",
@@ -257,6 +271,7 @@ def main() -> None:
         "windows": rows,
         "strategy_summary": summary,
         "better_strategy": best,
+        "strategy_test": strategy_test,
         "chemsys": chem,
         "timings": dict(timings, total_s=time.perf_counter() - t_start),
         "note": args.note,
