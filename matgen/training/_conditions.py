@@ -76,17 +76,21 @@ class ConditionSpec:
         """``n`` target values (raw units, ``(n,)`` float64).
 
         An exact value is repeated; a range ``[lo, hi]`` is sampled uniformly; an open side is
-        closed at the training mean -/+ 2 standard deviations (and at the other bound), so
-        ``band_gap=2:`` draws from ``U(2, max(2, mean + 2 std))``.
+        closed at the training mean -/+ 2 standard deviations, but never beyond the training
+        data's range (``min`` / ``max`` in ``stats``, when recorded) nor the other bound, so
+        ``band_gap=2:`` draws from ``U(2, max(2, min(data max, mean + 2 std)))`` and
+        ``band_gap=:0.5`` never asks for a negative gap.
         """
         if self.is_exact:
             return torch.full((n,), self.low, dtype=torch.float64)
         lo, hi = self.low, self.high
         m, s = float(stats["mean"]), float(stats["std"])
+        dmin = float(stats.get("min", -math.inf))
+        dmax = float(stats.get("max", math.inf))
         if math.isinf(lo):
-            lo = min(hi, m - 2.0 * s)
+            lo = min(hi, max(dmin, m - 2.0 * s))
         if math.isinf(hi):
-            hi = max(lo, m + 2.0 * s)
+            hi = max(lo, min(dmax, m + 2.0 * s))
         u = torch.rand(n, generator=generator, dtype=torch.float64)
         return lo + (hi - lo) * u
 

@@ -227,14 +227,14 @@ def dataset_stats(source: BatchSource, properties: Sequence[str], chunk: int = 4
         ``num_crystals``; ``mean_volume_per_atom`` (Å^3); ``num_atoms_hist``
         {atoms per cell: count} (de novo sampling draws cell sizes from it); ``formula_units_hist`` {Z: count} with Z the number of formula
         units per cell (CSP expands a reduced formula with it); ``elements`` (sorted Z seen);
-        ``conditions`` {name: {mean, std, count}} over the non-missing labels.
+        ``conditions`` {name: {mean, std, count, min, max}} over the non-missing labels.
     """
     n = len(source)
     na_hist: dict[int, int] = {}
     z_hist: dict[int, int] = {}
     elements: set[int] = set()
     vpa_sum = 0.0
-    sums = {p: [0.0, 0.0, 0] for p in properties}
+    sums = {p: [0.0, 0.0, 0, math.inf, -math.inf] for p in properties}
     for lo in range(0, n, chunk):
         b = source.batch(list(range(lo, min(n, lo + chunk))))
         for p in properties:
@@ -249,6 +249,9 @@ def dataset_stats(source: BatchSource, properties: Sequence[str], chunk: int = 4
             s[0] += float(v.sum())
             s[1] += float((v * v).sum())
             s[2] += int(v.numel())
+            if v.numel():
+                s[3] = min(s[3], float(v.min()))
+                s[4] = max(s[4], float(v.max()))
         vpa_sum += float((b.volume.double() / b.num_atoms.double()).sum())
         ptr = b.ptr.tolist()
         z = b.atomic_numbers
@@ -262,12 +265,18 @@ def dataset_stats(source: BatchSource, properties: Sequence[str], chunk: int = 4
                 g = math.gcd(g, c)
             z_hist[g] = z_hist.get(g, 0) + 1
     cond = {}
-    for p, (s1, s2, c) in sums.items():
+    for p, (s1, s2, c, vmin, vmax) in sums.items():
         if c == 0:
             raise ValueError(f"condition {p!r} has no labels in the training data")
         mean = s1 / c
         var = max(0.0, s2 / c - mean * mean)
-        cond[p] = {"mean": mean, "std": math.sqrt(var) if var > 0 else 1.0, "count": c}
+        cond[p] = {
+            "mean": mean,
+            "std": math.sqrt(var) if var > 0 else 1.0,
+            "count": c,
+            "min": vmin,
+            "max": vmax,
+        }
     return {
         "num_crystals": n,
         "mean_volume_per_atom": vpa_sum / n,

@@ -46,6 +46,27 @@ def test_draw_exact_range_and_open_bounds():
     assert parse_condition("x=:0.5").describe() == "x=:0.5"
 
 
+def test_open_bounds_stay_inside_the_training_range():
+    # band gaps: mean 0.79, std 1.42 (mp20_reduced); mean - 2 std is negative, the data's min is 0
+    g = torch.Generator().manual_seed(0)
+    stats = {"mean": 0.79, "std": 1.42, "min": 0.0, "max": 3.5}
+    below = parse_condition("band_gap=:0.5").draw(2000, stats, g)
+    assert below.min() >= 0.0 and below.max() <= 0.5 and float(below.mean()) > 0.2
+    above = parse_condition("band_gap=3:").draw(2000, stats, g)  # mean + 2 std = 3.63 > max
+    assert above.min() >= 3.0 and above.max() <= 3.5
+    old = parse_condition("band_gap=:0.5").draw(2000, {"mean": 0.79, "std": 1.42}, g)
+    assert old.min() < 0  # without a recorded range the old closure applies
+
+
+def test_dataset_stats_records_label_range():
+    from matgen.training import InMemorySource, dataset_stats
+
+    b = tiny_crystals(16)
+    st = dataset_stats(InMemorySource(b), ["band_gap"])["conditions"]["band_gap"]
+    v = b.properties["band_gap"]
+    assert st["min"] == pytest.approx(float(v.min())) and st["max"] == pytest.approx(float(v.max()))
+
+
 def test_training_conditions_raw_labels_and_joint_drop():
     b = tiny_crystals(64)
     b.properties["other"] = torch.arange(64, dtype=torch.float32)
