@@ -26,7 +26,9 @@ def training_conditions(
 
     Args:
         batch: the training batch (its ``properties`` hold the labels; NaN = missing).
-        names: the condition names (CSV columns).
+        names: the condition names (CSV columns); a name that is not a column of the batch
+            (a condition inherited from a fine-tuning checkpoint) is all NaN, i.e.
+            unconditioned, on the batch's device.
         drop_prob: probability of dropping a crystal's conditions here.
         generator: CPU generator for the drop mask (resumable, per rank).
     """
@@ -36,8 +38,13 @@ def training_conditions(
     keep = None
     if drop_prob > 0:
         keep = (torch.rand(batch.num_crystals, generator=generator) >= drop_prob).to(batch.device)
+    like = next(iter(batch.properties.values()), batch.lattice)
     for name in names:
-        v = batch.properties[name]
+        v = batch.properties.get(name)
+        if v is None:
+            dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
+            v = torch.full((batch.num_crystals,), float("nan"), dtype=dtype,
+                           device=batch.lattice.device)
         if keep is not None:
             v = torch.where(keep, v, torch.full_like(v, float("nan")))
         out[name] = v

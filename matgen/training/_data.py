@@ -6,7 +6,7 @@ import hashlib
 import math
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -220,14 +220,30 @@ def _threaded(steps: StepBatches, pin_memory: bool, depth: int) -> Iterator[Crys
 
 
 # ---------------------------------------------------------------------- dataset statistics
-def dataset_stats(source: BatchSource, properties: Sequence[str], chunk: int = 4096) -> dict:
+def dataset_stats(
+    source: BatchSource,
+    properties: Sequence[str],
+    chunk: int = 4096,
+    optional: Collection[str] = frozenset(),
+) -> dict:
     """Statistics stored in checkpoint metadata.
+
+    Args:
+        source: the training data.
+        properties: the condition names (columns).
+        chunk: crystals read per batch.
+        optional: names that may lack a column or labels (conditions inherited from an
+            ``init`` checkpoint): left out of ``conditions`` instead of raising.
 
     Returns:
         ``num_crystals``; ``mean_volume_per_atom`` (Å^3); ``num_atoms_hist``
         {atoms per cell: count} (de novo sampling draws cell sizes from it); ``formula_units_hist`` {Z: count} with Z the number of formula
         units per cell (CSP expands a reduced formula with it); ``elements`` (sorted Z seen);
         ``conditions`` {name: {mean, std, count, min, max}} over the non-missing labels.
+
+    Raises:
+        KeyError: a (non-optional) condition is not a column of the data.
+        ValueError: a (non-optional) condition has no labels.
     """
     n = len(source)
     na_hist: dict[int, int] = {}
@@ -239,6 +255,8 @@ def dataset_stats(source: BatchSource, properties: Sequence[str], chunk: int = 4
         b = source.batch(list(range(lo, min(n, lo + chunk))))
         for p in properties:
             if p not in b.properties:
+                if p in optional:
+                    continue
                 raise KeyError(
                     f"condition {p!r} is not a column of the training data "
                     f"(have: {sorted(b.properties)})"
@@ -267,6 +285,8 @@ def dataset_stats(source: BatchSource, properties: Sequence[str], chunk: int = 4
     cond = {}
     for p, (s1, s2, c, vmin, vmax) in sums.items():
         if c == 0:
+            if p in optional:
+                continue
             raise ValueError(f"condition {p!r} has no labels in the training data")
         mean = s1 / c
         var = max(0.0, s2 / c - mean * mean)

@@ -63,6 +63,12 @@ class ResumeMismatchError(ValueError):
     """``resume`` with a config whose model, diffusion or conditions differ from the run's."""
 
 
+class InitMismatchError(ResumeMismatchError):
+    """``init`` with a checkpoint whose network (outside the condition embeddings) does not
+    fit the config's model: fine-tuning it would silently train from scratch. A usage error
+    like :class:`ResumeMismatchError` (the CLI exits with code 2)."""
+
+
 @dataclass
 class RunResult:
     """What :func:`train` did.
@@ -92,14 +98,24 @@ class RunResult:
 
 
 # ---------------------------------------------------------------------- components
-def condition_specs(cfg: TrainConfig, stats: dict) -> list:
+def condition_specs(cfg: TrainConfig, stats: dict, inherited: Sequence[Any] = ()) -> list:
     """The denoiser's ``ConditionSpec`` list: names from ``cfg.conditions``, scalar
-    normalisation (mean, std) from the training data unless given explicitly."""
+    normalisation (mean, std) from the training data unless given explicitly.
+
+    ``inherited`` (the ``ConditionSpec`` list of an ``init`` checkpoint) come first, in the
+    checkpoint's order and with the checkpoint's mean / std (also for a name the config lists),
+    so the pretrained condition embeddings see the same inputs; the config's other conditions
+    follow.
+    """
     from matgen.models import ConditionSpec
 
-    specs = []
+    old = {s.name: s for s in inherited}
+    specs = list(inherited)
     for p in cfg.conditions.properties:
-        st = stats["conditions"][p if isinstance(p, str) else p.name]
+        name = p if isinstance(p, str) else p.name
+        if name in old:
+            continue
+        st = stats["conditions"][name]
         if isinstance(p, str):
             specs.append(ConditionSpec(name=p, mean=st["mean"], std=st["std"]))
         elif p.kind == "scalar" and not ({"mean", "std"} & p.model_fields_set):
@@ -109,14 +125,37 @@ def condition_specs(cfg: TrainConfig, stats: dict) -> list:
     return specs
 
 
-def build_components(cfg: TrainConfig, stats: dict) -> tuple[nn.Module, Any]:
+def inherited_conditions(path: str | Path) -> tuple[list[Any], dict[str, dict]]:
+    """The conditions of checkpoint ``path``: its denoiser's ``ConditionSpec`` list
+    (``model.json`` -> ``denoiser.conditions``) and their label statistics
+    (``metadata.conditions``: mean, std, count, min, max; mean / std from the spec where the
+    metadata lacks an entry)."""
+    from matgen.models import ConditionSpec
+
+    folder = resolve_checkpoint(path)
+    raw = json.loads((folder / "model.json").read_text())
+    specs = [ConditionSpec(**c) for c in ((raw.get("denoiser") or {}).get("conditions") or [])]
+    meta = (raw.get("metadata") or {}).get("conditions") or {}
+    stats = {}
+    for sp in specs:
+        st = dict(meta.get(sp.name) or {})
+        st.setdefault("mean", sp.mean)
+        st.setdefault("std", sp.std)
+        stats[sp.name] = st
+    return specs, stats
+
+
+def build_components(
+    cfg: TrainConfig, stats: dict, inherited: Sequence[Any] = ()
+) -> tuple[nn.Module, Any]:
     """The denoiser and diffusion described by ``cfg`` for data with ``stats``
     (:func:`matgen.training.dataset_stats`): conditions and the lattice prior's density come
-    from the data."""
+    from the data; ``inherited`` conditions (see :func:`condition_specs`) are added."""
     from matgen.diffusion import DatasetStats
     from matgen.models import build_denoiser
 
-    model_cfg = cfg.model.model_copy(update={"conditions": condition_specs(cfg, stats)})
+    specs = condition_specs(cfg, stats, inherited)
+    model_cfg = cfg.model.model_copy(update={"conditions": specs})
     diff_stats = DatasetStats(
         mean_volume_per_atom=stats["mean_volume_per_atom"],
         num_atoms_counts={int(k): int(v) for k, v in stats["num_atoms_hist"].items()},
@@ -223,14 +262,36 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def load_init_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
     """Load a checkpoint's (EMA) weights into ``model`` for fine-tuning.
 
-    Non-strict: parameters absent from the checkpoint (new condition embeddings, adapters) keep
-    their fresh initialisation, and tensors whose shape changed are skipped.
+    Only the condition embeddings (``cond.*``) may differ: their tensors absent from the
+    checkpoint (new conditions) keep their fresh (zero-output) initialisation, and checkpoint
+    condition tensors the model lacks or whose shape changed are skipped. Every other tensor
+    must be present with the same shape in both.
 
     Returns:
         ``(missing, skipped)``: parameter names not loaded, and checkpoint names ignored.
+
+    Raises:
+        InitMismatchError: (one line) a tensor outside ``cond.`` is missing or differs in
+            shape, e.g. a checkpoint of another model size; nothing is loaded.
     """
     state = read_weights(resolve_checkpoint(path))
     own = model.state_dict()
+    bad = []
+    for k in sorted(set(own) | set(state)):
+        if k.startswith("cond."):
+            continue
+        if k not in state:
+            bad.append(f"{k} missing from the checkpoint")
+        elif k not in own:
+            bad.append(f"{k} not in the model")
+        elif own[k].shape != state[k].shape:
+            bad.append(f"{k} is {tuple(state[k].shape)} in the checkpoint, "
+                       f"{tuple(own[k].shape)} in the model")
+    if bad:
+        raise InitMismatchError(
+            f"--init {path}: the checkpoint does not fit the config's model ({len(bad)} "
+            f"tensors differ, e.g. {bad[0]}); use the pretrained model's `model` settings"
+        )
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(state) - set(usable))
     model.load_state_dict(usable, strict=False)
@@ -413,8 +474,21 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
     # -------------------------------------------------------------- data
     train_split = cfg.data.train_split
     source, data_desc = _load_source(cfg, data, train_split)
-    names = cfg.conditions.names
-    stats = dataset_stats(source, names)
+    # fine-tuning keeps the pretrained conditions (their specs and label stats) so the model
+    # starts exactly as the checkpoint; a resumed fine-tuning run recorded them
+    inherited, inherited_stats = [], {}
+    if start_ckpt is not None:
+        rec = read_metadata(start_ckpt).get("inherited_conditions") or {}
+        inherited_stats = dict(rec.get("stats") or {})
+        if rec.get("specs"):
+            from matgen.models import ConditionSpec
+
+            inherited = [ConditionSpec(**c) for c in rec["specs"]]
+    elif init is not None:
+        inherited, inherited_stats = inherited_conditions(init)
+    old_names = [sp.name for sp in inherited]
+    names = old_names + [n for n in cfg.conditions.names if n not in old_names]
+    stats = dataset_stats(source, names, optional=set(old_names))
     if data_desc.get("sha256") is None:
         data_desc["sha256"] = content_sha256(source)
     data_desc["num_crystals"] = len(source)
@@ -432,7 +506,7 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
     # -------------------------------------------------------------- model
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     if denoiser is None or diffusion is None:
-        built_model, built_diff = build_components(cfg, stats)
+        built_model, built_diff = build_components(cfg, stats, inherited)
         denoiser = denoiser if denoiser is not None else built_model
         diffusion = diffusion if diffusion is not None else built_diff
     model = denoiser.to(info.device)
@@ -504,7 +578,10 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
         "task": cfg.task,
         "diffusion": cfg.diffusion.model_dump(mode="json"),
         "stats": diff_stats.model_dump(mode="json") if hasattr(diff_stats, "model_dump") else None,
-        "conditions": {n: stats["conditions"][n] for n in names},
+        "conditions": {n: inherited_stats[n] if n in inherited_stats
+                       else stats["conditions"][n] for n in names},
+        "inherited_conditions": {"specs": [sp.model_dump(mode="json") for sp in inherited],
+                                 "stats": inherited_stats} if inherited else None,
         "cond_drop_prob": cfg.conditions.drop_prob,
         "dataset": data_desc,
         "dataset_stats": stats,

@@ -169,14 +169,23 @@ def test_both_tasks_alternate_and_init_loads_weights(tmp_path):
     diff = TinyDiffusion()
     _run(tmp_path / "a", cfg=_cfg(task="both", max_steps=4), diffusion=diff)
     assert diff.tasks == ["csp", "gen", "csp", "gen"]
-    # fine-tune: a model with an extra condition input gets the matching tensors
-    model = TinyDenoiser(conditions=("band_gap",))
-    res = _run(tmp_path / "b", cfg=_cfg(max_steps=1), denoiser=model,
-               init=tmp_path / "a" / "checkpoints" / "last")
-    assert res.step == 1
+    # fine-tune: the same network loads every tensor and trains
     from matgen.training import load_init_weights
+    from matgen.training._loop import InitMismatchError
 
+    ckpt = tmp_path / "a" / "checkpoints" / "last"
+    same = TinyDenoiser(conditions=("band_gap",))
+    missing, skipped = load_init_weights(same, ckpt)
+    assert missing == [] and skipped == []
+    res = _run(tmp_path / "b", cfg=_cfg(max_steps=1), denoiser=same, init=ckpt)
+    assert res.step == 1
+    # a tensor outside the condition embeddings (`cond.`) that changed shape (this stand-in
+    # feeds conditions into `inp`) is a usage error, not a silent fresh start
+    with pytest.raises(InitMismatchError, match=r"inp\.weight"):
+        _run(tmp_path / "c", cfg=_cfg(max_steps=1), denoiser=TinyDenoiser(),
+             init=ckpt)
     fresh = TinyDenoiser(hidden=16, conditions=("band_gap", "e_above_hull"))
-    missing, skipped = load_init_weights(fresh, tmp_path / "a" / "checkpoints" / "last")
-    assert "inp.weight" in missing and "inp.weight" in skipped
-    assert "embed.weight" not in missing
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(InitMismatchError, match="does not fit"):
+        load_init_weights(fresh, ckpt)
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())  # untouched
