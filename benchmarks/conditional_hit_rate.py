@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=40, help="samples per window and strategy")
     ap.add_argument("--num-uncond", type=int, default=None, help="default: 2 x --num")
     ap.add_argument("--guidance", type=float, default=2.0)
-    ap.add_argument("--sampler", default="fast", choices=["fast", "pc"])
+    ap.add_argument("--sampler", default="fast", choices=["fast", "pc", "consistency"])
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--chemsys", default="Li-Fe-O")
     ap.add_argument("--batch-size", type=int, default=40)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from matgen.data import load_dataset
-from matgen.diffusion import sample, sample_fast
+from matgen.diffusion import sample, sample_consistency, sample_fast
 from matgen.training import TrainConfig, load_for_sampling, train
 
 
@@ -85,7 +85,7 @@ def bench_sampling(checkpoint: str, n: int, variants: list[tuple[str, int]], see
     ref = test.batch(idx).to(device)
     out = []
     for name, steps in variants:
-        fn = sample if name == "pc" else sample_fast
+        fn = {"pc": sample, "fast": sample_fast, "consistency": sample_consistency}[name]
         g = torch.Generator(device=device).manual_seed(seed)
         with torch.no_grad():
             fn(model, diffusion, ref.num_atoms[:8], ref.atomic_numbers[: int(ref.num_atoms[:8].sum())],

@@ -162,7 +162,8 @@ class ModelGenerator:
         checkpoint: checkpoint folder, its ``model.safetensors``, or a run dir.
         steps: sampler steps (None: the sampler's default).
         guidance: classifier-free guidance scale (1 = none).
-        sampler: ``fast`` (few-step) or ``pc`` (predictor-corrector).
+        sampler: ``fast`` (few-step), ``pc`` (predictor-corrector) or ``consistency`` (a
+            distilled checkpoint).
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
         batch_size: crystals per denoiser batch.
 

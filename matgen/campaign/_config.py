@@ -59,7 +59,7 @@ class GeneratorConfig(_Frozen):
     kind: Literal["model", "dataset"] = "model"
     checkpoint: str | None = None
     steps: int | None = 50
-    sampler: Literal["fast", "pc"] = "fast"
+    sampler: Literal["fast", "pc", "consistency"] = "fast"
     guidance: float = 2.0
     chemsys: list[str] = Field(default_factory=list)
     conditions: dict[str, float] = Field(default_factory=dict)

@@ -29,6 +29,7 @@ class Task(str, Enum):
 class Sampler(str, Enum):
     pc = "pc"
     fast = "fast"
+    consistency = "consistency"
 
 
 def _fail(msg: str, code: int) -> None:
@@ -83,11 +84,15 @@ def sample(
     ] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 1.0,
     steps: Annotated[
-        int | None, typer.Option(min=1, help="Sampler steps (default 1000 pc, 50 fast).")
+        int | None, typer.Option(min=1, help="Sampler steps (default 1000 pc, 50 fast, "
+                                 "2 consistency).")
     ] = None,
     sampler: Annotated[
-        Sampler, typer.Option(help="pc (predictor-corrector) or fast (few-step ODE/DDIM).")
-    ] = Sampler.pc,
+        Sampler | None,
+        typer.Option(help="pc (predictor-corrector), fast (few-step ODE/DDIM) or consistency "
+                     "(1-4 steps, a distilled checkpoint); default: consistency for a "
+                     "distilled checkpoint, else pc."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Crystals per batch.")] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -124,7 +129,7 @@ def sample(
             out, checkpoint, num, task=task.value, compositions=formulas,
             compositions_from=compositions_from, formula_units=_formula_units(formula_units),
             chemsys=chemsys, conditions=condition, guidance=guidance, steps=steps,
-            sampler=sampler.value, seed=seed, batch_size=batch_size, device=device,
+            sampler=sampler.value if sampler is not None else "auto", seed=seed, batch_size=batch_size, device=device,
             progress=progress, log=lambda m: _err.print(escape(m)),
         )
     except SampleInputError as e:

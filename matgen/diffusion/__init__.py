@@ -6,11 +6,19 @@ Public API:
     TorusProcess, LatticeProcess, MaskedTypeProcess: the per-field processes.
     sample: predictor-corrector sampler (CSP or de novo); sample_fast: few-step ODE/DDIM sampler.
     combine_guidance, guided_call, unconditional: classifier-free guidance helpers.
+    ConsistencyDistillation, sample_consistency, consistency_readout, consistency_times:
+        few-step sampling from a consistency-distilled denoiser and the distillation loss.
 """
 
 from __future__ import annotations
 
 from matgen.diffusion._config import DatasetStats, DiffusionConfig
+from matgen.diffusion._consistency import (
+    ConsistencyDistillation,
+    consistency_readout,
+    consistency_times,
+    sample_consistency,
+)
 from matgen.diffusion._crystal import CrystalDiffusion, Denoiser, build_diffusion
 from matgen.diffusion._processes import LatticeProcess, MaskedTypeProcess, TorusProcess, wrap01
 from matgen.diffusion._sampling import (
@@ -22,6 +30,7 @@ from matgen.diffusion._sampling import (
 )
 
 __all__ = [
+    "ConsistencyDistillation",
     "CrystalDiffusion",
     "DatasetStats",
     "Denoiser",
@@ -31,8 +40,11 @@ __all__ = [
     "TorusProcess",
     "build_diffusion",
     "combine_guidance",
+    "consistency_readout",
+    "consistency_times",
     "guided_call",
     "sample",
+    "sample_consistency",
     "sample_fast",
     "unconditional",
     "wrap01",

@@ -79,6 +79,28 @@ class OptimConfig(_Strict):
     grad_clip: float | None = 1.0
 
 
+class DistillConfig(_Strict):
+    """Consistency distillation of a trained model into a few-step sampler
+    (:class:`matgen.diffusion.ConsistencyDistillation`).
+
+    The student has the teacher's architecture and starts from its weights (``--init`` is
+    implied); ``model`` and ``diffusion`` of the config must describe the teacher.
+
+    Attributes:
+        teacher: the teacher checkpoint (folder or ``model.safetensors``), or ``default`` for
+            the shipped default model.
+        intervals: N, pieces of ``[t_min, 1]`` the teacher's probability-flow ODE is cut into.
+        coord_scale: fractional-coordinate differences are measured in units of this.
+        lattice_scale: lattice differences are measured in units of this times the lattice
+            prior's standard deviation.
+    """
+
+    teacher: str = "default"
+    intervals: int = Field(default=40, ge=1)
+    coord_scale: float = Field(default=0.05, gt=0)
+    lattice_scale: float = Field(default=1.0, gt=0)
+
+
 class TrainConfig(_Strict):
     """Everything a training run needs; ``TrainConfig.from_yaml(path)`` reads one.
 
@@ -105,6 +127,8 @@ class TrainConfig(_Strict):
         num_workers: DataLoader worker processes building batches (0: a background thread).
         max_nonfinite: abort after this many consecutive steps with a non-finite loss or
             gradient (each is skipped).
+        distill: consistency distillation from a teacher checkpoint instead of denoising
+            training (``None``: ordinary training).
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -124,6 +148,7 @@ class TrainConfig(_Strict):
     seed: int = 0
     num_workers: int = Field(default=0, ge=0)
     max_nonfinite: int = Field(default=20, ge=1)
+    distill: DistillConfig | None = None
 
     @model_validator(mode="after")
     def _conditions_in_one_place(self) -> TrainConfig:

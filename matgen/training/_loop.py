@@ -163,6 +163,49 @@ def build_components(
     return build_denoiser(model_cfg), cached_diffusion(cfg.diffusion, diff_stats)
 
 
+def distill_teacher_path(teacher: str) -> Path:
+    """The checkpoint folder a ``distill.teacher`` entry names (``default``: the shipped model)."""
+    from matgen.training._checkpoint import resolve_checkpoint
+    from matgen.training._sampling import DEFAULT_MODEL_DIR
+
+    path = DEFAULT_MODEL_DIR if teacher == "default" else Path(teacher)
+    if not path.exists():
+        raise FileNotFoundError(f"distill.teacher {teacher}: not found")
+    return resolve_checkpoint(path)
+
+
+def build_distillation(cfg: TrainConfig, teacher_path: Path, device: torch.device):
+    """``(ConsistencyDistillation, metadata)`` for ``cfg.distill`` around the teacher checkpoint.
+
+    The student shares the teacher's diffusion (its config and data statistics); a config whose
+    ``diffusion`` section differs from the teacher's is refused.
+    """
+    from matgen.diffusion import ConsistencyDistillation
+    from matgen.models import load_checkpoint
+    from matgen.training._checkpoint import weights_id
+
+    teacher, tmeta = load_checkpoint(teacher_path, device=device)
+    tdiff, tstats = tmeta.get("diffusion"), tmeta.get("stats")
+    if tdiff is None or tstats is None:
+        raise ValueError(f"{teacher_path}: teacher metadata lacks the diffusion config or stats")
+    if tdiff.model_dump() != cfg.diffusion.model_dump():
+        diff = sorted(k for k, v in cfg.diffusion.model_dump().items()
+                      if tdiff.model_dump().get(k) != v)
+        raise InitMismatchError(
+            f"distill: the config's diffusion differs from the teacher's in {diff}; copy the "
+            "teacher's diffusion section"
+        )
+    base = cached_diffusion(tdiff, tstats)
+    d = cfg.distill
+    loss = ConsistencyDistillation(base, teacher, d.intervals, d.coord_scale,
+                                   cfg.diffusion.type_weight, d.lattice_scale)
+    meta = {"method": "consistency-distillation", "teacher": str(teacher_path),
+            "teacher_id": weights_id(teacher_path), "intervals": d.intervals,
+            "coord_scale": d.coord_scale, "lattice_scale": d.lattice_scale,
+            "sampler": "consistency"}
+    return loss, meta
+
+
 _DIFFUSIONS: dict[str, Any] = {}
 
 
@@ -459,6 +502,13 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
     total = cfg.max_steps
     ckpt_root = run_dir / "checkpoints"
 
+    # -------------------------------------------------------------- distillation teacher
+    teacher_path = None
+    if cfg.distill is not None:
+        teacher_path = distill_teacher_path(cfg.distill.teacher)
+        if init is None:
+            init = teacher_path  # the student starts as the teacher
+
     # -------------------------------------------------------------- where do we start
     start_ckpt = None
     if resume:
@@ -515,6 +565,10 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
     if init is not None and start_ckpt is None:
         missing, skipped = load_init_weights(model, init)
         say(f"initialised from {init}: {len(missing)} new tensors, {len(skipped)} skipped")
+    distill_meta = None
+    if teacher_path is not None:
+        diffusion, distill_meta = build_distillation(cfg, teacher_path, info.device)
+        say(f"consistency distillation from {teacher_path} ({cfg.distill.intervals} intervals)")
     ema = EMA(model, cfg.ema_decay)
     optimizer = torch.optim.AdamW(
         _param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas
@@ -587,6 +641,7 @@ def _train(cfg, info, data, run_dir, max_steps, max_time_minutes, resume, init, 
         "dataset_stats": stats,
         "versions": library_versions(),
         "world_size": info.world_size,
+        "distill": distill_meta,
     }
 
     # -------------------------------------------------------------- validation

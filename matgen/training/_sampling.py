@@ -267,7 +267,7 @@ def generate(
     conditions: Sequence[str | ConditionSpec] = (),
     guidance: float = 1.0,
     steps: int | None = None,
-    sampler: Literal["pc", "fast"] = "pc",
+    sampler: Literal["pc", "fast", "consistency", "auto"] = "pc",
     seed: int = 0,
     batch_size: int = 64,
     device: str = "auto",
@@ -289,8 +289,11 @@ def generate(
         conditions: ``KEY=VALUE``, ``KEY=LO:HI``, ``KEY=:HI``, ``KEY=LO:`` targets; a range
             is sampled uniformly per structure (the drawn value is recorded).
         guidance: classifier-free guidance scale (1: plain conditional model).
-        steps: sampler steps (default 1000 for ``pc``, 50 for ``fast``).
-        sampler: ``pc`` predictor-corrector, ``fast`` the few-step deterministic sampler.
+        steps: sampler steps (default 1000 for ``pc``, 50 for ``fast``, 2 for
+            ``consistency``).
+        sampler: ``pc`` predictor-corrector, ``fast`` the few-step deterministic sampler,
+            ``consistency`` the 1-4 step sampler of a consistency-distilled checkpoint,
+            ``auto`` consistency for a distilled checkpoint and pc otherwise.
         seed: base seed.
         batch_size: crystals per denoiser batch.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -302,7 +305,7 @@ def generate(
     ``sampler``, ``steps``, ``guidance``, ``conditions`` (the request, e.g.
     ``band_gap=1:2``), ``target_<name>`` (the value used), ``chemsys``.
     """
-    from matgen.diffusion import sample, sample_fast
+    from matgen.diffusion import sample, sample_consistency, sample_fast
 
     say = log or (lambda _m: None)
     dev = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) else
@@ -329,6 +332,17 @@ def generate(
             raise SampleInputError(
                 f"condition {s.name!r}: the checkpoint was trained on {known or 'no conditions'}"
             )
+    distilled = bool(meta.get("distill"))
+    if sampler == "auto":
+        sampler = "consistency" if distilled else "pc"
+    if sampler == "consistency" and not distilled:
+        raise SampleInputError(
+            "--sampler consistency needs a consistency-distilled checkpoint (made by "
+            "`matgen train` with a `distill` section, e.g. configs/train/distill_mp20.yaml)"
+        )
+    if distilled and sampler != "consistency":
+        say("warning: this checkpoint is consistency-distilled; its outputs are clean-crystal "
+            "read-outs, not scores: use --sampler consistency")
     trained_task = meta.get("task")
     if task == "gen" and trained_task == "csp":
         say("warning: this checkpoint was trained for CSP only; de novo atom types are untrained")
@@ -361,8 +375,8 @@ def generate(
         for s in specs
     }
     cond_text = ";".join(s.describe() for s in specs)
-    n_steps = steps if steps is not None else (1000 if sampler == "pc" else 50)
-    fn = sample if sampler == "pc" else sample_fast
+    n_steps = steps if steps is not None else {"pc": 1000, "fast": 50, "consistency": 2}[sampler]
+    fn = {"pc": sample, "fast": sample_fast, "consistency": sample_consistency}[sampler]
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -374,3 +374,52 @@ def test_torchrun_two_cpu_ranks_real_model(tiny_csv, tmp_path):
         assert p.returncode == 0, p.stderr[-3000:]
     assert "step 4 (from 2)" in p.stdout
     assert (tmp_path / "run" / "checkpoints" / "step_4" / "model.safetensors").is_file()
+
+
+def test_consistency_distillation_train_and_sample(trained, tiny_csv, tmp_path):
+    """`matgen train` with a `distill` section makes a student from the teacher's weights;
+    `matgen sample` picks the consistency sampler for it and refuses it for a plain model."""
+    run, cfg_path = trained
+    teacher = run / "checkpoints" / "last"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["distill"] = {"teacher": str(teacher), "intervals": 4}
+    dcfg = tmp_path / "distill.yaml"
+    dcfg.write_text(yaml.safe_dump(cfg))
+    student = tmp_path / "student"
+    r = runner.invoke(app, ["train", "--config", str(dcfg), "--data", str(tiny_csv), "--out",
+                            str(student), "--max-steps", "2", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "initialised from" in r.output and "consistency distillation" in r.output
+    meta = json.loads((student / "checkpoints" / "last" / "model.json").read_text())["metadata"]
+    assert meta["distill"]["intervals"] == 4 and meta["distill"]["sampler"] == "consistency"
+    tmeta = json.loads((teacher / "model.json").read_text())["metadata"]
+    assert meta["stats"] == tmeta["stats"] and meta["diffusion"] == tmeta["diffusion"]
+    rows = list(csv.DictReader(open(student / "metrics.csv")))  # noqa: SIM115
+    assert all(float(row["loss"]) >= 0 for row in rows)
+
+    for steps in ("1", "2"):
+        out = tmp_path / f"c{steps}.extxyz"
+        r = runner.invoke(app, ["sample", "--checkpoint", str(student / "checkpoints" / "last"),
+                                "--num", "3", "--steps", steps, "--out", str(out),
+                                "--no-progress", "--condition", "band_gap=1.0",
+                                "--guidance", "2"])
+        assert r.exit_code == 0, r.output
+        frames = _frames(out)
+        assert len(frames) == 3
+        assert {f.info["sampler"] for f in frames} == {"consistency"}
+        assert {int(f.info["steps"]) for f in frames} == {int(steps)}
+        assert all(len(f) > 0 and f.get_volume() > 0 for f in frames)
+    r = runner.invoke(app, ["sample", "--checkpoint", str(student / "checkpoints" / "last"),
+                            "--composition", "NaCl", "--out", str(tmp_path / "csp.extxyz"),
+                            "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert [a.symbol for a in _frames(tmp_path / "csp.extxyz")[0]] == ["Na", "Cl"]
+
+    r = runner.invoke(app, ["sample", "--checkpoint", str(teacher), "--sampler", "consistency",
+                            "--out", str(tmp_path / "bad.extxyz"), "--no-progress"])
+    assert r.exit_code == 2 and "consistency-distilled" in r.output
+    cfg["diffusion"] = {"sigma_max": 0.9}
+    dcfg.write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["train", "--config", str(dcfg), "--data", str(tiny_csv), "--out",
+                            str(tmp_path / "s2"), "--max-steps", "1", "--no-progress"])
+    assert r.exit_code == 2 and "sigma_max" in r.output

@@ -1,0 +1,267 @@
+"""Consistency distillation of a trained crystal denoiser into a few-step sampler.
+
+A consistency model maps any point ``x_t`` of a probability-flow ODE trajectory to the
+trajectory's clean end ``x_0`` (Song et al. 2023). Here the student has the teacher's
+architecture and output heads, and its consistency function is read out of them in closed form:
+
+* fractional coordinates (torus): ``f_0 = f_t + sigma(t)^2 * score`` (the Tweedie step of the
+  wrapped-normal process; compared modulo 1);
+* lattice: the clean lattice implied by the predicted noise (the same ``predict_x0`` the DDPM /
+  DDIM steps use, in the frame of the noisy cell's polar rotation), in Å;
+* atom types (de novo): the masked-type logits; they keep their denoising cross-entropy, and the
+  sampler unmasks with them over its few steps.
+
+At ``t = t_min`` both read-outs are the identity up to ``sigma_min^2`` and the clipped DDPM
+inverse, so the boundary condition ``f(x, t_min) = x`` holds by construction, as the skip
+parametrisation of the original paper ensures.
+
+Training (:class:`ConsistencyDistillation`, used by ``matgen train`` when the config has a
+``distill`` section): the interval ``[t_min, 1]`` is cut into ``N`` pieces; per crystal an
+index ``n`` is drawn, the clean crystal is noised to ``t_{n+1}``, one deterministic teacher step
+(probability-flow Euler for the torus, DDIM for the lattice: the teacher's ``sample_fast``) goes
+to ``t_n`` and the loss pulls the student's read-out at ``t_{n+1}`` towards its own (gradient-
+stopped) read-out at ``t_n`` (the stop-gradient target of improved consistency training,
+Song & Dhariwal 2023). At ``n = 0`` the target is the teacher's point itself. Conditions are
+dropped as in the teacher's training, so classifier-free guidance still works per step.
+
+Sampling (:func:`sample_consistency`): read out ``x_0`` at ``t = 1``; for more steps re-noise it
+to the next time of the schedule and read out again (multistep consistency sampling).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from matgen.crystal import CrystalBatch
+from matgen.diffusion._crystal import CrystalDiffusion, Denoiser
+from matgen.diffusion._processes import _randn, wrap01
+from matgen.diffusion._sampling import Callback, _setup, guided_call
+from matgen.nn import DenoiserOutput
+
+
+def _bidx(num_atoms: torch.Tensor) -> torch.Tensor:
+    b = num_atoms.shape[0]
+    return torch.repeat_interleave(
+        torch.arange(b, device=num_atoms.device), num_atoms, output_size=int(num_atoms.sum())
+    )
+
+
+def consistency_readout(
+    diffusion: CrystalDiffusion, state: CrystalBatch, out: DenoiserOutput, t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean crystal ``(f_0 (N, 3) unwrapped, L_0 (B, 3, 3))`` a denoiser output implies.
+
+    Args:
+        diffusion: the process the outputs refer to.
+        state: the noisy crystals the denoiser saw.
+        out: its output (coordinate score, lattice noise residual).
+        t: ``(B,)`` times.
+    """
+    ta = t[_bidx(state.num_atoms)]
+    coords = diffusion.coords
+    sigma2 = (coords.sigma(ta) ** 2).unsqueeze(-1)
+    score = out.coord * torch.sqrt(coords.score_norm(ta)).unsqueeze(-1)
+    f0 = state.frac_coords + sigma2 * score
+    lat = diffusion.lattice
+    pred = out.lattice + lat.skip(state.lattice, t, state.num_atoms)
+    x, c, q = lat._x(state.lattice, state.num_atoms)
+    x0 = lat.predict_x0(x, pred, lat.alpha_bar(t).view(-1, 1, 1))
+    return f0, lat._l(x0, c, q)
+
+
+def _teacher_step(
+    diffusion: CrystalDiffusion, state: CrystalBatch, out: DenoiserOutput, t, s
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One deterministic teacher step ``t -> s`` (``(B,)`` times): PF-ODE Euler and DDIM."""
+    bidx = _bidx(state.num_atoms)
+    f = diffusion.coords.step_deterministic(state.frac_coords, out.coord, t[bidx], s[bidx])
+    lat = diffusion.lattice.step_deterministic(
+        state.lattice, out.lattice, t, s, state.num_atoms
+    )
+    return f, lat
+
+
+class ConsistencyDistillation:
+    """The consistency-distillation loss around a frozen teacher.
+
+    Behaves like a :class:`CrystalDiffusion` for the training loop (``loss``,
+    ``drop_conditions``, ``stats``, ``cfg``, ``to``) and exposes the teacher's processes.
+
+    Args:
+        diffusion: the teacher's diffusion (same config and data statistics as the student's).
+        teacher: the trained denoiser (frozen; kept in eval mode).
+        intervals: ``N``, pieces of ``[t_min, 1]`` the teacher's ODE is discretised into.
+        coord_scale: fractional-coordinate differences are measured in units of this.
+        type_weight: weight of the types' cross-entropy (de novo batches).
+        lattice_scale: lattice differences are measured in units of this times the prior's
+            ``lattice_sigma * c``.
+
+    Distances: fractional coordinates modulo 1 in units of ``coord_scale``; lattices in units
+    of ``lattice_scale * lattice_sigma * c``, weighted by ``abar(t)``.
+    """
+
+    def __init__(
+        self,
+        diffusion: CrystalDiffusion,
+        teacher: torch.nn.Module,
+        intervals: int = 40,
+        coord_scale: float = 0.05,
+        type_weight: float = 1.0,
+        lattice_scale: float = 1.0,
+    ) -> None:
+        if intervals < 1:
+            raise ValueError("intervals must be >= 1")
+        self.base, self.teacher = diffusion, teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.intervals, self.coord_scale, self.type_weight = intervals, coord_scale, type_weight
+        self.lattice_scale = lattice_scale
+        self.cfg, self.stats = diffusion.cfg, diffusion.stats
+        self.coords, self.lattice, self.types = diffusion.coords, diffusion.lattice, diffusion.types
+
+    def to(self, device) -> ConsistencyDistillation:
+        self.teacher.to(device)
+        return self
+
+    def drop_conditions(self, cond, p, generator=None):
+        return self.base.drop_conditions(cond, p, generator)
+
+    def grid(self, like: torch.Tensor) -> torch.Tensor:
+        """``(N + 1,)`` times ``t_0 = t_min < ... < t_N = 1``."""
+        tmin = self.cfg.t_min
+        k = torch.arange(self.intervals + 1, device=like.device, dtype=like.dtype)
+        return tmin + (1 - tmin) * k / self.intervals
+
+    def loss(
+        self,
+        denoiser: Denoiser,
+        batch: CrystalBatch,
+        cond: dict[str, torch.Tensor] | None = None,
+        task: Literal["csp", "gen"] = "csp",
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Consistency loss of one batch; logs ``loss``, ``loss_coord``, ``loss_lattice``,
+        ``loss_type``."""
+        if task not in ("csp", "gen"):
+            raise ValueError(f"task must be 'csp' or 'gen', got {task!r}")
+        dev, dt = batch.frac_coords.device, batch.frac_coords.dtype
+        b = batch.num_crystals
+        bidx = _bidx(batch.num_atoms)
+        gdev = generator.device if generator is not None else dev
+        n = torch.randint(0, self.intervals, (b,), generator=generator, device=gdev).to(dev)
+        grid = self.grid(torch.empty(0, device=dev, dtype=dt))
+        t, s = grid[n + 1], grid[n]
+        ta = t[bidx]
+        ft, _ = self.coords.add_noise(batch.frac_coords, ta, generator)
+        lt, _ = self.lattice.add_noise(batch.lattice, t, batch.num_atoms, generator)
+        if task == "gen":
+            zt, masked = self.types.add_noise(batch.atomic_numbers, ta, generator)
+        else:
+            zt, masked = batch.atomic_numbers, None
+        noisy = CrystalBatch(atomic_numbers=zt, frac_coords=ft, lattice=lt,
+                             num_atoms=batch.num_atoms, ids=list(batch.ids))
+        cond = self.drop_conditions(cond, self.cfg.cond_dropout, generator)
+        with torch.no_grad():
+            fs, ls = _teacher_step(self, noisy, self.teacher(noisy, t, cond), t, s)
+            at_s = CrystalBatch(atomic_numbers=zt, frac_coords=fs, lattice=ls,
+                                num_atoms=batch.num_atoms, ids=list(batch.ids))
+            f_tgt, l_tgt = consistency_readout(self, at_s, denoiser(at_s, s, cond), s)
+            boundary = n == 0
+            f_tgt = torch.where(boundary[bidx].unsqueeze(-1), fs, f_tgt).float()
+            l_tgt = torch.where(boundary.view(-1, 1, 1), ls, l_tgt).float()
+        out = denoiser(noisy, t, cond)
+        f_pred, l_pred = consistency_readout(self, noisy, out, t)
+        d = f_pred.float() - f_tgt
+        d = d - torch.round(d)
+        l_coord = (d / self.coord_scale).pow(2).mean()
+        c = self.lattice.scale(batch.num_atoms, l_pred).view(-1, 1, 1).float()
+        # weight abar(t) = 1 / (1 + sigma_VE(t)^2): the read-out from the noise prediction
+        # amplifies errors by 1 / sqrt(abar) near t = 1 (consistency models' 1 / (sigma^2 +
+        # sigma_data^2) weighting with the normalised lattice's unit data scale)
+        w = self.lattice.alpha_bar(t).view(-1, 1, 1).float()
+        unit = self.lattice_scale * self.cfg.lattice_sigma * c
+        l_lat = (w * ((l_pred.float() - l_tgt) / unit).pow(2)).mean()
+        loss = self.cfg.coord_weight * l_coord + self.cfg.lattice_weight * l_lat
+        if masked is not None:
+            l_type = self.types.loss(out.type_logits, batch.atomic_numbers, masked)
+            loss = loss + self.type_weight * l_type
+        else:
+            l_type = torch.zeros_like(l_coord)
+            loss = loss + 0.0 * out.type_logits.sum()
+        vals = torch.stack([loss, l_coord, l_lat, l_type]).detach().float().cpu().tolist()
+        return loss, dict(zip(["loss", "loss_coord", "loss_lattice", "loss_type"], vals,
+                              strict=True))
+
+
+def consistency_times(steps: int) -> list[float]:
+    """Times the multistep sampler reads out at: ``1, 1 - 1/steps, ..., 1/steps``."""
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    return [1.0 - i / steps for i in range(steps)]
+
+
+def sample_consistency(
+    denoiser: Denoiser,
+    diffusion: CrystalDiffusion,
+    num_atoms: torch.Tensor,
+    atomic_numbers: torch.Tensor | None = None,
+    steps: int = 2,
+    cond: dict[str, torch.Tensor] | None = None,
+    guidance: float = 1.0,
+    generator: torch.Generator | None = None,
+    type_mask: torch.Tensor | None = None,
+    callback: Callback | None = None,
+    times: list[float] | None = None,
+) -> CrystalBatch:
+    """Multistep consistency sampling with a distilled denoiser (CSP or de novo).
+
+    Step ``i`` evaluates the (guided) student at ``times[i]``, reads out the clean coordinates
+    and lattice (:func:`consistency_readout`), unmasks de novo types between ``times[i]`` and
+    the next time (all of them at the last step), and, unless it is the last step, re-noises the
+    read-out to the next time with the forward processes. Cost: ``steps`` denoiser calls (twice
+    that with guidance). Arguments as :func:`matgen.diffusion.sample`; ``times`` overrides
+    :func:`consistency_times`.
+    """
+    times = list(times) if times is not None else consistency_times(steps)
+    device, dtype, num_atoms, atomic_numbers = _setup(
+        denoiser, num_atoms, atomic_numbers, generator
+    )
+    if cond is not None:
+        cond = {k: torch.as_tensor(v, device=device, dtype=torch.float32).reshape(-1)
+                for k, v in cond.items()}
+    like = torch.empty(0, device=device, dtype=dtype)
+    b, n = num_atoms.shape[0], int(num_atoms.sum())
+    bidx = _bidx(num_atoms)
+    de_novo = atomic_numbers is None
+    f = diffusion.coords.prior(n, like, generator)
+    lat = diffusion.lattice.prior(num_atoms, like, generator)
+    z = diffusion.types.prior(n, device) if de_novo else atomic_numbers
+    ids = [f"sample-{i}" for i in range(b)]
+    with torch.no_grad():
+        for i, tv in enumerate(times):
+            last = i == len(times) - 1
+            t = torch.full((b,), tv, device=device, dtype=dtype)
+            state = CrystalBatch(atomic_numbers=z, frac_coords=f, lattice=lat,
+                                 num_atoms=num_atoms, ids=ids)
+            out = guided_call(denoiser, state, t, cond, guidance)
+            f0, l0 = consistency_readout(diffusion, state, out, t)
+            sv = 0.0 if last else times[i + 1]
+            s = torch.full((b,), sv, device=device, dtype=dtype)
+            if de_novo:
+                z = diffusion.types.step(z, out.type_logits, t[bidx], s[bidx], generator,
+                                         type_mask)
+            if last:
+                f, lat = wrap01(f0), l0
+            else:
+                sig = diffusion.coords.sigma(s[bidx]).unsqueeze(-1)
+                f = wrap01(f0 + sig * _randn(f0.shape, f0, generator))
+                lat, _ = diffusion.lattice.add_noise(l0, s, num_atoms, generator)
+            if callback is not None:
+                callback(i + 1, len(times), CrystalBatch(
+                    atomic_numbers=z, frac_coords=wrap01(f), lattice=lat, num_atoms=num_atoms,
+                    ids=ids))
+    props = {} if cond is None else {k: v.to(dtype) for k, v in cond.items()}
+    return CrystalBatch(atomic_numbers=z, frac_coords=f, lattice=lat, num_atoms=num_atoms,
+                        properties=props, ids=ids)
