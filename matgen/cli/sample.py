@@ -91,7 +91,7 @@ def sample(
         Sampler | None,
         typer.Option(help="pc (predictor-corrector), fast (few-step ODE/DDIM) or consistency "
                      "(1-4 steps, a distilled checkpoint); default: consistency for a "
-                     "distilled checkpoint, else pc."),
+                     "distilled checkpoint, fast on CPU without --steps, else pc."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Crystals per batch.")] = 64,

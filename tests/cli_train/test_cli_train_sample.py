@@ -423,3 +423,19 @@ def test_consistency_distillation_train_and_sample(trained, tiny_csv, tmp_path):
     r = runner.invoke(app, ["train", "--config", str(dcfg), "--data", str(tiny_csv), "--out",
                             str(tmp_path / "s2"), "--max-steps", "1", "--no-progress"])
     assert r.exit_code == 2 and "sigma_max" in r.output
+
+
+def test_cpu_default_sampler_is_fast_and_says_so(trained, tmp_path):
+    run, _ = trained
+    ck = str(run / "checkpoints" / "last")
+    out = tmp_path / "d.extxyz"
+    r = runner.invoke(app, ["sample", "--checkpoint", ck, "--num", "2", "--out", str(out),
+                            "--no-progress", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "default sampler is fast" in r.output
+    assert {(f.info["sampler"], int(f.info["steps"])) for f in _frames(out)} == {("fast", 50)}
+    # an explicit step count keeps the predictor-corrector
+    r = runner.invoke(app, ["sample", "--checkpoint", ck, "--num", "2", "--steps", "3", "--out",
+                            str(out), "--no-progress", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert {(f.info["sampler"], int(f.info["steps"])) for f in _frames(out)} == {("pc", 3)}
