@@ -37,15 +37,8 @@ import torch
 from matgen.crystal import CrystalBatch
 from matgen.diffusion._crystal import CrystalDiffusion, Denoiser
 from matgen.diffusion._processes import _randn, wrap01
-from matgen.diffusion._sampling import Callback, _setup, guided_call
+from matgen.diffusion._sampling import Callback, _start, guided_call
 from matgen.nn import DenoiserOutput
-
-
-def _bidx(num_atoms: torch.Tensor) -> torch.Tensor:
-    b = num_atoms.shape[0]
-    return torch.repeat_interleave(
-        torch.arange(b, device=num_atoms.device), num_atoms, output_size=int(num_atoms.sum())
-    )
 
 
 def consistency_readout(
@@ -59,7 +52,7 @@ def consistency_readout(
         out: its output (coordinate score, lattice noise residual).
         t: ``(B,)`` times.
     """
-    ta = t[_bidx(state.num_atoms)]
+    ta = t[state.batch]
     coords = diffusion.coords
     sigma2 = (coords.sigma(ta) ** 2).unsqueeze(-1)
     score = out.coord * torch.sqrt(coords.score_norm(ta)).unsqueeze(-1)
@@ -75,7 +68,7 @@ def _teacher_step(
     diffusion: CrystalDiffusion, state: CrystalBatch, out: DenoiserOutput, t, s
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One deterministic teacher step ``t -> s`` (``(B,)`` times): PF-ODE Euler and DDIM."""
-    bidx = _bidx(state.num_atoms)
+    bidx = state.batch
     f = diffusion.coords.step_deterministic(state.frac_coords, out.coord, t[bidx], s[bidx])
     lat = diffusion.lattice.step_deterministic(
         state.lattice, out.lattice, t, s, state.num_atoms
@@ -147,21 +140,13 @@ class ConsistencyDistillation:
         if task not in ("csp", "gen"):
             raise ValueError(f"task must be 'csp' or 'gen', got {task!r}")
         dev, dt = batch.frac_coords.device, batch.frac_coords.dtype
-        b = batch.num_crystals
-        bidx = _bidx(batch.num_atoms)
         gdev = generator.device if generator is not None else dev
-        n = torch.randint(0, self.intervals, (b,), generator=generator, device=gdev).to(dev)
+        n = torch.randint(0, self.intervals, (batch.num_crystals,), generator=generator,
+                          device=gdev).to(dev)
         grid = self.grid(torch.empty(0, device=dev, dtype=dt))
         t, s = grid[n + 1], grid[n]
-        ta = t[bidx]
-        ft, _ = self.coords.add_noise(batch.frac_coords, ta, generator)
-        lt, _ = self.lattice.add_noise(batch.lattice, t, batch.num_atoms, generator)
-        if task == "gen":
-            zt, masked = self.types.add_noise(batch.atomic_numbers, ta, generator)
-        else:
-            zt, masked = batch.atomic_numbers, None
-        noisy = CrystalBatch(atomic_numbers=zt, frac_coords=ft, lattice=lt,
-                             num_atoms=batch.num_atoms, ids=list(batch.ids))
+        noisy, _, _, masked = self.base.noise(batch, t, task, generator)
+        bidx, zt = noisy.batch, noisy.atomic_numbers
         cond = self.drop_conditions(cond, self.cfg.cond_dropout, generator)
         with torch.no_grad():
             fs, ls = _teacher_step(self, noisy, self.teacher(noisy, t, cond), t, s)
@@ -225,19 +210,11 @@ def sample_consistency(
     :func:`consistency_times`.
     """
     times = list(times) if times is not None else consistency_times(steps)
-    device, dtype, num_atoms, atomic_numbers = _setup(
-        denoiser, num_atoms, atomic_numbers, generator
-    )
-    if cond is not None:
-        cond = {k: torch.as_tensor(v, device=device, dtype=torch.float32).reshape(-1)
-                for k, v in cond.items()}
-    like = torch.empty(0, device=device, dtype=dtype)
-    b, n = num_atoms.shape[0], int(num_atoms.sum())
-    bidx = _bidx(num_atoms)
     de_novo = atomic_numbers is None
-    f = diffusion.coords.prior(n, like, generator)
-    lat = diffusion.lattice.prior(num_atoms, like, generator)
-    z = diffusion.types.prior(n, device) if de_novo else atomic_numbers
+    device, dtype, num_atoms, cond, bidx, f, lat, z = _start(
+        denoiser, diffusion, num_atoms, atomic_numbers, cond, generator
+    )
+    b = num_atoms.shape[0]
     ids = [f"sample-{i}" for i in range(b)]
     with torch.no_grad():
         for i, tv in enumerate(times):

@@ -45,6 +45,34 @@ class CrystalDiffusion:
             out[k] = torch.where(u < p, torch.full_like(v, float("nan")), v.to(torch.float32))
         return out
 
+    def noise(
+        self,
+        batch: CrystalBatch,
+        t: torch.Tensor,
+        task: Literal["csp", "gen"],
+        generator: torch.Generator | None = None,
+    ) -> tuple[CrystalBatch, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Noise the clean ``batch`` to per-crystal times ``t (B,)`` (types only for ``gen``).
+
+        Returns:
+            ``(noisy batch, coordinate target, lattice target, masked)``; ``masked`` (N,) bool
+            marks the masked types (``None`` in CSP, where types stay fixed).
+        """
+        bidx = torch.repeat_interleave(
+            torch.arange(batch.num_crystals, device=t.device), batch.num_atoms,
+            output_size=batch.frac_coords.shape[0],
+        )
+        ta = t[bidx]
+        ft, coord_target = self.coords.add_noise(batch.frac_coords, ta, generator)
+        lt, lat_target = self.lattice.add_noise(batch.lattice, t, batch.num_atoms, generator)
+        if task == "gen":
+            zt, masked = self.types.add_noise(batch.atomic_numbers, ta, generator)
+        else:
+            zt, masked = batch.atomic_numbers, None
+        noisy = CrystalBatch(atomic_numbers=zt, frac_coords=ft, lattice=lt,
+                             num_atoms=batch.num_atoms, ids=list(batch.ids))
+        return noisy, coord_target, lat_target, masked
+
     def loss(
         self,
         denoiser: Denoiser,
@@ -74,27 +102,10 @@ class CrystalDiffusion:
         if task not in ("csp", "gen"):
             raise ValueError(f"task must be 'csp' or 'gen', got {task!r}")
         dev, dt = batch.frac_coords.device, batch.frac_coords.dtype
-        b = batch.num_crystals
-        bidx = torch.repeat_interleave(
-            torch.arange(b, device=dev), batch.num_atoms, output_size=batch.frac_coords.shape[0]
-        )
         gdev = generator.device if generator is not None else dev
-        t = torch.rand(b, generator=generator, device=gdev, dtype=dt).to(dev)
+        t = torch.rand(batch.num_crystals, generator=generator, device=gdev, dtype=dt).to(dev)
         t = self.cfg.t_min + (1 - self.cfg.t_min) * t
-        ta = t[bidx]
-        ft, coord_target = self.coords.add_noise(batch.frac_coords, ta, generator)
-        lt, lat_target = self.lattice.add_noise(batch.lattice, t, batch.num_atoms, generator)
-        if task == "gen":
-            zt, masked = self.types.add_noise(batch.atomic_numbers, ta, generator)
-        else:
-            zt, masked = batch.atomic_numbers, None
-        noisy = CrystalBatch(
-            atomic_numbers=zt,
-            frac_coords=ft,
-            lattice=lt,
-            num_atoms=batch.num_atoms,
-            ids=list(batch.ids),
-        )
+        noisy, coord_target, lat_target, masked = self.noise(batch, t, task, generator)
         cond = self.drop_conditions(cond, self.cfg.cond_dropout, generator)
         out = denoiser(noisy, t, cond)
         l_coord = self.coords.loss(out.coord, coord_target)

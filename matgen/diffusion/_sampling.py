@@ -90,6 +90,27 @@ def _setup(denoiser, num_atoms, atomic_numbers, generator):
     return device, dtype, num_atoms, atomic_numbers
 
 
+def _start(denoiser, diffusion, num_atoms, atomic_numbers, cond, generator):
+    """Everything a sampler starts from: ``(device, dtype, num_atoms, cond, bidx, f, lat, z)``
+    with conditions as float32 ``(B,)`` tensors on the model's device, the per-atom crystal
+    index and the prior coordinates, lattices and types (all masked de novo, else the given)."""
+    device, dtype, num_atoms, atomic_numbers = _setup(
+        denoiser, num_atoms, atomic_numbers, generator
+    )
+    if cond is not None:
+        cond = {
+            k: torch.as_tensor(v, device=device, dtype=torch.float32).reshape(-1)
+            for k, v in cond.items()
+        }
+    like = torch.empty(0, device=device, dtype=dtype)
+    b, n = num_atoms.shape[0], int(num_atoms.sum())
+    bidx = torch.repeat_interleave(torch.arange(b, device=device), num_atoms, output_size=n)
+    f = diffusion.coords.prior(n, like, generator)
+    lat = diffusion.lattice.prior(num_atoms, like, generator)
+    z = diffusion.types.prior(n, device) if atomic_numbers is None else atomic_numbers
+    return device, dtype, num_atoms, cond, bidx, f, lat, z
+
+
 def _run(
     denoiser,
     diffusion,
@@ -106,22 +127,11 @@ def _run(
 ) -> CrystalBatch:
     if steps < 1:
         raise ValueError("steps must be >= 1")
-    device, dtype, num_atoms, atomic_numbers = _setup(
-        denoiser, num_atoms, atomic_numbers, generator
-    )
-    if cond is not None:
-        cond = {
-            k: torch.as_tensor(v, device=device, dtype=torch.float32).reshape(-1)
-            for k, v in cond.items()
-        }
-    like = torch.empty(0, device=device, dtype=dtype)
-    b, n = num_atoms.shape[0], int(num_atoms.sum())
-    bidx = torch.repeat_interleave(torch.arange(b, device=device), num_atoms, output_size=n)
-    cfg = diffusion.cfg
     de_novo = atomic_numbers is None
-    f = diffusion.coords.prior(n, like, generator)
-    lat = diffusion.lattice.prior(num_atoms, like, generator)
-    z = diffusion.types.prior(n, device) if de_novo else atomic_numbers
+    device, dtype, num_atoms, cond, bidx, f, lat, z = _start(
+        denoiser, diffusion, num_atoms, atomic_numbers, cond, generator
+    )
+    b, cfg = num_atoms.shape[0], diffusion.cfg
     times = torch.linspace(1.0, cfg.t_min, steps + 1, dtype=torch.float64).tolist()
     ids = [f"sample-{i}" for i in range(b)]
 

@@ -29,6 +29,7 @@ from matgen.training._checkpoint import (
     resolve_checkpoint,
     save_run_checkpoint,
     step_checkpoints,
+    weights_id,
 )
 from matgen.training._conditions import training_conditions
 from matgen.training._config import TrainConfig
@@ -165,8 +166,7 @@ def build_components(
 
 def distill_teacher_path(teacher: str) -> Path:
     """The checkpoint folder a ``distill.teacher`` entry names (``default``: the shipped model)."""
-    from matgen.training._checkpoint import resolve_checkpoint
-    from matgen.training._sampling import DEFAULT_MODEL_DIR
+    from matgen.training._sampling import DEFAULT_MODEL_DIR  # _sampling imports this module
 
     path = DEFAULT_MODEL_DIR if teacher == "default" else Path(teacher)
     if not path.exists():
@@ -182,7 +182,6 @@ def build_distillation(cfg: TrainConfig, teacher_path: Path, device: torch.devic
     """
     from matgen.diffusion import ConsistencyDistillation
     from matgen.models import load_checkpoint
-    from matgen.training._checkpoint import weights_id
 
     teacher, tmeta = load_checkpoint(teacher_path, device=device)
     tdiff, tstats = tmeta.get("diffusion"), tmeta.get("stats")
