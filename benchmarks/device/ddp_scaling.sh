@@ -7,11 +7,7 @@ set -u
 W=${W:-/tmp/ddp}; mkdir -p "$W"
 STEPS=${STEPS:-800}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl > "$W/pip.log" 2>&1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-mkdir -p /tmp/datasets && cp -r .devdata/datasets/* /tmp/datasets/ && gunzip -f /tmp/datasets/mp20_reduced/*.gz
-export MATGEN_DATA_DIR=/tmp/datasets MATGEN_CACHE_DIR=/tmp/matgen_cache
-[ -d .devdata/cache ] && mkdir -p /tmp/matgen_cache && cp -r .devdata/cache/* /tmp/matgen_cache/
+source benchmarks/device/_env.sh
 nvidia-smi -L > "$W/nvidia_smi_L.txt"; nvidia-smi topo -m > "$W/topo.txt" 2>&1
 nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv -l 1 > "$W/gpu_trace.csv" 2>&1 &
 for n in 1 2; do

@@ -12,11 +12,7 @@ O=${OUT:-/tmp/distillout}; mkdir -p "$O"
 W=/tmp/distill; mkdir -p "$W"
 DISTILL_MIN=${DISTILL_MIN:-6}; CSP_ROWS=${CSP_ROWS:-500}
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$O/driver.log"; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ${WHL:-.whl}/*.whl > /tmp/pip.log 2>&1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-mkdir -p /tmp/datasets && cp -r .devdata/datasets/* /tmp/datasets/ && gunzip -f /tmp/datasets/mp20_reduced/*.gz
-export MATGEN_DATA_DIR=/tmp/datasets MATGEN_CACHE_DIR=/tmp/matgen_cache
-[ -d .devdata/cache ] && mkdir -p /tmp/matgen_cache && cp -r .devdata/cache/* /tmp/matgen_cache/
+source benchmarks/device/_env.sh
 log "installed; $(python3 -c 'import torch;print(torch.__version__, torch.cuda.get_device_name(0))' 2>&1)"
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 2 > "$O/gpu_util.csv" 2>&1 &
 CK="$W/run/checkpoints/last"

@@ -11,11 +11,7 @@ TRAIN_MIN=${TRAIN_MIN:-15}
 CONFIG=${CONFIG:-configs/train/mp20.yaml}
 log() { echo "[$(date -u +%H:%M:%S)] $*" >> "$W/driver.log"; }
 log "start"
-[ -n "${NO_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >> "$W/pip.log" 2>&1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-mkdir -p /tmp/datasets && cp -r .devdata/datasets/* /tmp/datasets/ && gunzip -f /tmp/datasets/mp20_reduced/*.gz
-export MATGEN_DATA_DIR=/tmp/datasets MATGEN_CACHE_DIR=/tmp/matgen_cache
-[ -d .devdata/cache ] && mkdir -p /tmp/matgen_cache && cp -r .devdata/cache/* /tmp/matgen_cache/
+source benchmarks/device/_env.sh
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$W/gpu_util.csv" 2>&1 &
 log "installed; $(python3 -c 'import torch;print(torch.__version__, torch.cuda.get_device_name(0))' 2>&1)"
 
