@@ -27,6 +27,8 @@ class DataConfig(_Strict):
         val_split: split used for the validation loss, or ``None`` for no validation.
         max_atoms: crystals with more atoms are dropped (``None`` keeps all).
         val_batches: number of fixed validation batches evaluated at each checkpoint.
+        reduce: ``niggli`` (or ``primitive``) reduces every cell on load, the canonical cell a
+            basis-dependent denoiser (``model.arch: dense``) needs; ``None`` keeps the file's cell.
     """
 
     dataset: str = "perov5"
@@ -34,6 +36,7 @@ class DataConfig(_Strict):
     val_split: str | None = None
     max_atoms: int | None = None
     val_batches: int = Field(default=4, ge=0)
+    reduce: Literal["niggli", "primitive"] | None = None
 
 
 class ConditionConfig(_Strict):

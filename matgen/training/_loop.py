@@ -254,7 +254,8 @@ def _load_source(cfg: TrainConfig, data: Any, split: str | None) -> tuple[BatchS
     name = str(data) if data is not None else cfg.data.dataset
     from matgen.data import load_dataset
 
-    ds = load_dataset(name, split=split or "train", max_atoms=cfg.data.max_atoms)
+    ds = load_dataset(name, split=split or "train", max_atoms=cfg.data.max_atoms,
+                      reduce=cfg.data.reduce)
     sha = getattr(ds, "sha256", None) or None
     if sha is None:
         files = [Path(name)] if Path(name).is_file() else []
