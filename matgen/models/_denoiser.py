@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from matgen.crystal import MAX_Z, CrystalBatch
+from matgen.models._dense import DenseDenoiser
 from matgen.nn import (
     AngularDescriptor,
     ConditionEmbedding,
@@ -27,6 +30,12 @@ class DenoiserConfig(BaseModel):
     """Hyper-parameters of :class:`CrystalDenoiser`.
 
     Attributes:
+        arch: ``radius`` (:class:`CrystalDenoiser`, equivariant message passing on the
+            periodic cutoff graph, exactly invariant to the choice of lattice basis) or
+            ``dense`` (:class:`~matgen.models._dense.DenseDenoiser`, all atom pairs of the cell
+            with Fourier features of fractional differences; basis-dependent: train it on
+            Niggli-reduced cells). ``dense`` uses only ``hidden``, ``layers``, ``num_freqs``,
+            ``pad_atoms``, ``conditions`` and ``num_types``.
         hidden: invariant (scalar, l=0) channels per atom.
         vectors: equivariant (vector, l=1) channels per atom.
         layers: message-passing blocks.
@@ -37,10 +46,14 @@ class DenoiserConfig(BaseModel):
         avg_neighbors: message-sum normalisation (about the mean number of neighbours).
         conditions: properties the model can be conditioned on (classifier-free guidance ready).
         num_types: element classes of the type logits (class k is Z = k + 1).
+        num_freqs: ``dense``: Fourier frequencies ``k = 1..K`` per fractional axis.
+        pad_atoms: ``dense``: pad every batch to at least this many atoms per crystal (fixed
+            tensor shapes for compiled training; 0 pads to the batch's largest crystal).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    arch: Literal["radius", "dense"] = "radius"
     hidden: int = 128
     vectors: int = 32
     layers: int = 4
@@ -51,6 +64,8 @@ class DenoiserConfig(BaseModel):
     avg_neighbors: float = 30.0
     conditions: list[ConditionSpec] = Field(default_factory=list)
     num_types: int = MAX_Z
+    num_freqs: int = Field(default=32, ge=1)
+    pad_atoms: int = Field(default=0, ge=0)
 
 
 class CrystalDenoiser(nn.Module):
@@ -165,6 +180,8 @@ class CrystalDenoiser(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
-def build_denoiser(cfg: DenoiserConfig) -> CrystalDenoiser:
-    """Build a freshly initialised :class:`CrystalDenoiser` from its config."""
+def build_denoiser(cfg: DenoiserConfig) -> nn.Module:
+    """Build a freshly initialised denoiser of ``cfg.arch`` (see :class:`DenoiserConfig`)."""
+    if cfg.arch == "dense":
+        return DenseDenoiser(cfg)
     return CrystalDenoiser(cfg)

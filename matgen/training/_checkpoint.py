@@ -73,7 +73,7 @@ def _models_saver(module: nn.Module):
     except ImportError:  # pragma: no cover
         return None
     save = getattr(models, "save_checkpoint", None)
-    cls = getattr(models, "CrystalDenoiser", None)
+    cls = getattr(models, "DENOISER_CLASSES", None)
     if save is None or cls is None or not isinstance(module, cls):
         return None
     return save

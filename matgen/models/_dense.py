@@ -1,0 +1,155 @@
+"""The dense all-pairs crystal denoiser (``DenoiserConfig.arch == "dense"``).
+
+Every atom exchanges messages with every atom of its cell (no cutoff, no periodic images);
+the periodicity enters through Fourier features of the fractional differences
+``sin / cos(2 pi k (f_j - f_i))``, the cell through the shape of its Gram matrix ``L L^T`` and
+its volume per atom. The same ingredients as DiffCSP's CSPNet (Jiao et al., 2023), laid out
+densely: each crystal is padded to ``M`` atoms, so a layer is a handful of large batched
+matrix products on a ``(B, M, M, F)`` edge tensor instead of thousands of small scatter
+kernels (the radius-graph denoiser is kernel-launch bound on a GPU).
+
+Symmetries: exact invariance to rotations and reflections of the Cartesian frame (the lattice
+enters only through ``L L^T``; the lattice output is ``A(L L^T) L``, which rotates with ``L``),
+to permutations of atoms and to fractional translations. It is NOT invariant to a change of
+lattice basis ``L -> U L`` (unimodular ``U``): the Gram matrix and the fractional coordinates
+depend on the chosen basis. Training data are therefore Niggli-reduced (``data.reduce: niggli``
+in the train config), which picks one basis per lattice; tests/models/test_dense.py checks
+both the exact symmetries and that basis-changed copies of a crystal agree after reduction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from matgen.crystal import MAX_Z, CrystalBatch
+from matgen.nn import ConditionEmbedding, DenoiserOutput, SinusoidalEmbedding, det3, mlp
+
+
+def to_dense(x: torch.Tensor, bidx: torch.Tensor, pos: torch.Tensor, b: int, m: int):
+    """Scatter per-atom rows ``x (N, ...)`` into a zero-padded ``(B, M, ...)`` tensor."""
+    out = x.new_zeros((b, m, *x.shape[1:]))
+    out[bidx, pos] = x
+    return out
+
+
+def lattice_features(lat: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
+    """Rotation-invariant cell descriptors ``(B, 7)``: log edge lengths relative to ``V^(1/3)``,
+    the three cosines of the cell angles and the log volume per atom (centred at 10 Å^3)."""
+    vol = det3(lat).abs().clamp(min=1e-6)
+    gram = lat @ lat.transpose(-1, -2)
+    diag = torch.diagonal(gram, dim1=-2, dim2=-1).clamp(min=1e-12)
+    lengths = diag.sqrt()
+    loglen = torch.log(lengths / vol.pow(1.0 / 3.0).unsqueeze(-1))
+    pairs = ((1, 2), (0, 2), (0, 1))
+    cos = torch.stack([gram[:, i, j] / (lengths[:, i] * lengths[:, j]) for i, j in pairs], -1)
+    lvpa = torch.log(vol / num_atoms.to(lat.dtype)) - math.log(10.0)
+    return torch.cat([loglen, cos, lvpa.unsqueeze(-1)], -1)
+
+
+class DenseBlock(nn.Module):
+    """One all-pairs message-passing layer on node features ``h (B, M, F)``.
+
+    ``m_ij = MLP(A x_i + B x_j + E e_ij + G g)`` with ``x = LayerNorm(h)``, the edge
+    embedding ``e_ij``, the per-crystal global embedding ``g``; ``h_i += MLP([x_i, mean_j m_ij])``
+    over the real (unpadded) atoms ``j``.
+    """
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        f = hidden
+        self.norm = nn.LayerNorm(f)
+        self.src = nn.Linear(f, f)
+        self.dst = nn.Linear(f, f, bias=False)
+        self.edge = nn.Linear(f, f, bias=False)
+        self.glob = nn.Linear(f, f, bias=False)
+        self.msg = nn.Sequential(nn.SiLU(), nn.Linear(f, f), nn.SiLU())
+        self.node = mlp([2 * f, f, f])
+
+    def forward(self, h, e, g, mask, inv_count):
+        """``h (B, M, F)``, ``e (B, M, M, F)``, ``g (B, F)``, ``mask (B, M)`` float,
+        ``inv_count (B, 1, 1)``; returns the updated ``h``."""
+        x = self.norm(h)
+        pre = (self.src(x) + self.glob(g).unsqueeze(1)).unsqueeze(2) + self.dst(x).unsqueeze(1)
+        m = self.msg(pre + self.edge(e))
+        agg = torch.einsum("bijf,bj->bif", m, mask) * inv_count
+        return h + self.node(torch.cat([x, agg], -1))
+
+
+class DenseDenoiser(nn.Module):
+    """All-pairs periodic denoiser; same inputs and outputs as :class:`CrystalDenoiser`.
+
+    Outputs: the fractional-space coordinate score read from each atom's features (it is
+    translation invariant because only differences of coordinates enter); the lattice noise
+    ``A L / V^(1/3)`` with ``A (B, 3, 3)`` read from the mean atom feature (rotation-equivariant);
+    type logits per atom.
+
+    Args:
+        cfg: a :class:`~matgen.models.DenoiserConfig` with ``arch == "dense"`` (uses
+            ``hidden``, ``layers``, ``num_freqs``, ``pad_atoms``, ``conditions``,
+            ``num_types``).
+    """
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.cfg = cfg
+        f = cfg.hidden
+        self.embed = nn.Embedding(MAX_Z + 1, f)  # index 0 = masked / unknown type
+        self.time = nn.Sequential(SinusoidalEmbedding(f), *mlp([f, f, f]))
+        self.cell = mlp([7, f, f])
+        self.cond = ConditionEmbedding(list(cfg.conditions), f)
+        k = cfg.num_freqs
+        self.register_buffer("freqs", torch.arange(1, k + 1, dtype=torch.float32))  # exact ints
+        self.edge_in = mlp([6 * k, f, f])
+        self.blocks = nn.ModuleList(DenseBlock(f) for _ in range(cfg.layers))
+        self.out_norm = nn.LayerNorm(f)
+        self.coord_head = mlp([f, f, 3])
+        self.lattice_head = mlp([f, f, 9])
+        self.type_head = mlp([f, f, cfg.num_types])
+
+    def _fourier(self, df: torch.Tensor) -> torch.Tensor:
+        a = (2 * math.pi) * (df.unsqueeze(-1) * self.freqs.to(df.dtype)).flatten(-2)
+        return torch.cat([torch.sin(a), torch.cos(a)], -1)
+
+    def forward(
+        self,
+        batch: CrystalBatch,
+        t: torch.Tensor,
+        cond: dict[str, torch.Tensor] | None = None,
+    ) -> DenoiserOutput:
+        """Denoise a noisy batch (see :meth:`CrystalDenoiser.forward`)."""
+        lat, na = batch.lattice, batch.num_atoms
+        b, n = lat.shape[0], batch.frac_coords.shape[0]
+        dt, dev = lat.dtype, lat.device
+        m = max(int(na.max()), self.cfg.pad_atoms) if b else 1
+        bidx = torch.repeat_interleave(torch.arange(b, device=dev), na, output_size=n)
+        start = torch.cumsum(na, 0) - na
+        pos = torch.arange(n, device=dev) - start[bidx]
+        mask = (torch.arange(m, device=dev).unsqueeze(0) < na.unsqueeze(1)).to(dt)
+        inv_count = (1.0 / na.to(dt).clamp(min=1)).view(-1, 1, 1)
+        with torch.autocast(dev.type, enabled=False):  # geometry in full precision
+            f = to_dense(batch.frac_coords, bidx, pos, b, m)
+            feats = self._fourier(f.unsqueeze(1) - f.unsqueeze(2))  # (B, M, M, 6K): i -> j
+            cellf = lattice_features(lat, na)
+            lscale = det3(lat).abs().clamp(min=1e-6).pow(1.0 / 3.0).clamp(min=0.5)
+        g = self.time(t.to(dt)) + self.cell(cellf) + self.cond(cond, b, lat)
+        h = to_dense(self.embed(batch.atomic_numbers), bidx, pos, b, m)
+        e = self.edge_in(feats)
+        for blk in self.blocks:
+            h = blk(h, e, g, mask, inv_count)
+        hf = self.out_norm(h)
+        pooled = torch.einsum("bif,bi->bf", hf, mask) * inv_count.view(-1, 1) + g
+        hn = hf[bidx, pos]
+        coord = self.coord_head(hn).to(dt)
+        type_logits = self.type_head(hn).to(dt)
+        a = self.lattice_head(pooled).to(dt).view(b, 3, 3)
+        with torch.autocast(dev.type, enabled=False):
+            lattice = a @ lat / lscale.view(-1, 1, 1)
+        return DenoiserOutput(coord=coord, lattice=lattice, type_logits=type_logits)
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
