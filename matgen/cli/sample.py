@@ -1,6 +1,6 @@
 """`matgen sample`: generate crystals (de novo or CSP, optionally conditioned) to extxyz.
 
-A thin wrapper over :func:`matgen.training.generate`. Results are appended to
+A thin wrapper over :func:`matgen.generate.generate`. Results are appended to
 ``OUT.partial`` as each batch finishes (a crash keeps them) and renamed to ``OUT`` at the end.
 Exit codes: 0 ok, 1 bad input data, 2 usage error.
 """
@@ -105,9 +105,9 @@ def sample(
     """Generate crystals from a trained checkpoint into an extxyz file.
 
     ``--composition A B C`` and ``--condition K=V K2=LO:HI`` also take several values after
-    one flag (DESIGN.md's ``FORMULA ...``).
+    one flag.
     """
-    from matgen.training import SampleInputError, generate
+    from matgen.generate import SampleInputError, generate
 
     if device not in ("auto", "cpu", "cuda"):
         _fail(f"--device must be auto, cpu or cuda (got {device!r})", 2)

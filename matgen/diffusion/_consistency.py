@@ -210,35 +210,29 @@ def sample_consistency(
     :func:`consistency_times`.
     """
     times = list(times) if times is not None else consistency_times(steps)
-    de_novo = atomic_numbers is None
-    device, dtype, num_atoms, cond, bidx, f, lat, z = _start(
-        denoiser, diffusion, num_atoms, atomic_numbers, cond, generator
-    )
-    b = num_atoms.shape[0]
-    ids = [f"sample-{i}" for i in range(b)]
+    st = _start(denoiser, diffusion, num_atoms, atomic_numbers, cond, generator)
     with torch.no_grad():
         for i, tv in enumerate(times):
             last = i == len(times) - 1
-            t = torch.full((b,), tv, device=device, dtype=dtype)
-            state = CrystalBatch(atomic_numbers=z, frac_coords=f, lattice=lat,
-                                 num_atoms=num_atoms, ids=ids)
-            out = guided_call(denoiser, state, t, cond, guidance)
+            t, s = st.times(tv), st.times(0.0 if last else times[i + 1])
+            state = st.batch()
+            out = guided_call(denoiser, state, t, st.cond, guidance)
             f0, l0 = consistency_readout(diffusion, state, out, t)
-            sv = 0.0 if last else times[i + 1]
-            s = torch.full((b,), sv, device=device, dtype=dtype)
-            if de_novo:
-                z = diffusion.types.step(z, out.type_logits, t[bidx], s[bidx], generator,
-                                         type_mask)
+            if st.de_novo:
+                st.z = diffusion.types.step(st.z, out.type_logits, t[st.bidx], s[st.bidx],
+                                            generator, type_mask)
             if last:
-                f, lat = wrap01(f0), l0
+                st.f, st.lat = wrap01(f0), l0
             else:
-                sig = diffusion.coords.sigma(s[bidx]).unsqueeze(-1)
-                f = wrap01(f0 + sig * _randn(f0.shape, f0, generator))
-                lat, _ = diffusion.lattice.add_noise(l0, s, num_atoms, generator)
+                _renoise(diffusion, st, f0, l0, s, generator)
             if callback is not None:
-                callback(i + 1, len(times), CrystalBatch(
-                    atomic_numbers=z, frac_coords=wrap01(f), lattice=lat, num_atoms=num_atoms,
-                    ids=ids))
-    props = {} if cond is None else {k: v.to(dtype) for k, v in cond.items()}
-    return CrystalBatch(atomic_numbers=z, frac_coords=f, lattice=lat, num_atoms=num_atoms,
-                        properties=props, ids=ids)
+                callback(i + 1, len(times), st.batch(wrap01(st.f)))
+    return st.result(st.f)
+
+
+def _renoise(diffusion: CrystalDiffusion, st, f0: torch.Tensor, l0: torch.Tensor,
+             s: torch.Tensor, generator) -> None:
+    """Noise a read-out ``(f0, l0)`` forward to the times ``s`` (multistep sampling)."""
+    sig = diffusion.coords.sigma(s[st.bidx]).unsqueeze(-1)
+    st.f = wrap01(f0 + sig * _randn(f0.shape, f0, generator))
+    st.lat, _ = diffusion.lattice.add_noise(l0, s, st.num_atoms, generator)

@@ -1,4 +1,4 @@
-"""matgen.training: config-driven training of crystal denoisers, and sampling to files.
+"""matgen.training: config-driven training of crystal denoisers (sampling is matgen.generate)."""
 
 Public API:
     TrainConfig (and its parts DataConfig, ConditionConfig, OptimConfig): YAML configs.
@@ -7,10 +7,13 @@ Public API:
         torchrun).
     EMA, warmup_cosine, IndexStream: the loop's parts, reusable.
     setup_distributed / DistInfo: torchrun environment handling.
-    parse_condition / ConditionSpec: ``KEY=VALUE | LO:HI | :HI | LO:`` targets.
-    Checkpoint helpers: resolve_checkpoint, latest_checkpoint, read_metadata, weights_id.
-    generate(out, checkpoint, num, ...) -> SampleResult: sampling to extxyz (``matgen sample``),
-        streamed batch by batch; expand_formula, load_for_sampling, DEFAULT_MODEL_DIR.
+    training_conditions: a batch's condition labels.
+    Checkpoint helpers: read_weights, load_init_weights (writing: save_run_checkpoint).
+
+Kept here for existing callers, defined in :mod:`matgen.generate` (the sampling layer):
+    generate, SampleResult, Request, SampleInputError, expand_formula, load_for_sampling,
+    DEFAULT_MODEL_DIR, ConditionSpec, parse_condition, resolve_checkpoint, latest_checkpoint,
+    read_metadata, weights_id.
 
 Run directory written by :func:`train`::
 
@@ -31,14 +34,23 @@ kept (each rank takes ``batch_size / world_size``), rank 0 writes checkpoints.
 
 from __future__ import annotations
 
-from matgen.training._checkpoint import (
+from matgen.generate import (
+    DEFAULT_MODEL_DIR,
+    ConditionSpec,
+    Request,
+    SampleInputError,
+    SampleResult,
+    expand_formula,
+    generate,
     latest_checkpoint,
+    load_for_sampling,
+    parse_condition,
     read_metadata,
-    read_weights,
     resolve_checkpoint,
     weights_id,
 )
-from matgen.training._conditions import ConditionSpec, parse_condition, training_conditions
+from matgen.training._checkpoint import read_weights
+from matgen.training._conditions import training_conditions
 from matgen.training._config import ConditionConfig, DataConfig, OptimConfig, TrainConfig
 from matgen.training._data import IndexStream, InMemorySource, dataset_stats
 from matgen.training._distributed import DistInfo, setup_distributed
@@ -50,15 +62,6 @@ from matgen.training._loop import (
     build_components,
     load_init_weights,
     train,
-)
-from matgen.training._sampling import (
-    DEFAULT_MODEL_DIR,
-    Request,
-    SampleInputError,
-    SampleResult,
-    expand_formula,
-    generate,
-    load_for_sampling,
 )
 from matgen.training._schedule import warmup_cosine
 

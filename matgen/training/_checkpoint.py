@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -27,10 +26,34 @@ from typing import Any
 import torch
 from torch import nn
 
-WEIGHTS = "model.safetensors"
-METADATA = "model.json"  # {"denoiser": DenoiserConfig | None, "metadata": {...}}
-STATE = "training_state.pt"
-_STEP_RE = re.compile(r"^step_(\d+)$")
+# finding and reading checkpoints is the generation layer's; this module writes them
+from matgen.generate import (
+    METADATA,
+    STATE,
+    WEIGHTS,
+    latest_checkpoint,
+    read_metadata,
+    resolve_checkpoint,
+    step_checkpoints,
+    weights_file,
+    weights_id,
+)
+
+__all__ = [
+    "METADATA",
+    "STATE",
+    "WEIGHTS",
+    "latest_checkpoint",
+    "library_versions",
+    "load_training_state",
+    "read_metadata",
+    "read_weights",
+    "resolve_checkpoint",
+    "save_run_checkpoint",
+    "step_checkpoints",
+    "weights_id",
+    "write_weights",
+]
 
 
 def library_versions() -> dict[str, str]:
@@ -79,37 +102,14 @@ def _models_saver(module: nn.Module):
     return save
 
 
-def read_metadata(folder: str | Path) -> dict[str, Any]:
-    """The ``metadata`` part of a checkpoint's ``model.json`` (config, stats, step, ...)."""
-    folder = Path(folder)
-    p = folder / METADATA if folder.is_dir() else folder.with_name(METADATA)
-    return dict(json.loads(p.read_text()).get("metadata", {}))
-
-
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of ``model.safetensors`` (``path``: the file or its checkpoint folder)."""
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / WEIGHTS
+    path = weights_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"no {WEIGHTS} at {path}")
     return load_file(str(path))
-
-
-def weights_id(path: str | Path, length: int = 12) -> str:
-    """Short sha256 of a checkpoint's weights file (the checkpoint id in sample output)."""
-    import hashlib
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / WEIGHTS
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for blk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(blk)
-    return h.hexdigest()[:length]
 
 
 def save_run_checkpoint(
@@ -156,18 +156,6 @@ def _update_last(ckpt_root: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
-def step_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
-    """``(step, folder)`` of the complete ``step_N`` checkpoints, oldest first."""
-    if not ckpt_root.is_dir():
-        return []
-    out = []
-    for p in ckpt_root.iterdir():
-        m = _STEP_RE.match(p.name)
-        if m and (p / STATE).is_file() and (p / WEIGHTS).is_file():
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
 def _prune(ckpt_root: Path, keep: int, protect: Path) -> None:
     ckpts = step_checkpoints(ckpt_root)
     for _, p in ckpts[: max(0, len(ckpts) - keep)]:
@@ -175,32 +163,5 @@ def _prune(ckpt_root: Path, keep: int, protect: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def latest_checkpoint(ckpt_root: Path) -> Path | None:
-    """``last/`` when complete, else the newest complete ``step_N/`` (``None`` if none)."""
-    last = ckpt_root / "last"
-    ckpts = step_checkpoints(ckpt_root)
-    if (last / STATE).is_file() and (last / WEIGHTS).is_file():
-        if not ckpts:
-            return last
-        state_step = int(read_metadata(last).get("step", -1))
-        if state_step >= ckpts[-1][0]:
-            return last
-    return ckpts[-1][1] if ckpts else None
-
-
 def load_training_state(folder: Path, map_location: str | torch.device = "cpu") -> dict:
     return torch.load(folder / STATE, map_location=map_location, weights_only=True)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """Accept a checkpoint folder, its ``model.safetensors``, or a run dir (-> its latest)."""
-    p = Path(path)
-    if p.is_file():
-        return p.parent
-    if (p / WEIGHTS).is_file():
-        return p
-    if (p / "checkpoints").is_dir():
-        found = latest_checkpoint(p / "checkpoints")
-        if found is not None:
-            return found
-    raise FileNotFoundError(f"no checkpoint ({WEIGHTS}) found at {p}")

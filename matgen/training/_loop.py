@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from matgen.crystal import CrystalBatch
+from matgen.generate import DEFAULT_MODEL_DIR, cached_diffusion
 from matgen.training._checkpoint import (
     latest_checkpoint,
     library_versions,
@@ -166,8 +167,6 @@ def build_components(
 
 def distill_teacher_path(teacher: str) -> Path:
     """The checkpoint folder a ``distill.teacher`` entry names (``default``: the shipped model)."""
-    from matgen.training._sampling import DEFAULT_MODEL_DIR  # _sampling imports this module
-
     path = DEFAULT_MODEL_DIR if teacher == "default" else Path(teacher)
     if not path.exists():
         raise FileNotFoundError(f"distill.teacher {teacher}: not found")
@@ -203,24 +202,6 @@ def build_distillation(cfg: TrainConfig, teacher_path: Path, device: torch.devic
             "coord_scale": d.coord_scale, "lattice_scale": d.lattice_scale,
             "sampler": "consistency"}
     return loss, meta
-
-
-_DIFFUSIONS: dict[str, Any] = {}
-
-
-def cached_diffusion(cfg: Any, stats: Any) -> Any:
-    """``matgen.diffusion.build_diffusion(cfg, stats)``, reused while ``(cfg, stats)`` repeat
-    (building precomputes tables; campaigns and tests build the same one many times)."""
-    from matgen.diffusion import build_diffusion
-
-    key = json.dumps([cfg.model_dump(mode="json"), stats.model_dump(mode="json")],
-                     sort_keys=True)
-    diffusion = _DIFFUSIONS.get(key)
-    if diffusion is None:
-        diffusion = build_diffusion(cfg, stats)
-        _DIFFUSIONS.clear()
-        _DIFFUSIONS[key] = diffusion
-    return diffusion
 
 
 def _loss_caller(diffusion: Any) -> Callable[..., tuple[torch.Tensor, dict]]:

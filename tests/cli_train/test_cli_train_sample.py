@@ -337,7 +337,7 @@ def test_sample_csp_formula_units_and_errors(trained, tmp_path):
 
 
 def test_sample_without_default_model_is_a_clear_error(tmp_path, monkeypatch):
-    import matgen.training._sampling as s
+    import matgen.generate._checkpoints as s
 
     monkeypatch.setattr(s, "DEFAULT_MODEL_DIR", tmp_path / "nope")
     r = runner.invoke(

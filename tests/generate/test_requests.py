@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from matgen.training import SampleInputError, expand_formula
-from matgen.training._sampling import requests_de_novo, requests_from_csv
+from matgen.generate import SampleInputError, expand_formula, requests_de_novo, requests_from_csv
 
 META = {"dataset_stats": {"num_atoms_hist": {"2": 5, "4": 5, "8": 1},
                           "formula_units_hist": {"1": 1, "2": 3, "4": 1}}}

@@ -1,0 +1,96 @@
+"""matgen.generate: sampling crystals from a checkpoint (the service behind ``matgen sample``,
+``matgen.sample`` and the campaign generator); the algorithms are in :mod:`matgen.diffusion`.
+
+Public API:
+    generate(out, checkpoint, num, ...) -> SampleResult: sampling to extxyz, streamed batch by
+        batch. sample_structures(num, ...) -> list of pymatgen Structures (``matgen.sample``).
+    SampleSpec: the options of both (one home for the defaults: the shipped model, de novo,
+        the 1000-step predictor-corrector).
+    plan_sampling / sample_batches / SamplePlan / SampledBatch / frame_info: the steps of a
+        run, for callers that consume batches themselves.
+    Requests: Request, build_requests, expand_formula, requests_from_formulas,
+        requests_from_csv, requests_de_novo; SampleInputError (bad input, one line).
+    Targets: ConditionSpec, parse_condition (``KEY=VALUE | LO:HI | :HI | LO:``).
+    Checkpoints: DEFAULT_MODEL_DIR (the shipped model), load_for_sampling, cached_diffusion,
+        resolve_checkpoint, latest_checkpoint, step_checkpoints, read_metadata, weights_id,
+        and the file names WEIGHTS, METADATA, STATE.
+
+Layer: below :mod:`matgen.training` (which writes the checkpoints this layer reads and trains
+the diffusion it caches), above crystal / data / nn / diffusion / models / guidance.
+"""
+
+from __future__ import annotations
+
+from matgen.generate._checkpoints import (
+    DEFAULT_MODEL_DIR,
+    METADATA,
+    STATE,
+    WEIGHTS,
+    cached_diffusion,
+    latest_checkpoint,
+    load_for_sampling,
+    read_metadata,
+    resolve_checkpoint,
+    step_checkpoints,
+    weights_file,
+    weights_id,
+)
+from matgen.generate._generate import (
+    SampledBatch,
+    SamplePlan,
+    SampleResult,
+    build_requests,
+    choose_sampler,
+    frame_info,
+    generate,
+    plan_sampling,
+    resolve_device,
+    sample_batches,
+    sample_structures,
+)
+from matgen.generate._requests import (
+    Request,
+    SampleInputError,
+    expand_formula,
+    requests_de_novo,
+    requests_from_csv,
+    requests_from_formulas,
+)
+from matgen.generate._spec import DEFAULT_STEPS, SampleSpec
+from matgen.generate._targets import ConditionSpec, parse_condition
+
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "DEFAULT_STEPS",
+    "METADATA",
+    "STATE",
+    "WEIGHTS",
+    "ConditionSpec",
+    "Request",
+    "SampleInputError",
+    "SamplePlan",
+    "SampleResult",
+    "SampleSpec",
+    "SampledBatch",
+    "build_requests",
+    "cached_diffusion",
+    "choose_sampler",
+    "expand_formula",
+    "frame_info",
+    "generate",
+    "latest_checkpoint",
+    "load_for_sampling",
+    "parse_condition",
+    "plan_sampling",
+    "read_metadata",
+    "requests_de_novo",
+    "requests_from_csv",
+    "requests_from_formulas",
+    "resolve_checkpoint",
+    "resolve_device",
+    "sample_batches",
+    "sample_structures",
+    "step_checkpoints",
+    "weights_file",
+    "weights_id",
+]

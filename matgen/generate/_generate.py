@@ -1,0 +1,372 @@
+"""Sampling from a checkpoint: plan (checkpoint, sampler, requests, targets), the batch loop,
+and its two ends, an extxyz file (:func:`generate`, ``matgen sample``) or pymatgen structures
+in memory (:func:`sample_structures`, ``matgen.sample``).
+
+Requests are expanded to one entry per output structure, cut into batches of ``batch_size``
+crystals and generated with a sampler of :mod:`matgen.diffusion`.
+
+Reproducibility: batch ``k`` uses a generator seeded with ``seed * 1_000_003 + k`` on the
+sampling device, so the same checkpoint, requests, seed, batch size and device give the same
+structures, whichever end they go to.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from matgen.crystal import MAX_Z, CrystalBatch
+from matgen.generate._checkpoints import load_for_sampling, weights_id
+from matgen.generate._output import PartialExtxyz
+from matgen.generate._requests import (
+    Request,
+    SampleInputError,
+    requests_de_novo,
+    requests_from_csv,
+    requests_from_formulas,
+)
+from matgen.generate._spec import DEFAULT_STEPS, SampleSpec
+from matgen.generate._targets import ConditionSpec
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class SampleResult:
+    """What :func:`generate` wrote.
+
+    Attributes:
+        path: the extxyz file.
+        num_structures: frames written.
+        checkpoint_id: short sha256 of the weights.
+        elapsed_s: wall-clock seconds of generation (loading excluded).
+        structures_per_s: ``num_structures / elapsed_s``.
+        skipped: one-line reasons for input rows that could not be used.
+    """
+
+    path: Path
+    num_structures: int
+    checkpoint_id: str
+    elapsed_s: float
+    structures_per_s: float
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SamplePlan:
+    """A sampling run resolved against its checkpoint (what the batch loop needs).
+
+    Attributes:
+        spec: the checked options (``task`` as compositions imply it).
+        model, diffusion, meta: the checkpoint's denoiser, diffusion and metadata.
+        checkpoint_id: short sha256 of the weights.
+        device: where the denoiser runs.
+        sampler, steps: the sampler chosen (``auto`` resolved) and its steps.
+        targets: the parsed conditions; ``values`` their drawn values ``{name: (R,)}``.
+        type_mask: allowed element classes (``chemsys``), or None.
+        requests: one per output structure; ``skipped`` the unusable input rows.
+    """
+
+    spec: SampleSpec
+    model: Any
+    diffusion: Any
+    meta: dict
+    checkpoint_id: str
+    device: torch.device
+    sampler: str
+    steps: int
+    targets: list[ConditionSpec]
+    values: dict[str, torch.Tensor]
+    type_mask: torch.Tensor | None
+    requests: list[Request]
+    skipped: list[str]
+
+
+@dataclass
+class SampledBatch:
+    """One finished batch: its requests, their offset in the plan, the crystals (on CPU; ids:
+    the source row's ``material_id`` or the ``sample_id``) and the per-frame info."""
+
+    requests: list[Request]
+    offset: int
+    crystals: CrystalBatch
+    info: dict[str, list]
+
+    @property
+    def keep_id(self) -> list[bool]:
+        """Which frames carry a source row's ``material_id``."""
+        return [bool(r.material_id) for r in self.requests]
+
+
+# ---------------------------------------------------------------------- planning
+def resolve_device(device: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def choose_sampler(spec: SampleSpec, distilled: bool, device: torch.device, say: Log) -> str:
+    """The sampler to run: ``auto`` resolved, a consistency sampler only for a distilled
+    checkpoint (and a warning for another sampler on one)."""
+    sampler = spec.sampler
+    if sampler == "auto":
+        if distilled:
+            sampler = "consistency"
+        elif device.type == "cpu" and spec.steps is None:
+            # the 1000-step predictor-corrector takes hours for 100 crystals on a laptop CPU
+            sampler = "fast"
+            say("note: on CPU the default sampler is fast (50 ODE steps); pass --sampler pc "
+                "for the 1000-step predictor-corrector (better, ~40x slower)")
+        else:
+            sampler = "pc"
+    if sampler == "consistency" and not distilled:
+        raise SampleInputError(
+            "--sampler consistency needs a consistency-distilled checkpoint (made by "
+            "`matgen train` with a `distill` section, e.g. configs/train/distill_mp20.yaml)"
+        )
+    if distilled and sampler != "consistency":
+        say("warning: this checkpoint is consistency-distilled; its outputs are clean-crystal "
+            "read-outs, not scores: use --sampler consistency")
+    return sampler
+
+
+def _check_targets(targets: list[ConditionSpec], model) -> None:
+    cfg = getattr(model, "cfg", None)
+    known = [c.name for c in getattr(cfg, "conditions", [])]
+    for s in targets:
+        if s.name not in known:
+            raise SampleInputError(
+                f"condition {s.name!r}: the checkpoint was trained on {known or 'no conditions'}"
+            )
+
+
+def _task_notes(task: str, meta: dict, say: Log) -> None:
+    trained_task = meta.get("task")
+    if task == "gen" and trained_task == "csp":
+        say("warning: this checkpoint was trained for CSP only; de novo atom types are untrained")
+    if task == "csp" and trained_task == "gen":
+        say("note: this checkpoint was trained de novo only; CSP uses its coordinate/lattice heads")
+
+
+def _chemsys_mask(spec: SampleSpec, model, device: torch.device) -> torch.Tensor | None:
+    if not spec.chemsys:
+        return None
+    from matgen.guidance import chemsys_type_mask
+
+    if spec.task == "csp":
+        raise SampleInputError("--chemsys applies to de novo generation (CSP fixes the atoms)")
+    return chemsys_type_mask(spec.chemsys, getattr(model.cfg, "num_types", MAX_Z)).to(device)
+
+
+def build_requests(
+    spec: SampleSpec, meta: dict, generator: torch.Generator
+) -> tuple[list[Request], list[str]]:
+    """``(requests, skipped)`` for a checked spec: CSP from a CSV or formulas, else de novo
+    (atom counts drawn from the checkpoint's training histogram)."""
+    if spec.task != "csp":
+        return requests_de_novo(spec.num, meta, generator), []
+    if spec.compositions_from is not None:
+        return requests_from_csv(spec.compositions_from, spec.num, spec.formula_units, meta,
+                                 generator)
+    return requests_from_formulas(spec.compositions, spec.num, spec.formula_units, meta,
+                                  generator), []
+
+
+def plan_sampling(spec: SampleSpec, say: Log) -> SamplePlan:
+    """Check ``spec``, load its checkpoint, choose the sampler, build the requests and draw the
+    condition targets (requests first, then targets, from one generator seeded ``seed``).
+
+    Raises:
+        SampleInputError: bad options for this checkpoint (one line).
+    """
+    spec = spec.checked()
+    targets = spec.targets()
+    device = resolve_device(spec.device)
+    model, diffusion, meta, ckpt = load_for_sampling(spec.checkpoint, device)
+    ckpt_id = weights_id(ckpt)
+    _check_targets(targets, model)
+    sampler = choose_sampler(spec, bool(meta.get("distill")), device, say)
+    _task_notes(spec.task, meta, say)
+    type_mask = _chemsys_mask(spec, model, device)
+    g_req = torch.Generator().manual_seed(spec.seed)
+    reqs, skipped = build_requests(spec, meta, g_req)
+    for line in skipped:
+        say(line)
+    if not reqs:
+        raise SampleInputError("nothing to generate (no usable compositions)")
+    stats = meta.get("conditions") or {}
+    values = {s.name: s.draw(len(reqs), stats.get(s.name, {"mean": 0.0, "std": 1.0}), g_req)
+              for s in targets}
+    steps = spec.steps if spec.steps is not None else DEFAULT_STEPS[sampler]
+    return SamplePlan(spec, model, diffusion, meta, ckpt_id, device, sampler, steps, targets,
+                      values, type_mask, reqs, skipped)
+
+
+# ---------------------------------------------------------------------- the batch loop
+def _sampler_fn(name: str):
+    from matgen.diffusion import sample, sample_consistency, sample_fast
+
+    return {"pc": sample, "fast": sample_fast, "consistency": sample_consistency}[name]
+
+
+def _sample_batch(plan: SamplePlan, k: int, lo: int, chunk: list[Request]) -> CrystalBatch:
+    """Batch ``k`` (requests ``lo ..``) through the sampler, on CPU."""
+    dev, spec = plan.device, plan.spec
+    na = torch.tensor([r.num_atoms for r in chunk], dtype=torch.long, device=dev)
+    zs = None
+    if spec.task == "csp":
+        zs = torch.tensor([z for r in chunk for z in r.atomic_numbers], device=dev)
+    cond = None
+    if plan.values:
+        cond = {n: v[lo : lo + len(chunk)].to(dev, torch.float32) for n, v in plan.values.items()}
+    gen = torch.Generator(device=dev).manual_seed(spec.seed * 1_000_003 + k)
+    kwargs = {"type_mask": plan.type_mask} if plan.type_mask is not None else {}
+    with torch.no_grad():
+        res = _sampler_fn(plan.sampler)(plan.model, plan.diffusion, na, zs, steps=plan.steps,
+                                        cond=cond, guidance=spec.guidance, generator=gen,
+                                        **kwargs)
+    return res.to("cpu")
+
+
+def frame_info(plan: SamplePlan, lo: int, chunk: list[Request]) -> dict[str, list]:
+    """The per-frame info of requests ``lo .. lo + len(chunk)`` (see :func:`generate`)."""
+    spec, n = plan.spec, len(chunk)
+    info: dict[str, list] = {
+        "sample_id": [f"{plan.checkpoint_id}-s{spec.seed}-{lo + i}" for i in range(n)],
+        "task": [spec.task] * n,
+        "checkpoint": [plan.checkpoint_id] * n,
+        "seed": [spec.seed] * n,
+        "sampler": [plan.sampler] * n,
+        "steps": [plan.steps] * n,
+        "guidance": [float(spec.guidance)] * n,
+    }
+    if spec.task == "csp":
+        info["composition"] = [r.composition for r in chunk]
+    if plan.targets:
+        info["conditions"] = [";".join(s.describe() for s in plan.targets)] * n
+        for name, v in plan.values.items():
+            info[f"target_{name}"] = [float(x) for x in v[lo : lo + n]]
+    if spec.chemsys:
+        info["chemsys"] = [spec.chemsys] * n
+    return info
+
+
+def sample_batches(plan: SamplePlan) -> Iterator[SampledBatch]:
+    """Generate the plan's requests batch by batch."""
+    size = plan.spec.batch_size
+    for k, lo in enumerate(range(0, len(plan.requests), size)):
+        chunk = plan.requests[lo : lo + size]
+        res = _sample_batch(plan, k, lo, chunk)
+        info = frame_info(plan, lo, chunk)
+        ids = [r.material_id or sid for r, sid in zip(chunk, info["sample_id"], strict=True)]
+        yield SampledBatch(chunk, lo, replace(res, properties={}, ids=ids), info)
+
+
+def _drive(plan: SamplePlan, progress: bool, sink: Callable[[SampledBatch], None]) -> float:
+    """Run every batch into ``sink`` (with a progress bar); the seconds it took."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(plan.requests), desc="sample", unit="struct", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        for item in sample_batches(plan):
+            sink(item)
+            if bar is not None:
+                bar.update(len(item.requests))
+    finally:
+        if bar is not None:
+            bar.close()
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------- the two ends
+def _silent(_msg: str) -> None:
+    pass
+
+
+def generate(
+    out: str | Path,
+    checkpoint: str | Path | None = None,
+    num: int = 1,
+    *,
+    progress: bool = True,
+    log: Log | None = print,
+    **options: Any,
+) -> SampleResult:
+    """Generate crystals from a checkpoint and stream them to an extxyz file.
+
+    Args:
+        out: output ``.extxyz`` (``out.partial`` grows while batches finish).
+        checkpoint: see :class:`SampleSpec` (``None``: the shipped default model).
+        num: de novo: structures in all; CSP: structures per composition / CSV row.
+        progress: show a progress bar.
+        log: where one-line notes go (``None``: silent).
+        **options: the other fields of :class:`SampleSpec` (``task``, ``compositions``,
+            ``compositions_from``, ``formula_units``, ``chemsys``, ``conditions``,
+            ``guidance``, ``steps``, ``sampler`` (default ``pc``), ``seed``, ``batch_size``,
+            ``device``).
+
+    Each frame's ``info``: ``sample_id``, ``material_id`` (the CSV row's, CSP) , ``task``,
+    ``composition`` (requested, CSP), ``checkpoint`` (weights sha256, 12 hex), ``seed``,
+    ``sampler``, ``steps``, ``guidance``, ``conditions`` (the request, e.g.
+    ``band_gap=1:2``), ``target_<name>`` (the value used), ``chemsys``.
+    """
+    plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent)
+    writer = PartialExtxyz(out)
+    written = 0
+
+    def sink(item: SampledBatch) -> None:
+        nonlocal written
+        writer.append(item.crystals, item.info, item.keep_id)
+        written += len(item.requests)
+
+    elapsed = _drive(plan, progress, sink)
+    path = writer.finish()
+    return SampleResult(path, written, plan.checkpoint_id, elapsed,
+                        written / elapsed if elapsed > 0 else math.inf, plan.skipped)
+
+
+def sample_structures(
+    num: int = 1,
+    checkpoint: str | Path | None = None,
+    *,
+    out: str | Path | None = None,
+    progress: bool = False,
+    log: Log | None = None,
+    **options: Any,
+) -> list:
+    """Generate crystals and return them as pymatgen ``Structure`` objects (``matgen.sample``).
+
+    The same options and defaults as :func:`generate` (:class:`SampleSpec`: the shipped model,
+    de novo, the 1000-step predictor-corrector sampler), the same structures for the same
+    seed. Each structure's ``properties`` hold the frame info :func:`generate` writes
+    (``sample_id``, ``checkpoint``, ``sampler``, ``steps``, ``target_<name>``, ...; a CSV row's
+    ``material_id``). With ``out`` the structures are also written there as extxyz.
+    """
+    plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent)
+    writer = PartialExtxyz(out) if out is not None else None
+    structures: list = []
+
+    def sink(item: SampledBatch) -> None:
+        if writer is not None:
+            writer.append(item.crystals, item.info, item.keep_id)
+        for i, (s, keep) in enumerate(zip(item.crystals.to_structures(), item.keep_id,
+                                          strict=True)):
+            if not keep:
+                s.properties.pop("material_id", None)
+            s.properties.update({k: v[i] for k, v in item.info.items()})
+            structures.append(s)
+
+    _drive(plan, progress, sink)
+    if writer is not None:
+        writer.finish()
+    return structures

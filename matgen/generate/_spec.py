@@ -1,0 +1,88 @@
+"""What to sample: the options of :func:`matgen.generate.generate` and :func:`matgen.sample`
+in one place, with their defaults and the checks that need no checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from matgen.generate._requests import SampleInputError
+from matgen.generate._targets import ConditionSpec, parse_condition
+
+SamplerName = Literal["pc", "fast", "consistency", "auto"]
+
+#: Steps of each sampler when ``steps`` is not given.
+DEFAULT_STEPS = {"pc": 1000, "fast": 50, "consistency": 2}
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """The options of one sampling call.
+
+    Attributes:
+        checkpoint: a checkpoint folder, its ``model.safetensors``, or a run dir (its newest
+            checkpoint); ``None``: the shipped default model.
+        num: de novo: structures in all; CSP: structures per composition / CSV row.
+        task: ``gen`` (de novo) or ``csp``; compositions imply ``csp``.
+        compositions: formulas for CSP.
+        compositions_from: CSV with ``material_id`` and ``cif`` or ``formula`` (CSP).
+        formula_units: how a formula becomes a cell (see
+            :func:`matgen.generate.expand_formula`).
+        chemsys: ``A-B-C``: de novo atoms are restricted to these elements.
+        conditions: ``KEY=VALUE``, ``KEY=LO:HI``, ``KEY=:HI``, ``KEY=LO:`` targets (or
+            :class:`ConditionSpec`); a range is sampled uniformly per structure (the drawn
+            value is recorded).
+        guidance: classifier-free guidance scale (1: plain conditional model).
+        steps: sampler steps (default 1000 for ``pc``, 50 for ``fast``, 2 for
+            ``consistency``).
+        sampler: ``pc`` predictor-corrector, ``fast`` the few-step deterministic sampler,
+            ``consistency`` the 1-4 step sampler of a consistency-distilled checkpoint,
+            ``auto`` consistency for a distilled checkpoint, fast on CPU when ``steps`` is
+            not given, pc otherwise.
+        seed: base seed (batch ``k`` is seeded with ``seed * 1_000_003 + k``).
+        batch_size: crystals per denoiser batch.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    checkpoint: str | Path | None = None
+    num: int = 1
+    task: Literal["gen", "csp"] = "gen"
+    compositions: Sequence[str] = ()
+    compositions_from: str | Path | None = None
+    formula_units: int | Literal["as-written", "auto"] = "as-written"
+    chemsys: str | None = None
+    conditions: Sequence[str | ConditionSpec] = ()
+    guidance: float = 1.0
+    steps: int | None = None
+    sampler: SamplerName = "pc"
+    seed: int = 0
+    batch_size: int = 64
+    device: str = "auto"
+
+    def checked(self) -> SampleSpec:
+        """This spec with the task compositions imply, after the checks that need no
+        checkpoint.
+
+        Raises:
+            SampleInputError: one line, for the user.
+        """
+        if self.num < 1:
+            raise SampleInputError("--num must be >= 1")
+        if self.batch_size < 1:
+            raise SampleInputError("--batch-size must be >= 1")
+        csv_given = self.compositions_from is not None
+        task = "csp" if (self.compositions or csv_given) else self.task
+        if task == "csp" and not self.compositions and not csv_given:
+            raise SampleInputError("--task csp needs --composition or --compositions-from")
+        if self.compositions and csv_given:
+            raise SampleInputError("use --composition or --compositions-from, not both")
+        return replace(self, task=task)
+
+    def targets(self) -> list[ConditionSpec]:
+        """The parsed conditions (a name given twice is refused)."""
+        specs = [parse_condition(c) if isinstance(c, str) else c for c in self.conditions]
+        if len({s.name for s in specs}) != len(specs):
+            raise SampleInputError("a condition is given twice")
+        return specs

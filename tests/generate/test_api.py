@@ -1,0 +1,68 @@
+"""The notebook API: ``import matgen`` is light; ``matgen.sample`` returns the structures
+``matgen.generate.generate`` writes for the same seed; ``matgen.score`` returns scored ones."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def test_import_matgen_imports_no_torch():
+    code = ("import sys, matgen; assert 'torch' not in sys.modules, 'torch'; "
+            "assert callable(matgen.sample) and 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    import matgen
+
+    with pytest.raises(AttributeError):
+        matgen.no_such_thing  # noqa: B018
+
+
+def test_sample_returns_what_generate_writes(runs, tmp_path):
+    from ase.io import read
+
+    import matgen
+    from matgen.generate import generate
+
+    teacher, _, _ = runs
+    kw = {"steps": 3, "seed": 5, "compositions": ["NaCl"], "conditions": ["band_gap=1.5"],
+          "device": "cpu"}
+    generate(tmp_path / "g.extxyz", teacher.checkpoint, 2, progress=False, log=None, **kw)
+    frames = read(str(tmp_path / "g.extxyz"), index=":", format="extxyz")
+    structures = matgen.sample(2, teacher.checkpoint, out=tmp_path / "s.extxyz", **kw)
+    assert len(structures) == len(frames) == 2
+    for s, a in zip(structures, frames, strict=True):
+        assert [site.specie.Z for site in s] == list(a.numbers)
+        np.testing.assert_allclose(s.lattice.matrix, a.cell.array, atol=1e-5)
+        np.testing.assert_allclose(s.frac_coords, a.get_scaled_positions(wrap=False), atol=1e-5)
+        assert s.properties["sample_id"] == a.info["sample_id"]
+        assert s.properties["sampler"] == "pc" and s.properties["steps"] == 3
+        assert s.properties["target_band_gap"] == pytest.approx(1.5)
+        assert "material_id" not in s.properties  # no source row
+    again = read(str(tmp_path / "s.extxyz"), index=":", format="extxyz")
+    np.testing.assert_allclose(again[1].positions, frames[1].positions)
+
+
+def test_sample_defaults_to_the_pc_sampler():
+    from matgen.generate import DEFAULT_STEPS, SampleSpec
+
+    assert SampleSpec().sampler == "pc" and DEFAULT_STEPS["pc"] == 1000
+    assert SampleSpec().checkpoint is None
+
+
+def test_score_returns_structures_with_scores(rock_salt, diamond_si, tmp_path):
+    import matgen
+
+    out = matgen.score([rock_salt, diamond_si], relax=False, device="cpu", predictors=[],
+                       out=tmp_path / "s.csv")
+    assert [s.composition.reduced_formula for s in out] == ["NaCl", "Si"]
+    for s in out:
+        assert s.properties["error"] == ""
+        assert np.isfinite(s.properties["energy_per_atom"])
+        assert "relaxed_cif" not in s.properties
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 3
