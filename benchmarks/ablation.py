@@ -1,0 +1,245 @@
+"""Equal-wall-budget ablation harness for the generator (issue: generator at the field's level).
+
+Runs several ``matgen train`` variants at once on the GPUs of one machine (several processes per
+GPU: one launch-bound run leaves an H200 ~40% idle), each for the same wall budget, then scores
+every run the same way: CSP on the first ``--eval-rows`` rows of mp20_reduced val, one sample,
+``matgen sample`` (predictor-corrector 1000 steps and the fast 50-step sampler) and
+``matgen evaluate --task csp``. One JSON row per run: config, GPU share, steps, crystals seen,
+train / val loss, match rate, RMSE, throughput.
+
+Schedule: a short probe (all variants at once, ``--probe-s`` seconds, thrown away) measures each
+variant's steps/s under the same contention; the real run's cosine schedule then spans
+``steps/s * budget``, so every run ends with a decayed learning rate inside the same wall time.
+
+    python benchmarks/ablation.py --set benchmarks/ablations/round1.yaml --work /tmp/abl \
+        --out /tmp/abl/ablation.json
+
+A set file: ``base`` (a train config path), ``minutes`` (budget), optional ``defaults``
+(overrides for every variant) and ``variants``: ``{name: {gpu: 0, overrides: {dotted.key: v}}}``.
+Runs on CPU too (``--device cpu``, tiny budgets; the tests do that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def merged_config(base: dict, overrides: dict[str, Any]) -> dict:
+    """``base`` with dotted-key ``overrides`` applied (``model.hidden: 512``)."""
+    cfg = json.loads(json.dumps(base))
+    for key, val in overrides.items():
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = val
+    return cfg
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return list(csv.DictReader(path.open()))
+
+
+def steps_per_s(rows: list[dict], skip: int = 1) -> float | None:
+    """Steps/s between the ``skip``-th and the last logged row (drops start-up)."""
+    if len(rows) < skip + 2:
+        return None
+    a, b = rows[skip], rows[-1]
+    dt = float(b["elapsed_s"]) - float(a["elapsed_s"])
+    return (int(b["step"]) - int(a["step"])) / dt if dt > 0 else None
+
+
+def _launch(cmd: list[str], gpu: int | None, log: Path) -> subprocess.Popen:
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def _wait(procs: dict[str, subprocess.Popen]) -> dict[str, int]:
+    return {k: p.wait() for k, p in procs.items()}
+
+
+def train_all(variants: dict, work: Path, data: str | None, minutes: float, max_steps: dict,
+              device: str, suffix: str) -> dict[str, int]:
+    procs = {}
+    for name, v in variants.items():
+        run = work / name
+        cmd = [sys.executable, "-m", "matgen", "train", "--config", str(run / "config.yaml"),
+               "--out", str(run / suffix), "--max-steps", str(max_steps[name]),
+               "--max-time", f"{minutes:.3f}", "--no-progress"]
+        if data:
+            cmd += ["--data", data]
+        gpu = v.get("gpu", 0) if device == "cuda" else None
+        procs[name] = _launch(cmd, gpu, run / f"{suffix}.log")
+    return _wait(procs)
+
+
+def evaluate_all(variants: dict, work: Path, ref: Path, samplers: list[str], device: str,
+                 batch: int, workers: int) -> None:
+    """Sample CSP for ``ref``'s compositions with each sampler, all runs at once, then score."""
+    procs = {}
+    for name, v in variants.items():
+        ck = work / name / "run" / "checkpoints" / "last"
+        if not ck.exists():
+            continue
+        for s in samplers:
+            kind, _, steps = s.partition(":")
+            out = work / name / f"csp_{kind}{steps}.extxyz"
+            cmd = [sys.executable, "-m", "matgen", "sample", "--checkpoint", str(ck), "--task",
+                   "csp", "--compositions-from", str(ref), "--num", "1", "--seed", "0",
+                   "--sampler", kind, "--batch-size", str(batch), "--no-progress",
+                   "--out", str(out)]
+            if steps:
+                cmd += ["--steps", steps]
+            gpu = v.get("gpu", 0) if device == "cuda" else None
+            procs[f"{name}/{s}"] = _launch(cmd, gpu, work / name / f"sample_{kind}{steps}.log")
+    _wait(procs)
+    procs = {}
+    for name in variants:
+        for s in samplers:
+            kind, _, steps = s.partition(":")
+            gen = work / name / f"csp_{kind}{steps}.extxyz"
+            if gen.is_file():
+                cmd = [sys.executable, "-m", "matgen", "evaluate", "--task", "csp", "--generated",
+                       str(gen), "--reference", str(ref), "--workers", str(workers),
+                       "--out", str(gen.with_suffix(".json"))]
+                procs[f"{name}/{s}"] = _launch(cmd, None, gen.with_suffix(".eval.log"))
+    _wait(procs)
+
+
+def _metric(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    d = json.loads(path.read_text())
+    m = d.get("metrics", d)
+    return {k: v for k, v in m.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def collect(variants: dict, work: Path, cfg_set: dict, samplers: list[str], probe: dict) -> list:
+    rows = []
+    for name, v in variants.items():
+        run = work / name
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        metrics = read_metrics(run / "run" / "metrics.csv")
+        last = metrics[-1] if metrics else {}
+        vals = [float(r["val_loss"]) for r in metrics if r.get("val_loss")]
+        step = int(last.get("step", 0) or 0)
+        row = {
+            "name": name, "gpu": v.get("gpu", 0),
+            "gpu_share": 1.0 / sum(1 for w in variants.values()
+                                   if w.get("gpu", 0) == v.get("gpu", 0)),
+            "overrides": v.get("overrides", {}), "steps": step,
+            "crystals_seen": step * int(cfg.get("batch_size", 0)),
+            "elapsed_s": float(last.get("elapsed_s", 0) or 0),
+            "steps_per_s": steps_per_s(metrics), "probe_steps_per_s": probe.get(name),
+            "train_loss": float(last["loss"]) if last else None,
+            "val_loss": vals[-1] if vals else None,
+        }
+        meta = run / "run" / "checkpoints" / "last" / "model.json"
+        if meta.is_file():
+            m = json.loads(meta.read_text())
+            row["denoiser"] = m.get("denoiser")
+        for s in samplers:
+            kind, _, steps = s.partition(":")
+            row[f"csp_{kind}{steps}"] = _metric(run / f"csp_{kind}{steps}.json")
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", required=True, help="ablation set YAML")
+    ap.add_argument("--work", required=True, help="work folder (one sub-folder per run)")
+    ap.add_argument("--out", required=True, help="results JSON")
+    ap.add_argument("--data", default=None, help="training data path (default: the config's)")
+    ap.add_argument("--reference", default=None, help="CSP reference CSV (default: mp20 val)")
+    ap.add_argument("--eval-rows", type=int, default=1000)
+    ap.add_argument("--samplers", default="pc,fast:50")
+    ap.add_argument("--probe-s", type=float, default=50.0)
+    ap.add_argument("--minutes", type=float, default=None, help="override the set's budget")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--sample-batch", type=int, default=1000)
+    ap.add_argument("--eval-workers", type=int, default=4)
+    ap.add_argument("--only", default=None, help="comma-separated variant names")
+    ap.add_argument("--stage", default="all", choices=["all", "train", "eval"],
+                    help="train only, evaluate finished runs only, or both")
+    a = ap.parse_args(argv)
+
+    spec = yaml.safe_load(Path(a.set).read_text())
+    base = yaml.safe_load(Path(spec["base"]).read_text())
+    minutes = a.minutes if a.minutes is not None else float(spec["minutes"])
+    variants = dict(spec["variants"])
+    if a.only:
+        variants = {k: v for k, v in variants.items() if k in a.only.split(",")}
+    work = Path(a.work)
+    for name, v in variants.items():
+        (work / name).mkdir(parents=True, exist_ok=True)
+        over = {**spec.get("defaults", {}), **(v.get("overrides") or {})}
+        v["overrides"] = over
+        cfg = merged_config(base, over)
+        (work / name / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    t0 = time.time()
+    probe: dict[str, float | None] = {}
+    probe_file = work / "probe.json"
+    if a.stage == "eval":
+        probe = json.loads(probe_file.read_text()) if probe_file.is_file() else {}
+    elif a.probe_s > 0:
+        train_all(variants, work, a.data, a.probe_s / 60.0, dict.fromkeys(variants, 10**7),
+                  a.device, "probe")
+        for name in variants:
+            probe[name] = steps_per_s(read_metrics(work / name / "probe" / "metrics.csv"))
+    if a.stage != "eval":
+        probe_file.write_text(json.dumps(probe))
+        steps = {n: max(50, int((probe.get(n) or 1.0) * minutes * 60 * 0.97)) for n in variants}
+        print(f"[ablation] probe {time.time() - t0:.0f}s: {probe} -> steps {steps}", flush=True)
+        codes = train_all(variants, work, a.data, minutes, steps, a.device, "run")
+        print(f"[ablation] trained {time.time() - t0:.0f}s: exit codes {codes}", flush=True)
+        if a.stage == "train":
+            return 0
+
+    ref = Path(a.reference) if a.reference else None
+    if ref is None:
+        from matgen.data import resolve_source
+
+        ref = resolve_source("mp20", "val")
+    sub = work / f"reference_{a.eval_rows}.csv"
+    with ref.open() as fin, sub.open("w", newline="") as fout:
+        r = csv.reader(fin)
+        w = csv.writer(fout)
+        for i, row in enumerate(r):
+            if i > a.eval_rows:
+                break
+            w.writerow(row)
+    samplers = [s for s in a.samplers.split(",") if s]
+    evaluate_all(variants, work, sub, samplers, a.device, a.sample_batch, a.eval_workers)
+    rows = collect(variants, work, spec, samplers, probe)
+    result = {
+        "what": "equal-wall-budget generator ablation: CSP on mp20_reduced val, 1 sample",
+        "set": a.set, "base": spec["base"], "minutes": minutes, "probe_s": a.probe_s,
+        "eval_rows": a.eval_rows, "reference": str(ref), "samplers": samplers,
+        "device": a.device, "total_s": round(time.time() - t0, 1), "runs": rows,
+    }
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    for row in rows:
+        pcs = {s: row.get(f"csp_{s.replace(':', '')}", {}) for s in samplers}
+        print(row["name"], row["steps"], row["val_loss"],
+              {s: (m.get("match_rate"), m.get("rmse")) for s, m in pcs.items()}, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

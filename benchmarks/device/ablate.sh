@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Device driver for an ablation round (benchmarks/ablation.py), started detached by the first call:
+#   setsid nohup bash benchmarks/device/ablate.sh > /tmp/abl.nohup 2>&1 < /dev/null &
+# Carried: .whl, .devdata (gzipped mp20_reduced + processed cache). SET picks the variant set,
+# SOLO the run whose weights come back and which is also scored on the whole public test split.
+set -u
+W=${W:-/tmp/abl}; mkdir -p "$W/export"
+SET=${SET:-benchmarks/ablations/round1.yaml}; SOLO=${SOLO:-solo_dense_csp}
+log() { echo "[$(date -u +%H:%M:%S)] $*" >> "$W/driver.log"; }
+log "start $SET"
+source benchmarks/device/_env.sh
+nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv -l 10 > "$W/gpu_util.csv" 2>&1 &
+log "installed; $(python3 -c 'import torch;print(torch.__version__, torch.cuda.device_count())' 2>&1)"
+python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.json" \
+  --stage train --probe-s ${PROBE_S:-40} > "$W/ablation_train.log" 2>&1
+log "train stage exit $?: $(grep ablation $W/ablation_train.log | tr '\n' ' ' | tail -c 600)"
+CK="$W/runs/$SOLO/run/checkpoints/last"
+if [ -f "$CK/model.safetensors" ]; then
+  cp "$CK/model.json" "$W/export/model.json"
+  split -b 15M "$CK/model.safetensors" "$W/export/model.safetensors.part-"
+fi
+pack() { python3 - "$W" <<'PY'
+import sys, tarfile, glob, os
+w = sys.argv[1]
+with tarfile.open(f"{w}/export/results.tar.gz", "w:gz") as t:
+    for p in glob.glob(f"{w}/runs/*/*.log") + glob.glob(f"{w}/runs/*/*.json") + glob.glob(f"{w}/runs/*/config.yaml") \
+           + glob.glob(f"{w}/runs/*/run/metrics.csv") + glob.glob(f"{w}/runs/*/probe/metrics.csv") \
+           + glob.glob(f"{w}/*.json") + glob.glob(f"{w}/*.log") + glob.glob(f"{w}/*.csv") + glob.glob(f"{w}/test/*"):
+        if os.path.isfile(p) and os.path.getsize(p) < 30e6:
+            t.add(p, arcname=os.path.relpath(p, w))
+PY
+}
+pack; log "exported weights + logs"; touch "$W/EXPORTED"
+python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.json" \
+  --stage eval --eval-rows ${EVAL_ROWS:-500} --eval-workers 4 > "$W/ablation_eval.log" 2>&1
+log "eval stage exit $?"; pack; touch "$W/EVALUATED"
+mkdir -p "$W/test"
+for S in pc fast; do
+  timeout 420 python3 -m matgen sample --checkpoint "$CK" --task csp --compositions-from /tmp/datasets/mp20_reduced/test.csv \
+    --num 1 --sampler $S --batch-size 1200 --seed 0 --no-progress --out "$W/test/csp_test_$S.extxyz" > "$W/test/sample_$S.log" 2>&1 &
+done; wait
+for S in pc fast; do
+  python3 -m matgen evaluate --task csp --generated "$W/test/csp_test_$S.extxyz" --reference /tmp/datasets/mp20_reduced/test.csv \
+    --workers 12 --out "$W/test/csp_test_$S.json" > "$W/test/eval_$S.log" 2>&1 &
+done; wait
+log "test split done: $(cat $W/test/*.json 2>/dev/null | grep -E '"match_rate"|"rmse"' | tr '\n' ' ')"
+pack; touch "$W/ALL_DONE"; log "all done"
