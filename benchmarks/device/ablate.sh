@@ -2,10 +2,11 @@
 # Device driver for an ablation round (benchmarks/ablation.py), started detached by the first call:
 #   setsid nohup bash benchmarks/device/ablate.sh > /tmp/abl.nohup 2>&1 < /dev/null &
 # Carried: .whl, .devdata (gzipped mp20_reduced + processed cache). SET picks the variant set,
-# SOLO the run whose weights come back and which is also scored on the whole public test split.
+# SOLO the run whose weights come back (WEIGHTS=1), whose sampling speed is measured, and which is
+# scored on the whole public test split (TEST=1).
 set -u
 W=${W:-/tmp/abl}; mkdir -p "$W/export"
-SET=${SET:-benchmarks/ablations/round1.yaml}; SOLO=${SOLO:-solo_dense_csp}
+SET=${SET:-benchmarks/ablations/round1.yaml}; SOLO=${SOLO:-dense_csp}
 log() { echo "[$(date -u +%H:%M:%S)] $*" >> "$W/driver.log"; }
 log "start $SET"
 source benchmarks/device/_env.sh
@@ -15,7 +16,7 @@ python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.
   --stage train --probe-s ${PROBE_S:-40} > "$W/ablation_train.log" 2>&1
 log "train stage exit $?: $(grep ablation $W/ablation_train.log | tr '\n' ' ' | tail -c 600)"
 CK="$W/runs/$SOLO/run/checkpoints/last"
-if [ -f "$CK/model.safetensors" ]; then
+if [ -n "${WEIGHTS:-}" ] && [ -f "$CK/model.safetensors" ]; then
   cp "$CK/model.json" "$W/export/model.json"
   split -b 15M "$CK/model.safetensors" "$W/export/model.safetensors.part-"
 fi
@@ -34,6 +35,11 @@ pack; log "exported weights + logs"; touch "$W/EXPORTED"
 python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.json" \
   --stage eval --eval-rows ${EVAL_ROWS:-500} --eval-workers 4 > "$W/ablation_eval.log" 2>&1
 log "eval stage exit $?"; pack; touch "$W/EVALUATED"
+timeout 200 python3 benchmarks/gpu_throughput.py --config configs/train/mp20_dense.yaml --steps 120 --warmup 40 \
+  --variants bf16 --checkpoint "$CK" --sample-n 1024 --sample-variants pc:100,fast:50 \
+  --out "$W/throughput.json" > "$W/throughput.log" 2>&1
+log "throughput exit $?"; pack
+[ -n "${TEST:-}" ] || { touch "$W/ALL_DONE"; log "all done"; exit 0; }
 mkdir -p "$W/test"
 for S in pc fast; do
   timeout 420 python3 -m matgen sample --checkpoint "$CK" --task csp --compositions-from /tmp/datasets/mp20_reduced/test.csv \
