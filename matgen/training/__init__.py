@@ -1,4 +1,4 @@
-"""matgen.training: config-driven training of crystal denoisers (sampling is matgen.generate)."""
+"""matgen.training: config-driven training of crystal denoisers (sampling is matgen.generate).
 
 Public API:
     TrainConfig (and its parts DataConfig, ConditionConfig, OptimConfig): YAML configs.
@@ -7,7 +7,8 @@ Public API:
         torchrun).
     EMA, warmup_cosine, IndexStream: the loop's parts, reusable.
     setup_distributed / DistInfo: torchrun environment handling.
-    training_conditions: a batch's condition labels.
+    training_conditions: a batch's condition labels. TrainingObjective: the loss protocol the
+        loop trains (plain diffusion and consistency distillation implement it).
     Checkpoint helpers: read_weights, load_init_weights (writing: save_run_checkpoint).
 
 Kept here for existing callers, defined in :mod:`matgen.generate` (the sampling layer):
@@ -50,19 +51,18 @@ from matgen.generate import (
     weights_id,
 )
 from matgen.training._checkpoint import read_weights
+from matgen.training._components import (
+    ResumeMismatchError,
+    TrainingObjective,
+    build_components,
+    load_init_weights,
+)
 from matgen.training._conditions import training_conditions
 from matgen.training._config import ConditionConfig, DataConfig, OptimConfig, TrainConfig
 from matgen.training._data import IndexStream, InMemorySource, dataset_stats
 from matgen.training._distributed import DistInfo, setup_distributed
 from matgen.training._ema import EMA
-from matgen.training._loop import (
-    NonFiniteLossError,
-    ResumeMismatchError,
-    RunResult,
-    build_components,
-    load_init_weights,
-    train,
-)
+from matgen.training._loop import NonFiniteLossError, RunResult, train
 from matgen.training._schedule import warmup_cosine
 
 __all__ = [
@@ -82,6 +82,7 @@ __all__ = [
     "SampleInputError",
     "SampleResult",
     "TrainConfig",
+    "TrainingObjective",
     "build_components",
     "dataset_stats",
     "expand_formula",

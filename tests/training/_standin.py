@@ -2,7 +2,9 @@
 
 The real denoiser and diffusion are tested by their own suites; here the loop (schedule, EMA,
 checkpoints, resume, DDP) is tested against something tiny and fast with the same call shapes:
-``denoiser(batch, t, cond) -> (N, 3)`` and ``diffusion.loss(denoiser, batch, cond, task)``.
+``denoiser(batch, t, cond) -> (N, 3)`` and the loop's loss protocol
+(``matgen.training.TrainingObjective``): ``loss(denoiser, batch, cond=..., task=...)`` and
+``stats``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class TinyDiffusion:
     ``noisy=False`` makes the loss deterministic (used to compare DDP with one process).
     ``poison_steps`` makes the loss NaN on those calls (for the skip / abort tests).
     """
+
+    stats = None  # no data statistics for a sampler to rebuild a diffusion from
 
     def __init__(self, noisy: bool = True, poison_calls: set[int] | None = None) -> None:
         self.noisy = noisy
