@@ -180,21 +180,25 @@ def _run_round(config_path: str, index: int) -> str:
     camp = campaign_for(config_path)
     cfg = camp.cfg
     camp.store.ensure_round(index, cfg.round_seed(index))
-    if not camp._done(index, "generated"):
-        cond = camp.conditions()
-        with _resources(cfg):
-            futs = [generate_chunk.submit(config_path, n, seed, cond)
-                    for _, n, seed in camp.chunk_plan(index)]
-        commit_generated(config_path, index, [f.result() for f in futs])
+    # generation and scoring fan out to tasks while this run holds the step's lease in the
+    # store: a concurrent run of the same campaign waits instead of repeating the work
+    with camp.claim(index, "generated") as todo:
+        if todo:
+            cond = camp.conditions()
+            with _resources(cfg):
+                futs = [generate_chunk.submit(config_path, n, seed, cond)
+                        for _, n, seed in camp.chunk_plan(index)]
+            commit_generated(config_path, index, [f.result() for f in futs])
     if not camp._done(index, "deduped"):
         dedup(config_path, index)
-    if not camp._done(index, "scored"):
-        plan = camp.score_plan(index)
-        seed = cfg.round_seed(index)
-        with _resources(cfg):
-            futs = [score_chunk.submit(config_path, cfg.digest(), rows, seed + 7 * k)
-                    for k, rows in enumerate(plan)]
-        commit_scores(config_path, index, plan, [f.result() for f in futs])
+    with camp.claim(index, "scored") as todo:
+        if todo:
+            plan = camp.score_plan(index)
+            seed = cfg.round_seed(index)
+            with _resources(cfg):
+                futs = [score_chunk.submit(config_path, cfg.digest(), rows, seed + 7 * k)
+                        for k, rows in enumerate(plan)]
+            commit_scores(config_path, index, plan, [f.result() for f in futs])
     if not camp._done(index, "selected"):
         select_batch(config_path, index)
     if not camp._done(index, "submitted"):
@@ -249,11 +253,15 @@ def campaign_flow(config_path: str, rounds: int | None = None,
 
 
 def preflight(cfg: CampaignConfig) -> None:
-    """Fail fast (before any flow starts) when the generator's model is missing.
+    """Fail fast (before any flow starts): a changed config, objectives no component
+    produces, a missing generator model.
 
     Raises:
+        matgen.campaign.ConfigChangedError: the config differs from the campaign's.
+        matgen.campaign.CampaignConfigError: objectives that cannot be judged.
         matgen.campaign.MissingModelError: names the missing checkpoint.
     """
+    Campaign(cfg).check()
     if cfg.generator.kind == "model":
         from matgen.campaign import ModelGenerator
 

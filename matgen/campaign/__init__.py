@@ -9,6 +9,7 @@ hand-off. Prefect orchestration lives in ``flows/``.
 
 from __future__ import annotations
 
+from matgen.campaign._checks import CampaignConfigError, ConfigChangedError, check_config
 from matgen.campaign._components import (
     DatasetGenerator,
     DatasetScorer,
@@ -22,19 +23,28 @@ from matgen.campaign._config import (
     DEFAULT_MODEL_DIR,
     AcquisitionConfig,
     CampaignConfig,
+    ConfigError,
     GeneratorConfig,
     GuardConfig,
     ObjectiveConfig,
     OracleConfig,
     ScorerConfig,
     TaskRunnerConfig,
+    config_changes,
     load_config,
 )
-from matgen.campaign._engine import Campaign, build_generator, build_oracle, build_scorer
+from matgen.campaign._engine import (
+    Campaign,
+    ImportReport,
+    build_generator,
+    build_oracle,
+    build_scorer,
+)
 from matgen.campaign._export import export_campaign
 from matgen.campaign._metrics import round_metrics
 from matgen.campaign._oracles import DatasetOracle, LabOracle, MLIPOracle, Oracle
-from matgen.campaign._store import STEPS, CampaignStore, StepConflict
+from matgen.campaign._results import ResultsFileError, read_results
+from matgen.campaign._store import STEPS, CampaignStore, StepConflict, StoreError
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -42,13 +52,17 @@ __all__ = [
     "AcquisitionConfig",
     "Campaign",
     "CampaignConfig",
+    "CampaignConfigError",
     "CampaignStore",
+    "ConfigChangedError",
+    "ConfigError",
     "DatasetGenerator",
     "DatasetOracle",
     "DatasetScorer",
     "Generator",
     "GeneratorConfig",
     "GuardConfig",
+    "ImportReport",
     "LabOracle",
     "MLIPOracle",
     "MissingModelError",
@@ -56,15 +70,20 @@ __all__ = [
     "ObjectiveConfig",
     "Oracle",
     "OracleConfig",
+    "ResultsFileError",
     "Scorer",
     "ScorerConfig",
     "StepConflict",
+    "StoreError",
     "SurrogateScorer",
     "TaskRunnerConfig",
     "build_generator",
     "build_oracle",
     "build_scorer",
+    "check_config",
+    "config_changes",
     "export_campaign",
     "load_config",
+    "read_results",
     "round_metrics",
 ]

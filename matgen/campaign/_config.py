@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "default"
 
 
+class ConfigError(ValueError):
+    """A campaign YAML that cannot be read (one line naming the file and the problem)."""
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -58,13 +62,13 @@ class GeneratorConfig(_Frozen):
 
     kind: Literal["model", "dataset"] = "model"
     checkpoint: str | None = None
-    steps: int | None = 50
+    steps: int | None = Field(50, gt=0)
     sampler: Literal["fast", "pc", "consistency"] = "fast"
     guidance: float = 2.0
     chemsys: list[str] = Field(default_factory=list)
     conditions: dict[str, float] = Field(default_factory=dict)
     pool_csv: str | None = None
-    chunk_size: int = 64
+    chunk_size: int = Field(64, gt=0)
 
     def checkpoint_path(self) -> Path:
         return Path(self.checkpoint) if self.checkpoint else DEFAULT_MODEL_DIR
@@ -80,7 +84,7 @@ class ScorerConfig(_Frozen):
     fmax: float = 0.1
     labels_csv: str | None = None
     noise: dict[str, float] = Field(default_factory=dict)
-    chunk_size: int = 32
+    chunk_size: int = Field(32, gt=0)
 
 
 class OracleConfig(_Frozen):
@@ -145,9 +149,9 @@ class CampaignConfig(_Frozen):
 
     name: str
     seed: int = 0
-    rounds: int = 2
-    pool_size: int = 64
-    batch_size: int = 8
+    rounds: int = Field(2, ge=0)
+    pool_size: int = Field(64, gt=0)
+    batch_size: int = Field(8, gt=0)
     objectives: list[ObjectiveConfig] = Field(min_length=1)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
@@ -159,6 +163,9 @@ class CampaignConfig(_Frozen):
     work_dir: str = "runs/campaigns/{name}"
     state_url: str | None = None
     export_on_finish: bool = True
+    #: seconds a claim on a step (generation, scoring, the oracle, ...) lasts without a
+    #: heartbeat; a worker on another host takes over a crashed owner's claim after this
+    lease_seconds: float = Field(60.0, gt=0)
 
     @field_validator("name")
     @classmethod
@@ -198,6 +205,49 @@ class CampaignConfig(_Frozen):
         return list(dict.fromkeys(o.property for o in self.objectives))
 
 
+#: Top-level keys that do not change what a campaign computes (free to change between runs).
+OPERATIONAL_KEYS = ("rounds", "task_runner", "work_dir", "state_url", "export_on_finish",
+                    "lease_seconds", "guards")
+
+
+def _flatten(obj, prefix: str = "") -> dict[str, object]:
+    if isinstance(obj, dict):
+        out: dict[str, object] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out or {prefix: {}}
+    if isinstance(obj, list) and obj and any(isinstance(x, dict | list) for x in obj):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: obj}
+
+
+def _short(v: object) -> str:
+    r = json.dumps(v) if v is not None else "unset"
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def config_changes(stored: dict, cfg: CampaignConfig) -> list[str]:
+    """What differs between a campaign's stored config and ``cfg`` (``key: old -> new``).
+
+    The stored dict is read through the current schema first (defaults of newer fields
+    filled in); keys in :data:`OPERATIONAL_KEYS` are ignored.
+    """
+    try:
+        old = CampaignConfig.model_validate(stored).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - a config of an older schema: compare as stored
+        old = dict(stored)
+    new = cfg.model_dump(mode="json")
+    for k in OPERATIONAL_KEYS:
+        old.pop(k, None)
+        new.pop(k, None)
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {_short(a.get(k))} -> {_short(b.get(k))}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def _resolve(base: Path, value: str | None) -> str | None:
     if value is None or "://" in value:
         return value
@@ -212,12 +262,24 @@ def load_config(path: str | Path, **overrides) -> CampaignConfig:
 
     Raises:
         FileNotFoundError: no such file.
+        ConfigError: not readable YAML, or not a mapping.
         pydantic.ValidationError: invalid config.
     """
     import os
 
     path = Path(path)
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}: " if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: {at}YAML syntax error: {what}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings (name:, objectives:, ...), "
+                          f"got a {type(raw).__name__}")
     raw.update({k: v for k, v in overrides.items() if v is not None})
     base = path.resolve().parent
 
@@ -230,18 +292,21 @@ def load_config(path: str | Path, **overrides) -> CampaignConfig:
         ("oracle", ("csv",)),
     ):
         sec = raw.get(section) or {}
+        if not isinstance(sec, dict):
+            continue  # pydantic names the bad section
         for k in keys:
-            if sec.get(k):
+            if isinstance(sec.get(k), str) and sec[k]:
                 sec[k] = _resolve(base, expand(sec[k]))
         if sec:
             raw[section] = sec
     for k in ("train_csv",):
-        if raw.get(k):
+        if isinstance(raw.get(k), str) and raw[k]:
             raw[k] = _resolve(base, expand(raw[k]))
     # the work folder (state DB, outbox, exports) is relative to the current directory
-    raw["work_dir"] = str(Path(expand(raw.get("work_dir") or "runs/campaigns/{name}"))
-                          .expanduser().absolute())
-    if raw.get("state_url") and raw["state_url"].startswith("sqlite:///"):
+    if isinstance(raw.get("work_dir") or "", str):
+        raw["work_dir"] = str(Path(expand(raw.get("work_dir") or "runs/campaigns/{name}"))
+                              .expanduser().absolute())
+    if isinstance(raw.get("state_url"), str) and raw["state_url"].startswith("sqlite:///"):
         p = raw["state_url"][len("sqlite:///") :]
         raw["state_url"] = "sqlite:///" + _resolve(base, expand(p))
     return CampaignConfig.model_validate(raw)

@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from matgen.acquisition import (
     fit_gp_models,
     select,
 )
+from matgen.campaign._checks import ConfigChangedError, check_config
 from matgen.campaign._components import (
     DatasetGenerator,
     DatasetScorer,
@@ -37,9 +39,10 @@ from matgen.campaign._components import (
     SurrogateScorer,
     finite,
 )
-from matgen.campaign._config import CampaignConfig
+from matgen.campaign._config import CampaignConfig, config_changes
 from matgen.campaign._metrics import round_metrics
 from matgen.campaign._oracles import DatasetOracle, LabOracle, MLIPOracle, Oracle
+from matgen.campaign._results import ResultsFile
 from matgen.campaign._store import STEPS, CampaignStore, StepConflict
 from matgen.crystal import CrystalBatch
 
@@ -86,6 +89,20 @@ def build_oracle(cfg: CampaignConfig) -> Oracle:
 
 
 # ---------------------------------------------------------------------------------- helpers
+@dataclass
+class ImportReport:
+    """What an import did: rows ``accepted`` (candidates labelled now), ``filled`` (labels
+    added to a labelled candidate), ``corrected``, ``unchanged``, and one line per rejected
+    row in ``errors`` (``rejected`` counts them)."""
+
+    accepted: int = 0
+    filled: int = 0
+    corrected: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
 def _describe(structure) -> tuple[str, str, str | None]:
     """(formula, reduced formula, space group symbol or None)."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -120,10 +137,24 @@ class Campaign:
     Components are created lazily (models are loaded on first use, inside the process that
     runs the step) unless passed in (tests inject stand-ins).
 
+    The campaign's stored config must equal ``cfg`` (up to operational keys such as
+    ``rounds`` and ``task_runner``): a changed config raises :class:`ConfigChangedError`
+    naming every change, unless ``accept_config_change`` is set, which stores ``cfg`` as a
+    new config version (rounds started from then on record it).
+
+    Every step claims its lease in the store first (:meth:`claim`), so two runs of one
+    campaign never do the same generation, scoring or oracle work: the second waits, then
+    finds the step done.
+
     Args:
         cfg: the campaign config.
         generator, scorer, oracle: optional components overriding the config's.
         store: optional store (default: ``cfg.database_url()``).
+        accept_config_change: apply a changed config instead of refusing it.
+
+    Raises:
+        ConfigChangedError: ``cfg`` differs from the stored config (one line).
+        StoreError: the state database is not readable (one line).
     """
 
     def __init__(
@@ -133,6 +164,7 @@ class Campaign:
         scorer: Scorer | None = None,
         oracle: Oracle | None = None,
         store: CampaignStore | None = None,
+        accept_config_change: bool = False,
     ) -> None:
         self.cfg = cfg
         self._generator = generator
@@ -147,6 +179,38 @@ class Campaign:
         ]
         self._train_index: dict[str, list[str]] | None = None
         self._lock = threading.RLock()
+        self._warnings: list[str] | None = None
+        self.config_version = self._check_stored_config(accept_config_change)
+
+    def _check_stored_config(self, accept: bool) -> int:
+        changes = config_changes(self.store.stored_config(), self.cfg)
+        if not changes:
+            return self.store.config_version()
+        nxt = self.next_round()
+        if not accept:
+            raise ConfigChangedError(
+                f"campaign {self.cfg.name!r} was started with another config: "
+                f"{'; '.join(changes)} (pass --accept-config-change to use the new config from "
+                f"round {nxt} on, or give the campaign a new name)")
+        v = self.store.record_config(self.cfg.model_dump(mode="json"), "; ".join(changes), nxt)
+        log.warning("campaign %s: config version %d from round %d: %s", self.cfg.name, v, nxt,
+                    "; ".join(changes))
+        return v
+
+    def check(self) -> list[str]:
+        """Check the objectives against the scorer and oracle (see :func:`check_config`).
+
+        Returns:
+            Warnings (already logged).
+
+        Raises:
+            CampaignConfigError: one line per problem.
+        """
+        if self._warnings is None:
+            self._warnings = check_config(self.cfg)
+            for w in self._warnings:
+                log.warning("%s", w)
+        return self._warnings
 
     # ------------------------------------------------------------------ components
     @property
@@ -185,6 +249,21 @@ class Campaign:
 
     def _done(self, index: int, step: str) -> bool:
         return self.store.status_reached(index, step)
+
+    @contextmanager
+    def claim(self, index: int, step: str):
+        """Hold the store's lease on ``step`` of round ``index`` for the ``with`` block.
+
+        Yields True when this worker must do the step, False when it is done already (or got
+        done by another worker while this one waited for its lease). A crashed holder's claim
+        is taken over (at once on this host, after ``lease_seconds`` elsewhere).
+        """
+        if self._done(index, step):
+            yield False
+            return
+        with self.store.hold(f"round{index}:{step}", ttl=self.cfg.lease_seconds,
+                             stop=lambda: self._done(index, step)) as held:
+            yield held and not self._done(index, step)
 
     @contextmanager
     def _step_tx(self, index: int, step: str):
@@ -277,11 +356,13 @@ class Campaign:
 
     def generate(self, index: int) -> None:
         self.store.ensure_round(index, self.cfg.round_seed(index))
-        if self._done(index, "generated"):
-            return
-        cond = self.conditions()
-        chunks = [self.generate_chunk(n, seed, cond) for _, n, seed in self.chunk_plan(index)]
-        self.commit_generated(index, chunks)
+        with self.claim(index, "generated") as todo:
+            if not todo:
+                return
+            cond = self.conditions()
+            chunks = [self.generate_chunk(n, seed, cond)
+                      for _, n, seed in self.chunk_plan(index)]
+            self.commit_generated(index, chunks)
 
     # ------------------------------------------------------------------ 2. dedup
     def _train_formulas(self) -> dict[str, list[str]]:
@@ -310,8 +391,11 @@ class Campaign:
 
     def dedup(self, index: int) -> None:
         """Mark invalid and duplicate candidates (vs training data, earlier rounds, this round)."""
-        if self._done(index, "deduped"):
-            return
+        with self.claim(index, "deduped") as todo:
+            if todo:
+                self._dedup(index)
+
+    def _dedup(self, index: int) -> None:
         from pymatgen.analysis.structure_matcher import StructureMatcher
         from pymatgen.core import Structure
 
@@ -393,12 +477,13 @@ class Campaign:
                     self.store.update_candidate(conn, r["id"], status="scored", scores=s)
 
     def score(self, index: int) -> None:
-        if self._done(index, "scored"):
-            return
-        plan = self.score_plan(index)
-        seed = self.cfg.round_seed(index)
-        scores = [self.score_chunk(rows, seed + 7 * k) for k, rows in enumerate(plan)]
-        self.commit_scores(index, plan, scores)
+        with self.claim(index, "scored") as todo:
+            if not todo:
+                return
+            plan = self.score_plan(index)
+            seed = self.cfg.round_seed(index)
+            scores = [self.score_chunk(rows, seed + 7 * k) for k, rows in enumerate(plan)]
+            self.commit_scores(index, plan, scores)
 
     # ------------------------------------------------------------------ 4. select
     def _pool(self, index: int) -> list[dict]:
@@ -427,8 +512,11 @@ class Campaign:
 
     def select(self, index: int) -> None:
         """Pick the batch with BoTorch over the pool; write picks and advance to ``selected``."""
-        if self._done(index, "selected"):
-            return
+        with self.claim(index, "selected") as todo:
+            if todo:
+                self._select(index)
+
+    def _select(self, index: int) -> None:
         cfg = self.cfg
         pool = self._pool(index)
         props = cfg.property_names()
@@ -505,19 +593,22 @@ class Campaign:
 
     def submit(self, index: int) -> None:
         """Record one ``pending`` submission per selected candidate (before anything is sent)."""
-        if self._done(index, "submitted"):
-            return
-        ids = [c["id"] for c in self.selected(index)]
-        with self._step_tx(index, "submitted") as conn:
-            self.store.advance(conn, index, "submitted")
-            self.store.record_submissions(conn, ids, index, self.oracle.name)
+        with self.claim(index, "submitted") as todo:
+            if not todo:
+                return
+            ids = [c["id"] for c in self.selected(index)]
+            with self._step_tx(index, "submitted") as conn:
+                self.store.advance(conn, index, "submitted")
+                self.store.record_submissions(conn, ids, index, self.oracle.name)
 
     def label(self, index: int, on_send: Callable[[list[str]], None] | None = None) -> bool:
         """Send pending submissions to the oracle and store the labels.
 
         Synchronous oracles: labels and the ``done`` status of each candidate are committed
-        together. The lab oracle: requests are written and submissions become ``sent``; the
-        round waits for :meth:`import_results`.
+        together (``failed`` when the oracle gave no finite value). The lab oracle: requests
+        are written and submissions become ``sent``; the round waits for
+        :meth:`import_results`. The oracle is only called while holding the round's
+        ``labelled`` lease, so concurrent runs never send one batch twice.
 
         Returns:
             True when every submission of the round is labelled (the round moved to
@@ -527,22 +618,39 @@ class Campaign:
             return True
         if not self._done(index, "submitted"):
             raise RuntimeError(f"round {index} is not submitted yet")
+        with self.claim(index, "labelled") as todo:
+            if todo:
+                self._send_pending(index, on_send)
+        return self._maybe_labelled(index)
+
+    def _send_pending(self, index: int, on_send: Callable[[list[str]], None] | None) -> None:
         oracle = self.oracle
         cands = {c["id"]: c for c in self.selected(index)}
         pending = [s["candidate_id"] for s in self.store.submissions(index, status="pending")]
-        if pending:
-            rows = [self._oracle_row(cands[cid]) for cid in pending]
-            if on_send is not None:
-                on_send(pending)
-            result = oracle.request(rows, index)
-            with self.store.transaction() as conn:
-                for cid in pending:
-                    if cid in result:
-                        self.store.add_labels(conn, cid, result[cid], oracle.name)
-                        self.store.set_submission(conn, cid, "done")
-                    else:
-                        self.store.set_submission(conn, cid, "sent")
-        return self._maybe_labelled(index)
+        if not pending:
+            return
+        rows = [self._oracle_row(cands[cid]) for cid in pending]
+        if on_send is not None:
+            on_send(pending)
+        result = oracle.request(rows, index)
+        with self.store.transaction() as conn:
+            for cid in pending:
+                if cid not in result:
+                    self.store.set_submission(conn, cid, "sent", expect=["pending"])
+                    continue
+                if not self.store.set_submission(
+                    conn, cid, *self._outcome(result[cid]), expect=["pending"]
+                ):
+                    continue  # labelled meanwhile (an import): keep that
+                self.store.add_labels(conn, cid, result[cid], oracle.name)
+
+    @staticmethod
+    def _outcome(values: dict[str, float]) -> tuple[str, str | None]:
+        """Submission status for an oracle answer: ``done`` with a finite value, else
+        ``failed`` (a lab import can still label it)."""
+        if any(finite(v) is not None for v in values.values()):
+            return "done", None
+        return "failed", "the oracle returned no finite value"
 
     @staticmethod
     def _oracle_row(c: dict) -> dict:
@@ -557,44 +665,86 @@ class Campaign:
         subs = self.store.submissions(index)
         if any(s["status"] in ("pending", "sent") for s in subs):
             return False
-        if self.status(index) == "submitted":
+        if not self._done(index, "labelled"):
             with self._step_tx(index, "labelled") as conn:
                 self.store.advance(conn, index, "labelled")
         return True
 
-    def import_results(self, csv_path: str) -> dict[str, int]:
-        """Import a lab results CSV (``candidate_id`` + property columns).
+    def import_results(self, csv_path: str, correct: bool = False,
+                       reason: str | None = None) -> ImportReport:
+        """Import a lab results CSV (``candidate_id`` + property columns); one transaction.
 
-        Rows for unknown candidates or candidates never sent are rejected (counted); labels of
-        one file are committed in one transaction.
+        A row is accepted only with at least one known, finite value, for a candidate that
+        was sent to the oracle; every other row is rejected and named (``errors``). A
+        candidate labelled before: the same values are ``unchanged``, values for properties it
+        has no label for yet are added (``filled``), different values are rejected unless
+        ``correct`` is set, which replaces them (``corrected``). Every write goes to the
+        store's ``label_history`` (old value, new value, file and line, ``reason``).
+
+        Raises:
+            ResultsFileError: a problem with the whole file (nothing is imported).
         """
-        if not isinstance(self.oracle, LabOracle):
-            lab = LabOracle(self.cfg.work_path() / "outbox", self.cfg.property_names())
+        if isinstance(self._oracle, LabOracle):
+            lab = self._oracle
         else:
-            lab = self.oracle
-        results = lab.read_results(csv_path)
-        subs = {s["candidate_id"]: s for s in self.store.submissions()}
-        accepted, rejected = 0, 0
-        rounds_touched = set()
+            lab = LabOracle(self.cfg.work_path() / "outbox",
+                            self.cfg.oracle.properties or self.cfg.property_names())
+        parsed: ResultsFile = lab.read_results(csv_path)
+        rep = ImportReport(errors=list(parsed.errors))
+        touched: set[int] = set()
+        ids = [r.candidate_id for r in parsed.rows]
+        why = f"; {reason}" if reason else ""
         with self.store.transaction() as conn:
-            for cid, vals in results.items():
+            known, subs, have = self.store.import_state(conn, ids)
+            for row in parsed.rows:
+                cid, where = row.candidate_id, f"{csv_path}:{row.line}: {row.candidate_id}"
                 s = subs.get(cid)
-                if s is None or s["status"] not in ("sent", "pending"):
-                    rejected += 1
+                if cid not in known:
+                    rep.errors.append(f"{where}: no such candidate in campaign "
+                                      f"{self.cfg.name!r}")
                     continue
-                self.store.add_labels(conn, cid, vals, "lab")
-                self.store.set_submission(conn, cid, "done")
-                rounds_touched.add(s["round_index"])
-                accepted += 1
-        for r in rounds_touched:
+                if s is None:
+                    rep.errors.append(f"{where}: never sent to the oracle (not selected)")
+                    continue
+                old = {k: v for k, v in have.get(cid, {}).items() if v is not None}
+                differ = {k: v for k, v in row.values.items() if k in old and old[k] != v}
+                if differ and not correct:
+                    rep.errors.append(where + ": already labelled " + ", ".join(
+                        f"{k}={old[k]:g} (file: {v:g})" for k, v in differ.items())
+                        + "; re-import with --correct to replace")
+                    continue
+                new = {k: v for k, v in row.values.items() if k not in old}
+                if not new and not differ:
+                    rep.unchanged += 1
+                    continue
+                first = s["status"] != "done"
+                action = "import" if first else "fill"
+                src = f"{csv_path} line {row.line}{why}"
+                for k, v in new.items():
+                    self.store.write_label(conn, cid, k, v, "lab", action, src)
+                for k, v in differ.items():
+                    self.store.write_label(conn, cid, k, v, "lab", "correct", src)
+                if first:
+                    self.store.set_submission(conn, cid, "done", detail=f"imported {src}"[:300])
+                    touched.add(s["round_index"])
+                    rep.accepted += 1
+                elif differ:
+                    rep.corrected += 1
+                else:
+                    rep.filled += 1
+        rep.rejected = len(rep.errors)
+        for r in sorted(touched):
             self._maybe_labelled(r)
-        return {"accepted": accepted, "rejected": rejected}
+        return rep
 
     # ------------------------------------------------------------------ 6. update
     def update(self, index: int) -> None:
         """Active learning: retrain the scorer's predictors on all oracle labels so far."""
-        if self._done(index, "updated"):
-            return
+        with self.claim(index, "updated") as todo:
+            if todo:
+                self._update(index)
+
+    def _update(self, index: int) -> None:
         from pymatgen.core import Structure
 
         labels = self.store.labels()
@@ -633,12 +783,12 @@ class Campaign:
         return m
 
     def report(self, index: int) -> dict[str, Any]:
-        if self._done(index, "reported"):
-            return self.store.round(index)["metrics"] or {}
-        m = self.metrics(index)
-        with self._step_tx(index, "reported") as conn:
-            self.store.advance(conn, index, "reported", metrics=m)
-        return m
+        with self.claim(index, "reported") as todo:
+            if todo:
+                m = self.metrics(index)
+                with self._step_tx(index, "reported") as conn:
+                    self.store.advance(conn, index, "reported", metrics=m)
+        return self.store.round(index)["metrics"] or {}
 
     # ------------------------------------------------------------------ driver
     def run_round(self, index: int) -> str:
@@ -659,7 +809,13 @@ class Campaign:
         return "reported"
 
     def run(self, rounds: int | None = None) -> list[dict[str, Any]]:
-        """Run rounds until ``rounds`` (default ``cfg.rounds``) are reported; resumes."""
+        """Run rounds until ``rounds`` (default ``cfg.rounds``) are reported; resumes.
+
+        Raises:
+            CampaignConfigError: the objectives do not fit the scorer / oracle (before any
+                work).
+        """
+        self.check()
         total = rounds if rounds is not None else self.cfg.rounds
         while (i := self.next_round()) < total:
             if self.run_round(i) != "reported":

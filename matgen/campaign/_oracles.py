@@ -9,6 +9,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from matgen.campaign._results import ResultsFile, read_results
+
 
 @runtime_checkable
 class Oracle(Protocol):
@@ -227,28 +229,11 @@ class LabOracle:
         tmp.replace(path)  # same request file whatever the number of retries
         return {}
 
-    def read_results(self, csv_path: str | Path) -> dict[str, dict[str, float]]:
-        """Parse a results CSV: ``candidate_id`` plus property columns (blank = missing).
+    def read_results(self, csv_path: str | Path) -> ResultsFile:
+        """Read and check a results CSV (see :func:`matgen.campaign._results.read_results`).
 
         Raises:
-            ValueError: no ``candidate_id`` column, or a value that is not a number (the
-                message names the row).
+            ResultsFileError: a problem with the whole file (no ``candidate_id`` column, an
+                unknown column, ...); row problems are listed in the result's ``errors``.
         """
-        out: dict[str, dict[str, float]] = {}
-        with Path(csv_path).open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or "candidate_id" not in reader.fieldnames:
-                raise ValueError(f"{csv_path}: needs a candidate_id column")
-            props = [p for p in reader.fieldnames if p != "candidate_id"]
-            for n, row in enumerate(reader, start=2):
-                vals: dict[str, float] = {}
-                for p in props:
-                    v = (row.get(p) or "").strip()
-                    if v == "" or p in ("formula", "spacegroup"):
-                        continue
-                    try:
-                        vals[p] = float(v)
-                    except ValueError as exc:
-                        raise ValueError(f"{csv_path}:{n}: {p}={v!r} is not a number") from exc
-                out[row["candidate_id"].strip()] = vals
-        return out
+        return read_results(csv_path, self.properties)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from matgen.cli._app import app
+
+# Prefect's server would otherwise send usage telemetry from `campaign run` / `serve`
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 campaign_app = typer.Typer(
     help="Closed-loop discovery campaigns (Prefect flows over a crash-safe state store).",
@@ -22,16 +26,22 @@ ConfigOpt = Annotated[
 ]
 
 
+def _fail(msg: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {msg}", err=True)
+    return typer.Exit(code)
+
+
 def _load(config: Path):
     from pydantic import ValidationError
 
-    from matgen.campaign import load_config
+    from matgen.campaign import ConfigError, load_config
 
     if not config.exists():
-        typer.echo(f"error: no such config file: {config}", err=True)
-        raise typer.Exit(2)
+        raise _fail(f"no such config file: {config}", 2)
     try:
         return load_config(config)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
     except ValidationError as exc:
         for err in exc.errors():
             loc = ".".join(str(x) for x in err["loc"])
@@ -39,11 +49,49 @@ def _load(config: Path):
         raise typer.Exit(2) from None
 
 
+@contextmanager
+def _store_errors():
+    """A state database that cannot be read: one line naming it (exit 1), no traceback."""
+    from sqlalchemy.exc import DatabaseError
+
+    from matgen.campaign import StoreError
+
+    try:
+        yield
+    except StoreError as exc:
+        raise _fail(str(exc), 1) from None
+    except DatabaseError as exc:
+        why = str(getattr(exc, "orig", exc)).splitlines()[0]
+        raise _fail(f"state database: {why} (move the campaign's state.db aside to start "
+                    "afresh, or restore a backup)", 1) from None
+
+
+def _open(cfg, accept_config_change: bool = False, must_exist: bool = False):
+    """The campaign of ``cfg``: a changed config is refused (exit 2) unless accepted."""
+    from matgen.campaign import Campaign, ConfigChangedError
+
+    if must_exist and not cfg.state_url and not (cfg.work_path() / "state.db").exists():
+        raise _fail(f"campaign {cfg.name!r} has no state yet ({cfg.work_path() / 'state.db'}); "
+                    "run it first: matgen campaign run --config ...", 2)
+    try:
+        return Campaign(cfg, accept_config_change=accept_config_change)
+    except ConfigChangedError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+AcceptOpt = Annotated[
+    bool,
+    typer.Option("--accept-config-change",
+                 help="apply a changed config from the next round on (recorded as a new "
+                      "config version) instead of refusing it"),
+]
+
+
 @campaign_app.command("run")
 def run(
     config: ConfigOpt,
     rounds: Annotated[
-        int | None, typer.Option("--rounds", help="total rounds (default: config)")
+        int | None, typer.Option("--rounds", min=0, help="total rounds (default: config)")
     ] = None,
     export_dir: Annotated[
         Path | None, typer.Option("--export-dir", help="lab hand-off folder at the end")
@@ -54,34 +102,45 @@ def run(
             "--prefect/--no-prefect", help="run as a Prefect flow (default) or in-process"
         ),
     ] = True,
+    accept_config_change: AcceptOpt = False,
 ) -> None:
     """Run the campaign (resumes where it stopped)."""
-    from matgen.campaign import Campaign, MissingModelError, export_campaign
+    from matgen.campaign import CampaignConfigError, MissingModelError, export_campaign
 
     cfg = _load(config)
-    # a loaded 2-core laptop can take longer than Prefect's 20 s default to start its server
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    try:
-        if prefect:
-            from flows.campaign import run_campaign
+    if export_dir is not None and export_dir.exists() and not export_dir.is_dir():
+        raise _fail(f"--export-dir {export_dir} exists and is not a folder", 2)
+    with _store_errors():
+        camp = _open(cfg, accept_config_change)
+        try:
+            camp.check()  # objectives vs scorer and oracle, before any work
+        except CampaignConfigError as exc:
+            for p in exc.problems:
+                typer.echo(f"error: {config}: {p}", err=True)
+            raise typer.Exit(2) from None
+        # a loaded 2-core laptop can take longer than Prefect's 20 s default to start its server
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+        try:
+            if prefect:
+                from flows.campaign import run_campaign
 
-            out = run_campaign(
-                str(config), rounds=rounds, export_dir=str(export_dir) if export_dir else None
-            )
-        else:
-            camp = Campaign(cfg)
-            rows = camp.run(rounds)
-            out = {"rounds": rows}
-            total = rounds if rounds is not None else cfg.rounds
-            if cfg.export_on_finish and camp.next_round() >= total:
-                out["export"] = str(
-                    export_campaign(
-                        camp.store, export_dir or cfg.work_path() / "exports", cfg.property_names()
-                    )
+                out = run_campaign(
+                    str(config), rounds=rounds,
+                    export_dir=str(export_dir) if export_dir else None
                 )
-    except MissingModelError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+            else:
+                rows = camp.run(rounds)
+                out = {"rounds": rows}
+                total = rounds if rounds is not None else cfg.rounds
+                if cfg.export_on_finish and camp.next_round() >= total:
+                    out["export"] = str(
+                        export_campaign(
+                            camp.store, export_dir or cfg.work_path() / "exports",
+                            cfg.property_names()
+                        )
+                    )
+        except MissingModelError as exc:
+            raise _fail(str(exc), 1) from None
     _print_rounds(out["rounds"])
     if out.get("export"):
         typer.echo(f"lab candidate list: {Path(out['export']) / 'candidates.csv'}")
@@ -111,10 +170,19 @@ def _print_rounds(rows: list[dict]) -> None:
 def serve(
     config: ConfigOpt,
     cron: Annotated[str, typer.Option("--cron", help='cron schedule, e.g. "0 2 * * *"')],
-    rounds: Annotated[int | None, typer.Option("--rounds")] = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", min=0)] = None,
 ) -> None:
     """Serve a scheduled deployment (one round per scheduled run)."""
-    _load(config)
+    from matgen.campaign import CampaignConfigError
+
+    cfg = _load(config)
+    with _store_errors():
+        try:
+            _open(cfg).check()
+        except CampaignConfigError as exc:
+            for p in exc.problems:
+                typer.echo(f"error: {config}: {p}", err=True)
+            raise typer.Exit(2) from None
     from flows.campaign import serve_campaign
 
     serve_campaign(str(config), cron, rounds)
@@ -129,8 +197,9 @@ def status(
     from matgen.campaign import CampaignStore
 
     cfg = _load(config)
-    store = CampaignStore(cfg.database_url(), cfg.name, cfg.model_dump(mode="json"))
-    summary = store.summary()
+    with _store_errors():
+        store = CampaignStore(cfg.database_url(), cfg.name, cfg.model_dump(mode="json"))
+        summary = store.summary()
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
     else:
@@ -143,15 +212,23 @@ def export(
     config: ConfigOpt,
     out: Annotated[Path, typer.Option("--out", help="a new folder is created inside")],
     round_index: Annotated[
-        int | None, typer.Option("--round", help="one round (default: all)")
+        int | None, typer.Option("--round", min=0, help="one round (default: all)")
     ] = None,
 ) -> None:
     """Write the lab hand-off: ranked CSV, CIFs, HTML report (a new folder each time)."""
     from matgen.campaign import CampaignStore, export_campaign
 
     cfg = _load(config)
-    store = CampaignStore(cfg.database_url(), cfg.name, cfg.model_dump(mode="json"))
-    folder = export_campaign(store, out, cfg.property_names(), round_index)
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out} exists and is not a folder (a new folder is made inside it)",
+                    2)
+    with _store_errors():
+        store = CampaignStore(cfg.database_url(), cfg.name, cfg.model_dump(mode="json"))
+        have = [r["index"] for r in store.rounds()]
+        if round_index is not None and round_index not in have:
+            raise _fail(f"campaign {cfg.name!r} has no round {round_index} (rounds: "
+                        f"{', '.join(map(str, have)) or 'none yet'})", 2)
+        folder = export_campaign(store, out, cfg.property_names(), round_index)
     typer.echo(str(folder))
 
 
@@ -161,22 +238,40 @@ def import_results(
     csv: Annotated[
         Path, typer.Option("--csv", help="results CSV: candidate_id + property columns")
     ],
+    correct: Annotated[
+        bool,
+        typer.Option("--correct", help="replace labels that differ from the stored ones "
+                                       "(each change is kept in the label history)"),
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="why (stored with each corrected label)")
+    ] = None,
+    accept_config_change: AcceptOpt = False,
 ) -> None:
-    """Import lab results; the waiting round resumes on the next `matgen campaign run`."""
-    from matgen.campaign import Campaign
+    """Import lab results; the waiting round resumes on the next `matgen campaign run`.
+
+    Every row needs at least one finite property value for a candidate sent to the lab; each
+    rejected row is named with its reason (exit 1). Rows already imported with the same
+    values are left unchanged, so a fixed file can be imported again.
+    """
+    from matgen.campaign import ResultsFileError
 
     cfg = _load(config)
     if not csv.exists():
-        typer.echo(f"error: no such file: {csv}", err=True)
-        raise typer.Exit(2)
-    try:
-        res = Campaign(cfg).import_results(str(csv))
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(
-        f"accepted {res['accepted']} rows, rejected {res['rejected']} "
-        "(unknown or already labelled candidates)"
-    )
-    if res["rejected"]:
+        raise _fail(f"no such file: {csv}", 2)
+    if csv.is_dir():
+        raise _fail(f"--csv {csv} is a folder, not a CSV file", 2)
+    with _store_errors():
+        camp = _open(cfg, accept_config_change, must_exist=True)
+        try:
+            res = camp.import_results(str(csv), correct=correct, reason=reason)
+        except ResultsFileError as exc:
+            raise _fail(str(exc), 1) from None
+    for e in res.errors:
+        typer.echo(f"error: {e}", err=True)
+    extra = "".join(f", {n} {what}" for n, what in (
+        (res.filled, "filled in"), (res.corrected, "corrected"), (res.unchanged, "unchanged"))
+        if n)
+    typer.echo(f"accepted {res.accepted} rows{extra}, rejected {res.rejected}")
+    if res.rejected:
         raise typer.Exit(1)

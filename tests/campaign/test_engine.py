@@ -79,11 +79,14 @@ def test_lab_oracle_waits_then_resumes_after_import(tmp_path, toy_csv):
         w.writerow(["candidate_id", "band_gap", "e_above_hull"])
         for i in ids[:-1]:
             w.writerow([i, 1.5, 0.01])
-    assert camp.import_results(str(res)) == {"accepted": cfg.batch_size - 1, "rejected": 0}
+    rep = camp.import_results(str(res))
+    assert (rep.accepted, rep.rejected) == (cfg.batch_size - 1, 0)
     assert camp.run()[0]["status"] == "submitted"  # one still missing
     with res.open("w", newline="") as fh:
         fh.write(f"candidate_id,band_gap,e_above_hull\n{ids[-1]},0.2,\nnot-a-candidate,1,1\n")
-    assert camp.import_results(str(res)) == {"accepted": 1, "rejected": 1}
+    rep = camp.import_results(str(res))
+    assert (rep.accepted, rep.rejected) == (1, 1)
+    assert "not-a-candidate: no such candidate" in rep.errors[0]
     rows = camp.run()
     assert rows[0]["status"] == "reported"
     assert rows[0]["metrics"]["hits"] == cfg.batch_size - 1

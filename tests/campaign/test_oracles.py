@@ -51,4 +51,6 @@ def test_lab_results_reject_bad_files(tmp_path):
         lab.read_results(bad)
     ok = tmp_path / "ok.csv"
     ok.write_text("candidate_id,band_gap,formula\n a ,1.5,NaCl\nb,,KCl\n")
-    assert lab.read_results(ok) == {"a": {"band_gap": 1.5}, "b": {}}
+    res = lab.read_results(ok)
+    assert res.as_dict() == {"a": {"band_gap": 1.5}}  # b has no value: never closed
+    assert len(res.errors) == 1 and ":3: b: no value for band_gap" in res.errors[0]
