@@ -139,7 +139,16 @@ def evaluate(
     the k samples (best-of-k). Every metric follows the CDVAE / DiffCSP definitions.
     """
     from matgen import evaluation as ev
+    from matgen.cli._paths import output_file_problem
 
+    stem = generated.with_suffix("")
+    out = out or Path(f"{stem}.{task.value}_metrics.json")
+    per_structure = per_structure or Path(f"{stem}.{task.value}_per_structure.csv")
+    for flag, path in (("--out", out), ("--per-structure", per_structure),
+                       ("--per-reference", per_reference)):
+        why = output_file_problem(path, flag) if path is not None else None
+        if why:
+            _fail(why, 2)
     nworkers = workers or (os.cpu_count() or 1)
     try:
         gen_set = ev.read_generated(generated)
@@ -151,10 +160,6 @@ def evaluate(
         _fail(f"{generated}: no frames")
     if len(ref_set) == 0:
         _fail(f"{reference}: no rows")
-
-    stem = generated.with_suffix("")
-    out = out or Path(f"{stem}.{task.value}_metrics.json")
-    per_structure = per_structure or Path(f"{stem}.{task.value}_per_structure.csv")
 
     if task is Task.csp:
         if all(i is None for i in gen_set.ids):

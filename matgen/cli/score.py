@@ -71,6 +71,13 @@ def score(
     if not inp.exists():
         _err.print(f"error: no such file: {escape(str(inp))}")
         raise typer.Exit(2)
+    from matgen.cli._paths import output_file_problem
+
+    for flag, path in (("--out", out), ("--relaxed-out", relaxed_out)):
+        why = output_file_problem(path, flag) if path is not None else None
+        if why:
+            _err.print(f"error: {escape(why)}")
+            raise typer.Exit(2)
     if device.startswith("cuda"):
         import torch
 
