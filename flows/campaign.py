@@ -73,12 +73,13 @@ def _resources(cfg: CampaignConfig):
 
 # ---------------------------------------------------------------------------------- tasks
 def _transient(task, task_run, state) -> bool:
-    """Retry everything except a missing model or bad input (those do not heal)."""
-    from matgen.campaign import MissingModelError
+    """Retry everything except a missing model, bad input or an unreadable state database
+    (those do not heal)."""
+    from matgen.campaign import MissingModelError, StoreError
 
     try:
         state.result()
-    except (MissingModelError, ValueError):
+    except (MissingModelError, StoreError, ValueError):
         return False
     except Exception:  # noqa: BLE001 - anything else may be transient
         return True
