@@ -96,6 +96,8 @@ def sample(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Crystals per batch.")] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        help="Denoiser arithmetic: auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32.")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     more: Annotated[
         list[str] | None,
@@ -111,6 +113,8 @@ def sample(
 
     if device not in ("auto", "cpu", "cuda"):
         _fail(f"--device must be auto, cpu or cuda (got {device!r})", 2)
+    if precision not in ("auto", "bf16", "fp32"):
+        _fail(f"--precision must be auto, bf16 or fp32 (got {precision!r})", 2)
     composition, condition = list(composition or []), list(condition or [])
     for extra in more or []:
         if "=" in extra and condition:
@@ -130,6 +134,7 @@ def sample(
             compositions_from=compositions_from, formula_units=_formula_units(formula_units),
             chemsys=chemsys, conditions=condition, guidance=guidance, steps=steps,
             sampler=sampler.value if sampler is not None else "auto", seed=seed, batch_size=batch_size, device=device,
+            precision=precision,
             progress=progress, log=lambda m: _err.print(escape(m)),
         )
     except SampleInputError as e:

@@ -210,6 +210,28 @@ def plan_sampling(spec: SampleSpec, say: Log) -> SamplePlan:
 
 
 # ---------------------------------------------------------------------- the batch loop
+class _Autocast(torch.nn.Module):
+    """The denoiser evaluated under bf16 autocast; its outputs come back in float32, so the
+    sampler's updates (and its parameters' dtype, read by the samplers) stay float32."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, t, cond=None):
+        with torch.autocast(batch.frac_coords.device.type, dtype=torch.bfloat16):
+            out = self.model(batch, t, cond)
+        return type(out)(coord=out.coord.float(), lattice=out.lattice.float(),
+                         type_logits=out.type_logits.float())
+
+
+def sampling_denoiser(model: torch.nn.Module, precision: str, device: torch.device):
+    """``model`` as the samplers should call it for ``precision`` (see :class:`SampleSpec`)."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return _Autocast(model)
+    return model
+
+
 def _sampler_fn(name: str):
     from matgen.diffusion import sample, sample_consistency, sample_fast
 
@@ -229,7 +251,8 @@ def _sample_batch(plan: SamplePlan, k: int, lo: int, chunk: list[Request]) -> Cr
     gen = torch.Generator(device=dev).manual_seed(spec.seed * 1_000_003 + k)
     kwargs = {"type_mask": plan.type_mask} if plan.type_mask is not None else {}
     with torch.no_grad():
-        res = _sampler_fn(plan.sampler)(plan.model, plan.diffusion, na, zs, steps=plan.steps,
+        net = sampling_denoiser(plan.model, spec.precision, dev)
+        res = _sampler_fn(plan.sampler)(net, plan.diffusion, na, zs, steps=plan.steps,
                                         cond=cond, guidance=spec.guidance, generator=gen,
                                         **kwargs)
     return res.to("cpu")

@@ -44,6 +44,9 @@ class SampleSpec:
         seed: base seed (batch ``k`` is seeded with ``seed * 1_000_003 + k``).
         batch_size: crystals per denoiser batch.
         device: ``auto``, ``cpu`` or ``cuda``.
+        precision: the denoiser's arithmetic: ``bf16`` (autocast, as in training),
+            ``fp32``, or ``auto`` (bf16 on CUDA, fp32 on CPU). The sampler's own updates
+            always stay in float32.
     """
 
     checkpoint: str | Path | None = None
@@ -60,6 +63,7 @@ class SampleSpec:
     seed: int = 0
     batch_size: int = 64
     device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def checked(self) -> SampleSpec:
         """This spec with the task compositions imply, after the checks that need no
