@@ -1,7 +1,7 @@
 """Machine-learned interatomic potentials (MLIPs) behind one small interface.
 
-CHGNet is the default (its weights ship inside the ``chgnet`` wheel, so it loads offline);
-SevenNet is optional and imported lazily.
+CHGNet and SevenNet (SevenNet-0 by default); both ship their weights inside their wheels, so
+they load offline, and both run batched (one forward for many structures) under the relaxer.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ class CHGNetMLIP:
     """
 
     name = "chgnet"
+    #: CHGNet's energies already carry MP2020 corrections (it was trained on corrected ones).
+    energy_correction = None
 
     def __init__(
         self,
@@ -220,16 +222,7 @@ class CHGNetMLIP:
                 forces[i] = f_split[k]
                 if s_all is not None:
                     stress[i] = s_all[k]
-        for i in range(b):
-            if errors[i] is None:
-                finite = bool(torch.isfinite(energy[i])) and bool(torch.isfinite(forces[i]).all())
-                if compute_stress:
-                    finite = finite and bool(torch.isfinite(stress[i]).all())
-                if not finite:
-                    errors[i] = "non-finite energy, forces or stress"
-        return MLIPOutput(
-            energy, torch.cat(forces) if forces else torch.zeros(0, 3), stress, errors, fresh
-        )
+        return _output(energy, forces, stress, errors, fresh, compute_stress)
 
     def _forward_chgnet(self, graphs, compute_stress: bool):
         """CHGNet's own batched forward: ``(B,)`` eV/atom, ``(N, 3)`` eV/Å, ``(B, 3, 3)`` eV/Å^3."""
@@ -331,12 +324,7 @@ class CHGNetMLIP:
             return None
         g, frac0, lat0 = hit
         frac, lat = np.array(s.frac_coords), np.array(s.lattice.matrix)
-        if frac.shape != frac0.shape:
-            return None
-        strain = np.linalg.solve(lat0, lat) - np.eye(3)
-        moved = 2 * np.linalg.norm((frac - frac0) @ lat, axis=1).max()
-        moved += self.cutoff * np.linalg.norm(strain, 2)
-        if not moved < self.graph_skin:
+        if not _within_skin(frac0, lat0, frac, lat, self.cutoff, self.graph_skin):
             return None
         return CrystalGraph(
             atomic_number=g.atomic_number,
@@ -372,51 +360,145 @@ class CHGNetMLIP:
 
 
 class SevenNetMLIP:
-    """SevenNet through its ASE calculator (optional dependency ``sevenn``).
+    """SevenNet (pretrained weights from the ``sevenn`` wheel) with a batched forward.
 
-    Not batched: ``predict`` loops over the structures with SevenNet's calculator, so the batched
-    relaxer works with it but without the GPU batching speed-up.
+    SevenNet-0 (``7net-0``, the 11 July 2024 weights, trained on MPtrj like CHGNet) is the
+    default; ``7net-l3i5`` (the Matbench Discovery entry, slower: l_max 3) also ships in the
+    wheel. Both load offline.
+
+    ``predict`` builds one periodic neighbour list per structure (matscipy, on the CPU), stacks
+    all structures into one graph and takes energies, forces and stresses from one SevenNet
+    forward (forces and the virial from the gradient with respect to the edge vectors, as
+    SevenNet does itself); same numbers as ``SevenNetCalculator`` one structure at a time
+    (tested). During relaxation, neighbour lists are reused while atoms move less than
+    ``graph_skin`` (see :meth:`CHGNetMLIP.predict`); SevenNet's polynomial cutoff envelope
+    is ~0 within the skin of the cutoff.
 
     Args:
         model: a SevenNet checkpoint name (``7net-0``, ``7net-l3i5``, ...) or path.
         device: ``auto``, ``cpu`` or ``cuda``.
+        graph_skin: Å; neighbour lists are rebuilt only after some edge length may have
+            changed by this much (0: rebuild every step).
     """
 
     name = "sevennet"
+    #: SevenNet-0 predicts MPtrj's raw DFT energies: scoring applies :func:`mp2020_corrected`.
+    energy_correction = "mp2020"
 
-    def __init__(self, model: str = "7net-l3i5", device: str | torch.device | None = "auto"):
-        try:
-            from sevenn.calculator import SevenNetCalculator
-        except ImportError as exc:  # pragma: no cover - optional dependency
-            raise ImportError(
-                "SevenNet is optional: pip install 'sevenn>=0.10,<0.14' (matgen[sevenn])"
-            ) from exc
+    def __init__(
+        self,
+        model: str = "7net-0",
+        device: str | torch.device | None = "auto",
+        graph_skin: float = 0.05,
+    ):
         self.device = resolve_device(device)
-        self.version = model
-        self._calc = SevenNetCalculator(model=model, device=str(self.device))
+        self.version = str(model)
+        self.model, self.cutoff, self.type_map = _pretrained_sevennet(
+            str(model), str(self.device))
+        self.graph_skin = float(graph_skin)
+        self._cache: dict[Hashable, tuple] = {}
+        self._calc = None
 
-    def predict(self, structures: list[Structure], compute_stress: bool = True) -> MLIPOutput:
-        from pymatgen.io.ase import AseAtomsAdaptor
+    def _topology(self, s: Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(src, dst, image)``: directed edges within the cutoff, ``image`` integer cell shifts."""
+        unknown = sorted({el.symbol for el in s.composition.elements
+                          if el.Z not in self.type_map})
+        if unknown:
+            raise ValueError(f"SevenNet has no type for {', '.join(unknown)}")
+        return _neighbour_list(np.array(s.lattice.matrix), np.array(s.cart_coords),
+                               self.cutoff)
+
+    def predict(
+        self,
+        structures: list[Structure],
+        compute_stress: bool = True,
+        keys: list[Hashable | None] | None = None,
+    ) -> MLIPOutput:
+        """Batched SevenNet forward (``keys``: cache keys as in :meth:`CHGNetMLIP.predict`).
+
+        Returns:
+            :class:`MLIPOutput`; a structure with an element SevenNet does not know, or with
+            non-finite outputs, has NaN outputs and a reason in ``errors``.
+        """
+        import sevenn._keys as KEY
+        from sevenn.atom_graph_data import AtomGraphData
+        from torch_geometric.loader.dataloader import Collater
 
         b = len(structures)
-        energy = torch.full((b,), math.nan, dtype=torch.float64)
-        forces, stress = [], torch.full((b, 3, 3), math.nan, dtype=torch.float64)
+        n_at = [len(s) for s in structures]
         errors: list[str | None] = [None] * b
+        fresh = [True] * b
+        data = []
+        ok = []
         for i, s in enumerate(structures):
-            f = torch.full((len(s), 3), math.nan, dtype=torch.float64)
-            try:
-                atoms = AseAtomsAdaptor.get_atoms(s)
-                atoms.calc = self._calc
-                energy[i] = atoms.get_potential_energy() / len(s)
-                f = torch.as_tensor(atoms.get_forces(), dtype=torch.float64)
+            key = keys[i] if keys is not None else None
+            lat = np.array(s.lattice.matrix)
+            frac = np.array(s.frac_coords)
+            topo = None
+            if key is not None and self.graph_skin > 0 and key in self._cache:
+                topo0, frac0, lat0 = self._cache[key]
+                if _within_skin(frac0, lat0, frac, lat, self.cutoff, self.graph_skin):
+                    topo, fresh[i] = topo0, False
+            if topo is None:
+                try:
+                    topo = self._topology(s)
+                except Exception as exc:  # noqa: BLE001 - per structure
+                    errors[i] = f"graph construction failed: {_one_line(exc)}"
+                    continue
+                if key is not None:
+                    self._cache[key] = (topo, frac, lat)
+            src, dst, image = topo
+            pos = frac @ lat
+            vec = pos[dst] - pos[src] + image @ lat
+            z = torch.as_tensor(np.array(s.atomic_numbers), dtype=torch.int64)
+            data.append(AtomGraphData(**{
+                KEY.NODE_FEATURE: z,
+                KEY.ATOMIC_NUMBERS: z,
+                KEY.POS: torch.as_tensor(pos, dtype=torch.float32),
+                KEY.EDGE_IDX: torch.as_tensor(np.stack([src, dst]), dtype=torch.int64),
+                KEY.EDGE_VEC: torch.as_tensor(vec, dtype=torch.float32),
+                KEY.CELL_VOLUME: torch.tensor(abs(float(np.linalg.det(lat))),
+                                              dtype=torch.float32),
+                KEY.NUM_ATOMS: torch.tensor(len(s)),
+                KEY.INFO: {},
+            }))
+            ok.append(i)
+        energy = torch.full((b,), math.nan, dtype=torch.float64)
+        forces = [torch.full((n, 3), math.nan, dtype=torch.float64) for n in n_at]
+        stress = torch.full((b, 3, 3), math.nan, dtype=torch.float64)
+        if data:
+            batch = Collater([], follow_batch=None, exclude_keys=None)(data).to(self.device)
+            out = self.model(batch)
+            e = out[KEY.PRED_TOTAL_ENERGY].detach().double().cpu().reshape(-1)
+            f_split = torch.split(out[KEY.PRED_FORCE].detach().double().cpu(),
+                                  [n_at[i] for i in ok])
+            # SevenNet's stress: -(xx, yy, zz, xy, yz, zx) in eV/Å^3 (ASE sign: negate)
+            v = -out[KEY.PRED_STRESS].detach().double().cpu().reshape(-1, 6)
+            s_all = torch.stack([
+                torch.stack([v[:, 0], v[:, 3], v[:, 5]], -1),
+                torch.stack([v[:, 3], v[:, 1], v[:, 4]], -1),
+                torch.stack([v[:, 5], v[:, 4], v[:, 2]], -1),
+            ], 1)
+            for k, i in enumerate(ok):
+                energy[i] = e[k] / n_at[i]
+                forces[i] = f_split[k]
                 if compute_stress:
-                    stress[i] = torch.as_tensor(atoms.get_stress(voigt=False), dtype=torch.float64)
-            except Exception as exc:  # noqa: BLE001
-                errors[i] = f"SevenNet failed: {_one_line(exc)}"
-            forces.append(f)
-        return MLIPOutput(energy, torch.cat(forces), stress, errors)
+                    stress[i] = s_all[k]
+        return _output(energy, forces, stress, errors, fresh, compute_stress)
+
+    def forget(self, keys: Iterable[Hashable]) -> None:
+        """Drop cached neighbour lists (see ``keys`` of :meth:`predict`)."""
+        for k in keys:
+            self._cache.pop(k, None)
 
     def ase_calculator(self) -> Calculator:
+        """SevenNet's own ASE calculator with the same weights (reference path)."""
+        if self._calc is None:
+            from sevenn.calculator import SevenNetCalculator
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._calc = SevenNetCalculator(model=self.version, device=str(self.device))
         return self._calc
 
 
@@ -432,8 +514,96 @@ def _pretrained_chgnet(device: str):
     return model.to(device).eval()
 
 
+@functools.lru_cache(maxsize=4)
+def _pretrained_sevennet(model: str, device: str):
+    """SevenNet weights (a name of the wheel's pretrained models, or a checkpoint path), loaded
+    once per process and device, in batch mode for inference: ``(model, cutoff, type_map)``."""
+    try:
+        import sevenn._keys as KEY
+        from sevenn.util import load_checkpoint
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ImportError("SevenNet needs the sevenn package: pip install 'sevenn>=0.13,<0.14'"
+                          ) from exc
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        cp = load_checkpoint(model)
+        m = cp.build_model()
+    m.set_is_batch_data(True)
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m.to(device).eval(), float(cp.config[KEY.CUTOFF]), dict(cp.config[KEY.TYPE_MAP])
+
+
+def _neighbour_list(lattice: np.ndarray, cart: np.ndarray, cutoff: float):
+    """Periodic directed edges ``i -> j`` within ``cutoff`` (no self-edge at zero distance):
+    ``(src, dst, image)`` with ``r_j + image @ lattice - r_i`` the edge vector."""
+    from matscipy.neighbours import neighbour_list
+
+    src, dst, image = neighbour_list("ijS", pbc=np.array([True] * 3), cell=lattice,
+                                     positions=cart, cutoff=cutoff)
+    return src.astype(np.int64), dst.astype(np.int64), image.astype(np.float64)
+
+
+def _within_skin(frac0, lat0, frac, lat, cutoff: float, skin: float) -> bool:
+    """True when no edge length within ``cutoff`` can have changed by ``skin`` (Å) or more
+    between the cached geometry ``(frac0, lat0)`` and ``(frac, lat)``."""
+    if frac.shape != frac0.shape:
+        return False
+    strain = np.linalg.solve(lat0, lat) - np.eye(3)
+    moved = 2 * np.linalg.norm((frac - frac0) @ lat, axis=1).max()
+    moved += cutoff * np.linalg.norm(strain, 2)
+    return bool(moved < skin)
+
+
+def mp2020_corrected(structures: list[Structure], energies_per_atom) -> np.ndarray:
+    """Energies per atom with the MP2020 anion and GGA/GGA+U mixing corrections applied.
+
+    For an MLIP trained on MPtrj's *raw* DFT energies (SevenNet-0): its energies become
+    comparable with MP formation energies and hulls only after the same corrections MP applies
+    to its own DFT entries. GGA+U is assumed where MP's input set would use it (an oxide or
+    fluoride with Co, Cr, Fe, Mn, Mo, Ni, V or W, at MP's U values). A structure the scheme
+    rejects, or a non-finite energy, gives NaN. Measured on 120 WBM structures without it:
+    SevenNet-0 formation energies of oxides were 0.56 eV/atom too high, CHGNet's were not
+    (CHGNet predicts corrected energies).
+    """
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    compat = _mp2020()
+    out = np.full(len(structures), np.nan)
+    for i, (s, e) in enumerate(zip(structures, energies_per_atom, strict=True)):
+        e = float(e)
+        if not math.isfinite(e):
+            continue
+        comp = s.composition
+        anion = max(comp.elements, key=lambda el: el.X).symbol
+        u = compat.u_settings.get(anion, {})
+        hub = {el.symbol: float(u[el.symbol]) for el in comp.elements if u.get(el.symbol, 0)}
+        entry = ComputedStructureEntry(
+            s, e * len(s),
+            parameters={"run_type": "GGA+U" if hub else "GGA", "hubbards": hub,
+                        "is_hubbard": bool(hub)},
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                done = compat.process_entry(entry, clean=True)
+            except Exception:  # noqa: BLE001 - a rejected entry is per structure
+                done = None
+        if done is not None:
+            out[i] = done.energy / len(s)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _mp2020():
+    from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
+
+    return MaterialsProject2020Compatibility(check_potcar=False)
+
+
 def load_mlip(name: str = "chgnet", device: str | torch.device | None = "auto", **kwargs) -> MLIP:
-    """Build an MLIP by name: ``chgnet`` (default) or ``sevennet`` (optional)."""
+    """Build an MLIP by name: ``chgnet`` (default) or ``sevennet`` (SevenNet-0; ``model=`` picks
+    another SevenNet checkpoint, e.g. ``7net-l3i5``)."""
     key = name.lower()
     if key == "chgnet":
         return CHGNetMLIP(device=device, **kwargs)
@@ -476,6 +646,20 @@ def _graph_worker(args):
         return _checked_graph(_WORKER_CONVERTER, Structure(Lattice(lat), list(z), frac))
     except Exception as exc:  # noqa: BLE001
         return _one_line(exc)
+
+
+def _output(energy, forces: list, stress, errors: list, fresh: list, compute_stress: bool):
+    """:class:`MLIPOutput` with a reason in ``errors`` wherever an output is not finite."""
+    for i in range(len(errors)):
+        if errors[i] is None:
+            finite = bool(torch.isfinite(energy[i])) and bool(torch.isfinite(forces[i]).all())
+            if compute_stress:
+                finite = finite and bool(torch.isfinite(stress[i]).all())
+            if not finite:
+                errors[i] = "non-finite energy, forces or stress"
+    return MLIPOutput(
+        energy, torch.cat(forces) if forces else torch.zeros(0, 3), stress, errors, fresh
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -33,8 +33,39 @@ STRUCTURE_COLUMNS = ("relaxed_cif",)
 #: The fixed leading columns of a score table.
 BASE_COLUMNS = (
     "id", "formula", "num_atoms", "energy_per_atom", "e_form_per_atom", "e_above_hull",
-    "converged", "relax_steps", "max_force",
+    "suspect", "converged", "relax_steps", "max_force",
 )
+
+#: eV/atom: a candidate this far *below* the known hull is flagged ``suspect``. An MLIP-judged
+#: new stable phase that far down is more often an MLIP error (or a competing phase missing
+#: from the reference) than a discovery; only an oracle label can vouch for it.
+SUSPECT_BELOW_HULL = 0.05
+
+
+def is_suspect(e_above_hull: float, threshold: float = SUSPECT_BELOW_HULL) -> bool:
+    """True when ``e_above_hull`` (signed, eV/atom) lies more than ``threshold`` below the hull."""
+    try:
+        v = float(e_above_hull)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(v) and v < -threshold
+
+
+def mp_compatible_energies(
+    mlip: MLIP, structures: Sequence[Structure], energies_per_atom: Sequence[float]
+) -> np.ndarray:
+    """MLIP energies per atom on MP's corrected energy scale (what the MP hull is built on).
+
+    An MLIP with ``energy_correction == "mp2020"`` (SevenNet-0: raw MPtrj energies) gets the
+    MP2020 corrections (:func:`~matgen.surrogates._mlip.mp2020_corrected`); the others (CHGNet)
+    are returned unchanged.
+    """
+    e = np.asarray([float(x) for x in energies_per_atom], dtype=float)
+    if getattr(mlip, "energy_correction", None) == "mp2020":
+        from matgen.surrogates._mlip import mp2020_corrected
+
+        return mp2020_corrected(list(structures), e)
+    return e
 
 
 @dataclass(frozen=True)
@@ -86,7 +117,10 @@ def score_structures(
         progress: called with the number of structures finished by the relaxation.
 
     Returns:
-        One dict per structure, in input order, with the :data:`BASE_COLUMNS`, for every
+        One dict per structure, in input order, with the :data:`BASE_COLUMNS` (``energy_per_atom``
+        is the MLIP's own energy; ``e_form_per_atom`` and ``e_above_hull`` are on MP's
+        corrected scale, see :func:`mp_compatible_energies`; ``suspect`` is True more than
+        :data:`SUSPECT_BELOW_HULL` below the hull, see :func:`is_suspect`), for every
         predictor ``<label>``, ``<label>_std`` (calibrated) and ``<label>_disagreement``
         (ensemble spread), ``ood_score`` (mean over predictors, in [0, 1]), ``error``
         (empty, or why the structure could not be scored; its other values are then NaN) and
@@ -111,9 +145,13 @@ def score_structures(
     if not cfg.relax:
         rcfg = RelaxConfig(**{**rcfg.__dict__, "max_steps": 0})
     results = relax(structures, mlip, rcfg, ids=ids, progress=progress)
+    e_hull = mp_compatible_energies(
+        mlip, [r.structure if r.structure is not None else s
+               for s, r in zip(structures, results, strict=True)],
+        [r.energy_per_atom for r in results])
     rows: list[dict[str, Any]] = []
     final: list[Structure] = []
-    for s, r in zip(structures, results, strict=True):
+    for s, r, e_corr in zip(structures, results, e_hull, strict=True):
         e = r.energy_per_atom
         comp = s.composition
         row: dict[str, Any] = {
@@ -123,17 +161,21 @@ def score_structures(
             "energy_per_atom": e,
             "e_form_per_atom": math.nan,
             "e_above_hull": math.nan,
+            "suspect": False,
             "converged": r.converged,
             "relax_steps": r.steps,
             "max_force": r.max_force,
             "error": r.error or "",
         }
-        if r.error is None:
-            row["e_form_per_atom"] = hull.e_form_per_atom(comp, e)
+        if r.error is None and not math.isfinite(e_corr):
+            row["error"] = "MP2020 energy correction rejected the structure"
+        elif r.error is None:
+            row["e_form_per_atom"] = hull.e_form_per_atom(comp, e_corr)
             try:
-                row["e_above_hull"] = hull.e_above_hull(comp, e)
+                row["e_above_hull"] = hull.e_above_hull(comp, e_corr)
             except Exception as exc:  # noqa: BLE001 - a hull failure is per structure
                 row["error"] = f"hull failed: {exc}"
+            row["suspect"] = is_suspect(row["e_above_hull"])
             if not math.isfinite(row["e_form_per_atom"]):
                 missing = [el.symbol for el in comp.elements
                            if el.symbol not in hull.elemental_energies]
