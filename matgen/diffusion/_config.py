@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from matgen.crystal import CrystalBatch
@@ -12,6 +14,13 @@ class DiffusionConfig(BaseModel):
     """Noise processes, loss weights and sampler defaults.
 
     Attributes:
+        objective: ``score`` (denoising score matching, DiffCSP-style predictor-corrector
+            sampling) or ``flow`` (flow matching on straight / geodesic paths, Euler ODE
+            sampling; see :mod:`matgen.diffusion._flow`). With ``flow`` only
+            ``lattice_sigma``, ``t_min``, the loss weights, ``cond_dropout`` and
+            ``flow_slope`` apply.
+        flow_slope: ``flow``: the coordinate velocity is scaled by ``1 + flow_slope * (1 - t)``
+            while sampling (FlowMM's inference anti-annealing; 0 = the plain flow).
         sigma_min, sigma_max: geometric noise range of the torus (fractional-coordinate)
             process, ``sigma(t) = sigma_min^(1-t) sigma_max^t`` (DiffCSP: 0.005, 0.5).
         wrap_images: K, the wrapped-normal sums run over periodic images ``k in [-K, K]``.
@@ -29,6 +38,8 @@ class DiffusionConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    objective: Literal["score", "flow"] = "score"
+    flow_slope: float = Field(default=0.0, ge=0.0)
     sigma_min: float = 0.005
     sigma_max: float = 0.5
     wrap_images: int = 5

@@ -106,6 +106,10 @@ class ConsistencyDistillation:
     ) -> None:
         if intervals < 1:
             raise ValueError("intervals must be >= 1")
+        if diffusion.cfg.objective != "score":
+            raise ValueError("consistency distillation needs a score-matching teacher "
+                             f"(diffusion.objective: score), got {diffusion.cfg.objective!r}; "
+                             "a flow-matching model samples in few Euler steps already")
         self.base, self.teacher = diffusion, teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)

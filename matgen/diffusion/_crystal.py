@@ -9,8 +9,9 @@ import torch
 
 from matgen.crystal import CrystalBatch
 from matgen.diffusion._config import DatasetStats, DiffusionConfig
+from matgen.diffusion._flow import LatticeFlow, TorusFlow
 from matgen.diffusion._processes import LatticeProcess, MaskedTypeProcess, TorusProcess
-from matgen.nn import DenoiserOutput
+from matgen.nn import DenoiserOutput, scatter_mean
 
 #: A denoiser: ``(noisy batch, t (B,), cond {name: (B,)} | None) -> DenoiserOutput``.
 Denoiser = Callable[[CrystalBatch, torch.Tensor, "dict[str, torch.Tensor] | None"], DenoiserOutput]
@@ -19,6 +20,10 @@ Denoiser = Callable[[CrystalBatch, torch.Tensor, "dict[str, torch.Tensor] | None
 class CrystalDiffusion:
     """Fractional coordinates (torus), lattice (VP to a cube) and atom types (absorbing).
 
+    With ``cfg.objective == "flow"`` the coordinates and the lattice follow the flow-matching
+    paths of :mod:`matgen.diffusion._flow` instead (types are the same), and the loss regresses
+    their velocities.
+
     Args:
         cfg: the configuration.
         stats: dataset statistics (mean volume per atom, atom-count histogram).
@@ -26,11 +31,22 @@ class CrystalDiffusion:
 
     def __init__(self, cfg: DiffusionConfig, stats: DatasetStats) -> None:
         self.cfg, self.stats = cfg, stats
-        self.coords = TorusProcess(cfg.sigma_min, cfg.sigma_max, cfg.wrap_images)
-        self.lattice = LatticeProcess(
-            stats.mean_volume_per_atom, cfg.lattice_sigma, cfg.lattice_cosine_s
-        )
+        self.coords: TorusProcess | TorusFlow
+        self.lattice: LatticeProcess | LatticeFlow
+        if cfg.objective == "flow":
+            self.coords = TorusFlow()
+            self.lattice = LatticeFlow(stats.mean_volume_per_atom, cfg.lattice_sigma)
+        else:
+            self.coords = TorusProcess(cfg.sigma_min, cfg.sigma_max, cfg.wrap_images)
+            self.lattice = LatticeProcess(
+                stats.mean_volume_per_atom, cfg.lattice_sigma, cfg.lattice_cosine_s
+            )
         self.types = MaskedTypeProcess()
+
+    @property
+    def is_flow(self) -> bool:
+        """True for the flow-matching objective."""
+        return self.cfg.objective == "flow"
 
     def drop_conditions(
         self, cond: dict[str, torch.Tensor] | None, p: float, generator=None
@@ -64,6 +80,8 @@ class CrystalDiffusion:
         )
         ta = t[bidx]
         ft, coord_target = self.coords.add_noise(batch.frac_coords, ta, generator)
+        if self.is_flow:  # a common shift of all atoms is no change: centre per crystal
+            coord_target = coord_target - scatter_mean(coord_target, bidx, batch.num_crystals)[bidx]
         lt, lat_target = self.lattice.add_noise(batch.lattice, t, batch.num_atoms, generator)
         if task == "gen":
             zt, masked = self.types.add_noise(batch.atomic_numbers, ta, generator)

@@ -10,7 +10,7 @@ import torch
 from matgen.crystal import CrystalBatch
 from matgen.diffusion._crystal import CrystalDiffusion, Denoiser
 from matgen.diffusion._processes import wrap01
-from matgen.nn import DenoiserOutput
+from matgen.nn import DenoiserOutput, scatter_mean
 
 #: ``callback(step, total_steps, state)`` called after every predictor step.
 Callback = Callable[[int, int, CrystalBatch], None]
@@ -191,6 +191,19 @@ def _deterministic_step(diffusion, st: SamplerState, out: DenoiserOutput, t, s,
     st.lat = diffusion.lattice.step_deterministic(st.lat, out.lattice, t, s, st.num_atoms)
 
 
+def _flow_step(diffusion, st: SamplerState, out: DenoiserOutput, t, s, generator) -> None:
+    """Euler step of the learned flow, ``t -> s``: the centred coordinate velocity (scaled by
+    ``1 + flow_slope * (1 - t)``) and the lattice velocity."""
+    v = out.coord - scatter_mean(out.coord, st.bidx, st.num_crystals)[st.bidx]
+    st.f = diffusion.coords.step(st.f, v, t[st.bidx], s[st.bidx], diffusion.cfg.flow_slope)
+    st.lat = diffusion.lattice.step(st.lat, out.lattice, t, s, st.num_atoms)
+
+
+def _flow_schedule(steps: int, times) -> list[float]:
+    """A flow model's Euler schedule: ``times`` or ``steps`` even steps from 1 to 0."""
+    return list(times) if times is not None else linear_times(steps, 0.0)
+
+
 def _unmask_types(diffusion, st: SamplerState, out: DenoiserOutput, t, s, last: bool,
                   generator, type_mask) -> None:
     """De novo: unmask types between ``t`` and ``s`` (all of them at the last step)."""
@@ -260,6 +273,9 @@ def sample(
     Returns:
         The generated crystals (``ids`` ``sample-i``; conditions copied into ``properties``).
     """
+    if diffusion.is_flow:
+        return sample_fast(denoiser, diffusion, num_atoms, atomic_numbers, steps, cond,
+                           guidance, generator, type_mask, callback, 0, times)
     cs = diffusion.cfg.corrector_steps if corrector_steps is None else corrector_steps
     times = list(times) if times is not None else linear_times(steps, diffusion.cfg.t_min)
     st = _start(denoiser, diffusion, num_atoms, atomic_numbers, cond, generator)
@@ -293,8 +309,14 @@ def sample_fast(
     ``sample_fast(steps=50)`` 11.7% (with one corrector step also 11.7%); predictor-only
     ``sample(steps=100, corrector_steps=0)`` 10.0%. For few calls prefer
     ``sample(steps=50)``; this ODE sampler is the cheapest per step.
+
+    A flow-matching model (``diffusion.is_flow``) integrates its learned velocity field with
+    Euler steps from t = 1 to 0 (``times`` default: ``steps`` even steps; no corrector).
     """
-    times = list(times) if times is not None else linear_times(steps, diffusion.cfg.t_min)
     st = _start(denoiser, diffusion, num_atoms, atomic_numbers, cond, generator)
+    if diffusion.is_flow:
+        return _integrate(denoiser, diffusion, st, _flow_schedule(steps, times),
+                          _flow_step, guidance, generator, type_mask, callback, 0)
+    times = list(times) if times is not None else linear_times(steps, diffusion.cfg.t_min)
     return _integrate(denoiser, diffusion, st, times, _deterministic_step, guidance,
                       generator, type_mask, callback, corrector_steps)

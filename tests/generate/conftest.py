@@ -54,3 +54,9 @@ def runs(tmp_path_factory):
     student = train(_config(distill={"teacher": str(tck), "intervals": 4}, max_steps=2),
                     data=data, out=d / "student", device="cpu", progress=False, log=None)
     return teacher, student, d
+
+
+@pytest.fixture
+def tiny_setup():
+    """``(config(**update), crystals)``: the tiny config factory and the eight crystals."""
+    return _config, _crystals()

@@ -1,0 +1,113 @@
+"""Flow matching (diffusion.objective: flow): paths, targets, the Euler sampler with an oracle
+velocity field, anti-annealing, and refusal of consistency distillation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from matgen.crystal import CrystalBatch
+from matgen.diffusion import (
+    ConsistencyDistillation,
+    DatasetStats,
+    DiffusionConfig,
+    build_diffusion,
+    sample,
+    sample_fast,
+)
+from matgen.diffusion._flow import TORUS_SCALE, signed_wrap
+from matgen.nn import DenoiserOutput, scatter_mean
+from matgen.testing import random_crystals
+
+STATS = DatasetStats(mean_volume_per_atom=15.0, num_atoms_counts={3: 1, 5: 1})
+
+
+def _flow(**kw):
+    return build_diffusion(DiffusionConfig(objective="flow", **kw), STATS)
+
+
+def test_signed_wrap_is_the_shortest_representative():
+    d = torch.tensor([0.49, 0.5, -0.5, 0.51, -0.51, 1.2, -2.7], dtype=torch.float64)
+    w = signed_wrap(d)
+    assert torch.all(w >= -0.5) and torch.all(w < 0.5)
+    assert torch.allclose(torch.remainder(w - d, 1.0) % 1.0, torch.zeros_like(d), atol=1e-12)
+
+
+def test_noise_targets_are_centred_velocities_of_straight_paths():
+    diff = _flow()
+    g = torch.Generator().manual_seed(0)
+    batch = random_crystals([3, 5, 1], g)
+    t = torch.tensor([0.2, 0.7, 1.0], dtype=torch.float64)
+    noisy, coord_t, lat_t, masked = diff.noise(batch, t, "csp", g)
+    assert masked is None
+    bidx = batch.batch
+    assert torch.allclose(scatter_mean(coord_t, bidx, 3), torch.zeros(3, 3, dtype=torch.float64),
+                          atol=1e-12)
+    # the noisy coordinates are the data moved along the (uncentred) velocity, up to a
+    # common shift per crystal
+    moved = signed_wrap(noisy.frac_coords - batch.frac_coords)
+    resid = moved - t[bidx].unsqueeze(-1) * TORUS_SCALE * coord_t
+    resid = signed_wrap(resid - resid[batch.ptr[:-1]][bidx])
+    assert resid.abs().max() < 1e-9
+    # the lattice lies on the straight line L_0 + t * s * target
+    c = diff.lattice.scale(batch.num_atoms, batch.lattice).view(-1, 1, 1)
+    back = batch.lattice + t.view(-1, 1, 1) * diff.lattice.rel * c * lat_t
+    assert torch.allclose(noisy.lattice, back, atol=1e-9)
+
+
+def _oracle(data: CrystalBatch):
+    """The exact conditional velocity towards ``data`` (what a perfect network learns for a
+    dataset of one crystal)."""
+    diff = _flow()
+
+    def velocity(batch: CrystalBatch, t, cond=None) -> DenoiserOutput:
+        bidx = batch.batch
+        tt = t.clamp(min=1e-9)
+        coord = signed_wrap(batch.frac_coords - data.frac_coords) / (tt[bidx, None] * TORUS_SCALE)
+        c = diff.lattice.scale(batch.num_atoms, batch.lattice).view(-1, 1, 1)
+        lat = (batch.lattice - data.lattice) / (tt.view(-1, 1, 1) * diff.lattice.rel * c)
+        logits = torch.zeros(batch.frac_coords.shape[0], 94, dtype=batch.lattice.dtype)
+        return DenoiserOutput(coord=coord, lattice=lat, type_logits=logits)
+
+    return diff, velocity
+
+
+@pytest.mark.parametrize("sampler", [sample, sample_fast])
+def test_euler_with_the_oracle_velocity_recovers_the_crystal(sampler):
+    data = random_crystals([4, 6], torch.Generator().manual_seed(1))
+    diff, velocity = _oracle(data)
+    out = sampler(velocity, diff, data.num_atoms, data.atomic_numbers, steps=7,
+                  generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(out.lattice, data.lattice, atol=1e-8)
+    d = signed_wrap(out.frac_coords - data.frac_coords)
+    shift = d[data.ptr[:-1]][data.batch]  # a common translation per crystal is allowed
+    assert signed_wrap(d - shift).abs().max() < 1e-8
+
+
+def test_anti_annealing_still_lands_on_the_oracle_crystal_and_changes_the_path():
+    data = random_crystals([5], torch.Generator().manual_seed(3))
+    _, velocity = _oracle(data)
+    plain, steep = _flow(), _flow(flow_slope=5.0)
+    mids = {}
+    for name, diff in (("plain", plain), ("steep", steep)):
+        seen = []
+        out = sample_fast(velocity, diff, data.num_atoms, data.atomic_numbers, steps=20,
+                          generator=torch.Generator().manual_seed(4),
+                          callback=lambda i, n, b, seen=seen: seen.append(b.frac_coords.clone()))
+        mids[name] = seen[9]
+        d = signed_wrap(out.frac_coords - data.frac_coords)
+        assert signed_wrap(d - d[0]).abs().max() < 1e-3  # steep gains overshoot a little
+    assert not torch.allclose(mids["plain"], mids["steep"])
+
+
+def test_loss_runs_and_consistency_distillation_refuses_a_flow_teacher():
+    from matgen.models import DenoiserConfig, build_denoiser
+
+    diff = _flow()
+    model = build_denoiser(DenoiserConfig(arch="dense", hidden=16, layers=1, num_freqs=2))
+    batch = random_crystals([3, 5], torch.Generator().manual_seed(5), dtype=torch.float32)
+    for task in ("csp", "gen"):
+        loss, logs = diff.loss(model, batch, task=task, generator=torch.Generator().manual_seed(6))
+        assert torch.isfinite(loss) and logs["loss_coord"] > 0 and logs["loss_lattice"] > 0
+    with pytest.raises(ValueError, match="score-matching teacher"):
+        ConsistencyDistillation(diff, model)
