@@ -133,3 +133,20 @@ def test_conditions_change_the_output_and_every_parameter_gets_a_gradient():
     (out.coord.sum() + out.lattice.sum() + out.type_logits.sum()).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, missing
+
+
+def test_size_groups_give_the_same_outputs_and_gradients():
+    model = _model(7)
+    grouped = build_denoiser(TINY.model_copy(update={"size_groups": 3})).double()
+    grouped.load_state_dict(model.state_dict())
+    batch = random_crystals([2, 9, 1, 5, 5, 13, 3, 7], torch.Generator().manual_seed(7))
+    t = torch.linspace(0.1, 0.9, 8, dtype=torch.float64)
+    cond = {"band_gap": torch.linspace(0.0, 3.0, 8, dtype=torch.float64)}
+    a, b = model(batch, t, cond), grouped(batch, t, cond)
+    for name in ("coord", "lattice", "type_logits"):
+        assert torch.allclose(getattr(a, name), getattr(b, name), atol=1e-10), name
+    (b.coord.sum() + b.lattice.sum()).backward()
+    (a.coord.sum() + a.lattice.sum()).backward()
+    for (n, p), q in zip(model.named_parameters(), grouped.parameters(), strict=True):
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q.grad, atol=1e-9), n
