@@ -246,23 +246,24 @@ class SurrogateScorer:
     """
 
     def __init__(self, relax: bool = True, relax_steps: int = 100, fmax: float = 0.1,
-                 device: str = "auto") -> None:
+                 device: str = "auto", mlip: str = "chgnet") -> None:
         import matgen.surrogates as sur
 
         self._sur = sur
         self.relax, self.relax_steps, self.fmax, self.device = relax, relax_steps, fmax, device
+        self.mlip_name = mlip
         self._mlip = None
         self._hull = None
         self.predictors = list(sur.load_default_predictors())
-        self.model_version = "chgnet+" + ",".join(
-            f"{p.label}" for p in self.predictors) if self.predictors else "chgnet"
+        self.model_version = f"{mlip}+" + ",".join(
+            f"{p.label}" for p in self.predictors) if self.predictors else mlip
         self.hull_version = "mp-legacy-hull"
         self.updates = 0
 
     def _parts(self):
         if self._mlip is None:
-            self._mlip = self._sur.load_mlip("chgnet", device=self.device)
-            self._hull = self._sur.ConvexHull.from_mp()
+            self._mlip = self._sur.load_mlip(self.mlip_name, device=self.device)
+            self._hull = self._sur.default_hull(self._mlip)
             self.hull_version = str(getattr(self._hull, "version", None) or self.hull_version)
         return self._mlip, self._hull
 

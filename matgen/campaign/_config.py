@@ -76,9 +76,14 @@ class GeneratorConfig(_Frozen):
 
 class ScorerConfig(_Frozen):
     """How candidates are scored: ``surrogates`` (MLIP relax + hull + predictors) or ``dataset``
-    (noisy labels looked up in ``labels_csv``: for simulated campaigns and tests)."""
+    (noisy labels looked up in ``labels_csv``: for simulated campaigns and tests).
+
+    ``mlip``: the potential of the ``surrogates`` scorer (``chgnet`` or ``sevennet``, i.e.
+    SevenNet-0; see the README's scoring section for how they compare).
+    """
 
     kind: Literal["surrogates", "dataset"] = "surrogates"
+    mlip: Literal["chgnet", "sevennet"] = "chgnet"
     relax: bool = True
     relax_steps: int = 100
     fmax: float = 0.1

@@ -72,7 +72,7 @@ def build_scorer(cfg: CampaignConfig) -> Scorer:
 
         cols = set(pd.read_csv(s.labels_csv, nrows=1).columns)
         return DatasetScorer(s.labels_csv, [p for p in props if p in cols], s.noise)
-    return SurrogateScorer(relax=s.relax, relax_steps=s.relax_steps, fmax=s.fmax)
+    return SurrogateScorer(relax=s.relax, relax_steps=s.relax_steps, fmax=s.fmax, mlip=s.mlip)
 
 
 def build_oracle(cfg: CampaignConfig) -> Oracle:
@@ -89,6 +89,15 @@ def build_oracle(cfg: CampaignConfig) -> Oracle:
 
 
 # ---------------------------------------------------------------------------------- helpers
+def is_suspect_candidate(c: dict) -> bool:
+    """A candidate the scorer put more than 0.05 eV/atom below the known hull (the score
+    row's ``suspect`` flag, or its ``e_above_hull`` for scorers that set no flag)."""
+    from matgen.surrogates._score import is_suspect
+
+    sc = c.get("scores") or {}
+    return bool(sc.get("suspect")) or is_suspect(sc.get("e_above_hull"))
+
+
 @dataclass
 class ImportReport:
     """What an import did: rows ``accepted`` (candidates labelled now), ``filled`` (labels
@@ -771,8 +780,18 @@ class Campaign:
 
     def metrics(self, index: int) -> dict[str, Any]:
         labels = self.store.labels()
-        m = round_metrics(self.selected(index), labels, self.cfg.property_names(),
+        batch = self.selected(index)
+        suspects = [c for c in batch if is_suspect_candidate(c)]
+        # the MLIP cannot vouch for a suspect: without an oracle label it does not count as
+        # stable (round_metrics falls back to the scorer's e_above_hull for unlabelled ones)
+        drop = {c["id"] for c in suspects if c["id"] not in labels}
+        batch = [c if c["id"] not in drop else
+                 {**c, "scores": {k: v for k, v in (c.get("scores") or {}).items()
+                                  if k != "e_above_hull"}} for c in batch]
+        m = round_metrics(batch, labels, self.cfg.property_names(),
                           self.is_hit, self.cfg.guards)
+        m["suspects"] = len(suspects)
+        m["suspects_unlabelled"] = len(drop)
         cands = self.store.candidates(index)
         m["generated"] = len(cands)
         m["invalid"] = sum(c["status"] == "invalid" for c in cands)

@@ -134,10 +134,13 @@ class MLIPOracle:
 
     Args:
         relax_fn: ``(structures, fmax, steps) -> list[float]`` energies per atom (eV/atom);
-            by default CHGNet through ``matgen.surrogates`` (``load_mlip`` + ``relax``).
-        hull_fn: optional ``(structure, energy_per_atom) -> e_above_hull``.
+            by default ``mlip`` through ``matgen.surrogates`` (``load_mlip`` + ``relax``), on
+            MP's corrected energy scale (MP2020 corrections for SevenNet, as in scoring).
+        hull_fn: optional ``(structure, energy_per_atom) -> e_above_hull``; by default the MP
+            hull with ``mlip``'s elemental references (:func:`~matgen.surrogates.default_hull`).
         fmax: force threshold, eV/Å.
         steps: most relaxation steps.
+        mlip: ``chgnet`` or ``sevennet``.
     """
 
     synchronous = True
@@ -153,14 +156,18 @@ class MLIPOracle:
         self.name = f"mlip:{mlip}:fmax={fmax}"
         self.fmax, self.steps, self.mlip = fmax, steps, mlip
         self.relax_fn = relax_fn or self._default_relax
-        self.hull_fn = hull_fn if hull_fn is not None else _default_hull_fn()
+        self.hull_fn = hull_fn if hull_fn is not None else _default_hull_fn(mlip)
 
     def _default_relax(self, structures, fmax: float, steps: int) -> list[float]:
         from matgen.surrogates import RelaxConfig, load_mlip, relax
+        from matgen.surrogates._score import mp_compatible_energies
 
         mlip = load_mlip(self.mlip, device="auto")
         res = relax(structures, mlip, RelaxConfig(fmax=fmax, max_steps=steps))
-        return [r.energy_per_atom for r in res]
+        final = [r.structure if r.structure is not None else s
+                 for s, r in zip(structures, res, strict=True)]
+        return [float(e) for e in
+                mp_compatible_energies(mlip, final, [r.energy_per_atom for r in res])]
 
     def request(
         self, candidates: Sequence[dict[str, Any]], round_index: int
@@ -182,15 +189,16 @@ class MLIPOracle:
         return out
 
 
-def _default_hull_fn():
-    """``(structure, energy_per_atom) -> e_above_hull`` on the MP reference hull (lazy)."""
+def _default_hull_fn(mlip: str = "chgnet"):
+    """``(structure, energy_per_atom) -> e_above_hull`` on the MP reference hull with
+    ``mlip``'s elemental references (lazy)."""
     cache: dict[str, Any] = {}
 
     def fn(structure, energy_per_atom: float) -> float:
         if "hull" not in cache:
-            from matgen.surrogates import ConvexHull
+            from matgen.surrogates import default_hull
 
-            cache["hull"] = ConvexHull.from_mp()
+            cache["hull"] = default_hull(mlip)
         return float(cache["hull"].e_above_hull(structure.composition, energy_per_atom))
 
     return fn

@@ -34,7 +34,9 @@ def score(
     fmax: Annotated[
         float, typer.Option("--fmax", min=0.0, help="Force convergence threshold, eV/Å.")
     ] = 0.1,
-    mlip: Annotated[str, typer.Option("--mlip", help="chgnet (default) or sevennet.")] = "chgnet",
+    mlip: Annotated[str, typer.Option(
+        "--mlip", help="chgnet (default) or sevennet (SevenNet-0, MP2020-corrected).")
+    ] = "chgnet",
     predictors: Annotated[
         Path | None,
         typer.Option("--predictors", help="Folder of predictors (default: the shipped ones)."),
@@ -48,7 +50,8 @@ def score(
     """Score structures: energy per atom, formation energy, energy above the MP hull, relax
     status, predicted properties with standard deviations, and an out-of-distribution score.
 
-    e_above_hull is signed (eV/atom above the MP reference hull; negative: below it).
+    e_above_hull is signed (eV/atom above the MP reference hull; negative: below it);
+    `suspect` is True more than 0.05 eV/atom below it (the MLIP cannot vouch for that).
     Malformed or failing structures get a row with the reason in `error`; the rest are scored.
     Exit code 0 when every input entry could be read, 1 when some could not (the CSV is written
     either way), 2 on usage errors.

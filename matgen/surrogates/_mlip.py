@@ -405,8 +405,12 @@ class SevenNetMLIP:
                           if el.Z not in self.type_map})
         if unknown:
             raise ValueError(f"SevenNet has no type for {', '.join(unknown)}")
-        return _neighbour_list(np.array(s.lattice.matrix), np.array(s.cart_coords),
-                               self.cutoff)
+        src, dst, image = _neighbour_list(np.array(s.lattice.matrix), np.array(s.cart_coords),
+                                          self.cutoff)
+        lonely = len(s) - len(np.unique(src))
+        if lonely:  # as CHGNet: an atom without neighbours is no crystal to score
+            raise ValueError(f"{lonely} isolated atom(s): no neighbour within {self.cutoff:g} Å")
+        return src, dst, image
 
     def predict(
         self,

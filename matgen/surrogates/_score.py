@@ -206,8 +206,9 @@ def score_structures(
     return rows
 
 
-def default_hull(mlip: MLIP) -> ConvexHull:
-    """The MP reference hull with elemental references on ``mlip``'s energy scale.
+def default_hull(mlip: MLIP | str) -> ConvexHull:
+    """The MP reference hull with elemental references on ``mlip``'s energy scale (an MLIP or
+    its name).
 
     With a shipped ``elemental_energies_<mlip.name>.json`` table (CHGNet): MP's elemental
     references for compounds and the MLIP's own for single-element compositions
@@ -215,7 +216,7 @@ def default_hull(mlip: MLIP) -> ConvexHull:
     """
     from matgen.surrogates._elemental import mlip_elemental_asset
 
-    name = str(getattr(mlip, "name", ""))
+    name = mlip if isinstance(mlip, str) else str(getattr(mlip, "name", ""))
     which = f"{name}-elements" if name and mlip_elemental_asset(name).exists() else "mp"
     return ConvexHull.from_mp(elemental=which)
 

@@ -1,0 +1,54 @@
+"""Campaign side of the MLIP choice and of the suspect flag: ``scorer.mlip`` / ``oracle.mlip``
+reach the components, and an unlabelled suspect never counts as stable in a round's metrics."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from pymatgen.core import Lattice, Structure
+
+from matgen.campaign._config import CampaignConfig
+from matgen.campaign._engine import Campaign, build_oracle, build_scorer, is_suspect_candidate
+
+
+def _cfg(**kw) -> CampaignConfig:
+    return CampaignConfig(name="t", objectives=[{"property": "e_above_hull", "maximum": 0.1}],
+                          **kw)
+
+
+def test_scorer_and_oracle_take_the_configured_mlip():
+    cfg = _cfg(scorer={"mlip": "sevennet"}, oracle={"kind": "mlip", "mlip": "sevennet"})
+    scorer = build_scorer(cfg)
+    assert scorer.mlip_name == "sevennet" and scorer.model_version.startswith("sevennet")
+    oracle = build_oracle(cfg)
+    assert oracle.mlip == "sevennet" and oracle.name.startswith("mlip:sevennet")
+    default = _cfg()
+    assert default.scorer.mlip == "chgnet" and default.oracle.mlip == "chgnet"
+    assert build_scorer(default).mlip_name == "chgnet"
+
+
+def _row(cid: str, ehull: float, suspect: float | None = None) -> dict:
+    s = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    sc = {"e_above_hull": ehull}
+    if suspect is not None:
+        sc["suspect"] = suspect
+    return {"id": cid, "reduced_formula": f"NaCl{cid}", "cif": s.to(fmt="cif"),
+            "spacegroup": "Pm-3m", "scores": sc, "status": "scored"}
+
+
+def test_unlabelled_suspects_are_not_counted_stable():
+    batch = [_row("a", -0.3, 1.0), _row("b", -0.2), _row("c", 0.02, 0.0), _row("d", -0.4, 1.0)]
+    assert [is_suspect_candidate(c) for c in batch] == [True, True, False, True]
+    labels = {"d": {"e_above_hull": 0.05}}  # the oracle vouched for d only
+    cfg = _cfg()
+    stub = SimpleNamespace(
+        cfg=cfg,
+        selected=lambda index: batch,
+        store=SimpleNamespace(labels=lambda: labels, candidates=lambda index=None: batch),
+        is_hit=lambda lab: lab.get("e_above_hull") is not None and lab["e_above_hull"] <= 0.1,
+    )
+    m = Campaign.metrics(stub, 0)
+    assert m["suspects"] == 3 and m["suspects_unlabelled"] == 2
+    # stable: c by its (non-suspect) score, d by its oracle label; a and b are not vouched for
+    assert m["stability_synthesizability"]["stable_fraction"] == 0.5
+    assert m["hits"] == 1 and m["cumulative_hits"] == 1

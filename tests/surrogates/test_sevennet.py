@@ -1,0 +1,141 @@
+"""SevenNet as the second MLIP: batched forward = its ASE calculator, relaxation, MP2020
+corrections, and ``matgen score --mlip sevennet``; the suspect flag of score rows."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sevenn")
+
+
+@pytest.fixture(scope="module")
+def sevennet():
+    from matgen.surrogates import SevenNetMLIP
+
+    return SevenNetMLIP(device="cpu")
+
+
+def _reference(calc, s):
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    a = AseAtomsAdaptor.get_atoms(s)
+    a.calc = calc
+    return a.get_potential_energy() / len(a), a.get_forces(), a.get_stress(voigt=False)
+
+
+def test_batched_forward_matches_sevennet_calculator(sevennet, perturbed_pair, triclinic):
+    structures = [*perturbed_pair, triclinic]
+    out = sevennet.predict(structures)
+    assert out.errors == [None] * 3
+    calc = sevennet.ase_calculator()
+    start = 0
+    for i, s in enumerate(structures):
+        e, f, st = _reference(calc, s)
+        assert float(out.energy_per_atom[i]) == pytest.approx(e, abs=1e-5)
+        np.testing.assert_allclose(out.forces[start:start + len(s)].numpy(), f, atol=1e-4)
+        np.testing.assert_allclose(out.stress[i].numpy(), st, atol=1e-5)
+        start += len(s)
+
+
+def test_neighbour_lists_are_reused_within_the_skin(sevennet, perturbed_pair):
+    from pymatgen.core import Structure
+
+    s = perturbed_pair[0]
+    key = ("test", 0)
+    first = sevennet.predict([s], keys=[key])
+    moved = Structure(s.lattice, s.species, s.cart_coords + 0.001, coords_are_cartesian=True)
+    again = sevennet.predict([moved], keys=[key])
+    fresh = sevennet.predict([moved])
+    assert first.fresh == [True] and again.fresh == [False]
+    assert float(again.energy_per_atom[0]) == pytest.approx(
+        float(fresh.energy_per_atom[0]), abs=1e-6)
+    sevennet.forget([key])
+    assert sevennet.predict([moved], keys=[key]).fresh == [True]
+    sevennet.forget([key])
+
+
+def test_isolated_atoms_are_an_error_not_a_crash(sevennet, rock_salt):
+    from pymatgen.core import Lattice, Structure
+
+    iso = Structure(Lattice.cubic(15.0), ["Si", "Si"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    out = sevennet.predict([iso, rock_salt])
+    assert "isolated" in out.errors[0] and out.errors[1] is None
+    assert math.isnan(float(out.energy_per_atom[0]))
+    assert math.isfinite(float(out.energy_per_atom[1]))
+
+
+def test_batched_relaxation_lowers_energy_and_converges(sevennet, perturbed_pair):
+    from matgen.surrogates import RelaxConfig, relax
+
+    cfg = RelaxConfig(fmax=0.05, max_steps=300)
+    start = sevennet.predict(perturbed_pair, compute_stress=False).energy_per_atom
+    res = relax(perturbed_pair, sevennet, cfg)
+    for r, e0 in zip(res, start, strict=True):
+        assert r.error is None and r.converged
+        assert r.energy_per_atom < float(e0)
+
+
+@pytest.mark.slow
+def test_batched_relaxation_matches_ase_fire(sevennet, perturbed_pair):
+    from matgen.surrogates import RelaxConfig, relax, relax_ase
+
+    cfg = RelaxConfig(fmax=0.02, max_steps=500)
+    ours = relax(perturbed_pair, sevennet, cfg)
+    ref = relax_ase(perturbed_pair, sevennet, cfg)
+    for a, b in zip(ours, ref, strict=True):
+        assert a.converged and b.converged
+        assert a.energy_per_atom == pytest.approx(b.energy_per_atom, abs=0.005)
+
+
+def test_mp2020_corrections_apply_to_oxides_only(rock_salt):
+    from pymatgen.core import Lattice, Structure
+
+    from matgen.surrogates._mlip import mp2020_corrected
+
+    feo = Structure(Lattice.cubic(4.3), ["Fe"] * 4 + ["O"] * 4,
+                    [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
+                     [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [0.5, 0.5, 0.5]])
+    e = mp2020_corrected([feo, rock_salt], [-7.0, -3.4])
+    # oxide (-0.687 eV per O) and Fe GGA+U (-2.256 eV per Fe) corrections, per atom
+    assert e[0] == pytest.approx(-7.0 - (0.687 + 2.256) / 2, abs=0.01)
+    assert e[1] == pytest.approx(-3.4 - 0.614 / 2, abs=0.01)  # chloride anion correction
+    assert np.isnan(mp2020_corrected([rock_salt], [math.nan])[0])
+
+
+def test_is_suspect_threshold():
+    from matgen.surrogates._score import SUSPECT_BELOW_HULL, is_suspect
+
+    assert SUSPECT_BELOW_HULL == 0.05
+    assert is_suspect(-0.06) and not is_suspect(-0.05) and not is_suspect(0.2)
+    assert not is_suspect(float("nan")) and not is_suspect(None) and not is_suspect("")
+
+
+def test_score_cli_sevennet_has_suspect_column(tmp_path, rock_salt, diamond_si):
+    from ase.io import write
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from typer.testing import CliRunner
+
+    from matgen.cli import app
+
+    atoms = [AseAtomsAdaptor.get_atoms(s) for s in (rock_salt, diamond_si)]
+    for i, a in enumerate(atoms):
+        a.info["material_id"] = f"c{i}"
+    write(tmp_path / "in.extxyz", atoms, format="extxyz")
+    r = CliRunner().invoke(app, ["score", "--in", str(tmp_path / "in.extxyz"), "--out",
+                                 str(tmp_path / "s.csv"), "--mlip", "sevennet", "--device",
+                                 "cpu", "--max-steps", "20", "--predictors",
+                                 str(tmp_path / "none")])
+    assert r.exit_code == 0, r.output
+    with open(tmp_path / "s.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [row["id"] for row in rows] == ["c0", "c1"]
+    for row in rows:
+        assert row["error"] == "" and row["suspect"] in ("True", "False")
+        assert row["suspect"] == str(float(row["e_above_hull"]) < -0.05)
+    r = CliRunner().invoke(app, ["score", "--in", str(tmp_path / "in.extxyz"), "--out",
+                                 str(tmp_path / "x.csv"), "--mlip", "mace"])
+    assert r.exit_code == 2 and "unknown MLIP" in r.output
