@@ -379,6 +379,8 @@ class SevenNetMLIP:
         device: ``auto``, ``cpu`` or ``cuda``.
         graph_skin: Å; neighbour lists are rebuilt only after some edge length may have
             changed by this much (0: rebuild every step).
+        neighbours: ``matscipy`` (CPU), ``torch`` (:func:`torch_neighbour_list` on the
+            model's device; same edges, tested) or ``auto`` (torch on CUDA, else matscipy).
     """
 
     name = "sevennet"
@@ -390,8 +392,14 @@ class SevenNetMLIP:
         model: str = "7net-0",
         device: str | torch.device | None = "auto",
         graph_skin: float = 0.05,
+        neighbours: str = "auto",
     ):
         self.device = resolve_device(device)
+        if neighbours == "auto":
+            neighbours = "torch" if self.device.type == "cuda" else "matscipy"
+        if neighbours not in ("torch", "matscipy"):
+            raise ValueError(f"neighbours must be auto, torch or matscipy, not {neighbours!r}")
+        self.neighbours = neighbours
         self.version = str(model)
         self.model, self.cutoff, self.type_map = _pretrained_sevennet(
             str(model), str(self.device))
@@ -405,8 +413,13 @@ class SevenNetMLIP:
                           if el.Z not in self.type_map})
         if unknown:
             raise ValueError(f"SevenNet has no type for {', '.join(unknown)}")
-        src, dst, image = _neighbour_list(np.array(s.lattice.matrix), np.array(s.cart_coords),
-                                          self.cutoff)
+        if self.neighbours == "torch":
+            src, dst, image = (t.cpu().numpy() for t in torch_neighbour_list(
+                torch.as_tensor(np.array(s.lattice.matrix), device=self.device),
+                torch.as_tensor(np.array(s.cart_coords), device=self.device), self.cutoff))
+        else:
+            src, dst, image = _neighbour_list(np.array(s.lattice.matrix),
+                                              np.array(s.cart_coords), self.cutoff)
         lonely = len(s) - len(np.unique(src))
         if lonely:  # as CHGNet: an atom without neighbours is no crystal to score
             raise ValueError(f"{lonely} isolated atom(s): no neighbour within {self.cutoff:g} Å")
@@ -546,6 +559,43 @@ def _neighbour_list(lattice: np.ndarray, cart: np.ndarray, cutoff: float):
     src, dst, image = neighbour_list("ijS", pbc=np.array([True] * 3), cell=lattice,
                                      positions=cart, cutoff=cutoff)
     return src.astype(np.int64), dst.astype(np.int64), image.astype(np.float64)
+
+
+def torch_neighbour_list(lattice: torch.Tensor, cart: torch.Tensor, cutoff: float):
+    """:func:`_neighbour_list` in torch, on the tensors' device (the GPU graph-building path).
+
+    All atom pairs over every lattice image that can lie within ``cutoff`` (``ceil(cutoff /
+    h)`` images each side, ``h`` the spacing of the lattice planes, after wrapping the atoms
+    into the cell): fine for the small cells of generated crystals (cost ~ n^2 x images).
+
+    Returns:
+        ``(src, dst, image)`` as int64 / int64 / float64 tensors on ``cart``'s device, edges in
+        no particular order (compare sorted), the same edge set as matscipy's.
+    """
+    lat = lattice.to(torch.float64)
+    pos = cart.to(torch.float64)
+    dev = pos.device
+    frac = pos @ torch.linalg.inv(lat)
+    shift = torch.floor(frac)
+    wrapped = (frac - shift) @ lat
+    vol = torch.linalg.det(lat).abs()
+    cross = torch.stack([torch.linalg.cross(lat[1], lat[2]), torch.linalg.cross(lat[2], lat[0]),
+                         torch.linalg.cross(lat[0], lat[1])])
+    spacing = vol / cross.norm(dim=1)
+    reps = torch.ceil(cutoff / spacing).long().tolist()
+    rng = [torch.arange(-r, r + 1, device=dev, dtype=torch.float64) for r in reps]
+    images = torch.cartesian_prod(*rng)  # (K, 3)
+    n = pos.shape[0]
+    # vec[k, i, j] = w_j + S_k L - w_i
+    vec = (wrapped[None, None, :, :] + (images @ lat)[:, None, None, :]
+           - wrapped[None, :, None, :])
+    d2 = (vec * vec).sum(-1)
+    self_pair = (images.abs().sum(1) == 0)[:, None, None] & torch.eye(
+        n, dtype=torch.bool, device=dev)[None]
+    k, i, j = torch.nonzero((d2 < cutoff * cutoff) & ~self_pair, as_tuple=True)
+    # back to the unwrapped positions: image' = S + o_i - o_j
+    image = images[k] + shift[i] - shift[j]
+    return i, j, image
 
 
 def _within_skin(frac0, lat0, frac, lat, cutoff: float, skin: float) -> bool:

@@ -139,3 +139,31 @@ def test_score_cli_sevennet_has_suspect_column(tmp_path, rock_salt, diamond_si):
     r = CliRunner().invoke(app, ["score", "--in", str(tmp_path / "in.extxyz"), "--out",
                                  str(tmp_path / "x.csv"), "--mlip", "mace"])
     assert r.exit_code == 2 and "unknown MLIP" in r.output
+
+
+def test_torch_neighbour_list_gives_matscipys_edges_and_energies(perturbed_pair, triclinic):
+    import torch
+    from pymatgen.core import Structure
+
+    from matgen.surrogates import SevenNetMLIP
+    from matgen.surrogates._mlip import _neighbour_list, torch_neighbour_list
+
+    t = triclinic
+    outside = Structure(t.lattice, t.species, t.frac_coords + [[1.3, -0.6, 2.1]] * len(t))
+    structures = [*perturbed_pair, triclinic, outside]
+    for s in structures:
+        lat, cart = np.array(s.lattice.matrix), np.array(s.cart_coords)
+        ref = _neighbour_list(lat, cart, 5.0)
+        got = [x.numpy() for x in torch_neighbour_list(torch.tensor(lat), torch.tensor(cart),
+                                                       5.0)]
+
+        def rows(src, dst, image):
+            return sorted(zip(src.tolist(), dst.tolist(), map(tuple, image.round().tolist()),
+                              strict=True))
+
+        assert rows(*got) == rows(*ref)
+    a = SevenNetMLIP(device="cpu", neighbours="torch").predict(structures)
+    b = SevenNetMLIP(device="cpu", neighbours="matscipy").predict(structures)
+    np.testing.assert_allclose(a.energy_per_atom, b.energy_per_atom, atol=1e-6)
+    np.testing.assert_allclose(a.forces, b.forces, atol=1e-5)
+    np.testing.assert_allclose(a.stress, b.stress, atol=1e-6)
