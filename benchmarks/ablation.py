@@ -15,7 +15,9 @@ variant's steps/s under the same contention; the real run's cosine schedule then
         --out /tmp/abl/ablation.json
 
 A set file: ``base`` (a train config path), ``minutes`` (budget), optional ``defaults``
-(overrides for every variant) and ``variants``: ``{name: {gpu: 0, overrides: {dotted.key: v}}}``.
+(overrides for every variant) and ``variants``: ``{name: {gpu: 0, overrides: {dotted.key: v},
+samplers: [pc, "fast:50"]}}`` (``gpu`` is taken modulo the GPUs present; ``samplers`` overrides
+``--samplers`` for that run).
 Runs on CPU too (``--device cpu``, tiny budgets; the tests do that).
 """
 
@@ -61,15 +63,50 @@ def steps_per_s(rows: list[dict], skip: int = 1) -> float | None:
     return (int(b["step"]) - int(a["step"])) / dt if dt > 0 else None
 
 
-def _launch(cmd: list[str], gpu: int | None, log: Path) -> subprocess.Popen:
-    env = dict(os.environ)
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    except Exception:  # noqa: BLE001 - no torch / no CUDA: one (virtual) device
+        return 1
+
+
+def _launch(cmd: list[str], gpu: int | None, log: Path, threads: int = 2) -> subprocess.Popen:
+    """Start ``cmd`` on GPU ``gpu`` (modulo the GPUs present) with ``threads`` CPU threads
+    (several runs share the machine's cores)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu % _gpu_count())
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def _wait(procs: dict[str, subprocess.Popen]) -> dict[str, int]:
-    return {k: p.wait() for k, p in procs.items()}
+def _wait(procs: dict[str, subprocess.Popen], timeout_s: float | None = None) -> dict[str, int]:
+    """Exit codes; processes still running ``timeout_s`` after the call are killed (-9)."""
+    deadline = None if timeout_s is None else time.time() + timeout_s
+    codes = {}
+    for k, p in procs.items():
+        try:
+            left = None if deadline is None else max(1.0, deadline - time.time())
+            codes[k] = p.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            codes[k] = p.wait()
+    return codes
+
+
+def sampler_spec(s: str) -> tuple[list[str], str]:
+    """``kind[:steps[:slope]]`` -> (``matgen sample`` options, a short tag): ``fast:50:5`` is
+    the fast sampler, 50 steps, flow anti-annealing slope 5 (``--flow-slope``)."""
+    kind, steps, slope = (s.split(":") + ["", ""])[:3]
+    opts = ["--sampler", kind] + (["--steps", steps] if steps else [])
+    opts += ["--flow-slope", slope] if slope else []
+    return opts, kind + steps + (f"s{slope}" if slope else "")
+
+
+def _samplers_of(v: dict, default: list[str]) -> list[str]:
+    """A variant's samplers: its own ``samplers`` list or the default (``kind[:steps]``)."""
+    return list(v.get("samplers") or default)
 
 
 def train_all(variants: dict, work: Path, data: str | None, minutes: float, max_steps: dict,
@@ -88,30 +125,28 @@ def train_all(variants: dict, work: Path, data: str | None, minutes: float, max_
 
 
 def evaluate_all(variants: dict, work: Path, ref: Path, samplers: list[str], device: str,
-                 batch: int, workers: int) -> None:
-    """Sample CSP for ``ref``'s compositions with each sampler, all runs at once, then score."""
+                 batch: int, workers: int, timeout_s: float | None = None) -> None:
+    """Sample CSP for ``ref``'s compositions with each sampler, all runs at once (killed after
+    ``timeout_s``), then score what was written."""
     procs = {}
     for name, v in variants.items():
         ck = work / name / "run" / "checkpoints" / "last"
         if not ck.exists():
             continue
-        for s in samplers:
-            kind, _, steps = s.partition(":")
-            out = work / name / f"csp_{kind}{steps}.extxyz"
+        for s in _samplers_of(v, samplers):
+            opts, tag = sampler_spec(s)
+            out = work / name / f"csp_{tag}.extxyz"
             cmd = [sys.executable, "-m", "matgen", "sample", "--checkpoint", str(ck), "--task",
                    "csp", "--compositions-from", str(ref), "--num", "1", "--seed", "0",
-                   "--sampler", kind, "--batch-size", str(batch), "--no-progress",
-                   "--out", str(out)]
-            if steps:
-                cmd += ["--steps", steps]
+                   "--batch-size", str(batch), "--no-progress", "--out", str(out), *opts]
             gpu = v.get("gpu", 0) if device == "cuda" else None
-            procs[f"{name}/{s}"] = _launch(cmd, gpu, work / name / f"sample_{kind}{steps}.log")
-    _wait(procs)
+            procs[f"{name}/{s}"] = _launch(cmd, gpu, work / name / f"sample_{tag}.log")
+    codes = _wait(procs, timeout_s)
+    print(f"[ablation] sampling exit codes {codes}", flush=True)
     procs = {}
-    for name in variants:
-        for s in samplers:
-            kind, _, steps = s.partition(":")
-            gen = work / name / f"csp_{kind}{steps}.extxyz"
+    for name, v in variants.items():
+        for s in _samplers_of(v, samplers):
+            gen = work / name / f"csp_{sampler_spec(s)[1]}.extxyz"
             if gen.is_file():
                 cmd = [sys.executable, "-m", "matgen", "evaluate", "--task", "csp", "--generated",
                        str(gen), "--reference", str(ref), "--workers", str(workers),
@@ -152,9 +187,9 @@ def collect(variants: dict, work: Path, cfg_set: dict, samplers: list[str], prob
         if meta.is_file():
             m = json.loads(meta.read_text())
             row["denoiser"] = m.get("denoiser")
-        for s in samplers:
-            kind, _, steps = s.partition(":")
-            row[f"csp_{kind}{steps}"] = _metric(run / f"csp_{kind}{steps}.json")
+        for s in _samplers_of(v, samplers):
+            tag = sampler_spec(s)[1]
+            row[f"csp_{tag}"] = _metric(run / f"csp_{tag}.json")
         rows.append(row)
     return rows
 
@@ -173,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--sample-batch", type=int, default=1000)
     ap.add_argument("--eval-workers", type=int, default=4)
+    ap.add_argument("--sample-timeout", type=float, default=None,
+                    help="seconds after which unfinished sampling processes are killed")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
     ap.add_argument("--stage", default="all", choices=["all", "train", "eval"],
                     help="train only, evaluate finished runs only, or both")
@@ -225,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
             w.writerow(row)
     samplers = [s for s in a.samplers.split(",") if s]
-    evaluate_all(variants, work, sub, samplers, a.device, a.sample_batch, a.eval_workers)
+    evaluate_all(variants, work, sub, samplers, a.device, a.sample_batch, a.eval_workers,
+                 a.sample_timeout)
     rows = collect(variants, work, spec, samplers, probe)
     result = {
         "what": "equal-wall-budget generator ablation: CSP on mp20_reduced val, 1 sample",
@@ -235,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     Path(a.out).write_text(json.dumps(result, indent=2))
     for row in rows:
-        pcs = {s: row.get(f"csp_{s.replace(':', '')}", {}) for s in samplers}
+        pcs = {s: row.get(f"csp_{sampler_spec(s)[1]}", {})
+               for s in _samplers_of(variants[row["name"]], samplers)}
         print(row["name"], row["steps"], row["val_loss"],
               {s: (m.get("match_rate"), m.get("rmse")) for s, m in pcs.items()}, flush=True)
     return 0

@@ -4,7 +4,10 @@
 # Carried: .whl, .devdata (gzipped mp20_reduced + processed cache). SET picks the variant set,
 # SOLO the run whose weights come back (WEIGHTS=1), whose sampling speed is measured, and which is
 # scored on the whole public test split (TEST=1).
+# Every later device call re-sends the working tree (and drops ignored paths it does not carry),
+# so the driver first copies its source to /tmp/src and runs from there.
 set -u
+if [ "$PWD" != /tmp/src ]; then rm -rf /tmp/src && cp -rL "$PWD" /tmp/src && cd /tmp/src || exit 1; fi
 W=${W:-/tmp/abl}; mkdir -p "$W/export"
 SET=${SET:-benchmarks/ablations/round1.yaml}; SOLO=${SOLO:-dense_csp}
 log() { echo "[$(date -u +%H:%M:%S)] $*" >> "$W/driver.log"; }
@@ -26,14 +29,16 @@ w = sys.argv[1]
 with tarfile.open(f"{w}/export/results.tar.gz", "w:gz") as t:
     for p in glob.glob(f"{w}/runs/*/*.log") + glob.glob(f"{w}/runs/*/*.json") + glob.glob(f"{w}/runs/*/config.yaml") \
            + glob.glob(f"{w}/runs/*/run/metrics.csv") + glob.glob(f"{w}/runs/*/probe/metrics.csv") \
-           + glob.glob(f"{w}/*.json") + glob.glob(f"{w}/*.log") + glob.glob(f"{w}/*.csv") + glob.glob(f"{w}/test/*"):
+           + glob.glob(f"{w}/*.json") + glob.glob(f"{w}/*.log") + glob.glob(f"{w}/*.csv") + glob.glob(f"{w}/test/*") \
+           + glob.glob(f"{w}/runs/*/*.extxyz"):
         if os.path.isfile(p) and os.path.getsize(p) < 30e6:
             t.add(p, arcname=os.path.relpath(p, w))
 PY
 }
 pack; log "exported weights + logs"; touch "$W/EXPORTED"
 python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.json" \
-  --stage eval --eval-rows ${EVAL_ROWS:-500} --eval-workers 4 > "$W/ablation_eval.log" 2>&1
+  --stage eval --eval-rows ${EVAL_ROWS:-500} --eval-workers 3 --sample-timeout ${SAMPLE_TIMEOUT:-360} \
+  > "$W/ablation_eval.log" 2>&1
 log "eval stage exit $?"; pack; touch "$W/EVALUATED"
 timeout 200 python3 benchmarks/gpu_throughput.py --config configs/train/mp20_dense.yaml --steps 120 --warmup 40 \
   --variants bf16 --checkpoint "$CK" --sample-n 1024 --sample-variants pc:100,fast:50 \

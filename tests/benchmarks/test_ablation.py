@@ -1,0 +1,62 @@
+"""The ablation harness: config merging, sampler specs, throughput from metrics, and (slow) a
+whole round of two tiny variants on CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _harness():
+    spec = importlib.util.spec_from_file_location("ablation", REPO / "benchmarks/ablation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_merged_config_applies_dotted_overrides_without_touching_the_base():
+    h = _harness()
+    base = {"model": {"hidden": 32, "layers": 2}, "task": "both"}
+    out = h.merged_config(base, {"model.hidden": 512, "diffusion.objective": "flow", "task": "csp"})
+    assert out == {"model": {"hidden": 512, "layers": 2}, "task": "csp",
+                   "diffusion": {"objective": "flow"}}
+    assert base["model"]["hidden"] == 32
+    whole = h.merged_config(base, {"model": {"hidden": 8}})
+    assert whole["model"] == {"hidden": 8}
+
+
+def test_sampler_specs_and_steps_per_second():
+    h = _harness()
+    assert h.sampler_spec("pc") == (["--sampler", "pc"], "pc")
+    assert h.sampler_spec("fast:50") == (["--sampler", "fast", "--steps", "50"], "fast50")
+    assert h.sampler_spec("fast:50:5") == (
+        ["--sampler", "fast", "--steps", "50", "--flow-slope", "5"], "fast50s5")
+    rows = [{"step": "10", "elapsed_s": "5"}, {"step": "20", "elapsed_s": "6"},
+            {"step": "40", "elapsed_s": "8"}]
+    assert h.steps_per_s(rows) == pytest.approx(10.0)  # the first row (start-up) is skipped
+    assert h.steps_per_s(rows[:2]) is None
+
+
+@pytest.mark.slow
+def test_a_tiny_round_trains_probes_and_scores_both_variants(tmp_path, datasets_dir):
+    h = _harness()
+    out = tmp_path / "res.json"
+    perov = datasets_dir / "perov_5"
+    code = h.main(["--set", str(REPO / "benchmarks/ablations/tiny_cpu.yaml"),
+                   "--work", str(tmp_path / "w"), "--out", str(out),
+                   "--data", str(perov / "val.csv"), "--reference", str(perov / "test.csv"),
+                   "--eval-rows", "6", "--samplers", "pc:10,fast:5", "--probe-s", "8",
+                   "--device", "cpu", "--eval-workers", "1", "--sample-timeout", "300"])
+    assert code == 0
+    res = json.loads(out.read_text())
+    assert [r["name"] for r in res["runs"]] == ["radius", "dense"]
+    for r in res["runs"]:
+        assert r["steps"] > 0 and r["probe_steps_per_s"] > 0
+        for tag in ("csp_pc10", "csp_fast5"):
+            assert r[tag]["num_references"] == 6 and r[tag]["num_generated_evaluated"] == 6
+            assert 0.0 <= r[tag]["match_rate"] <= 1.0
