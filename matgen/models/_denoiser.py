@@ -35,7 +35,7 @@ class DenoiserConfig(BaseModel):
             ``dense`` (:class:`~matgen.models._dense.DenseDenoiser`, all atom pairs of the cell
             with Fourier features of fractional differences; basis-dependent: train it on
             Niggli-reduced cells). ``dense`` uses only ``hidden``, ``layers``, ``num_freqs``,
-            ``pad_atoms``, ``conditions`` and ``num_types``.
+            ``pad_atoms``, ``size_groups``, ``dropout``, ``conditions`` and ``num_types``.
         hidden: invariant (scalar, l=0) channels per atom.
         vectors: equivariant (vector, l=1) channels per atom.
         layers: message-passing blocks.
@@ -52,6 +52,7 @@ class DenoiserConfig(BaseModel):
         size_groups: ``dense``: split each batch into this many groups of similar crystal
             size, each padded to its own largest crystal (same outputs, about half the work
             at 4 groups on MP-20; 1 = one padded batch).
+        dropout: ``dense``: dropout on each layer's residual update (training only).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -70,6 +71,7 @@ class DenoiserConfig(BaseModel):
     num_freqs: int = Field(default=32, ge=1)
     pad_atoms: int = Field(default=0, ge=0)
     size_groups: int = Field(default=1, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
 class CrystalDenoiser(nn.Module):

@@ -57,9 +57,10 @@ class DenseBlock(nn.Module):
     over the real (unpadded) atoms ``j``.
     """
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, dropout: float = 0.0) -> None:
         super().__init__()
         f = hidden
+        self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(f)
         self.src = nn.Linear(f, f)
         self.dst = nn.Linear(f, f, bias=False)
@@ -75,7 +76,7 @@ class DenseBlock(nn.Module):
         pre = (self.src(x) + self.glob(g).unsqueeze(1)).unsqueeze(2) + self.dst(x).unsqueeze(1)
         m = self.msg(pre + self.edge(e))
         agg = torch.einsum("bijf,bj->bif", m, mask) * inv_count
-        return h + self.node(torch.cat([x, agg], -1))
+        return h + self.drop(self.node(torch.cat([x, agg], -1)))
 
 
 class DenseDenoiser(nn.Module):
@@ -88,8 +89,8 @@ class DenseDenoiser(nn.Module):
 
     Args:
         cfg: a :class:`~matgen.models.DenoiserConfig` with ``arch == "dense"`` (uses
-            ``hidden``, ``layers``, ``num_freqs``, ``pad_atoms``, ``conditions``,
-            ``num_types``).
+            ``hidden``, ``layers``, ``num_freqs``, ``pad_atoms``, ``size_groups``, ``dropout``,
+            ``conditions``, ``num_types``).
     """
 
     def __init__(self, cfg) -> None:
@@ -103,7 +104,7 @@ class DenseDenoiser(nn.Module):
         k = cfg.num_freqs
         self.register_buffer("freqs", torch.arange(1, k + 1, dtype=torch.float32))  # exact ints
         self.edge_in = mlp([6 * k, f, f])
-        self.blocks = nn.ModuleList(DenseBlock(f) for _ in range(cfg.layers))
+        self.blocks = nn.ModuleList(DenseBlock(f, cfg.dropout) for _ in range(cfg.layers))
         self.out_norm = nn.LayerNorm(f)
         self.coord_head = mlp([f, f, 3])
         self.lattice_head = mlp([f, f, 9])
