@@ -1,19 +1,71 @@
-"""Lab hand-off: ranked CSV, one CIF per candidate, an HTML report with embedded plots.
+"""Lab hand-off: a merit-ranked CSV with a column dictionary, symmetrised CIFs with score
+sidecars, and a self-contained HTML report (:mod:`matgen.campaign._report`).
 
-Every export goes to a new folder; nothing is ever overwritten.
+Every export goes to a new folder; nothing is ever overwritten. What the folder holds:
+
+* ``candidates.csv`` -- the selected candidates ranked by merit: oracle hits first, then the
+  candidates still waiting for the oracle, then oracle misses; within each group by how far the
+  oracle's (else the predicted) values lie from the hit window, then by predicted energy above
+  the hull. Columns without a single value are left out.
+* ``columns.csv`` -- unit and meaning of every column of ``candidates.csv``.
+* ``cif/<id>.cif`` -- the relaxed structure, symmetrised (pymatgen ``CifWriter`` with
+  ``symprec``) when the symmetrised cell still matches the relaxed one, else P1; the data block
+  is named by the candidate id and ``#`` comments repeat the key scores.
+* ``cif/<id>.json`` -- the candidate's full row (scores, oracle labels, versions) as JSON.
+* ``report.html`` -- see :func:`matgen.campaign._report.render_report`.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
-import io
+import json
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from matgen.campaign._store import CampaignStore
+
+#: ``symprec`` of the symmetrised CIFs and of the ``spacegroup`` column (Å).
+SYMPREC = 0.1
+
+#: Units of known properties (scores and oracle labels share names).
+UNITS = {
+    "e_above_hull": "eV/atom",
+    "e_form_per_atom": "eV/atom",
+    "formation_energy_per_atom": "eV/atom",
+    "energy_per_atom": "eV/atom",
+    "band_gap": "eV",
+    "bulk_modulus": "GPa",
+    "shear_modulus": "GPa",
+    "debye_temperature": "K",
+    "max_force": "eV/Å",
+    "volume_per_atom": "Å^3/atom",
+    "density": "g/cm^3",
+}
+
+#: Energy above the MP hull (eV/atom) below which a value is flagged: MP covers known chemistry
+#: well enough that a new phase this far below its hull is more often an MLIP or structure
+#: failure than a discovery.
+SUSPECT_BELOW_HULL = -0.1
+
+#: Score keys of the scorer kept out of the CSV (structure text, ensemble internals).
+_HIDDEN_SCORES = ("relaxed_cif", "ood", "ood_flag", "ood_score", "error")
+
+
+@dataclass
+class HullInfo:
+    """The MP reference hull that ``e_above_hull`` was computed on, rebuilt for the export."""
+
+    hull: Any = None  # matgen.surrogates.ConvexHull
+    version: str = ""  # version of the rebuilt hull
+    recorded: str = ""  # hull_version the rounds recorded
+    note: str = ""  # why there is no hull, or how it differs from the recorded one
+    compositions: set[str] = field(default_factory=set)  # reduced formulas of the references
 
 
 def _new_folder(out: Path, stem: str) -> Path:
@@ -29,213 +81,490 @@ def _new_folder(out: Path, stem: str) -> Path:
             path = Path(f"{base}_{k}")
 
 
-def export_rows(store: CampaignStore, properties: list[str], round_index: int | None,
-                seed_of: dict[int, int]) -> list[dict[str, Any]]:
-    """The ranked rows of the selected candidates of ``round_index`` (default: all rounds)."""
-    rounds = {r["index"]: r for r in store.rounds()}
-    labels = store.labels()
-    sel = [c for c in store.candidates(selected=True)
-           if round_index is None or c["selected_round"] == round_index]
-    sel.sort(key=lambda c: (c["selected_round"], c["rank"] if c["rank"] is not None else 0))
-    rows = []
-    for c in sel:
-        sc = c.get("scores") or {}
-        r = rounds.get(c["selected_round"], {})
-        row: dict[str, Any] = {
-            "rank": len(rows) + 1,
-            "id": c["id"],
-            "formula": c["formula"],
-            "reduced_formula": c["reduced_formula"],
-            "spacegroup": c["spacegroup"] or "",
-            "e_above_hull": sc.get("e_above_hull"),
-            "e_above_hull_std": sc.get("e_above_hull_std"),
-        }
-        for p in properties:
-            if p == "e_above_hull":
-                continue
-            row[p] = sc.get(p)
-            row[f"{p}_std"] = sc.get(f"{p}_std")
-        row["acquisition_value"] = c["acq_value"]
-        row["ood_score"] = sc.get("ood")
-        row["ood_flag"] = bool(sc.get("ood_flag") or 0)
-        row["round"] = c["selected_round"]
-        row["model_version"] = r.get("model_version") or ""
-        row["hull_version"] = r.get("hull_version") or ""
-        row["seed"] = seed_of.get(c["selected_round"], r.get("seed"))
-        for k, v in sorted(labels.get(c["id"], {}).items()):
-            row[f"oracle_{k}"] = v
-        row["source_id"] = c["source_id"] or ""
-        rows.append(row)
-    return rows
+def _finite(x: Any) -> float | None:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+# ---------------------------------------------------------------------------- objectives / hit
+def objectives_of(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The objectives of a stored campaign config (``property``, ``goal``, window, ``scale``)."""
+    return [dict(o) for o in config.get("objectives") or []]
 
 
-def _plot_property_vs_hull(store: CampaignStore, prop: str, round_index: int | None) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cands = [c for c in store.candidates(status="scored")
-             if round_index is None or c["round_index"] <= round_index]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for sel, kw in ((False, {"c": "0.7", "s": 12, "label": "scored"}),
-                    (True, {"c": "tab:red", "s": 30, "marker": "*", "label": "selected"})):
-        pts = [((c["scores"] or {}).get("e_above_hull"), (c["scores"] or {}).get(prop))
-               for c in cands if bool(c["selected"]) == sel]
-        pts = [(x, y) for x, y in pts if x is not None and y is not None]
-        if pts:
-            xs, ys = zip(*pts, strict=True)
-            ax.scatter(xs, ys, **kw)
-    ax.set_xlabel("predicted energy above hull (eV/atom)")
-    ax.set_ylabel(f"predicted {prop}")
-    ax.legend()
-    ax.set_title(f"{prop} vs stability")
-    return _png(fig)
+def hit_definition(objectives: list[dict[str, Any]]) -> str:
+    """The hit rule in words, e.g. ``oracle e_above_hull <= 0.1 eV/atom``."""
+    parts = []
+    for o in objectives:
+        p, lo, hi = o["property"], o.get("minimum"), o.get("maximum")
+        unit = f" {UNITS[p]}" if p in UNITS else ""
+        if lo is not None and hi is not None:
+            parts.append(f"{lo:g} <= {p} <= {hi:g}{unit}")
+        elif hi is not None:
+            parts.append(f"{p} <= {hi:g}{unit}")
+        elif lo is not None:
+            parts.append(f"{p} >= {lo:g}{unit}")
+    if not parts:
+        return "every labelled candidate (the objectives are goals without a window)"
+    return "the oracle's label satisfies " + " and ".join(parts)
 
 
-def _plot_progress(store: CampaignStore) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rs = [r for r in store.rounds() if r["metrics"]]
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    if rs:
-        idx = [r["index"] for r in rs]
-        ax.plot(idx, [r["metrics"].get("cumulative_hits", 0) for r in rs], "o-",
-                label="cumulative hits")
-        ax.plot(idx, [r["metrics"].get("hits", 0) for r in rs], "s--", label="hits in batch")
-        ax2 = ax.twinx()
-        ax2.plot(idx, [r["metrics"].get("diversity", {}).get("formula_fraction", 0) for r in rs],
-                 "^:", c="tab:green", label="distinct formula fraction")
-        ax2.set_ylim(0, 1.05)
-        ax2.set_ylabel("distinct formula fraction")
-    ax.set_xlabel("round")
-    ax.set_ylabel("hits")
-    ax.legend(loc="upper left")
-    ax.set_title("progress per round")
-    return _png(fig)
-
-
-def _plot_hulls(store: CampaignStore, rows: list[dict], top: int = 2) -> list[tuple[str, str]]:
-    """Formation-energy hull diagrams (pymatgen PDPlotter) of the top chemical systems.
-
-    Built from the scored candidates that carry ``e_form_per_atom`` plus the elements at zero;
-    systems without formation energies are skipped.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from pymatgen.analysis.phase_diagram import PDEntry, PDPlotter, PhaseDiagram
-    from pymatgen.core import Composition, Element
-
-    systems: list[str] = []
-    for r in rows:
-        elems = "-".join(sorted(el.symbol for el in Composition(r["formula"]).elements))
-        if elems not in systems and 2 <= elems.count("-") + 1 <= 3:
-            systems.append(elems)
-    out = []
-    cands = store.candidates(status="scored")
-    for sysname in systems[:top]:
-        els = set(sysname.split("-"))
-        entries = [PDEntry(Composition({Element(e): 1}), 0.0, name=e) for e in els]
-        for c in cands:
-            comp = Composition(c["formula"])
-            ef = (c["scores"] or {}).get("e_form_per_atom")
-            if ef is None or not {e.symbol for e in comp.elements} <= els:
-                continue
-            entries.append(PDEntry(comp, ef * comp.num_atoms, name=c["reduced_formula"]))
-        if len(entries) <= len(els):
+def _violation(values: dict[str, Any], objectives: list[dict[str, Any]]) -> float | None:
+    """Distance outside the hit windows in units of each objective's ``scale`` (0: inside);
+    None when a windowed property has no value."""
+    total = 0.0
+    for o in objectives:
+        lo, hi = o.get("minimum"), o.get("maximum")
+        if lo is None and hi is None:
             continue
+        v = _finite(values.get(o["property"]))
+        if v is None:
+            return None
+        gap = max(0.0, (lo - v) if lo is not None else 0.0, (v - hi) if hi is not None else 0.0)
+        total += gap / (o.get("scale") or 1.0)
+    return total
+
+
+def is_hit(labels: dict[str, Any] | None, objectives: list[dict[str, Any]]) -> bool | None:
+    """True / False from the oracle's labels, None when there are none (not labelled yet)."""
+    if not labels:
+        return None
+    if all(_finite(v) is None for v in labels.values()):
+        return False  # the oracle answered but could not measure: not a hit
+    v = _violation(labels, objectives)
+    return v is not None and v == 0.0
+
+
+def _goal_sort_value(values: dict[str, Any], objectives: list[dict[str, Any]]) -> float:
+    """Goals (maximise / minimise) as one number to sort by, smaller first."""
+    s = 0.0
+    for o in objectives:
+        v = _finite(values.get(o["property"]))
+        if o.get("goal") and v is not None:
+            s += (-v if o["goal"] == "maximize" else v) / (o.get("scale") or 1.0)
+    return s
+
+
+# ---------------------------------------------------------------------------- hull
+def _hull_elemental(version: str) -> str | None:
+    """The ``elemental`` argument of ``ConvexHull.from_mp`` that produced ``version``."""
+    m = re.fullmatch(r"mp(?:-(.+))?-[0-9a-f]{12}", version or "")
+    if not m:
+        return None
+    return m.group(1) or "mp"
+
+
+def load_hull(recorded: str) -> HullInfo:
+    """Rebuild the MP reference hull named by a round's ``hull_version``.
+
+    The formation-energy hull (the competing phases) is the same for every elemental reference;
+    a different digest means the reference data changed since scoring, which the note says.
+    """
+    info = HullInfo(recorded=recorded)
+    elemental = _hull_elemental(recorded)
+    if elemental is None:
+        info.note = (f"the scores do not name an MP reference hull (hull_version "
+                     f"{recorded or 'empty'}), so no hull diagram is drawn")
+        return info
+    try:
+        from matgen.surrogates import ConvexHull
+
+        hull = ConvexHull.from_mp(elemental=elemental if elemental != "mp-custom" else "mp")
+    except Exception as exc:  # noqa: BLE001 - no reference data: report without diagrams
+        info.note = f"the MP reference hull could not be loaded ({exc})"
+        return info
+    info.hull, info.version = hull, str(hull.version)
+    if info.version != recorded:
+        info.note = (f"the MP reference data differ from those used in scoring "
+                     f"({info.version} now, {recorded} then): diagrams use today's references")
+    info.compositions = _reference_formulas()
+    return info
+
+
+def _reference_formulas() -> set[str]:
+    """Reduced formulas of the MP hull reference compositions (for the ``novel`` column)."""
+    from pymatgen.core import Composition
+
+    d = Path(os.environ.get("MATGEN_DATA_DIR", "")) / "hull_refs" / "mp_e_form_compositions.csv.gz"
+    if not d.exists():
+        d = Path(__file__).resolve().parents[1] / "assets" / "hull" / "mp_e_form_pruned.csv.gz"
+    if not d.exists():
+        return set()
+    import pandas as pd
+
+    df = pd.read_csv(d)
+    col = "formula" if "formula" in df.columns else df.columns[0]
+    out = set()
+    for f in df[col].astype(str):
         try:
-            pd = PhaseDiagram(entries)
-            ax = PDPlotter(pd, backend="matplotlib", show_unstable=0.2).get_plot()
-            out.append((sysname, _png(ax.get_figure())))
-        except Exception:  # noqa: BLE001, S112 - a degenerate system is skipped, not fatal
+            out.add(Composition(f).reduced_formula)
+        except Exception:  # noqa: BLE001, S112 - an odd formula is skipped
             continue
     return out
 
 
+def competing_phases(hull: Any, composition: str) -> tuple[str, float | None]:
+    """The MP reference phases the hull has at ``composition`` (what an unstable candidate
+    decomposes into) as ``"0.5 Li2O + 0.5 FeO"``, and the hull's formation energy (eV/atom)."""
+    from pymatgen.core import Composition
+
+    comp = Composition(composition)
+    if len(comp.elements) == 1:
+        return comp.elements[0].symbol + " (element)", 0.0
+    try:
+        pd = hull.phase_diagram([e.symbol for e in comp.elements])
+        decomp = pd.get_decomposition(comp)
+        e_hull = float(pd.get_hull_energy_per_atom(comp))
+    except Exception:  # noqa: BLE001 - an element outside the references
+        return "", None
+    parts = sorted(((amt, e.composition.reduced_formula) for e, amt in decomp.items()
+                    if amt > 1e-6), reverse=True)
+    return " + ".join(f"{amt:.2f} {f}" for amt, f in parts), e_hull
+
+
+# ---------------------------------------------------------------------------- rows
+def _predicted(scores: dict[str, Any], properties: list[str]) -> dict[str, Any]:
+    """The scorer's numbers in a stable order: objective properties first, then the rest."""
+    keys = [k for k in scores if k not in _HIDDEN_SCORES and not k.endswith("_disagreement")
+            and isinstance(scores[k], int | float)]
+    first = []
+    for p in ["e_above_hull", *properties]:
+        for k in (p, f"{p}_std"):
+            if k in keys and k not in first:
+                first.append(k)
+    rest = [k for k in keys if k not in first]
+    order = first + sorted(rest)
+    return {k: _finite(scores.get(k)) for k in order}
+
+
+def export_rows(store: CampaignStore, properties: list[str], round_index: int | None,
+                seed_of: dict[int, int], hull: HullInfo | None = None,
+                objectives: list[dict[str, Any]] | None = None,
+                novelty_checked: bool | None = None) -> list[dict[str, Any]]:
+    """The merit-ranked rows of the selected candidates of ``round_index`` (default: all).
+
+    Args:
+        store: the campaign's state.
+        properties: objective properties (their predictions come first).
+        round_index: one round, or None for all.
+        seed_of: round -> seed.
+        hull: the MP reference hull (competing phases, ``novel``); None: those columns empty.
+        objectives: the objectives (default: from the stored config) defining a hit.
+        novelty_checked: whether dedup compared against a training set (default: the stored
+            config has a ``train_csv`` that exists).
+    """
+    cfg = store.stored_config()
+    objectives = objectives if objectives is not None else objectives_of(cfg)
+    if novelty_checked is None:
+        train = cfg.get("train_csv")
+        novelty_checked = bool(train) and Path(str(train)).exists()
+    rounds = {r["index"]: r for r in store.rounds()}
+    labels = store.labels()
+    sel = [c for c in store.candidates(selected=True)
+           if round_index is None or c["selected_round"] == round_index]
+    rows = []
+    for c in sel:
+        sc = c.get("scores") or {}
+        r = rounds.get(c["selected_round"], {})
+        lab = labels.get(c["id"], {})
+        hit = is_hit(lab, objectives)
+        row: dict[str, Any] = {
+            "rank": 0,
+            "id": c["id"],
+            "formula": c["formula"],
+            "reduced_formula": c["reduced_formula"],
+            "spacegroup": c["spacegroup"] or "",
+            "hit": "" if hit is None else hit,
+            "outcome": ("awaiting oracle" if hit is None else "hit" if hit else "miss"),
+        }
+        for k, v in sorted(lab.items()):
+            row[f"oracle_{k}"] = v
+        row.update(_predicted(sc, properties))
+        for p in properties:  # objective properties the scorer did not predict stay visible
+            row.setdefault(p, None)
+        comp_known = None
+        if hull is not None and hull.compositions:  # an element is always a hull reference
+            comp_known = (c["reduced_formula"] in hull.compositions
+                          or len(re.findall(r"[A-Z]", c["reduced_formula"])) == 1)
+        row["mp_composition"] = "" if comp_known is None else comp_known
+        # dedup drops training-set matches before scoring, so a selected candidate is new to
+        # the training set whenever the check ran
+        row["novel"] = ("" if comp_known is None or not novelty_checked
+                        else not comp_known)
+        if hull is not None and hull.hull is not None:
+            phases, e_hull = competing_phases(hull.hull, c["reduced_formula"])
+            row["competing_phases"] = phases
+            row["hull_e_form_per_atom"] = e_hull
+        ood = _finite(sc.get("ood_score", sc.get("ood")))
+        row["ood_score"] = ood
+        row["ood_flag"] = bool(sc.get("ood_flag") or 0) if ("ood_flag" in sc or ood is not None) \
+            else None
+        row["acquisition"] = r.get("acquisition") or ""
+        row["acquisition_value"] = c["acq_value"]
+        row["selection_order"] = (c["rank"] + 1) if c["rank"] is not None else None
+        row["round"] = c["selected_round"]
+        row["model_version"] = r.get("model_version") or ""
+        row["hull_version"] = r.get("hull_version") or ""
+        row["seed"] = seed_of.get(c["selected_round"], r.get("seed"))
+        row["source_id"] = c["source_id"] or ""
+        if sc.get("error"):
+            row["score_error"] = str(sc["error"])
+        row["warning"] = suspect_reason(row)
+        row["_key"] = _merit_key(hit, lab, sc, objectives, c, bool(row["warning"]))
+        rows.append(row)
+    rows.sort(key=lambda x: x.pop("_key"))
+    for i, row in enumerate(rows):
+        row["rank"] = i + 1
+    return rows
+
+
+def suspect_reason(row: dict[str, Any]) -> str:
+    """Why a row's numbers deserve a second look before synthesis ('' when nothing)."""
+    why = []
+    for key, who in (("oracle_e_above_hull", "oracle"), ("e_above_hull", "prediction")):
+        v = _finite(row.get(key))
+        if v is not None and v < SUSPECT_BELOW_HULL:
+            why.append(f"{who} puts it {-v:.3g} eV/atom below the MP hull: more likely an "
+                       "MLIP or structure failure than a new stable phase")
+    if row.get("score_error"):
+        why.append(f"scorer: {row['score_error']}")
+    return "; ".join(why)
+
+
+def _merit_key(hit, lab, scores, objectives, c, suspect: bool = False) -> tuple:
+    group = {True: 0, None: 1, False: 2}[hit]
+    known = _violation(lab, objectives) if lab else None
+    pred = _violation(scores, objectives)
+    eh = _finite(lab.get("e_above_hull")) if lab else None
+    eh_pred = _finite(scores.get("e_above_hull"))
+    return (group, suspect,
+            known if known is not None else math.inf,
+            pred if pred is not None else math.inf,
+            _goal_sort_value(lab or scores, objectives),
+            eh if eh is not None else (eh_pred if eh_pred is not None else math.inf),
+            c["selected_round"], c["rank"] if c["rank"] is not None else 0)
+
+
+# ---------------------------------------------------------------------------- column dictionary
+def _describe_column(col: str, cfg: dict[str, Any], objectives) -> tuple[str, str]:
+    """(unit, meaning) of a CSV column."""
+    judge = judge_text(cfg)
+    fixed = {
+        "rank": ("", ("merit order: oracle hits first, then candidates awaiting the oracle, then "
+                     "oracle misses; within a group candidates with a warning last, then by "
+                     "distance from the hit window (oracle value, else prediction), then by "
+                     "energy above the hull (oracle, else prediction)")),
+        "warning": ("", (f"why the numbers deserve a second look: an energy more than "
+                        f"{-SUSPECT_BELOW_HULL:g} eV/atom below the MP hull (rarely real), or "
+                        "a scoring error")),
+        "id": ("", "candidate id; its structure is cif/<id>.cif (CIF data block data_<id>)"),
+        "formula": ("", "formula of the unit cell"),
+        "reduced_formula": ("", "reduced formula"),
+        "spacegroup": ("", ("space group of the structure in the CIF (the scorer's relaxed "
+                           "structure; spglib with the export's symprec, default 0.1 Å)")),
+        "hit": ("", f"True when {hit_definition(objectives)}; empty: no oracle result yet"),
+        "outcome": ("", ("hit, miss (oracle result outside the window or unmeasurable) or "
+                        "awaiting oracle")),
+        "mp_composition": ("", ("True when the Materials Project hull references contain a "
+                               "phase of this reduced formula (the candidate may then be a new "
+                               "polymorph or a known phase)")),
+        "novel": ("", ("True when the structure matched no training structure (checked before "
+                      "scoring) and its composition is not among the MP hull references; "
+                      "empty when either check was not possible")),
+        "competing_phases": ("", ("MP reference phases on the hull at this composition, as "
+                                 "atom fractions: what an unstable candidate decomposes into")),
+        "hull_e_form_per_atom": ("eV/atom", ("formation energy of the MP reference hull at this "
+                                            "composition")),
+        "ood_score": ("0-1", ("how far the structure lies from the property predictors' "
+                             "training data: the percentile of its nearest-neighbour distance "
+                             "in embedding space among the training set's own (mean over "
+                             "predictors); 0.9 = farther than 90% of training crystals")),
+        "ood_flag": ("", ("True when ood_score > 0.8: treat the predicted properties and their "
+                         "std as unreliable")),
+        "acquisition": ("", ("acquisition function that picked the batch (BoTorch; random: no "
+                            "model)")),
+        "acquisition_value": ("log scale", ("value of the acquisition function for this pick "
+                              "given the earlier picks of its round (sequential greedy; for "
+                              "qLogNEI/qLogNEHVI the log of the expected improvement): higher "
+                              "= the model expected more; compare only within a round; empty "
+                              "for random picks")),
+        "selection_order": ("", "order in which the acquisition picked it within its round"),
+        "round": ("", "campaign round that selected it"),
+        "model_version": ("", "scorer / predictor version used for the round"),
+        "hull_version": ("", "MP reference hull used for e_above_hull (digest of the data)"),
+        "seed": ("", "random seed of the round"),
+        "source_id": ("", "id in the generator's source (dataset row or sample id)"),
+        "score_error": ("", "why the scorer could not score it fully"),
+        "converged": ("", "1 when the scorer's relaxation reached its force threshold"),
+        "relax_steps": ("", "relaxation steps taken by the scorer"),
+        "num_atoms": ("", "atoms in the cell"),
+    }
+    if col in fixed:
+        return fixed[col]
+    if col.startswith("oracle_"):
+        p = col[len("oracle_"):]
+        return UNITS.get(p, ""), f"{p} measured by the oracle ({judge['oracle']})"
+    base = col.removesuffix("_std")
+    unit = UNITS.get(base, "")
+    what = {
+        "e_above_hull": "energy above the MP reference hull",
+        "e_form_per_atom": "formation energy from the MLIP's energy and the hull's elemental "
+                           "references",
+        "energy_per_atom": "total energy of the relaxed structure",
+        "max_force": "largest force left after relaxation",
+    }.get(base, base.replace("_", " "))
+    if col.endswith("_std"):
+        return unit, f"calibrated standard deviation of the predicted {base}"
+    return unit, f"predicted {what} ({judge['scorer']})"
+
+
+def judge_text(cfg: dict[str, Any]) -> dict[str, str]:
+    """Who judged what, in words: ``scorer`` (predictions) and ``oracle`` (labels)."""
+    sc, orc = cfg.get("scorer") or {}, cfg.get("oracle") or {}
+    if sc.get("kind", "surrogates") == "surrogates":
+        relax = (f"relaxed {sc.get('relax_steps', 100)} steps to fmax {sc.get('fmax', 0.1)} "
+                 "eV/Å" if sc.get("relax", True) else "unrelaxed single point")
+        scorer = (f"CHGNet MLIP, {relax}, against the MP reference hull; properties from "
+                  "matgen's property predictors")
+    else:
+        scorer = f"noisy labels looked up in {Path(str(sc.get('labels_csv'))).name} (simulation)"
+    kind = orc.get("kind", "dataset")
+    if kind == "mlip":
+        oracle = (f"{orc.get('mlip', 'chgnet')} MLIP relaxation to fmax {orc.get('fmax')} eV/Å, "
+                  f"at most {orc.get('steps')} steps, against the MP reference hull -- not DFT")
+    elif kind == "lab":
+        oracle = "lab results imported with matgen campaign import-results"
+    else:
+        oracle = f"labels of the dataset {Path(str(orc.get('csv'))).name} (simulated oracle)"
+    return {"scorer": scorer, "oracle": oracle}
+
+
+# ---------------------------------------------------------------------------- CIF
+def symmetrised_cif(structure, block: str, comments: list[str], symprec: float = SYMPREC
+                    ) -> tuple[str, str]:
+    """CIF text of ``structure`` symmetrised with ``symprec`` and its space group.
+
+    Falls back to tighter ``symprec`` and finally P1 when the symmetrised cell no longer
+    matches ``structure`` (pymatgen ``StructureMatcher``). The data block is ``data_<block>``.
+    """
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.core import Structure
+    from pymatgen.io.cif import CifWriter
+
+    sm = StructureMatcher()
+    text, sg = "", "P1 (1)"
+    for sp in (symprec, 0.01, None):
+        try:
+            w = CifWriter(structure, symprec=sp)
+            text = str(w)
+            if sp is None:
+                break
+            back = Structure.from_str(text, fmt="cif")
+            if sm.fit(back, structure):
+                from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+                a = SpacegroupAnalyzer(structure, symprec=sp)
+                sg = f"{a.get_space_group_symbol()} ({a.get_space_group_number()})"
+                break
+        except Exception:  # noqa: BLE001, S112 - spglib failure: try tighter, then P1
+            continue
+    safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", block)
+    text = re.sub(r"^data_\S*", f"data_{safe}", text, count=1, flags=re.MULTILINE)
+    head = "".join(f"# {line}\n" for line in comments)
+    return head + text, sg
+
+
+def _cif_comments(row: dict[str, Any]) -> list[str]:
+    out = [(f"matgen candidate {row['id']} ({row['reduced_formula']}), rank {row['rank']}, "
+           f"outcome: {row['outcome']}")]
+    for k in ("oracle_e_above_hull", "e_above_hull", "band_gap", "formation_energy_per_atom"):
+        v = _finite(row.get(k))
+        if v is not None:
+            unit = UNITS.get(k.removeprefix("oracle_"), "")
+            out.append(f"{k} = {v:.4f} {unit}".rstrip())
+    out.append("all scores: the .json file of the same name")
+    return out
+
+
+def _csv_value(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+# ---------------------------------------------------------------------------- export
 def export_campaign(
     store: CampaignStore,
     out_dir: str | Path,
     properties: list[str],
     round_index: int | None = None,
     title: str | None = None,
+    symprec: float = SYMPREC,
 ) -> Path:
-    """Write the lab hand-off into a NEW folder under ``out_dir``.
-
-    Contents: ``candidates.csv`` (ranked; id, formula, space group, e_above_hull, properties
-    with std, acquisition value, OOD flag, round, model and hull versions, seed, oracle labels),
-    ``cif/<id>.cif`` (relaxed structure when available), ``report.html`` (plots embedded as
-    PNG: property vs energy above hull with the selected batch marked, hull diagrams of the top
-    chemical systems, progress per round, and each round's guard metrics).
+    """Write the lab hand-off into a NEW folder under ``out_dir`` (see the module docstring).
 
     Returns:
         The new folder.
     """
+    from pymatgen.core import Structure
+
+    from matgen.campaign._report import render_report
+
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     tag = f"round{round_index:03d}" if round_index is not None else "all"
     folder = _new_folder(Path(out_dir), f"{store.name}_{tag}_{stamp}")
-    seeds = {r["index"]: r["seed"] for r in store.rounds()}
-    rows = export_rows(store, properties, round_index, seeds)
+    cfg = store.stored_config()
+    objectives = objectives_of(cfg)
+    rounds = store.rounds()
+    seeds = {r["index"]: r["seed"] for r in rounds}
+    recorded = next((r["hull_version"] for r in reversed(rounds) if r.get("hull_version")), "")
+    hull = load_hull(recorded)
+    rows = export_rows(store, properties, round_index, seeds, hull, objectives)
+
+    # CIFs first: the spacegroup column is the one of the structure in the CIF
+    (folder / "cif").mkdir()
+    by_id = {c["id"]: c for c in store.candidates(selected=True)}
+    structures, cifs = {}, {}
+    for r in rows:
+        c = by_id[r["id"]]
+        s = Structure.from_str((c.get("scores") or {}).get("relaxed_cif") or c["cif"], fmt="cif")
+        structures[r["id"]] = s
+        with warnings.catch_warnings():  # CIF rounding notes of pymatgen: not the user's concern
+            warnings.simplefilter("ignore")
+            cifs[r["id"]], r["spacegroup"] = symmetrised_cif(s, r["id"], _cif_comments(r),
+                                                             symprec)
+
+    # columns: every key any row has, minus those no row fills (e.g. an e_above_hull_std the
+    # scorer never predicts)
     cols: list[str] = []
     for r in rows:
         cols.extend(k for k in r if k not in cols)
+    cols = [k for k in cols if k in ("rank", "id")
+            or any(r.get(k) not in (None, "") for r in rows)]
     with (folder / "candidates.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols or ["rank", "id"])
+        w = csv.DictWriter(fh, fieldnames=cols or ["rank", "id"], extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
-    (folder / "cif").mkdir()
-    by_id = {c["id"]: c for c in store.candidates(selected=True)}
+            w.writerow({k: _csv_value(r.get(k)) for k in cols})
+    with (folder / "columns.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["column", "unit", "meaning"])
+        for k in cols:
+            w.writerow([k, *_describe_column(k, cfg, objectives)])
     for r in rows:
-        c = by_id[r["id"]]
-        cif = (c.get("scores") or {}).get("relaxed_cif") or c["cif"]
-        (folder / "cif" / f"{r['id']}.cif").write_text(cif)
-    plots = [(f"{p} vs energy above hull", _plot_property_vs_hull(store, p, round_index))
-             for p in properties if p != "e_above_hull"]
-    plots += [(f"hull: {s}", img) for s, img in _plot_hulls(store, rows)]
-    plots.append(("progress per round", _plot_progress(store)))
-    (folder / "report.html").write_text(_html(store, rows, plots, title or store.name))
+        (folder / "cif" / f"{r['id']}.cif").write_text(cifs[r["id"]])
+        side = {k: r.get(k) for k in cols}
+        side["cif_symprec"] = symprec
+        side["units"] = {k: u for k in cols
+                         if (u := _describe_column(k, cfg, objectives)[0])}
+        (folder / "cif" / f"{r['id']}.json").write_text(
+            json.dumps(side, indent=1, default=str) + "\n")
+    (folder / "report.html").write_text(render_report(
+        store, rows, cols, structures, hull, cfg, objectives, properties, round_index,
+        title or store.name))
     return folder
-
-
-def _html(store: CampaignStore, rows: list[dict], plots: list[tuple[str, str]],
-          title: str) -> str:
-    e = html.escape
-    parts = [f"<html><head><meta charset='utf-8'><title>{e(title)}</title></head><body>",
-             f"<h1>{e(title)}</h1>", (f"<p>{len(rows)} candidates; exported "
-             f"{datetime.now(UTC).isoformat(timespec='seconds')}</p>")]
-    for name, img in plots:
-        parts.append(f"<h2>{e(name)}</h2><img src='data:image/png;base64,{img}'/>")
-    parts.append("<h2>Rounds and guards</h2><table border='1'><tr><th>round</th><th>status</th>"
-                 "<th>hits</th><th>distinct formulas</th><th>stable &amp; SMACT</th>"
-                 "<th>alerts</th></tr>")
-    for r in store.rounds():
-        m = r["metrics"] or {}
-        parts.append(
-            f"<tr><td>{r['index']}</td><td>{e(r['status'])}</td><td>{m.get('hits', '')}</td>"
-            f"<td>{m.get('diversity', {}).get('distinct_formulas', '')}</td>"
-            f"<td>{m.get('stability_synthesizability', {}).get('stable_and_smact_fraction', '')}"
-            f"</td><td>{e('; '.join(m.get('alerts', [])))}</td></tr>")
-    parts.append("</table><h2>Candidates</h2><table border='1'>")
-    if rows:
-        cols = list(rows[0])
-        parts.append("<tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>")
-        for r in rows:
-            parts.append("<tr>" + "".join(
-                f"<td>{e(f'{v:.4g}' if isinstance(v, float) else str(v))}</td>"
-                for v in (r.get(c) for c in cols)) + "</tr>")
-    parts.append("</table></body></html>")
-    return "\n".join(parts)
