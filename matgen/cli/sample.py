@@ -1,4 +1,4 @@
-"""`matgen sample`: generate crystals (de novo or CSP, optionally conditioned) to extxyz.
+"""`matgen sample`: generate crystals (de novo or CSP, optionally conditioned) to extxyz or CIF.
 
 A thin wrapper over :func:`matgen.generate.generate`. Results are appended to
 ``OUT.partial`` as each batch finishes (a crash keeps them) and renamed to ``OUT`` at the end.
@@ -51,7 +51,9 @@ def _formula_units(text: str):
 
 @app.command("sample")
 def sample(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output extxyz file.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Output file: .extxyz (or .xyz) with per-crystal metadata, or .cif "
+        "(one data block per crystal, metadata as comments).")],
     checkpoint: Annotated[
         Path | None,
         typer.Option(help="Checkpoint folder (RUN_DIR/checkpoints/last), its model.safetensors, "
@@ -104,13 +106,16 @@ def sample(
         typer.Argument(hidden=True, help="More formulas / conditions after the option's first."),
     ] = None,
 ) -> None:
-    """Generate crystals from a trained checkpoint into an extxyz file.
+    """Generate crystals from a trained checkpoint into an extxyz or CIF file.
 
     ``--composition A B C`` and ``--condition K=V K2=LO:HI`` also take several values after
     one flag.
     """
     from matgen.generate import SampleInputError, generate
 
+    if out.suffix.lower() not in (".extxyz", ".xyz", ".cif"):
+        _fail(f"--out {out}: unknown output format {out.suffix or '(no suffix)'!r}; "
+              "use .extxyz (or .xyz) or .cif", 2)
     if device not in ("auto", "cpu", "cuda"):
         _fail(f"--device must be auto, cpu or cuda (got {device!r})", 2)
     if precision not in ("auto", "bf16", "fp32"):

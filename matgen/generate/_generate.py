@@ -23,7 +23,7 @@ import torch
 
 from matgen.crystal import MAX_Z, CrystalBatch
 from matgen.generate._checkpoints import load_for_sampling, weights_id
-from matgen.generate._output import PartialExtxyz
+from matgen.generate._output import open_writer, output_format
 from matgen.generate._requests import (
     Request,
     SampleInputError,
@@ -328,7 +328,8 @@ def generate(
     """Generate crystals from a checkpoint and stream them to an extxyz file.
 
     Args:
-        out: output ``.extxyz`` (``out.partial`` grows while batches finish).
+        out: output ``.extxyz`` / ``.xyz``, or ``.cif`` (one data block per crystal, the
+            frame info as comments); ``out.partial`` grows while batches finish.
         checkpoint: see :class:`SampleSpec` (``None``: the shipped default model).
         num: de novo: structures in all; CSP: structures per composition / CSV row.
         progress: show a progress bar.
@@ -343,8 +344,9 @@ def generate(
     ``sampler``, ``steps``, ``guidance``, ``conditions`` (the request, e.g.
     ``band_gap=1:2``), ``target_<name>`` (the value used), ``chemsys``.
     """
+    output_format(out)  # an unknown suffix fails before any work
     plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent)
-    writer = PartialExtxyz(out)
+    writer = open_writer(out)
     written = 0
 
     def sink(item: SampledBatch) -> None:
@@ -373,10 +375,12 @@ def sample_structures(
     de novo, the 1000-step predictor-corrector sampler), the same structures for the same
     seed. Each structure's ``properties`` hold the frame info :func:`generate` writes
     (``sample_id``, ``checkpoint``, ``sampler``, ``steps``, ``target_<name>``, ...; a CSV row's
-    ``material_id``). With ``out`` the structures are also written there as extxyz.
+    ``material_id``). With ``out`` the structures are also written there (extxyz or CIF).
     """
+    if out is not None:
+        output_format(out)
     plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent)
-    writer = PartialExtxyz(out) if out is not None else None
+    writer = open_writer(out) if out is not None else None
     structures: list = []
 
     def sink(item: SampledBatch) -> None:

@@ -439,3 +439,30 @@ def test_cpu_default_sampler_is_fast_and_says_so(trained, tmp_path):
                             str(out), "--no-progress", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert {(f.info["sampler"], int(f.info["steps"])) for f in _frames(out)} == {("pc", 3)}
+
+
+def test_sample_cif_out_is_a_multi_block_cif_pymatgen_reads(trained, tmp_path):
+    """`--out x.cif` writes CIF (one data block per crystal, metadata as comments)."""
+    from pymatgen.io.cif import CifParser
+
+    run, _ = trained
+    out = tmp_path / "gen.cif"
+    r = runner.invoke(app, ["sample", "--checkpoint", str(run / "checkpoints" / "last"),
+                            "--num", "3", "--out", str(out), "--steps", "2", "--seed", "7",
+                            "--batch-size", "2", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert not out.with_name(out.name + ".partial").exists()
+    text = out.read_text()
+    blocks = [ln[5:] for ln in text.splitlines() if ln.startswith("data_")]
+    assert len(blocks) == 3 and all(b.endswith(f"-s7-{i}") for i, b in enumerate(blocks))
+    assert "# checkpoint = " in text and "# seed = 7" in text
+    structs = CifParser.from_str(text).parse_structures(primitive=False, on_error="raise")
+    assert len(structs) == 3 and all(len(s) in (2, 5) for s in structs)
+
+
+def test_sample_refuses_an_unknown_output_format_in_one_line(tmp_path):
+    r = runner.invoke(app, ["sample", "--num", "1", "--out", str(tmp_path / "gen.json")])
+    assert r.exit_code == 2
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "unknown output format '.json'" in lines[0]
+    assert ".cif" in lines[0] and not (tmp_path / "gen.json").exists()
