@@ -173,9 +173,11 @@ def collect(variants: dict, work: Path, cfg_set: dict, samplers: list[str], prob
         vals = [float(r["val_loss"]) for r in metrics if r.get("val_loss")]
         step = int(last.get("step", 0) or 0)
         row = {
-            "name": name, "gpu": v.get("gpu", 0),
+            "name": name,
+            "gpu": v.get("gpu", 0) % _gpu_count(),
             "gpu_share": 1.0 / sum(1 for w in variants.values()
-                                   if w.get("gpu", 0) == v.get("gpu", 0)),
+                                   if w.get("gpu", 0) % _gpu_count() == v.get("gpu", 0) % _gpu_count()),
+            "samplers": _samplers_of(v, samplers),
             "overrides": v.get("overrides", {}), "steps": step,
             "crystals_seen": step * int(cfg.get("batch_size", 0)),
             "elapsed_s": float(last.get("elapsed_s", 0) or 0),
@@ -192,6 +194,18 @@ def collect(variants: dict, work: Path, cfg_set: dict, samplers: list[str], prob
             row[f"csp_{tag}"] = _metric(run / f"csp_{tag}.json")
         rows.append(row)
     return rows
+
+
+def best_sampler(result: dict, name: str) -> str | None:
+    """The sampler spec with the highest validation match rate of run ``name`` (ties: the
+    first listed), or None when none was scored."""
+    row = next((r for r in result["runs"] if r["name"] == name), None)
+    best, rate = None, -1.0
+    for spec in (row or {}).get("samplers", []):
+        m = row.get(f"csp_{sampler_spec(spec)[1]}", {}).get("match_rate")
+        if m is not None and m > rate:
+            best, rate = spec, m
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:

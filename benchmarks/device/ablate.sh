@@ -3,7 +3,8 @@
 #   setsid nohup bash benchmarks/device/ablate.sh > /tmp/abl.nohup 2>&1 < /dev/null &
 # Carried: .whl, .devdata (gzipped mp20_reduced + processed cache). SET picks the variant set,
 # SOLO the run whose weights come back (WEIGHTS=1), whose sampling speed is measured, and which is
-# scored on the whole public test split (TEST=1).
+# scored on the whole public test split (TEST=1) with its best sampler on validation and with
+# the CPU default (fast, 50 steps).
 # Every later device call re-sends the working tree (and drops ignored paths it does not carry),
 # so the driver first copies its source to /tmp/src and runs from there.
 set -u
@@ -40,17 +41,23 @@ python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.
   --stage eval --eval-rows ${EVAL_ROWS:-500} --eval-workers 3 --sample-timeout ${SAMPLE_TIMEOUT:-360} \
   > "$W/ablation_eval.log" 2>&1
 log "eval stage exit $?"; pack; touch "$W/EVALUATED"
-timeout 200 python3 benchmarks/gpu_throughput.py --config configs/train/mp20_dense.yaml --steps 120 --warmup 40 \
+timeout 200 python3 benchmarks/gpu_throughput.py --config "$W/runs/$SOLO/config.yaml" --steps 120 --warmup 40 \
   --variants bf16 --checkpoint "$CK" --sample-n 1024 --sample-variants pc:100,fast:50 \
   --out "$W/throughput.json" > "$W/throughput.log" 2>&1
 log "throughput exit $?"; pack
 [ -n "${TEST:-}" ] || { touch "$W/ALL_DONE"; log "all done"; exit 0; }
 mkdir -p "$W/test"
-for S in pc fast; do
-  timeout 420 python3 -m matgen sample --checkpoint "$CK" --task csp --compositions-from /tmp/datasets/mp20_reduced/test.csv \
-    --num 1 --sampler $S --batch-size 1200 --seed 0 --no-progress --out "$W/test/csp_test_$S.extxyz" > "$W/test/sample_$S.log" 2>&1 &
-done; wait
-for S in pc fast; do
+# the SOLO run's best sampler on validation, and the CPU default (fast, 50 steps) for comparison
+BEST=$(python3 -c "
+import json, sys; sys.path.insert(0, 'benchmarks'); from ablation import best_sampler, sampler_spec
+print(' '.join(sampler_spec(best_sampler(json.load(open('$W/ablation.json')), '$SOLO') or 'pc')[0]))")
+log "test split with the validation-best sampler: $BEST"
+timeout 420 python3 -m matgen sample --checkpoint "$CK" --task csp --compositions-from /tmp/datasets/mp20_reduced/test.csv \
+  --num 1 $BEST --batch-size 1200 --seed 0 --no-progress --out "$W/test/csp_test_best.extxyz" > "$W/test/sample_best.log" 2>&1 &
+timeout 420 python3 -m matgen sample --checkpoint "$CK" --task csp --compositions-from /tmp/datasets/mp20_reduced/test.csv \
+  --num 1 --sampler fast --steps 50 --batch-size 1200 --seed 0 --no-progress --out "$W/test/csp_test_fast.extxyz" > "$W/test/sample_fast.log" 2>&1 &
+wait; echo "$BEST" > "$W/test/best_sampler.txt"
+for S in best fast; do
   python3 -m matgen evaluate --task csp --generated "$W/test/csp_test_$S.extxyz" --reference /tmp/datasets/mp20_reduced/test.csv \
     --workers 12 --out "$W/test/csp_test_$S.json" > "$W/test/eval_$S.log" 2>&1 &
 done; wait

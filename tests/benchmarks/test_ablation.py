@@ -60,3 +60,12 @@ def test_a_tiny_round_trains_probes_and_scores_both_variants(tmp_path, datasets_
         for tag in ("csp_pc10", "csp_fast5"):
             assert r[tag]["num_references"] == 6 and r[tag]["num_generated_evaluated"] == 6
             assert 0.0 <= r[tag]["match_rate"] <= 1.0
+
+
+def test_best_sampler_picks_the_highest_validation_match_rate():
+    h = _harness()
+    res = {"runs": [{"name": "a", "samplers": ["fast:50", "fast:50:5", "pc"],
+                     "csp_fast50": {"match_rate": 0.2}, "csp_fast50s5": {"match_rate": 0.3},
+                     "csp_pc": {}}]}
+    assert h.best_sampler(res, "a") == "fast:50:5"
+    assert h.best_sampler(res, "missing") is None
