@@ -98,6 +98,9 @@ def sample(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Crystals per batch.")] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    flow_slope: Annotated[float | None, typer.Option(
+        help="Flow-matching checkpoints: coordinate anti-annealing slope (default: the "
+             "checkpoint's).")] = None,
     precision: Annotated[str, typer.Option(
         help="Denoiser arithmetic: auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32.")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -139,7 +142,7 @@ def sample(
             compositions_from=compositions_from, formula_units=_formula_units(formula_units),
             chemsys=chemsys, conditions=condition, guidance=guidance, steps=steps,
             sampler=sampler.value if sampler is not None else "auto", seed=seed, batch_size=batch_size, device=device,
-            precision=precision,
+            precision=precision, flow_slope=flow_slope,
             progress=progress, log=lambda m: _err.print(escape(m)),
         )
     except SampleInputError as e:

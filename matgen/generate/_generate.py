@@ -179,6 +179,19 @@ def build_requests(
                                   generator), []
 
 
+def _with_flow_slope(diffusion, slope: float | None):
+    """``diffusion`` with its flow anti-annealing slope replaced (``None``: unchanged)."""
+    if slope is None:
+        return diffusion
+    if not diffusion.is_flow:
+        raise SampleInputError("--flow-slope needs a flow-matching checkpoint "
+                               "(diffusion.objective: flow); this one is score-based")
+    from matgen.diffusion import build_diffusion
+
+    return build_diffusion(diffusion.cfg.model_copy(update={"flow_slope": float(slope)}),
+                           diffusion.stats)
+
+
 def plan_sampling(spec: SampleSpec, say: Log) -> SamplePlan:
     """Check ``spec``, load its checkpoint, choose the sampler, build the requests and draw the
     condition targets (requests first, then targets, from one generator seeded ``seed``).
@@ -190,6 +203,7 @@ def plan_sampling(spec: SampleSpec, say: Log) -> SamplePlan:
     targets = spec.targets()
     device = resolve_device(spec.device)
     model, diffusion, meta, ckpt = load_for_sampling(spec.checkpoint, device)
+    diffusion = _with_flow_slope(diffusion, spec.flow_slope)
     ckpt_id = weights_id(ckpt)
     _check_targets(targets, model)
     sampler = choose_sampler(spec, bool(meta.get("distill")), device, say)
@@ -278,6 +292,8 @@ def frame_info(plan: SamplePlan, lo: int, chunk: list[Request]) -> dict[str, lis
             info[f"target_{name}"] = [float(x) for x in v[lo : lo + n]]
     if spec.chemsys:
         info["chemsys"] = [spec.chemsys] * n
+    if getattr(plan.diffusion, "is_flow", False):  # pc and fast both integrate the flow ODE
+        info["flow_slope"] = [float(plan.diffusion.cfg.flow_slope)] * n
     return info
 
 

@@ -47,6 +47,8 @@ class SampleSpec:
         precision: the denoiser's arithmetic: ``bf16`` (autocast, as in training),
             ``fp32``, or ``auto`` (bf16 on CUDA, fp32 on CPU). The sampler's own updates
             always stay in float32.
+        flow_slope: a flow-matching checkpoint's coordinate anti-annealing slope for this run
+            (``None``: the checkpoint's ``diffusion.flow_slope``); refused for score models.
     """
 
     checkpoint: str | Path | None = None
@@ -64,6 +66,7 @@ class SampleSpec:
     batch_size: int = 64
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    flow_slope: float | None = None
 
     def checked(self) -> SampleSpec:
         """This spec with the task compositions imply, after the checks that need no
@@ -76,6 +79,8 @@ class SampleSpec:
             raise SampleInputError("--num must be >= 1")
         if self.batch_size < 1:
             raise SampleInputError("--batch-size must be >= 1")
+        if self.flow_slope is not None and not self.flow_slope >= 0:
+            raise SampleInputError(f"--flow-slope must be a number >= 0 (got {self.flow_slope})")
         csv_given = self.compositions_from is not None
         task = "csp" if (self.compositions or csv_given) else self.task
         if task == "csp" and not self.compositions and not csv_given:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from matgen.generate._generate import sampling_denoiser
@@ -48,3 +49,30 @@ def test_dense_flow_model_trains_checkpoints_and_samples_with_both_samplers(tmp_
         outs[sampler] = [f.get_scaled_positions() for f in frames]
     # a flow model has one sampler, the Euler ODE: pc and fast give the same crystals
     assert all((a == b).all() for a, b in zip(outs["pc"], outs["fast"], strict=True))
+
+
+def test_flow_slope_option_changes_a_flow_model_and_is_refused_for_a_score_model(
+        tmp_path, tiny_setup, runs):
+    from ase.io import read
+
+    from matgen.generate import SampleInputError, generate
+    from matgen.training import train
+
+    make_config, data = tiny_setup
+    cfg = make_config(model={"arch": "dense", "hidden": 16, "layers": 1, "num_freqs": 2},
+                      diffusion={"objective": "flow"}, max_steps=3)
+    ck = train(cfg, data=data, out=tmp_path / "flow", device="cpu", progress=False,
+               log=None).checkpoint
+    pos = {}
+    for slope in (None, 4.0):
+        out = tmp_path / f"s{slope}.extxyz"
+        generate(out, ck, 1, task="csp", compositions=["SrTiO3"], sampler="fast", steps=6,
+                 flow_slope=slope, progress=False, log=None)
+        frame = read(out)
+        assert frame.info["flow_slope"] == (0.0 if slope is None else 4.0)
+        pos[slope] = frame.get_scaled_positions()
+    assert not (pos[None] == pos[4.0]).all()
+    teacher = runs[0]  # the score-based tiny teacher of the pinned-output tests
+    with pytest.raises(SampleInputError, match="flow-matching checkpoint"):
+        generate(tmp_path / "x.extxyz", teacher.checkpoint, 1, task="csp",
+                 compositions=["NaCl"], steps=2, flow_slope=1.0, progress=False, log=None)
