@@ -110,10 +110,28 @@ def summary(df, col: str) -> dict:
         "failed": int((~np.isfinite(pe)).sum()),
         "suspect_fraction": float(np.mean(np.isfinite(ph) & (ph < -0.05))),
     }
+    # how often the MLIP is right when it puts a structure > 0.05 eV/atom below the MP hull
+    sus = np.isfinite(ph) & (ph < -0.05)
+    true_s = df["dft_e_hull"].to_numpy() <= 0
+    out["suspect_truly_stable_fraction"] = float(true_s[sus].mean()) if sus.any() else math.nan
+    out["stable_at_0_without_suspects"] = classification(
+        df["dft_e_hull"], np.where(sus, np.nan, ph), 0.0)
     if f"{col}_converged" in df:
         out["converged_fraction"] = float(df[f"{col}_converged"].mean())
         out["mean_steps"] = float(df[f"{col}_steps"].mean())
     return out
+
+
+def metrics(df, mlip: str, n_relax: int) -> dict:
+    """The summaries of one MLIP's per-structure table (unrelaxed; relaxed on its subset)."""
+    base = f"{mlip}_unrelaxed"
+    results = {"unrelaxed": summary(df, base)}
+    if f"{mlip}_relaxed_e_form" in df:
+        sub = df.iloc[:n_relax]
+        results["relaxed"] = summary(sub, f"{mlip}_relaxed")
+        results["unrelaxed_on_relaxed_subset"] = summary(sub, base)
+        results["relaxed_subset_size"] = n_relax
+    return results
 
 
 def _git_commit() -> str:
@@ -201,14 +219,7 @@ def run(args: argparse.Namespace) -> dict:
             df[f"{col}_steps"] = [r.steps for r in res] + [0] * pad
         print(f"{col}: {count} structures in {dt:.0f} s", file=sys.stderr, flush=True)
 
-    results = {}
-    base = f"{args.mlip}_unrelaxed"
-    results["unrelaxed"] = summary(df, base)
-    if f"{args.mlip}_relaxed_e_form" in df:
-        sub = df.iloc[:n_relax]
-        results["relaxed"] = summary(sub, f"{args.mlip}_relaxed")
-        results["unrelaxed_on_relaxed_subset"] = summary(sub, base)
-        results["relaxed_subset_size"] = n_relax
+    results = metrics(df, args.mlip, n_relax)
     results["subset_size"] = n
     results["mlip"] = {"name": mlip.name, "version": str(getattr(mlip, "version", "")),
                        "energy_correction": getattr(mlip, "energy_correction", None),
@@ -246,11 +257,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", required=True, help="results JSON (merged per MLIP)")
     ap.add_argument("--per-structure", default=None, help="also write per-structure CSV")
+    ap.add_argument("--from-csv", default=None,
+                    help="add metrics missing from --out from a --per-structure CSV (no MLIP)")
     args = ap.parse_args(argv)
-    res = run(args)
     out = Path(args.out)
     merged = json.loads(out.read_text()) if out.exists() else {}
     key = args.mlip if not args.model else f"{args.mlip}:{args.model}"
+    if args.from_csv:
+        import pandas as pd
+
+        # only metrics the run did not record yet (the CSV's 5 decimals could move a
+        # structure that sits exactly on the hull, so recorded numbers are kept)
+        res = merged["results"][key]
+        new = metrics(pd.read_csv(args.from_csv), args.mlip, res.get("relaxed_subset_size", 0))
+        for mode, vals in new.items():
+            if isinstance(vals, dict):
+                for k, v in vals.items():
+                    res.setdefault(mode, {}).setdefault(k, v)
+    else:
+        res = run(args)
     merged.setdefault("results", {})[key] = res
     merged["description"] = (
         "MLIP discovery benchmark on hypothetical WBM structures (benchmarks/wbm_discovery.py): "
