@@ -210,21 +210,29 @@ def status(
 @campaign_app.command("export")
 def export(
     config: ConfigOpt,
-    out: Annotated[Path, typer.Option("--out", help="a new folder is created inside")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="a new folder <name>_<all|roundNNN>_<UTC stamp> is created inside")],
     round_index: Annotated[
         int | None, typer.Option("--round", min=0, help="one round (default: all)")
     ] = None,
 ) -> None:
-    """Write the lab hand-off: ranked CSV, CIFs, HTML report (a new folder each time)."""
+    """Write the lab hand-off: merit-ranked CSV with a column dictionary, symmetrised CIFs
+    with score sidecars, HTML report (a new folder each time; see the README)."""
     from matgen.campaign import CampaignStore, export_campaign
 
     cfg = _load(config)
     if out.exists() and not out.is_dir():
         raise _fail(f"--out {out} exists and is not a folder (a new folder is made inside it)",
                     2)
+    if not cfg.state_url and not (cfg.work_path() / "state.db").exists():
+        raise _fail(f"campaign {cfg.name!r} has no state yet ({cfg.work_path() / 'state.db'}); "
+                    "nothing to export: run it first with matgen campaign run --config ...", 2)
     with _store_errors():
         store = CampaignStore(cfg.database_url(), cfg.name, cfg.model_dump(mode="json"))
         have = [r["index"] for r in store.rounds()]
+        if not store.candidates(selected=True):
+            raise _fail(f"campaign {cfg.name!r} has selected no candidates yet (rounds: "
+                        f"{', '.join(map(str, have)) or 'none'}); nothing to export", 2)
         if round_index is not None and round_index not in have:
             raise _fail(f"campaign {cfg.name!r} has no round {round_index} (rounds: "
                         f"{', '.join(map(str, have)) or 'none yet'})", 2)

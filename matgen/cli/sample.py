@@ -106,13 +106,14 @@ def sample(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     more: Annotated[
         list[str] | None,
-        typer.Argument(hidden=True, help="More formulas / conditions after the option's first."),
+        typer.Argument(metavar="MORE", show_default=False,
+                       help="More formulas after --composition's first, or more KEY=... "
+                       "after --condition's first."),
     ] = None,
 ) -> None:
     """Generate crystals from a trained checkpoint into an extxyz or CIF file.
 
-    ``--composition A B C`` and ``--condition K=V K2=LO:HI`` also take several values after
-    one flag.
+    --composition A B C and --condition K=V K2=LO:HI also take several values after one flag.
     """
     from matgen.generate import SampleInputError, generate
 

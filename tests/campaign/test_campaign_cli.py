@@ -46,3 +46,26 @@ def test_run_status_export_import_and_usage_errors(tmp_path, toy_csv):
                       "batch_size: 10\npool_size: 2\n")
     res = runner.invoke(app, ["campaign", "status", "--config", str(broken)])
     assert res.exit_code == 2 and "batch_size" in res.output
+
+
+def test_export_without_state_is_an_error_and_creates_nothing(tmp_path, toy_csv):
+    from _toy import write_toy_config
+
+    cfg = write_toy_config(tmp_path, toy_csv, name="nostate")
+    res = CliRunner().invoke(app, ["campaign", "export", "--config", str(cfg), "--out",
+                                   str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no state yet" in res.output
+    assert not (tmp_path / "work" / "state.db").exists() and not (tmp_path / "x").exists()
+
+
+def test_help_fits_80_columns_and_version_flag():
+    import os
+
+    env = {**os.environ, "COLUMNS": "80"}
+    res = CliRunner().invoke(app, ["sample", "--help"], env=env)
+    assert res.exit_code == 0
+    assert "--compositions-from" in res.output and "…" not in res.output
+    assert all(len(line) <= 80 for line in res.output.splitlines())
+    assert "``" not in res.output
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.startswith("matgen ")

@@ -277,7 +277,7 @@ def test_sample_csp_formula_units_and_errors(trained, tmp_path):
     assert r.exit_code == 0, r.output
     (a,) = _frames(out)
     assert len(a) == 4 and a.info["composition"] == "Na2Cl2"
-    out2 = tmp_path / "several.extxyz"  # DESIGN.md's `--composition FORMULA ...`
+    out2 = tmp_path / "several.extxyz"  # `--composition FORMULA ...` (several after one flag)
     r = runner.invoke(
         app,
         [
