@@ -54,10 +54,11 @@ def test_a_tiny_round_trains_probes_and_scores_both_variants(tmp_path, datasets_
                    "--device", "cpu", "--eval-workers", "1", "--sample-timeout", "300"])
     assert code == 0
     res = json.loads(out.read_text())
-    assert [r["name"] for r in res["runs"]] == ["radius", "dense"]
+    assert [r["name"] for r in res["runs"]] == ["radius", "dense", "flow"]
     for r in res["runs"]:
         assert r["steps"] > 0 and r["probe_steps_per_s"] > 0
-        for tag in ("csp_pc10", "csp_fast5"):
+        tags = ("csp_fast5", "csp_fast5s3") if r["name"] == "flow" else ("csp_pc10", "csp_fast5")
+        for tag in tags:
             assert r[tag]["num_references"] == 6 and r[tag]["num_generated_evaluated"] == 6
             assert 0.0 <= r[tag]["match_rate"] <= 1.0
 
