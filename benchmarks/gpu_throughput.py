@@ -77,10 +77,14 @@ def bench_training(
     return out
 
 
-def bench_sampling(checkpoint: str, n: int, variants: list[tuple[str, int]], seed: int = 0):
+def bench_sampling(checkpoint: str, n: int, variants: list[tuple[str, int]], seed: int = 0,
+                   precision: str = "auto", split: str = "test"):
+    from matgen.generate._generate import sampling_denoiser
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, diffusion = load_for_sampling(checkpoint, device)[:2]
-    test = load_dataset("mp20", split="test")
+    model = sampling_denoiser(model, precision, device)  # as matgen sample runs it
+    test = load_dataset("mp20", split=split)
     idx = list(range(min(n, len(test))))
     ref = test.batch(idx).to(device)
     out = []
@@ -116,6 +120,8 @@ def main() -> None:
     ap.add_argument("--sample-n", type=int, default=1024)
     ap.add_argument("--sample-variants", default="pc:1000,fast:50,fast:20")
     ap.add_argument("--model", default="", help="overrides of the model config, e.g. hidden=512,vectors=128")
+    ap.add_argument("--sample-precision", default="auto", help="auto (bf16 on CUDA), bf16, fp32")
+    ap.add_argument("--sample-split", default="test", help="mp20 split whose compositions are sampled")
     ap.add_argument("--out", default="benchmarks/results/gpu_throughput.json")
     args = ap.parse_args()
 
@@ -140,7 +146,8 @@ def main() -> None:
         args.checkpoint = str(Path(args.keep_run) / "checkpoints" / "last")
     if args.checkpoint:
         sv = [(v.split(":")[0], int(v.split(":")[1])) for v in args.sample_variants.split(",")]
-        result["sampling"] = bench_sampling(args.checkpoint, args.sample_n, sv)
+        result["sampling"] = bench_sampling(args.checkpoint, args.sample_n, sv, precision=args.sample_precision,
+                                            split=args.sample_split)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
