@@ -65,7 +65,8 @@ class HullInfo:
     version: str = ""  # version of the rebuilt hull
     recorded: str = ""  # hull_version the rounds recorded
     note: str = ""  # why there is no hull, or how it differs from the recorded one
-    compositions: set[str] = field(default_factory=set)  # reduced formulas of the references
+    compositions: set[str] = field(default_factory=set)  # checked formulas that are references
+    checked: set[str] = field(default_factory=set)  # formulas checked against the references
 
 
 def _new_folder(out: Path, stem: str) -> Path:
@@ -157,7 +158,7 @@ def _hull_elemental(version: str) -> str | None:
     return m.group(1) or "mp"
 
 
-def load_hull(recorded: str) -> HullInfo:
+def load_hull(recorded: str, formulas: set[str] | None = None) -> HullInfo:
     """Rebuild the MP reference hull named by a round's ``hull_version``.
 
     The formation-energy hull (the competing phases) is the same for every elemental reference;
@@ -180,29 +181,39 @@ def load_hull(recorded: str) -> HullInfo:
     if info.version != recorded:
         info.note = (f"the MP reference data differ from those used in scoring "
                      f"({info.version} now, {recorded} then): diagrams use today's references")
-    info.compositions = _reference_formulas()
+    known = _reference_formulas(set(formulas or ()))
+    if known is not None:
+        info.compositions, info.checked = known, set(formulas or ())
     return info
 
 
-def _reference_formulas() -> set[str]:
-    """Reduced formulas of the MP hull reference compositions (for the ``novel`` column)."""
+def _reference_formulas(wanted: set[str]) -> set[str] | None:
+    """Those of the reduced formulas ``wanted`` that are MP hull reference compositions (for
+    the ``novel`` column; None without reference data). Only reference rows with a wanted
+    element set are parsed."""
     from pymatgen.core import Composition
 
     d = Path(os.environ.get("MATGEN_DATA_DIR", "")) / "hull_refs" / "mp_e_form_compositions.csv.gz"
     if not d.exists():
         d = Path(__file__).resolve().parents[1] / "assets" / "hull" / "mp_e_form_pruned.csv.gz"
     if not d.exists():
-        return set()
+        return None
     import pandas as pd
 
     df = pd.read_csv(d)
     col = "formula" if "formula" in df.columns else df.columns[0]
+    symbols = re.compile(r"[A-Z][a-z]?")
+    element_sets = {frozenset(symbols.findall(f)) for f in wanted}
     out = set()
     for f in df[col].astype(str):
+        if frozenset(symbols.findall(f)) not in element_sets:
+            continue
         try:
-            out.add(Composition(f).reduced_formula)
+            r = Composition(f).reduced_formula
         except Exception:  # noqa: BLE001, S112 - an odd formula is skipped
             continue
+        if r in wanted:
+            out.add(r)
     return out
 
 
@@ -286,8 +297,8 @@ def export_rows(store: CampaignStore, properties: list[str], round_index: int | 
         for p in properties:  # objective properties the scorer did not predict stay visible
             row.setdefault(p, None)
         comp_known = None
-        if hull is not None and hull.compositions:  # an element is always a hull reference
-            comp_known = (c["reduced_formula"] in hull.compositions
+        if hull is not None and c["reduced_formula"] in hull.checked:
+            comp_known = (c["reduced_formula"] in hull.compositions  # elements always are
                           or len(re.findall(r"[A-Z]", c["reduced_formula"])) == 1)
         row["mp_composition"] = "" if comp_known is None else comp_known
         # dedup drops training-set matches before scoring, so a selected candidate is new to
@@ -523,7 +534,7 @@ def export_campaign(
     rounds = store.rounds()
     seeds = {r["index"]: r["seed"] for r in rounds}
     recorded = next((r["hull_version"] for r in reversed(rounds) if r.get("hull_version")), "")
-    hull = load_hull(recorded)
+    hull = load_hull(recorded, {c["reduced_formula"] for c in store.candidates(selected=True)})
     rows = export_rows(store, properties, round_index, seeds, hull, objectives)
 
     # CIFs first: the spacegroup column is the one of the structure in the CIF
