@@ -34,6 +34,9 @@ _E = html.escape
 _TABLE_COLS = ("rank", "id", "reduced_formula", "spacegroup", "outcome", "oracle_e_above_hull",
                "e_above_hull", "competing_phases", "novel", "ood_flag", "round")
 
+_CELL_CLASS = {"id": " class='id'", "competing_phases": " class='phases'",
+               "spacegroup": " class='sg'"}
+
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2433;
  background:#f6f7f9;line-height:1.45}
@@ -49,9 +52,9 @@ h1{margin:0 0 4px;font-size:26px} h2{margin:32px 0 8px;font-size:20px;border-bot
  margin:10px 0}
 .note.info{background:#eef5ff;border-left-color:#3b7ddd}
 .wrap{overflow-x:auto;background:#fff;border:1px solid #dde1e7;border-radius:8px}
-table{border-collapse:collapse;width:100%;font-size:13px}
+table{border-collapse:collapse;width:100%;font-size:12.5px}
 th,td{padding:4px 6px;border-bottom:1px solid #eceff3;text-align:left;vertical-align:middle}
-th{background:#eef1f5;position:sticky;top:0;white-space:nowrap}
+th{background:#eef1f5;position:sticky;top:0;font-size:12px;line-height:1.25}
 th.sort{cursor:pointer;user-select:none} th.sort:after{content:" \\2195";color:#98a1b0}
 th.asc:after{content:" \\2191";color:#1d2433} th.desc:after{content:" \\2193";color:#1d2433}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
@@ -59,10 +62,10 @@ tr:hover td{background:#fafbfd}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
 .hit{background:#d7f5df;color:#17612f} .miss{background:#fde2e1;color:#8a1c17}
 .wait{background:#eceff3;color:#4a5160}
-img.thumb{width:72px;height:72px;object-fit:contain;background:#fff}
+img.thumb{width:64px;height:64px;object-fit:contain;background:#fff}
 td.id{white-space:nowrap;font-size:12px} .warn{color:#8a1c17;font-size:11px;display:inline-block;
  max-width:170px;line-height:1.2}
-td.phases{max-width:190px;font-size:12px}
+td.phases{max-width:170px;font-size:12px} td.sg{max-width:80px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:16px}
 figure{margin:0;background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:10px}
 figure img{max-width:100%} figcaption{font-size:13px;color:#4a5160}
@@ -341,7 +344,8 @@ def _candidate_table(rows: list[dict], props: list[str], pics: dict[str, str]) -
         if h is None:
             base = c.removeprefix("oracle_")
             unit = f"<br><small>{_E(UNITS[base])}</small>" if base in UNITS else ""
-            h = f"{_E(base)} {'oracle' if c.startswith('oracle_') else 'predicted'}{unit}"
+            h = (f"{_E(base.replace('_', ' '))} "
+                 f"{'oracle' if c.startswith('oracle_') else 'predicted'}{unit}")
         out.append(f"<th class='sort' title='{_E(c)}'>{h}</th>")
     out.append("</tr></thead><tbody>")
     for r in rows:
@@ -369,8 +373,7 @@ def _candidate_table(rows: list[dict], props: list[str], pics: dict[str, str]) -
                 std = _finite(r.get(f"{c}_std"))
                 if std is not None and v is not None:
                     shown += f" <small>± {std:.3f}</small>"
-            cls = " class='num'" if num else {"id": " class='id'", "competing_phases": " class='phases'"}.get(
-                c, "")
+            cls = " class='num'" if num else _CELL_CLASS.get(c, "")
             out.append(f"<td{cls} data-v='{key}'>{shown}</td>")
         out.append("</tr>")
     out.append("</tbody></table></div>")
