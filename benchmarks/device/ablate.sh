@@ -16,6 +16,14 @@ log "start $SET"
 source benchmarks/device/_env.sh
 nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv -l 10 > "$W/gpu_util.csv" 2>&1 &
 log "installed; $(python3 -c 'import torch;print(torch.__version__, torch.cuda.device_count())' 2>&1)"
+if [ -n "${AB_GROUPS:-}" ]; then  # throughput of the dense config with 1 vs 4 size groups first
+  for G in 1 4; do
+    timeout 120 python3 benchmarks/gpu_throughput.py --config configs/train/mp20_dense.yaml --model size_groups=$G \
+      --steps 80 --warmup 30 --variants bf16 --checkpoint first-run --sample-n 1000 --sample-variants pc:100,fast:50 \
+      --sample-split val --keep-run /tmp/tp_g$G --out "$W/throughput_groups$G.json" > "$W/throughput_groups$G.log" 2>&1
+  done
+  log "size groups A/B: $(grep -h -E '^(train|sample)' $W/throughput_groups*.log | tr '\n' ' ' | tail -c 700)"
+fi
 python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.json" \
   --stage train --probe-s ${PROBE_S:-40} > "$W/ablation_train.log" 2>&1
 log "train stage exit $?: $(grep ablation $W/ablation_train.log | tr '\n' ' ' | tail -c 600)"

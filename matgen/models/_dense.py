@@ -49,6 +49,31 @@ def lattice_features(lat: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor
     return torch.cat([loglen, cos, lvpa.unsqueeze(-1)], -1)
 
 
+def size_plan(num_atoms: torch.Tensor, groups: int, pad: int = 0):
+    """How a batch is split into ``groups`` groups of similar crystal size (equal counts).
+
+    Computed on the host from one copy of ``num_atoms`` (the only wait for the GPU in a
+    forward pass). Returns ``[(crystal index, atom index, padded size)]`` with index tensors on
+    ``num_atoms``' device, or ``[(None, None, padded size)]`` for a single group.
+    """
+    na = num_atoms.detach().cpu()
+    b = int(na.shape[0])
+    if groups <= 1 or b < 2 * groups:
+        return [(None, None, max(int(na.max()) if b else 1, pad))]
+    order = torch.argsort(na, stable=True)
+    group = torch.empty(b, dtype=torch.long)
+    group[order] = torch.arange(b) * groups // b
+    agroup = torch.repeat_interleave(group, na)
+    dev = num_atoms.device
+    plan = []
+    for k in range(groups):
+        sel = torch.nonzero(group == k).squeeze(-1)
+        atoms = torch.nonzero(agroup == k).squeeze(-1)
+        m = max(int(na[sel].max()), pad)
+        plan.append((sel.to(dev, non_blocking=True), atoms.to(dev, non_blocking=True), m))
+    return plan
+
+
 class DenseBlock(nn.Module):
     """One all-pairs message-passing layer on node features ``h (B, M, F)``.
 
@@ -126,50 +151,39 @@ class DenseDenoiser(nn.Module):
         size (equal counts, by atom count) and each group is padded only to its own largest
         crystal: the same outputs for about half the all-pairs work on MP-20-like size mixes.
         """
-        g = self.cfg.size_groups
-        b = batch.num_crystals
-        if g <= 1 or b < 2 * g:
-            return self._forward(batch, t, cond)
         na = batch.num_atoms
-        rank = torch.empty_like(na)
-        rank[torch.argsort(na, stable=True)] = torch.arange(b, device=na.device)
-        group = rank * g // b
-        bidx = torch.repeat_interleave(torch.arange(b, device=na.device), na,
-                                       output_size=batch.frac_coords.shape[0])
-        agroup = group[bidx]
         coord = lattice = logits = None
-        for k in range(g):
-            sel = torch.nonzero(group == k).squeeze(-1)
-            atoms = torch.nonzero(agroup == k).squeeze(-1)
-            sub = CrystalBatch(atomic_numbers=batch.atomic_numbers[atoms],
-                               frac_coords=batch.frac_coords[atoms],
-                               lattice=batch.lattice[sel], num_atoms=na[sel])
-            sub_cond = None if cond is None else {n: v[sel] for n, v in cond.items()}
-            out = self._forward(sub, t[sel], sub_cond)
+        for sel, atoms, m in size_plan(na, self.cfg.size_groups, self.cfg.pad_atoms):
+            if sel is None:  # one group: the whole batch
+                return self._forward(batch.atomic_numbers, batch.frac_coords, batch.lattice, na,
+                                     t, cond, m)
+            sub_cond = None if cond is None else {k: v[sel] for k, v in cond.items()}
+            out = self._forward(batch.atomic_numbers[atoms], batch.frac_coords[atoms],
+                                batch.lattice[sel], na[sel], t[sel], sub_cond, m)
             if coord is None:
                 coord = out.coord.new_empty((batch.frac_coords.shape[0], 3))
-                lattice = out.lattice.new_empty((b, 3, 3))
+                lattice = out.lattice.new_empty((batch.num_crystals, 3, 3))
                 logits = out.type_logits.new_empty((coord.shape[0], out.type_logits.shape[1]))
             coord[atoms], lattice[sel], logits[atoms] = out.coord, out.lattice, out.type_logits
         return DenoiserOutput(coord=coord, lattice=lattice, type_logits=logits)
 
-    def _forward(self, batch: CrystalBatch, t: torch.Tensor, cond) -> DenoiserOutput:
-        lat, na = batch.lattice, batch.num_atoms
-        b, n = lat.shape[0], batch.frac_coords.shape[0]
+    def _forward(self, z, frac, lat, na, t, cond, m: int) -> DenoiserOutput:
+        """One padded group: ``z (N,)``, ``frac (N, 3)``, ``lat (B, 3, 3)``, ``na (B,)`` (on
+        the device), ``m`` the padded size (a host int, so nothing here waits for the GPU)."""
+        b, n = lat.shape[0], frac.shape[0]
         dt, dev = lat.dtype, lat.device
-        m = max(int(na.max()), self.cfg.pad_atoms) if b else 1
         bidx = torch.repeat_interleave(torch.arange(b, device=dev), na, output_size=n)
         start = torch.cumsum(na, 0) - na
         pos = torch.arange(n, device=dev) - start[bidx]
         mask = (torch.arange(m, device=dev).unsqueeze(0) < na.unsqueeze(1)).to(dt)
         inv_count = (1.0 / na.to(dt).clamp(min=1)).view(-1, 1, 1)
         with torch.autocast(dev.type, enabled=False):  # geometry in full precision
-            f = to_dense(batch.frac_coords, bidx, pos, b, m)
+            f = to_dense(frac, bidx, pos, b, m)
             feats = self._fourier(f.unsqueeze(1) - f.unsqueeze(2))  # (B, M, M, 6K): i -> j
             cellf = lattice_features(lat, na)
             lscale = det3(lat).abs().clamp(min=1e-6).pow(1.0 / 3.0).clamp(min=0.5)
         g = self.time(t.to(dt)) + self.cell(cellf) + self.cond(cond, b, lat)
-        h = to_dense(self.embed(batch.atomic_numbers), bidx, pos, b, m)
+        h = to_dense(self.embed(z), bidx, pos, b, m)
         e = self.edge_in(feats)
         for blk in self.blocks:
             h = blk(h, e, g, mask, inv_count)
