@@ -4,7 +4,9 @@ One round is a set of tasks: generation chunks and scoring chunks run in paralle
 runner (threads, or Ray via prefect-ray) and are retried on transient failures; scoring chunks
 are cached by their inputs (config digest, candidate rows, seed). Models are loaded inside the
 tasks (a per-process cache of :class:`Campaign` objects built from the config path), never
-passed as arguments. Each committed step is idempotent, so a flow run that crashes resumes from
+passed as arguments. Cached scoring results are persisted as JSON (data only: nothing read back
+from the result store can execute code). Errors that do not heal (a missing or damaged model,
+bad input, an unreadable state database) are not retried. Each committed step is idempotent, so a flow run that crashes resumes from
 the state store when run again. Every round publishes a markdown and a table artifact.
 """
 
@@ -22,6 +24,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows._server import guard_ephemeral_server
 from matgen.campaign import Campaign, CampaignConfig, export_campaign, load_config
 
 _CAMPAIGNS: dict[tuple[str, str], Campaign] = {}
@@ -73,13 +76,14 @@ def _resources(cfg: CampaignConfig):
 
 # ---------------------------------------------------------------------------------- tasks
 def _transient(task, task_run, state) -> bool:
-    """Retry everything except a missing model, bad input or an unreadable state database
-    (those do not heal)."""
+    """Retry everything except a missing or damaged model, bad input or an unreadable state
+    database (those do not heal)."""
     from matgen.campaign import MissingModelError, StoreError
+    from matgen.models import CheckpointError
 
     try:
         state.result()
-    except (MissingModelError, StoreError, ValueError):
+    except (MissingModelError, CheckpointError, StoreError, ValueError):
         return False
     except Exception:  # noqa: BLE001 - anything else may be transient
         return True
@@ -99,6 +103,7 @@ def generate_chunk(config_path: str, n: int, seed: int, conditions: dict[str, fl
     cache_policy=INPUTS + TASK_SOURCE,
     cache_expiration=timedelta(days=30),
     persist_result=True,
+    result_serializer="json",  # data only, never cloudpickle (read back from a cache folder)
 )
 def score_chunk(config_path: str, config_digest: str, rows: list[dict], seed: int) -> list:
     """Relax and score candidate rows; cached on (config digest, rows, seed)."""
@@ -130,7 +135,7 @@ def submit(config_path: str, index: int) -> None:
     campaign_for(config_path).submit(index)
 
 
-@task(retries=3, retry_delay_seconds=2)
+@task(retries=3, retry_delay_seconds=2, retry_condition_fn=_transient)
 def label(config_path: str, index: int) -> bool:
     """Ask the oracle for labels (retried: oracles are remote and flaky)."""
     return campaign_for(config_path).label(index)
@@ -255,24 +260,28 @@ def campaign_flow(config_path: str, rounds: int | None = None,
 
 def preflight(cfg: CampaignConfig) -> None:
     """Fail fast (before any flow starts): a changed config, objectives no component
-    produces, a missing generator model.
+    produces, a missing or damaged generator model.
 
     Raises:
         matgen.campaign.ConfigChangedError: the config differs from the campaign's.
         matgen.campaign.CampaignConfigError: objectives that cannot be judged.
         matgen.campaign.MissingModelError: names the missing checkpoint.
+        matgen.models.CheckpointError: a damaged checkpoint (one line naming the file).
     """
     Campaign(cfg).check()
     if cfg.generator.kind == "model":
         from matgen.campaign import ModelGenerator
+        from matgen.models import verify_checkpoint
 
-        ModelGenerator(cfg.generator.checkpoint_path())
+        verify_checkpoint(ModelGenerator(cfg.generator.checkpoint_path()).checkpoint)
 
 
 def run_campaign(config_path: str, rounds: int | None = None,
                  export_dir: str | None = None) -> dict:
-    """Run :func:`campaign_flow` (rounds run on the task runner named in the config)."""
+    """Run :func:`campaign_flow` (rounds run on the task runner named in the config); a
+    temporary Prefect server it starts stops when this process ends, even by ``kill -9``."""
     preflight(load_config(config_path))
+    guard_ephemeral_server()
     return campaign_flow(config_path=str(Path(config_path).resolve()), rounds=rounds,
                          export_dir=export_dir)
 

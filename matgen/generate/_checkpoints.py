@@ -24,10 +24,16 @@ _STEP_RE = re.compile(r"^step_(\d+)$")
 
 
 def read_metadata(folder: str | Path) -> dict[str, Any]:
-    """The ``metadata`` part of a checkpoint's ``model.json`` (config, stats, step, ...)."""
+    """The ``metadata`` part of a checkpoint's ``model.json`` (config, stats, step, ...).
+
+    Raises:
+        matgen.models.CheckpointError: ``model.json`` is missing, not JSON or not an object.
+    """
+    from matgen.models import read_checkpoint_json
+
     folder = Path(folder)
     p = folder / METADATA if folder.is_dir() else folder.with_name(METADATA)
-    return dict(json.loads(p.read_text()).get("metadata", {}))
+    return dict(read_checkpoint_json(p).get("metadata", {}))
 
 
 def weights_file(path: str | Path) -> Path:

@@ -6,27 +6,41 @@ Public API:
     DenseDenoiser: the all-pairs Fourier-feature denoiser (``arch: dense``).
     DENOISER_CLASSES: the denoiser classes (for isinstance checks).
     DenoiserOutput, ConditionSpec: re-exported from :mod:`matgen.nn`.
-    save_checkpoint, load_checkpoint, load_pretrained_weights: safetensors + JSON checkpoints.
+    save_checkpoint, load_checkpoint, load_pretrained_weights: safetensors + JSON checkpoints;
+        verify_checkpoint, read_checkpoint_json, read_checked_weights, CheckpointError (a
+        damaged checkpoint, one line naming the file).
 """
 
 from __future__ import annotations
 
-from matgen.models._checkpoint import load_checkpoint, load_pretrained_weights, save_checkpoint
-from matgen.models._dense import DenseDenoiser
+from matgen.models._checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_pretrained_weights,
+    read_checked_weights,
+    read_checkpoint_json,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from matgen.models._denoiser import CrystalDenoiser, DenoiserConfig, build_denoiser
+from matgen.models._dense import DenseDenoiser
 from matgen.nn import ConditionSpec, DenoiserOutput
 
 DENOISER_CLASSES = (CrystalDenoiser, DenseDenoiser)
 
 __all__ = [
     "DENOISER_CLASSES",
-    "DenseDenoiser",
+    "CheckpointError",
     "ConditionSpec",
     "CrystalDenoiser",
     "DenoiserConfig",
     "DenoiserOutput",
+    "DenseDenoiser",
     "build_denoiser",
     "load_checkpoint",
     "load_pretrained_weights",
+    "read_checked_weights",
+    "read_checkpoint_json",
     "save_checkpoint",
+    "verify_checkpoint",
 ]

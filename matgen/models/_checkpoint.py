@@ -1,12 +1,21 @@
-"""Checkpoints: ``model.safetensors`` (weights) + ``model.json`` (configs, stats, metadata)."""
+"""Checkpoints: ``model.safetensors`` (weights) + ``model.json`` (configs, stats, metadata).
+
+``model.json`` records the sha256 of the weights file (``weights_sha256``); loading verifies it
+(checkpoints written before it was recorded still load) and every other property of the pair
+that can be checked before the model runs: readable JSON with a valid denoiser config, a
+readable safetensors file, finite tensors of exactly the shapes the config builds. Anything
+wrong is a :class:`CheckpointError` whose one-line message names the file.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from matgen.diffusion import DatasetStats, DiffusionConfig
@@ -14,6 +23,116 @@ from matgen.models._denoiser import CrystalDenoiser, DenoiserConfig, build_denoi
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
+SHA_KEY = "weights_sha256"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message is one line naming the file.
+
+    Not a ``ValueError``: a damaged file is bad data (exit 1 in the CLI), not a usage error.
+    """
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for blk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(blk)
+    return h.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def _pydantic_line(exc: ValidationError) -> str:
+    errs = exc.errors()
+    where = ".".join(str(x) for x in errs[0]["loc"]) or "(root)"
+    more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+    return f"{where}: {errs[0]['msg']}{more}"
+
+
+def read_checkpoint_json(path: str | Path) -> dict[str, Any]:
+    """The whole ``model.json`` (``path``: the file or its folder), checked to be a JSON
+    object whose ``metadata`` (when present) is an object.
+
+    Raises:
+        CheckpointError: missing, unreadable, not JSON, or not of that shape.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / META
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found (a checkpoint folder holds {WEIGHTS} and "
+                              f"{META})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not readable JSON ({_first_line(exc)})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: expected a JSON object with 'denoiser' and 'metadata', "
+                              f"found a {type(raw).__name__}")
+    if not isinstance(raw.get("metadata", {}), dict):
+        raise CheckpointError(f"{path}: 'metadata' must be a JSON object")
+    sha = raw.get(SHA_KEY)
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
+        raise CheckpointError(f"{path}: '{SHA_KEY}' is not a sha256 hex digest")
+    return raw
+
+
+def read_checked_weights(weights: str | Path, meta: dict[str, Any] | None = None
+                         ) -> dict[str, torch.Tensor]:
+    """The tensors of a ``model.safetensors``, verified: the sha256 recorded in ``meta`` (the
+    checkpoint's ``model.json``; read from beside the file when None), a readable header and
+    data, finite floating-point values.
+
+    Raises:
+        CheckpointError: one line naming the file and what is wrong.
+    """
+    weights = Path(weights)
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: not found")
+    if meta is None and (weights.parent / META).is_file():
+        meta = read_checkpoint_json(weights.parent / META)
+    expected = (meta or {}).get(SHA_KEY)
+    if expected is not None:
+        got = file_sha256(weights)
+        if got != expected:
+            raise CheckpointError(
+                f"{weights}: sha256 {got[:12]} differs from the {expected[:12]} recorded in "
+                f"{META} (the file was changed or damaged after it was written)")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{weights}: not a readable safetensors file "
+                              f"({_first_line(exc)})") from None
+    if not state:
+        raise CheckpointError(f"{weights}: holds no tensors")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CheckpointError(f"{weights}: {len(bad)} tensor(s) hold NaN or inf values "
+                              f"(first: {bad[0]})")
+    return state
+
+
+def _shape_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> list[str]:
+    out = [f"{k} missing" for k in own if k not in state]
+    out += [f"{k} unexpected" for k in state if k not in own]
+    out += [f"{k} is {tuple(state[k].shape)}, the config builds {tuple(own[k].shape)}"
+            for k in own if k in state and own[k].shape != state[k].shape]
+    return out
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Check a checkpoint the way :func:`load_checkpoint` does (on CPU), keeping nothing.
+
+    Raises:
+        FileNotFoundError: the weights or the JSON are missing.
+        CheckpointError: anything else wrong (one line naming the file).
+    """
+    load_checkpoint(path, device="cpu")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -53,8 +172,10 @@ def save_checkpoint(
     weights = directory / WEIGHTS
     tmp = directory / (WEIGHTS + ".tmp")
     save_file(state, str(tmp))
+    sha = file_sha256(tmp)
     tmp.replace(weights)
-    meta = {"denoiser": model.cfg.model_dump(mode="json"), "metadata": _jsonable(metadata or {})}
+    meta = {"denoiser": model.cfg.model_dump(mode="json"), "metadata": _jsonable(metadata or {}),
+            SHA_KEY: sha}
     tmpj = directory / (META + ".tmp")
     tmpj.write_text(json.dumps(meta, indent=2, sort_keys=True))
     tmpj.replace(directory / META)
@@ -76,6 +197,9 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: if the weights or the JSON are missing.
+        CheckpointError: a damaged or inconsistent checkpoint (weights that do not match the
+            recorded sha256, an unreadable file, an invalid config, NaN weights, tensors of
+            other shapes than the config builds); one line naming the file.
     """
     path = Path(path)
     directory = path if path.is_dir() else path.parent
@@ -83,15 +207,37 @@ def load_checkpoint(
     meta_path = directory / META
     if not weights.exists() or not meta_path.exists():
         raise FileNotFoundError(f"{path}: expected {WEIGHTS} and {META}")
-    meta = json.loads(meta_path.read_text())
-    model = build_denoiser(DenoiserConfig.model_validate(meta["denoiser"]))
-    model.load_state_dict(load_file(str(weights), device="cpu"))
+    meta = read_checkpoint_json(meta_path)
+    den = meta.get("denoiser")
+    if not isinstance(den, dict):
+        raise CheckpointError(f"{meta_path}: no 'denoiser' config object (found "
+                              f"{type(den).__name__ if den is not None else 'none'})")
+    try:
+        model = build_denoiser(DenoiserConfig.model_validate(den))
+    except ValidationError as exc:
+        raise CheckpointError(f"{meta_path}: invalid denoiser config: "
+                              f"{_pydantic_line(exc)}") from None
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{meta_path}: the denoiser config does not build a model "
+                              f"({_first_line(exc)})") from None
+    state = read_checked_weights(weights, meta)
+    diff = _shape_mismatch(model.state_dict(), state)
+    if diff:
+        raise CheckpointError(f"{weights}: the weights do not fit the denoiser config in {META} "
+                              f"({len(diff)} tensors differ; first: {diff[0]})")
+    model.load_state_dict(state)
     model.to(device).eval()
     md = dict(meta.get("metadata", {}))
-    if isinstance(md.get("diffusion"), dict):
-        md["diffusion"] = DiffusionConfig.model_validate(md["diffusion"])
-    if isinstance(md.get("stats"), dict):
-        md["stats"] = DatasetStats.model_validate(md["stats"])
+    for key, cls in (("diffusion", DiffusionConfig), ("stats", DatasetStats)):
+        if md.get(key) is None:
+            continue
+        if not isinstance(md[key], dict):
+            raise CheckpointError(f"{meta_path}: metadata.{key} must be a JSON object")
+        try:
+            md[key] = cls.model_validate(md[key])
+        except ValidationError as exc:
+            raise CheckpointError(f"{meta_path}: invalid metadata.{key}: "
+                                  f"{_pydantic_line(exc)}") from None
     return model, md
 
 
@@ -103,10 +249,13 @@ def load_pretrained_weights(model: CrystalDenoiser, path: str | Path) -> list[st
 
     Returns:
         Names of the parameters of ``model`` that were not in the checkpoint.
+
+    Raises:
+        CheckpointError: damaged weights (see :func:`read_checked_weights`).
     """
     path = Path(path)
     weights = path if path.is_file() else path / WEIGHTS
-    state = load_file(str(weights), device="cpu")
+    state = read_checked_weights(weights)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(usable, strict=False)

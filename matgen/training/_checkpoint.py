@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "METADATA",
     "STATE",
     "WEIGHTS",
+    "checkpoint_damage",
     "latest_checkpoint",
     "library_versions",
     "load_training_state",
@@ -76,7 +78,7 @@ def write_weights(folder: Path, module: nn.Module, metadata: dict[str, Any]) -> 
 
     A denoiser built by ``matgen.models`` goes through ``matgen.models.save_checkpoint`` (so
     ``matgen.models.load_checkpoint`` reads it back); any other module is written with
-    safetensors directly in the same two-file layout.
+    safetensors directly in the same two-file layout. Both record the weights' sha256.
     """
     folder.mkdir(parents=True, exist_ok=True)
     saver = _models_saver(module)
@@ -85,8 +87,11 @@ def write_weights(folder: Path, module: nn.Module, metadata: dict[str, Any]) -> 
     else:
         from safetensors.torch import save_file
 
+        from matgen.models._checkpoint import SHA_KEY, file_sha256
+
         save_file(_plain_state_dict(module), str(folder / WEIGHTS))
-        meta = {"denoiser": None, "metadata": metadata}
+        meta = {"denoiser": None, "metadata": metadata,
+                SHA_KEY: file_sha256(folder / WEIGHTS)}
         (folder / METADATA).write_text(json.dumps(meta, indent=2, default=str))
 
 
@@ -103,13 +108,19 @@ def _models_saver(module: nn.Module):
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of ``model.safetensors`` (``path``: the file or its checkpoint folder)."""
-    from safetensors.torch import load_file
+    """The tensors of ``model.safetensors`` (``path``: the file or its checkpoint folder),
+    verified against the sha256 in ``model.json`` when recorded.
+
+    Raises:
+        FileNotFoundError: no weights file.
+        matgen.models.CheckpointError: a damaged file (one line naming it).
+    """
+    from matgen.models import read_checked_weights
 
     path = weights_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"no {WEIGHTS} at {path}")
-    return load_file(str(path))
+    return read_checked_weights(path)
 
 
 def save_run_checkpoint(
@@ -163,5 +174,50 @@ def _prune(ckpt_root: Path, keep: int, protect: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def checkpoint_damage(folder: Path) -> str | None:
+    """Why a run checkpoint cannot be resumed from (one line naming the file), or None.
+
+    Checks every member of ``training_state.pt`` (a zip archive) against its CRC, and the
+    weights against ``model.json`` (sha256, header, finite values); nothing is unpickled.
+    """
+    from matgen.models import CheckpointError, read_checked_weights, read_checkpoint_json
+
+    try:
+        read_checkpoint_json(folder / METADATA)
+    except CheckpointError as exc:
+        return str(exc)
+    state = folder / STATE
+    try:
+        with zipfile.ZipFile(state) as zf:
+            bad = zf.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        return f"{state}: unreadable ({str(exc).splitlines()[0][:120] if str(exc) else exc!r})"
+    if bad is not None:
+        return f"{state}: damaged ({bad} fails its CRC check)"
+    try:
+        read_checked_weights(folder / WEIGHTS)
+    except CheckpointError as exc:
+        return str(exc)
+    return None
+
+
 def load_training_state(folder: Path, map_location: str | torch.device = "cpu") -> dict:
-    return torch.load(folder / STATE, map_location=map_location, weights_only=True)
+    """The training state of a run checkpoint (``torch.load(weights_only=True)``).
+
+    Raises:
+        matgen.models.CheckpointError: the file cannot be read (one line naming it).
+    """
+    import pickle
+
+    from matgen.models import CheckpointError
+
+    path = folder / STATE
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable training state "
+                              f"({str(exc).splitlines()[0][:160] if str(exc) else exc!r})"
+                              ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a training state (a {type(state).__name__})")
+    return state

@@ -12,7 +12,6 @@ objective that has none).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -85,11 +84,18 @@ def inherited_conditions(path: str | Path) -> tuple[list[Any], dict[str, dict]]:
     (``model.json`` -> ``denoiser.conditions``) and their label statistics
     (``metadata.conditions``: mean, std, count, min, max; mean / std from the spec where the
     metadata lacks an entry)."""
-    from matgen.models import ConditionSpec
+    from matgen.models import CheckpointError, ConditionSpec, read_checkpoint_json
 
     folder = resolve_checkpoint(path)
-    raw = json.loads((folder / "model.json").read_text())
-    specs = [ConditionSpec(**c) for c in ((raw.get("denoiser") or {}).get("conditions") or [])]
+    raw = read_checkpoint_json(folder / "model.json")
+    den = raw.get("denoiser") or {}
+    if not isinstance(den, dict):
+        raise CheckpointError(f"{folder / 'model.json'}: 'denoiser' must be a JSON object")
+    try:
+        specs = [ConditionSpec(**c) for c in (den.get("conditions") or [])]
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{folder / 'model.json'}: invalid denoiser.conditions "
+                              f"({str(exc).splitlines()[0][:200]})") from None
     meta = (raw.get("metadata") or {}).get("conditions") or {}
     stats = {}
     for sp in specs:

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from matgen.crystal import CrystalBatch
-from matgen.generate import latest_checkpoint, read_metadata, step_checkpoints
-from matgen.training._checkpoint import library_versions, load_training_state
+from matgen.generate import STATE, WEIGHTS, read_metadata, step_checkpoints
+from matgen.training._checkpoint import checkpoint_damage, library_versions, load_training_state
 from matgen.training._components import (
     ResumeMismatchError,
     TrainingObjective,
@@ -109,19 +109,54 @@ class RunState:
 # ---------------------------------------------------------------------- set-up
 def start_checkpoint(run_dir: Path, resume: bool, say) -> Path | None:
     """The checkpoint to resume from (``None``: a fresh run); a fresh run refuses a run dir
-    that holds checkpoints."""
+    that holds checkpoints.
+
+    Resuming takes the newest intact checkpoint: ``last/`` or a ``step_N/`` whose training
+    state or weights are damaged (a truncated file, changed bytes) is skipped, and the run
+    says which one it falls back to.
+
+    Raises:
+        matgen.models.CheckpointError: every checkpoint of the run is damaged.
+    """
     ckpt_root = run_dir / "checkpoints"
     if resume:
-        found = latest_checkpoint(ckpt_root)
-        if found is None:
-            say(f"no checkpoint in {ckpt_root}: starting a fresh run")
-        return found
+        found = resume_candidates(ckpt_root)
+        skipped = []
+        for folder in found:
+            why = checkpoint_damage(folder)
+            if why is None:
+                if skipped:
+                    say(f"skipped {len(skipped)} damaged checkpoint(s) ({'; '.join(skipped)}): "
+                        f"resuming from the newest intact one, {folder}")
+                return folder
+            skipped.append(why)
+        if skipped:
+            from matgen.models import CheckpointError
+
+            raise CheckpointError(f"{ckpt_root}: no intact checkpoint to resume from "
+                                  f"({skipped[0]})")
+        say(f"no checkpoint in {ckpt_root}: starting a fresh run")
+        return None
     if step_checkpoints(ckpt_root):
         raise FileExistsError(
             f"{run_dir} already holds checkpoints: pass --resume to continue it, "
             "or choose another --out"
         )
     return None
+
+
+def resume_candidates(ckpt_root: Path) -> list[Path]:
+    """Complete checkpoints of a run, newest first (``last/`` before the ``step_N/`` of its
+    own step; a ``last/`` whose ``model.json`` is unreadable first of all)."""
+    found = [(step, 0, p) for step, p in step_checkpoints(ckpt_root)]
+    last = ckpt_root / "last"
+    if (last / STATE).is_file() and (last / WEIGHTS).is_file():
+        try:
+            step = int(read_metadata(last).get("step", -1))
+        except Exception:  # noqa: BLE001 - a damaged model.json: tried (and reported) first
+            step = 1 << 62
+        found.append((step, 1, last))
+    return [p for _, _, p in sorted(found, key=lambda x: (x[0], x[1]), reverse=True)]
 
 
 def inherited_for(start_ckpt: Path | None, init) -> tuple[list, dict]:
