@@ -19,7 +19,9 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -235,36 +237,67 @@ def _cache_dir(cfg: GenConfig) -> Path | None:
 def _describe_references(
     cifs: Sequence[str], with_fp: bool, cfg: GenConfig, workers: int, progress: bool, desc: str
 ) -> list[dict[str, Any]]:
-    """:func:`_describe` of reference CIFs, cached on disk by the hash of all CIF texts."""
+    """:func:`_describe` of reference CIFs, cached on disk by the hash of all CIF texts.
+
+    The cache is gzipped JSON (data only: nothing read from the cache folder can run code;
+    ``describe_*.pkl`` files of older versions are never opened).
+    """
     d = _cache_dir(cfg)
     h = hashlib.sha256()
     for c in cifs:
         h.update(c.encode())
         h.update(b"\0")
-    key = f"describe_{h.hexdigest()[:24]}_{int(with_fp)}_{cfg.smact_rules}.pkl"
+    key = f"describe_{h.hexdigest()[:24]}_{int(with_fp)}_{cfg.smact_rules}.json.gz"
     if d is not None and (d / key).exists():
-        import pickle
-
-        try:
-            with open(d / key, "rb") as f:
-                return pickle.load(f)
-        except Exception:  # noqa: BLE001, S110 - a broken cache is recomputed
-            pass
+        cached = _read_describe_cache(d / key, len(cifs))
+        if cached is not None:
+            return cached
     table = _fingerprint_table() if with_fp else {}
     items = [(c, True, with_fp, table.get(cif_key(c)), cfg.smact_rules) for c in cifs]
     res = parallel_map(_describe, items, workers=workers, progress=progress, desc=desc)
     if d is not None:
-        import pickle
-
         try:
             d.mkdir(parents=True, exist_ok=True)
             tmp = d / (key + f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                pickle.dump(res, f)
+            with gzip.open(tmp, "wt", encoding="utf-8") as f:
+                json.dump(res, f, default=_plain)
             tmp.replace(d / key)
         except OSError:
             pass
     return res
+
+
+def _plain(obj: Any) -> Any:
+    """numpy scalars and arrays as plain JSON values."""
+    if isinstance(obj, np.generic | np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON data: {type(obj).__name__}")
+
+
+_DESCRIBE_KEYS = frozenset(("constructed", "comp_valid", "struct_valid", "valid", "invalid_reason",
+                            "density", "num_elements", "formula", "arrays", "struct_fp",
+                            "comp_fp"))
+
+
+def _read_describe_cache(path: Path, n: int) -> list[dict[str, Any]] | None:
+    """The cached descriptions, or None when the file is unreadable or not of their shape
+    (then they are recomputed)."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            rows = json.load(f)
+    except (OSError, EOFError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(rows, list) or len(rows) != n:
+        return None
+    for r in rows:
+        if not isinstance(r, dict) or set(r) != _DESCRIBE_KEYS:
+            return None
+        a = r["arrays"]
+        if a is not None:
+            if not (isinstance(a, list) and len(a) == 4):
+                return None
+            r["arrays"] = tuple(a)  # CrystalArrays
+    return rows
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -124,5 +124,41 @@ def test_evaluate_generation_with_coverage(tiny_structures, diamond_si, mkgen, m
     res2 = evaluate_generation(mkgen([diamond_si], None), mkref(refs), config=cfg, progress=False)
     assert res2.metrics["cov_recall"] == pytest.approx(1 / 3)
     assert res2.metrics["cov_precision"] == 1.0
-    # the reference fingerprints were cached on disk and reused
-    assert list((tmp_path / "evaluation").glob("describe_*.pkl"))
+    # the reference fingerprints were cached on disk (JSON, never pickle) and reused
+    cached = list((tmp_path / "evaluation").glob("describe_*.json.gz"))
+    assert cached and not list((tmp_path / "evaluation").glob("*.pkl"))
+    res3 = evaluate_generation(mkgen([diamond_si], None), mkref(refs), config=cfg, progress=False)
+    assert res3.metrics == res2.metrics
+
+
+def test_describe_cache_never_unpickles_and_survives_junk(tmp_path, monkeypatch):
+    """A pickle planted in the cache folder is never opened; a damaged or foreign JSON cache
+    is recomputed (issue 20, item 7)."""
+    import gzip
+    import pickle
+
+    from matgen.evaluation import _gen
+
+    cifs = ["data_x\n_cell_length_a 1\n"]
+    cfg = GenConfig(cache_dir=str(tmp_path))
+    d = tmp_path / "evaluation"
+    d.mkdir()
+
+    class Boom:
+        def __reduce__(self):
+            return (pytest.fail, ("unpickled a cache file",))
+
+    for name in ("describe_x.pkl",):
+        (d / name).write_bytes(pickle.dumps(Boom()))
+    calls = []
+    monkeypatch.setattr(_gen, "parallel_map",
+                        lambda fn, items, **kw: calls.append(1) or [_gen._describe(i)
+                                                                    for i in items])
+    first = _gen._describe_references(cifs, False, cfg, 1, False, "t")
+    again = _gen._describe_references(cifs, False, cfg, 1, False, "t")
+    assert first == again and len(calls) == 1
+    (cached,) = d.glob("describe_*.json.gz")
+    for junk in (b"not gzip", gzip.compress(b"[1, 2, 3]"), gzip.compress(b'{"a": 1}')):
+        cached.write_bytes(junk)
+        assert _gen._describe_references(cifs, False, cfg, 1, False, "t") == first
+    assert len(calls) == 4
