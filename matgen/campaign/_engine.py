@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -633,25 +634,42 @@ class Campaign:
         return self._maybe_labelled(index)
 
     def _send_pending(self, index: int, on_send: Callable[[list[str]], None] | None) -> None:
+        """Call the oracle for the round's pending submissions.
+
+        Each pending submission gets an oracle request id, committed before the call; the rows
+        carry it (``request_id``). A crash after the oracle answered but before the labels were
+        written leaves the submissions pending with their id, and the next run re-sends that
+        same request rather than a new one, so an oracle that keeps its answers by request id
+        (idempotency key) does its work for a candidate once.
+        """
         oracle = self.oracle
         cands = {c["id"]: c for c in self.selected(index)}
-        pending = [s["candidate_id"] for s in self.store.submissions(index, status="pending")]
+        pending = self.store.submissions(index, status="pending")
         if not pending:
             return
-        rows = [self._oracle_row(cands[cid]) for cid in pending]
-        if on_send is not None:
-            on_send(pending)
-        result = oracle.request(rows, index)
-        with self.store.transaction() as conn:
-            for cid in pending:
-                if cid not in result:
-                    self.store.set_submission(conn, cid, "sent", expect=["pending"])
-                    continue
-                if not self.store.set_submission(
-                    conn, cid, *self._outcome(result[cid]), expect=["pending"]
-                ):
-                    continue  # labelled meanwhile (an import): keep that
-                self.store.add_labels(conn, cid, result[cid], oracle.name)
+        fresh = [s["candidate_id"] for s in pending if not s.get("request_id")]
+        if fresh:
+            with self.store.transaction() as conn:
+                self.store.assign_request(conn, fresh, f"{self.cfg.name}-r{index:03d}-"
+                                                       f"{uuid.uuid4().hex[:12]}")
+        groups: dict[str, list[str]] = {}
+        for s in self.store.submissions(index, status="pending"):
+            groups.setdefault(s["request_id"], []).append(s["candidate_id"])
+        for rid, ids in groups.items():
+            rows = [{**self._oracle_row(cands[cid]), "request_id": rid} for cid in ids]
+            if on_send is not None:
+                on_send(ids)
+            result = oracle.request(rows, index)
+            with self.store.transaction() as conn:
+                for cid in ids:
+                    if cid not in result:
+                        self.store.set_submission(conn, cid, "sent", expect=["pending"])
+                        continue
+                    if not self.store.set_submission(
+                        conn, cid, *self._outcome(result[cid]), expect=["pending"]
+                    ):
+                        continue  # labelled meanwhile (an import): keep that
+                    self.store.add_labels(conn, cid, result[cid], oracle.name)
 
     @staticmethod
     def _outcome(values: dict[str, float]) -> tuple[str, str | None]:

@@ -6,7 +6,7 @@ accepted config of the campaign; rounds record the version they started with) an
 (who is working on which step). Each step of a round writes its outputs and advances the
 round's status in ONE transaction, so a crash leaves the round either before or after the step,
 never half-way. Oracle submissions are recorded (``UNIQUE(candidate_id)``) before anything is
-sent. On SQLite a write transaction starts with ``BEGIN IMMEDIATE``: read-then-write steps (a
+sent, and so is the id of the oracle request that carries them. On SQLite a write transaction starts with ``BEGIN IMMEDIATE``: read-then-write steps (a
 lease claim, an import) are serialised between processes instead of failing with "database is
 locked" on the upgrade from reader to writer.
 
@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import random
 import socket
 import threading
 import time
@@ -54,7 +55,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DatabaseError, IntegrityError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 log = logging.getLogger("matgen.campaign")
 
@@ -132,6 +133,9 @@ submissions = Table(
     Column("oracle", String(40), nullable=False),
     Column("status", String(20), nullable=False),  # pending | sent | done | failed
     Column("detail", String(300)),
+    # the oracle request that carries it, recorded before the oracle is called: a request cut
+    # off by a crash is re-sent under the same id (the oracle can answer it from its records)
+    Column("request_id", String(80)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
@@ -267,23 +271,36 @@ class CampaignStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         self.name = name
-        try:
-            if self.path is not None and self.path.exists():
-                self._check_integrity()
-            metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
-            with self.engine.begin() as conn:
+        # several runs opening one new database at once: the schema set-up upgrades a read to
+        # a write, which SQLite answers with "database is locked" at once; it is idempotent,
+        # so it is tried again (seen in the chaos test's concurrent starts)
+        for attempt in range(40):
+            try:
+                row = self._open(name, config)
+                break
+            except OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 39:
+                    self.engine.dispose()
+                    raise self._unreadable(exc) from None
+                time.sleep(0.05 + 0.1 * random.random())
+            except DatabaseError as exc:
+                self.engine.dispose()
+                raise self._unreadable(exc) from None
+        self.campaign_id: int = int(row[0])
+
+    def _open(self, name: str, config: dict[str, Any] | None):
+        if self.path is not None and self.path.exists():
+            self._check_integrity()
+        metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
+        with self.transaction() as conn:
+            row = conn.execute(select(campaigns.c.id).where(campaigns.c.name == name)).first()
+            if row is None:
+                conn.execute(insert(campaigns).values(
+                    name=name, config=config or {}, created_at=_now()))
                 row = conn.execute(
                     select(campaigns.c.id).where(campaigns.c.name == name)).first()
-                if row is None:
-                    conn.execute(insert(campaigns).values(
-                        name=name, config=config or {}, created_at=_now()))
-                    row = conn.execute(
-                        select(campaigns.c.id).where(campaigns.c.name == name)).first()
-        except DatabaseError as exc:
-            self.engine.dispose()
-            raise self._unreadable(exc) from None
-        self.campaign_id: int = int(row[0])
+        return row
 
     def _unreadable(self, exc: Exception) -> StoreError:
         why = str(getattr(exc, "orig", exc)).splitlines()[0]
@@ -457,6 +474,16 @@ class CampaignStore:
             q = q.where(submissions.c.status.in_(st))
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q.order_by(submissions.c.id)).all()]
+
+    def assign_request(self, conn: Connection, candidate_ids: Sequence[str],
+                       request_id: str) -> None:
+        """Record ``request_id`` on pending submissions that have none (before the call)."""
+        if candidate_ids:
+            conn.execute(update(submissions).where(
+                submissions.c.campaign_id == self.campaign_id,
+                submissions.c.candidate_id.in_(list(candidate_ids)),
+                submissions.c.status == "pending", submissions.c.request_id.is_(None),
+            ).values(request_id=request_id, updated_at=_now()))
 
     def set_submission(
         self, conn: Connection, candidate_id: str, status: str, detail: str | None = None,
@@ -729,10 +756,10 @@ class CampaignStore:
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     dbapi_conn.isolation_level = None  # transactions are begun by _sqlite_begin_immediate
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL waits for other openers
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
 
 
