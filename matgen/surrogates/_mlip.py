@@ -23,6 +23,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ase.calculators.calculator import Calculator
     from pymatgen.core import Structure
 
+#: The MLIP of ``matgen score``, campaigns and :func:`score_structures` when none is named;
+#: chosen by the WBM discovery benchmark (README, "Scoring: which MLIP").
+DEFAULT_MLIP = "chgnet"
+
 #: 1 GPa in eV/Å^3.
 GPA_TO_EV_A3 = 1.0 / 160.21766208
 
@@ -655,8 +659,8 @@ def _mp2020():
     return MaterialsProject2020Compatibility(check_potcar=False)
 
 
-def load_mlip(name: str = "chgnet", device: str | torch.device | None = "auto", **kwargs) -> MLIP:
-    """Build an MLIP by name: ``chgnet`` (default) or ``sevennet`` (SevenNet-0; ``model=`` picks
+def load_mlip(name: str = DEFAULT_MLIP, device: str | torch.device | None = "auto", **kwargs) -> MLIP:
+    """Build an MLIP by name: ``chgnet`` or ``sevennet`` (SevenNet-0; ``model=`` picks
     another SevenNet checkpoint, e.g. ``7net-l3i5``)."""
     key = name.lower()
     if key == "chgnet":

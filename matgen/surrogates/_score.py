@@ -108,7 +108,8 @@ def score_structures(
     Args:
         structures: B pymatgen structures or a ``CrystalBatch`` (its ids are used).
         ids: B names (default: the batch's ids, else ``"0".."B-1"``).
-        mlip: the potential (default CHGNet on ``auto`` device).
+        mlip: the potential (default :data:`~matgen.surrogates._mlip.DEFAULT_MLIP` on the
+            ``auto`` device).
         hull: the reference hull (default :meth:`ConvexHull.from_mp` with the MLIP's own
             elemental reference energies where a table ships for it, e.g. CHGNet, else MP's;
             see :func:`default_hull`).
@@ -136,9 +137,9 @@ def score_structures(
     structures = list(structures)
     ids = [str(i) for i in (ids if ids is not None else range(len(structures)))]
     if mlip is None:
-        from matgen.surrogates._mlip import CHGNetMLIP
+        from matgen.surrogates._mlip import load_mlip
 
-        mlip = CHGNetMLIP()
+        mlip = load_mlip()
     hull = hull if hull is not None else default_hull(mlip)
     predictors = list(predictors) if predictors is not None else load_default_predictors()
     rcfg = cfg.relax_config

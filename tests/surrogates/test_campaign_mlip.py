@@ -22,9 +22,8 @@ def test_scorer_and_oracle_take_the_configured_mlip():
     assert scorer.mlip_name == "sevennet" and scorer.model_version.startswith("sevennet")
     oracle = build_oracle(cfg)
     assert oracle.mlip == "sevennet" and oracle.name.startswith("mlip:sevennet")
-    default = _cfg()
-    assert default.scorer.mlip == "chgnet" and default.oracle.mlip == "chgnet"
-    assert build_scorer(default).mlip_name == "chgnet"
+    cfg = _cfg(scorer={"mlip": "chgnet"}, oracle={"kind": "mlip", "mlip": "chgnet"})
+    assert build_scorer(cfg).mlip_name == "chgnet" and build_oracle(cfg).mlip == "chgnet"
 
 
 def _row(cid: str, ehull: float, suspect: float | None = None) -> dict:
@@ -52,3 +51,14 @@ def test_unlabelled_suspects_are_not_counted_stable():
     # stable: c by its (non-suspect) score, d by its oracle label; a and b are not vouched for
     assert m["stability_synthesizability"]["stable_fraction"] == 0.5
     assert m["hits"] == 1 and m["cumulative_hits"] == 1
+
+
+def test_every_default_mlip_is_the_one_default():
+    import inspect
+
+    from matgen.cli.score import score
+    from matgen.surrogates._mlip import DEFAULT_MLIP
+
+    cfg = _cfg()
+    assert cfg.scorer.mlip == cfg.oracle.mlip == DEFAULT_MLIP
+    assert inspect.signature(score).parameters["mlip"].default == DEFAULT_MLIP
