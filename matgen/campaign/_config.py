@@ -83,7 +83,7 @@ class ScorerConfig(_Frozen):
     """
 
     kind: Literal["surrogates", "dataset"] = "surrogates"
-    mlip: Literal["chgnet", "sevennet"] = "chgnet"  # = DEFAULT_MLIP (tested)
+    mlip: Literal["chgnet", "sevennet"] = "sevennet"  # = DEFAULT_MLIP (tested)
     relax: bool = True
     relax_steps: int = 100
     fmax: float = 0.1
@@ -106,7 +106,7 @@ class OracleConfig(_Frozen):
     id_column: str = "material_id"
     match: Literal["id", "structure"] = "id"
     properties: list[str] = Field(default_factory=list)
-    mlip: Literal["chgnet", "sevennet"] = "chgnet"  # = DEFAULT_MLIP (tested)
+    mlip: Literal["chgnet", "sevennet"] = "sevennet"  # = DEFAULT_MLIP (tested)
     fmax: float = 0.02
     steps: int = 500
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: The MLIP of ``matgen score``, campaigns and :func:`score_structures` when none is named;
 #: chosen by the WBM discovery benchmark (README, "Scoring: which MLIP").
-DEFAULT_MLIP = "chgnet"
+DEFAULT_MLIP = "sevennet"
 
 #: 1 GPa in eV/Å^3.
 GPA_TO_EV_A3 = 1.0 / 160.21766208
