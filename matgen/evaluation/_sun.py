@@ -54,15 +54,20 @@ def mlip_scorer(
         ``(scorer, description)``.
     """
     from matgen.surrogates import ConvexHull, load_mlip, relax
+    from matgen.surrogates._score import mp_compatible_energies
 
     mlip = load_mlip(model, device=device)
     h = hull if hull is not None else ConvexHull.from_mp()
 
     def scorer(structures: list) -> list[tuple[Any, float]]:
         res = relax(list(structures), mlip, relax_config)
+        # on MP's corrected energy scale, as the hull (SevenNet-0 needs the MP2020 corrections)
+        relaxed = [r.structure if r.structure is not None else s
+                   for s, r in zip(structures, res, strict=True)]
+        energies = mp_compatible_energies(mlip, relaxed, [r.energy_per_atom for r in res])
         out = []
-        for s, r in zip(structures, res, strict=True):
-            e = r.energy_per_atom
+        for s, r, e in zip(structures, res, energies, strict=True):
+            e = float(e)
             ok = r.error is None and r.structure is not None and math.isfinite(e)
             ehull = float(h.e_above_hull(s.composition, e)) if ok else math.nan
             out.append((r.structure if ok else None, ehull))

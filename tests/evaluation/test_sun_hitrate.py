@@ -101,3 +101,37 @@ def test_hit_rate_from_predictor_and_base_rate(tiny_structures):
     assert cmp["p_value"] < 1e-6
     same = compare_to_base_rate(base, base)
     assert same["p_value"] > 0.4
+
+
+def test_mlip_scorer_puts_energies_on_the_mp_scale_before_the_hull(monkeypatch):
+    """An MLIP trained on raw MPtrj energies (SevenNet-0) is MP2020-corrected before the hull,
+    as in matgen score; CHGNet-like MLIPs are used as they are."""
+    from types import SimpleNamespace
+
+    from pymatgen.core import Lattice, Structure
+
+    import matgen.surrogates as sur
+    import matgen.surrogates._score as score_mod
+    from matgen.evaluation import mlip_scorer
+
+    s = Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    seen = {}
+
+    class Hull:
+        name = "fake"
+
+        def e_above_hull(self, comp, e):
+            seen["e"] = e
+            return e
+
+    for correction, shift in ((None, 0.0), ("mp2020", -0.7)):
+        fake = SimpleNamespace(energy_correction=correction)
+        monkeypatch.setattr(sur, "load_mlip", lambda name, device=None, fake=fake: fake)
+        monkeypatch.setattr(sur, "relax", lambda structs, m, cfg: [
+            SimpleNamespace(energy_per_atom=-5.0, error=None, structure=x) for x in structs])
+        monkeypatch.setattr(score_mod, "mp_compatible_energies",
+                            lambda m, structs, e: [x + (shift if m.energy_correction else 0.0)
+                                                   for x in e])
+        scorer, _ = mlip_scorer("whatever", hull=Hull())
+        (_, ehull), = scorer([s])
+        assert ehull == -5.0 + shift and seen["e"] == -5.0 + shift
