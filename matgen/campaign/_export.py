@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from matgen.campaign._store import CampaignStore
+from matgen.surrogates._score import SUSPECT_BELOW_HULL, is_suspect
 
 #: ``symprec`` of the symmetrised CIFs and of the ``spacegroup`` column (Å).
 SYMPREC = 0.1
@@ -48,10 +49,6 @@ UNITS = {
     "density": "g/cm^3",
 }
 
-#: Energy above the MP hull (eV/atom) below which a value is flagged: MP covers known chemistry
-#: well enough that a new phase this far below its hull is more often an MLIP or structure
-#: failure than a discovery.
-SUSPECT_BELOW_HULL = -0.1
 
 #: Score keys of the scorer kept out of the CSV (structure text, ensemble internals).
 _HIDDEN_SCORES = ("relaxed_cif", "ood", "ood_flag", "ood_score", "error")
@@ -323,6 +320,8 @@ def export_rows(store: CampaignStore, properties: list[str], round_index: int | 
         row["source_id"] = c["source_id"] or ""
         if sc.get("error"):
             row["score_error"] = str(sc["error"])
+        row["suspect"] = any(is_suspect(row.get(k))
+                             for k in ("oracle_e_above_hull", "e_above_hull"))
         row["warning"] = suspect_reason(row)
         row["_key"] = _merit_key(hit, lab, sc, objectives, c, bool(row["warning"]))
         rows.append(row)
@@ -333,11 +332,13 @@ def export_rows(store: CampaignStore, properties: list[str], round_index: int | 
 
 
 def suspect_reason(row: dict[str, Any]) -> str:
-    """Why a row's numbers deserve a second look before synthesis ('' when nothing)."""
+    """Why a row's numbers deserve a second look before synthesis ('' when nothing): an energy
+    more than the scorer's ``SUSPECT_BELOW_HULL`` (0.05 eV/atom) below the MP hull, or a
+    scoring error."""
     why = []
     for key, who in (("oracle_e_above_hull", "oracle"), ("e_above_hull", "prediction")):
         v = _finite(row.get(key))
-        if v is not None and v < SUSPECT_BELOW_HULL:
+        if v is not None and is_suspect(v):
             why.append(f"{who} puts it {-v:.3g} eV/atom below the MP hull: more likely an "
                        "MLIP or structure failure than a new stable phase")
     if row.get("score_error"):
@@ -368,8 +369,11 @@ def _describe_column(col: str, cfg: dict[str, Any], objectives) -> tuple[str, st
                      "oracle misses; within a group candidates with a warning last, then by "
                      "distance from the hit window (oracle value, else prediction), then by "
                      "energy above the hull (oracle, else prediction)")),
+        "suspect": ("", (f"True when the oracle or the prediction puts the candidate more than "
+                        f"{SUSPECT_BELOW_HULL:g} eV/atom below the MP hull: not counted as a "
+                        "hit on the MLIP's word alone")),
         "warning": ("", (f"why the numbers deserve a second look: an energy more than "
-                        f"{-SUSPECT_BELOW_HULL:g} eV/atom below the MP hull (rarely real), or "
+                        f"{SUSPECT_BELOW_HULL:g} eV/atom below the MP hull (rarely real), or "
                         "a scoring error")),
         "id": ("", "candidate id; its structure is cif/<id>.cif (CIF data block data_<id>)"),
         "formula": ("", "formula of the unit cell"),

@@ -46,6 +46,8 @@ def test_rank_is_merit_hits_first_and_every_column_explained(tmp_path, campaign)
     assert "ood_score > 0.8" in doc["ood_flag"]["meaning"]
     assert "within a round" in doc["acquisition_value"]["meaning"]
     assert "band_gap <= 3" in doc["hit"]["meaning"]
+    assert "0.05 eV/atom below the MP hull" in doc["suspect"]["meaning"]
+    assert {r["suspect"] for r in rows} <= {"True", "False"}
 
 
 def test_cifs_are_symmetrised_named_by_id_and_have_score_sidecars(tmp_path, campaign):
@@ -119,3 +121,5 @@ def test_hit_and_suspect_rules():
     assert is_hit({}, objs) is None
     assert "below the MP hull" in suspect_reason({"oracle_e_above_hull": -19.3})
     assert suspect_reason({"e_above_hull": -0.02, "oracle_e_above_hull": 0.01}) == ""
+    # the scorer's threshold (issue 17): more than 0.05 eV/atom below the hull
+    assert "prediction puts it 0.06" in suspect_reason({"e_above_hull": -0.06})
