@@ -5,6 +5,7 @@ Public API:
         and its training loss ``CrystalDiffusion.loss(denoiser, batch, cond, task)``.
     TorusProcess, LatticeProcess, MaskedTypeProcess: the per-field processes.
     sample: predictor-corrector sampler (CSP or de novo); sample_fast: few-step ODE/DDIM sampler.
+    SAMPLER_FAILED: the result property marking crystals whose sampling failed numerically.
     combine_guidance, guided_call, unconditional: classifier-free guidance helpers.
     ConsistencyDistillation, sample_consistency, consistency_readout, consistency_times:
         few-step sampling from a consistency-distilled denoiser and the distillation loss.
@@ -21,6 +22,7 @@ from matgen.diffusion._consistency import (
 )
 from matgen.diffusion._crystal import CrystalDiffusion, Denoiser, build_diffusion
 from matgen.diffusion._processes import LatticeProcess, MaskedTypeProcess, TorusProcess, wrap01
+from matgen.diffusion._sampling import FAILED as SAMPLER_FAILED
 from matgen.diffusion._sampling import (
     combine_guidance,
     guided_call,
@@ -30,6 +32,7 @@ from matgen.diffusion._sampling import (
 )
 
 __all__ = [
+    "SAMPLER_FAILED",
     "ConsistencyDistillation",
     "CrystalDiffusion",
     "DatasetStats",

@@ -10,7 +10,11 @@ import torch
 from matgen.crystal import CrystalBatch
 from matgen.diffusion._crystal import CrystalDiffusion, Denoiser
 from matgen.diffusion._processes import wrap01
-from matgen.nn import DenoiserOutput, scatter_mean
+from matgen.nn import DenoiserOutput, scatter_mean, scatter_sum
+
+#: ``properties`` key of a sampler's result that marks (1.0) crystals whose sampling failed
+#: numerically (present only when some did); their structures are not usable.
+FAILED = "sampler_failed"
 
 #: ``callback(step, total_steps, state)`` called after every predictor step.
 Callback = Callable[[int, int, CrystalBatch], None]
@@ -112,10 +116,31 @@ class SamplerState:
     device: torch.device
     dtype: torch.dtype
     ids: list[str] = field(default_factory=list)
+    failed: torch.Tensor | None = None
 
     @property
     def num_crystals(self) -> int:
         return self.num_atoms.shape[0]
+
+    def guard(self, out: DenoiserOutput | None = None) -> DenoiserOutput | None:
+        """Isolate numerical failures per crystal: a crystal whose state (or denoiser output)
+        is not finite is marked in ``failed`` and its non-finite values are zeroed (its lattice
+        reset to a unit cube), so one bad crystal cannot poison the batch."""
+        bad_atom = ~torch.isfinite(self.f).all(-1)
+        bad = ~torch.isfinite(self.lat).flatten(1).all(-1)
+        if out is not None:
+            bad_atom |= ~(torch.isfinite(out.coord).all(-1) & torch.isfinite(out.type_logits).all(-1))
+            bad |= ~torch.isfinite(out.lattice).flatten(1).all(-1)
+        bad |= scatter_sum(bad_atom.to(self.f.dtype), self.bidx, self.num_crystals) > 0
+        self.failed = bad if self.failed is None else self.failed | bad
+        eye = torch.eye(3, dtype=self.lat.dtype, device=self.lat.device)
+        self.lat = torch.where(bad.view(-1, 1, 1), eye, self.lat)
+        self.f = torch.nan_to_num(self.f, 0.0, 0.0, 0.0)
+        if out is None:
+            return None
+        return DenoiserOutput(coord=torch.nan_to_num(out.coord, 0.0, 0.0, 0.0),
+                              lattice=torch.nan_to_num(out.lattice, 0.0, 0.0, 0.0),
+                              type_logits=torch.nan_to_num(out.type_logits, 0.0, 0.0, 0.0))
 
     def times(self, value: float) -> torch.Tensor:
         """``(B,)`` copies of one time on the model's device and dtype."""
@@ -130,6 +155,8 @@ class SamplerState:
     def result(self, frac_coords: torch.Tensor) -> CrystalBatch:
         """The generated crystals (conditions copied into ``properties``)."""
         props = {} if self.cond is None else {k: v.to(self.dtype) for k, v in self.cond.items()}
+        if self.failed is not None and bool(self.failed.any()):
+            props[FAILED] = self.failed.to(self.dtype)
         return CrystalBatch(atomic_numbers=self.z, frac_coords=frac_coords, lattice=self.lat,
                             num_atoms=self.num_atoms, properties=props, ids=self.ids)
 
@@ -223,12 +250,13 @@ def _integrate(denoiser, diffusion, st: SamplerState, times: Sequence[float], pr
     with torch.no_grad():
         for i in range(steps):
             t, s = st.times(times[i]), st.times(times[i + 1])
-            out = _corrected_output(denoiser, diffusion, st, t, guidance, generator,
-                                    corrector_steps)
+            out = st.guard(_corrected_output(denoiser, diffusion, st, t, guidance, generator,
+                                             corrector_steps))
             predictor(diffusion, st, out, t, s, generator)
             _unmask_types(diffusion, st, out, t, s, i == steps - 1, generator, type_mask)
             if callback is not None:
                 callback(i + 1, steps, st.batch())
+        st.guard()
     return st.result(wrap01(st.f))
 
 

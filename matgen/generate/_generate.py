@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from matgen.crystal import MAX_Z, CrystalBatch
+from matgen.diffusion import SAMPLER_FAILED as FAILED
 from matgen.generate._checkpoints import load_for_sampling, weights_id
 from matgen.generate._output import open_writer, output_format
 from matgen.generate._requests import (
@@ -97,6 +98,7 @@ class SampledBatch:
     offset: int
     crystals: CrystalBatch
     info: dict[str, list]
+    failed: int = 0
 
     @property
     def keep_id(self) -> list[bool]:
@@ -305,7 +307,16 @@ def sample_batches(plan: SamplePlan) -> Iterator[SampledBatch]:
         res = _sample_batch(plan, k, lo, chunk)
         info = frame_info(plan, lo, chunk)
         ids = [r.material_id or sid for r, sid in zip(chunk, info["sample_id"], strict=True)]
-        yield SampledBatch(chunk, lo, replace(res, properties={}, ids=ids), info)
+        res = replace(res, ids=ids)
+        failed = res.properties.get(FAILED)
+        if failed is not None:  # numerical failures: the others are written, these counted
+            keep = (failed == 0).tolist()
+            res = res[torch.tensor(keep)]
+            chunk = [r for r, ok in zip(chunk, keep, strict=True) if ok]
+            info = {key: [v for v, ok in zip(vals, keep, strict=True) if ok]
+                    for key, vals in info.items()}
+        yield SampledBatch(chunk, lo, replace(res, properties={}), info,
+                           0 if failed is None else int((failed != 0).sum()))
 
 
 def _drive(plan: SamplePlan, progress: bool, sink: Callable[[SampledBatch], None]) -> float:
@@ -363,15 +374,20 @@ def generate(
     output_format(out)  # an unknown suffix fails before any work
     plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent)
     writer = open_writer(out)
-    written = 0
+    written = failed = 0
 
     def sink(item: SampledBatch) -> None:
-        nonlocal written
-        writer.append(item.crystals, item.info, item.keep_id)
+        nonlocal written, failed
+        if item.requests:
+            writer.append(item.crystals, item.info, item.keep_id)
         written += len(item.requests)
+        failed += item.failed
 
     elapsed = _drive(plan, progress, sink)
     path = writer.finish()
+    if failed and log is not None:
+        log(f"{failed} structure(s) failed numerically during sampling (non-finite values) and "
+            "were not written; more sampler steps usually avoid this")
     return SampleResult(path, written, plan.checkpoint_id, elapsed,
                         written / elapsed if elapsed > 0 else math.inf, plan.skipped)
 
@@ -400,6 +416,8 @@ def sample_structures(
     structures: list = []
 
     def sink(item: SampledBatch) -> None:
+        if not item.requests:  # every crystal of the batch failed numerically
+            return
         if writer is not None:
             writer.append(item.crystals, item.info, item.keep_id)
         for i, (s, keep) in enumerate(zip(item.crystals.to_structures(), item.keep_id,
