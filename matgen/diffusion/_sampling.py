@@ -129,7 +129,9 @@ class SamplerState:
         bad_atom = ~torch.isfinite(self.f).all(-1)
         bad = ~torch.isfinite(self.lat).flatten(1).all(-1)
         if out is not None:
-            bad_atom |= ~(torch.isfinite(out.coord).all(-1) & torch.isfinite(out.type_logits).all(-1))
+            # -inf logits are masked classes (chemsys), not failures
+            bad_logit = torch.isnan(out.type_logits) | (out.type_logits == float("inf"))
+            bad_atom |= ~torch.isfinite(out.coord).all(-1) | bad_logit.any(-1)
             bad |= ~torch.isfinite(out.lattice).flatten(1).all(-1)
         bad |= scatter_sum(bad_atom.to(self.f.dtype), self.bidx, self.num_crystals) > 0
         self.failed = bad if self.failed is None else self.failed | bad
@@ -140,7 +142,8 @@ class SamplerState:
             return None
         return DenoiserOutput(coord=torch.nan_to_num(out.coord, 0.0, 0.0, 0.0),
                               lattice=torch.nan_to_num(out.lattice, 0.0, 0.0, 0.0),
-                              type_logits=torch.nan_to_num(out.type_logits, 0.0, 0.0, 0.0))
+                              type_logits=torch.nan_to_num(out.type_logits, 0.0, 0.0,
+                                                           float("-inf")))
 
     def times(self, value: float) -> torch.Tensor:
         """``(B,)`` copies of one time on the model's device and dtype."""
