@@ -81,16 +81,8 @@ class LatticeFlow:
 
     def __init__(self, mean_volume_per_atom: float, lattice_sigma: float = 0.2) -> None:
         self.vpa, self.rel = float(mean_volume_per_atom), float(lattice_sigma)
-
-    def scale(self, num_atoms: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """Prior cube edge ``c`` ``(B,)`` in Å."""
-        return (num_atoms.to(like.dtype) * self.vpa).pow(1.0 / 3.0)
-
-    def prior(self, num_atoms: torch.Tensor, like: torch.Tensor, generator=None) -> torch.Tensor:
-        """``(B, 3, 3)`` prior lattices ``c I + s eps``."""
-        c = self.scale(num_atoms, like).view(-1, 1, 1)
-        eye = torch.eye(3, device=like.device, dtype=like.dtype)
-        return c * (eye + self.rel * _randn((num_atoms.shape[0], 3, 3), like, generator))
+        cube = LatticeProcess(mean_volume_per_atom, lattice_sigma)  # the same prior cube
+        self.scale, self.prior = cube.scale, cube.prior
 
     def add_noise(self, l0: torch.Tensor, t: torch.Tensor, num_atoms: torch.Tensor, generator=None):
         """Interpolate ``l0 (B, 3, 3)`` to times ``t (B,)``; returns ``(L_t, (L_1 - L_0) / s)``."""
