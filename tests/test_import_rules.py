@@ -24,6 +24,8 @@ EVERYTHING = set(CHAIN) | {
 ALLOWED["campaign"] = EVERYTHING | {"campaign"}
 # The CLI is an application layer beside flows/: it may start flows (campaign run/serve).
 ALLOWED["cli"] = EVERYTHING | {"campaign", "cli", "flows"}
+# top-level helpers any layer may use (standard library only at import)
+SHARED = {"_progress"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -41,7 +43,7 @@ def _layer_of(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] == "flows":
         return "flows"
-    if parts[0] == "matgen" and len(parts) > 1:
+    if parts[0] == "matgen" and len(parts) > 1 and parts[1] not in SHARED:
         return parts[1]
     return None
 
