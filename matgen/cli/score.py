@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -45,27 +46,36 @@ def score(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     relaxed_out: Annotated[
         Path | None,
-        typer.Option("--relaxed-out", help="Also write the relaxed structures (extxyz)."),
+        typer.Option("--relaxed-out", help="Also write the relaxed structures (extxyz): the "
+                     "input frame's fields, sample_id, the scores, and the MLIP's total "
+                     "energy (atoms.get_potential_energy(), eV)."),
     ] = None,
+    progress: Annotated[bool, typer.Option(
+        help="Progress on stderr: a bar on a terminal, a line every 20 s otherwise.")] = True,
 ) -> None:
     """Score structures: energy per atom, formation energy, energy above the MP hull, relax
     status, predicted properties with standard deviations, and an out-of-distribution score.
 
-    e_above_hull is signed (eV/atom above the MP reference hull; negative: below it);
-    `suspect` is True more than 0.05 eV/atom below it (the MLIP cannot vouch for that).
-    Malformed or failing structures get a row with the reason in `error`; the rest are scored.
-    Exit code 0 when every input entry could be read, 1 when some could not (the CSV is written
-    either way), 2 on usage errors.
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    The CSV's id column is sample_id; OUT.columns.csv beside it gives each column's unit and
+    meaning. Energies are eV/atom. e_form_per_atom and e_above_hull come from the MLIP (on
+    MP's MP2020-corrected scale); formation_energy_per_atom, band_gap (eV) and their _std
+    come from the property predictors. e_above_hull is signed (negative: below the MP hull);
+    suspect is True more than 0.05 eV/atom below it (the MLIP cannot vouch for that).
 
+    Malformed or failing structures get a row with the reason in error; the rest are scored.
+    Exit code 0 when every input entry could be read, 1 when some could not (the CSV is
+    written either way), 2 on usage errors.
+    """
+    from matgen._progress import Progress
     from matgen.crystal import read_crystals
     from matgen.surrogates import RelaxConfig, load_mlip
     from matgen.surrogates._score import (
         ScoreConfig,
+        columns_of,
         load_default_predictors,
         score_structures,
         write_relaxed_extxyz,
+        write_score_columns,
         write_score_csv,
     )
 
@@ -93,6 +103,7 @@ def score(
         _err.print(f"bad entry {escape(str(e))}")
     batch = res.batch
     rows = []
+    model = None
     if batch.num_crystals:
         try:
             model = load_mlip(mlip, device=device)
@@ -106,16 +117,10 @@ def score(
             relax_config=RelaxConfig(fmax=fmax, max_steps=max_steps, batch_size=batch_size),
             seed=seed,
         )
-        bar = Progress(
-            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=_err, transient=True,
-        )
-        with bar:
-            task = bar.add_task("relaxing" if not no_relax else "scoring",
-                                total=batch.num_crystals)
+        with Progress("relax" if not no_relax else "score", total=batch.num_crystals,
+                      unit="structures", enabled=progress) as bar, _quiet():
             rows = score_structures(
-                batch, mlip=model, predictors=preds, config=cfg,
-                progress=lambda n: bar.advance(task, n),
+                batch, mlip=model, predictors=preds, config=cfg, progress=bar.advance,
             )
         order = [_frame_of(e) for e in res.entries]
     else:
@@ -131,8 +136,12 @@ def score(
     keyed.sort(key=lambda kr: kr[0])
     all_rows = [r for _, r in keyed]
     write_score_csv(out, all_rows)
+    mlip_name = str(getattr(model, "name", mlip)) if rows else mlip
+    write_score_columns(out.with_name(f"{_stem(out)}.columns.csv"), columns_of(all_rows),
+                        mlip_name)
     if relaxed_out is not None:
-        write_relaxed_extxyz(relaxed_out, rows)
+        with _quiet():
+            write_relaxed_extxyz(relaxed_out, rows, _source_info(inp, res), mlip_name)
     n_fail = sum(1 for r in rows if r.get("error"))
     _err.print(
         f"scored {len(rows) - n_fail} of {res.num_entries} entries; "
@@ -148,3 +157,49 @@ def score(
 def _frame_of(entry: str) -> int:
     m = _FRAME.search(entry)
     return int(m.group(1)) if m else 10**9
+
+
+def _stem(path: Path) -> str:
+    """``scores`` of ``scores.csv`` (``scores.csv.gz`` too)."""
+    name = path.name
+    for suffix in (".gz", ".csv"):
+        name = name.removesuffix(suffix)
+    return name or path.name
+
+
+@contextmanager
+def _quiet():
+    """Library warnings a user cannot act on (pymatgen CIF rounding, torch/ASE deprecations)
+    stay out of normal runs; failures are reported per structure in the CSV."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _source_info(inp: Path, res) -> list[dict]:
+    """The input fields of each usable crystal (sampling metadata of ``matgen sample``): an
+    extxyz frame's info as written, else the reader's metadata and numeric properties."""
+    import math
+
+    infos: list[dict] = []
+    if inp.is_file() and any(s in (".extxyz", ".xyz") for s in inp.suffixes):
+        try:
+            from ase.io import read
+
+            frames = read(str(inp), index=":", format="extxyz")
+            for entry in res.entries:
+                k = _frame_of(entry)
+                infos.append(dict(frames[k - 1].info) if 0 < k <= len(frames) else {})
+            return infos
+        except Exception:  # noqa: BLE001 - fall back to what the reader kept
+            infos = []
+    b = res.batch
+    for i in range(b.num_crystals):
+        d: dict = {k: v[i] for k, v in res.metadata.items() if v[i] != ""}
+        for k, t in b.properties.items():
+            if math.isfinite(float(t[i])):
+                d[k] = float(t[i])
+        infos.append(d)
+    return infos

@@ -46,6 +46,7 @@ from matgen.surrogates._score import (
     relaxed_structures,
     score_structures,
     write_relaxed_extxyz,
+    write_score_columns,
     write_score_csv,
 )
 
@@ -80,5 +81,6 @@ __all__ = [
     "resolve_device",
     "score_structures",
     "write_relaxed_extxyz",
+    "write_score_columns",
     "write_score_csv",
 ]

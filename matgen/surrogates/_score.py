@@ -30,16 +30,53 @@ PREDICTOR_DIR = Path(__file__).resolve().parents[1] / "assets" / "predictors"
 #: Row keys kept out of the CSV by default (long text; see :func:`write_relaxed_extxyz`).
 STRUCTURE_COLUMNS = ("relaxed_cif",)
 
-#: The fixed leading columns of a score table.
+#: eV/atom: a candidate this far *below* the known hull is flagged ``suspect``. An MLIP-judged
+#: new stable phase that far down is more often an MLIP error (or a competing phase missing
+#: from the reference) than a discovery; only an oracle label can vouch for it.
+SUSPECT_BELOW_HULL = 0.05
+
+#: The fixed leading columns of a score table (score rows call the first one ``id``; files
+#: call it :data:`ID_KEY`).
 BASE_COLUMNS = (
     "id", "formula", "num_atoms", "energy_per_atom", "e_form_per_atom", "e_above_hull",
     "suspect", "converged", "relax_steps", "max_force",
 )
 
-#: eV/atom: a candidate this far *below* the known hull is flagged ``suspect``. An MLIP-judged
-#: new stable phase that far down is more often an MLIP error (or a competing phase missing
-#: from the reference) than a discovery; only an oracle label can vouch for it.
-SUSPECT_BELOW_HULL = 0.05
+#: The id key of score CSVs and relaxed extxyz frames: the key ``matgen sample`` writes.
+ID_KEY = "sample_id"
+
+#: Unit and meaning of the score columns (``<label>`` columns of predictors: see
+#: :func:`describe_score_column`).
+SCORE_COLUMNS: dict[str, tuple[str, str]] = {
+    ID_KEY: ("", ("the scored entry's id (sample_id of a generated file, else material_id, "
+                 "the CIF block / file name, or the frame / row number)")),
+    "formula": ("", "reduced formula"),
+    "num_atoms": ("", "atoms in the cell"),
+    "energy_per_atom": ("eV/atom", ("{mlip} energy of the relaxed structure (input structure "
+                                   "with --no-relax), the MLIP's own scale (no corrections)")),
+    "e_form_per_atom": ("eV/atom", ("formation energy from the {mlip} energy (MLIP), on MP's "
+                                   "MP2020-corrected scale against the hull's elemental "
+                                   "references")),
+    "e_above_hull": ("eV/atom", ("{mlip} energy above the MP reference convex hull (signed: "
+                                "negative is below it), MP2020-corrected scale")),
+    "suspect": ("", (f"True when e_above_hull < -{SUSPECT_BELOW_HULL} eV/atom: more often an MLIP "
+                    "error than a discovery; only an oracle / DFT can vouch for it")),
+    "converged": ("", "the relaxation reached --fmax within --max-steps"),
+    "relax_steps": ("", "FIRE steps taken"),
+    "max_force": ("eV/Å", "largest remaining force (cell forces included) at the end"),
+    "ood_score": ("", ("out-of-distribution score in [0, 1] of the property predictors "
+                      "(1: far from their training data; their predictions are less reliable)")),
+    "error": ("", "why the entry could not be scored (its other values are empty)"),
+}
+
+#: Units of properties the shipped predictors (and oracles) use.
+PROPERTY_UNITS = {
+    "formation_energy_per_atom": "eV/atom",
+    "e_above_hull": "eV/atom",
+    "band_gap": "eV",
+    "bulk_modulus": "GPa",
+    "shear_modulus": "GPa",
+}
 
 
 def is_suspect(e_above_hull: float, threshold: float = SUSPECT_BELOW_HULL) -> bool:
@@ -223,12 +260,12 @@ def default_hull(mlip: MLIP | str) -> ConvexHull:
 
 
 def columns_of(rows: Sequence[dict[str, Any]], structures: bool = False) -> list[str]:
-    """Column order of a score table: base columns, predictor columns, ``ood_score``, ``error``
-    (then ``relaxed_cif`` only with ``structures=True``)."""
-    cols = list(BASE_COLUMNS)
+    """Column order of a score table: base columns (``id`` named :data:`ID_KEY`), predictor
+    columns, ``ood_score``, ``error`` (then ``relaxed_cif`` only with ``structures=True``)."""
+    cols = [ID_KEY, *BASE_COLUMNS[1:]]
     for row in rows:
         for k in row:
-            if k not in cols and k not in ("ood_score", "error", *STRUCTURE_COLUMNS):
+            if k not in cols and k not in ("id", "ood_score", "error", *STRUCTURE_COLUMNS):
                 cols.append(k)
     cols += ["ood_score", "error"]
     if structures:
@@ -244,26 +281,87 @@ def relaxed_structures(rows: Sequence[dict[str, Any]]) -> list[Structure | None]
             for r in rows]
 
 
-def write_relaxed_extxyz(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> Path:
+def describe_score_column(column: str, mlip: str = "the MLIP") -> tuple[str, str]:
+    """``(unit, meaning)`` of a score-table column, predictor columns included."""
+    if column in SCORE_COLUMNS:
+        unit, text = SCORE_COLUMNS[column]
+        return unit, text.format(mlip=mlip)
+    for suffix, what in (("_std", "calibrated standard deviation of the predicted {p}"),
+                         ("_disagreement", ("spread of the predictor ensemble's {p} (epistemic "
+                                           "part of _std)"))):
+        if column.endswith(suffix):
+            p = column[: -len(suffix)]
+            return PROPERTY_UNITS.get(p, ""), what.format(p=p)
+    extra = (" (predicted from the structure; not the MLIP's e_form_per_atom)"
+             if column == "formation_energy_per_atom" else "")
+    return PROPERTY_UNITS.get(column, ""), (f"{column} predicted by the property predictor "
+                                            f"(ensemble mean, trained on DFT labels){extra}")
+
+
+def write_score_columns(path: str | os.PathLike, columns: Sequence[str],
+                        mlip: str = "the MLIP") -> Path:
+    """Write the column dictionary of a score table (``column,unit,meaning``)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["column", "unit", "meaning"])
+    for c in columns:
+        w.writerow([c, *describe_score_column(c, mlip)])
+    p = Path(path)
+    atomic_write_text(p, buf.getvalue())
+    return p
+
+
+#: Keys of a source frame's info not carried into a relaxed frame: the energies of the input
+#: (replaced by the MLIP's) and keys of the score row.
+_STALE_KEYS = ("energy", "free_energy", "forces", "stress", "energy_per_atom", "id")
+
+
+def write_relaxed_extxyz(
+    path: str | os.PathLike,
+    rows: Sequence[dict[str, Any]],
+    info: Sequence[dict[str, Any]] | None = None,
+    mlip: str | None = None,
+) -> Path:
     """Write the relaxed structures of score rows to an extxyz file (rows without one skipped).
 
-    Each frame's ``info`` holds the row's ``id``, ``energy_per_atom``, ``e_form_per_atom``,
-    ``e_above_hull`` and ``converged`` (eV/atom).
+    Each frame's total energy (eV; the MLIP's, as ``energy_per_atom`` times the atoms) is on
+    an ASE ``SinglePointCalculator``, so ``atoms.get_potential_energy()`` works after
+    ``ase.io.read``. Its ``info`` holds ``info[i]`` (the input frame's fields: sampling
+    metadata of ``matgen sample``), then :data:`ID_KEY` (the row's ``id``), ``mlip``,
+    ``energy_per_atom``, ``e_form_per_atom``, ``e_above_hull`` (eV/atom, see
+    :data:`SCORE_COLUMNS`), ``suspect``, ``converged`` and the predicted properties.
+
+    Args:
+        path: the extxyz file (written atomically).
+        rows: rows of :func:`score_structures`.
+        info: one dict per row of fields to keep from the input (default: none).
+        mlip: the MLIP's name, recorded in each frame.
     """
+    from ase.calculators.singlepoint import SinglePointCalculator
     from ase.io import write
     from pymatgen.io.ase import AseAtomsAdaptor
 
     frames = []
-    for row, s in zip(rows, relaxed_structures(rows), strict=True):
+    infos = list(info) if info is not None else [{}] * len(rows)
+    for row, s, src in zip(rows, relaxed_structures(rows), infos, strict=True):
         if s is None:
             continue
         atoms = AseAtomsAdaptor.get_atoms(s)
-        atoms.info = {"id": str(row.get("id", ""))}
-        for k in ("energy_per_atom", "e_form_per_atom", "e_above_hull"):
-            v = row.get(k)
-            if isinstance(v, float | int) and math.isfinite(float(v)):
-                atoms.info[k] = float(v)
-        atoms.info["converged"] = bool(row.get("converged", False))
+        atoms.info = {k: v for k, v in src.items() if k not in _STALE_KEYS}
+        atoms.info[ID_KEY] = str(row.get("id", ""))
+        if mlip:
+            atoms.info["mlip"] = mlip
+        for k, v in row.items():
+            if k in ("id", "formula", "error", *STRUCTURE_COLUMNS):
+                continue
+            if isinstance(v, bool | np.bool_):
+                atoms.info[k] = bool(v)
+            elif isinstance(v, float | int | np.floating | np.integer) \
+                    and math.isfinite(float(v)):
+                atoms.info[k] = v.item() if hasattr(v, "item") else v
+        e = row.get("energy_per_atom")
+        if isinstance(e, float | int) and math.isfinite(float(e)):
+            atoms.calc = SinglePointCalculator(atoms, energy=float(e) * len(atoms))
         frames.append(atoms)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -276,7 +374,8 @@ def write_relaxed_extxyz(path: str | os.PathLike, rows: Sequence[dict[str, Any]]
 def write_score_csv(
     path: str | os.PathLike, rows: Sequence[dict[str, Any]], structures: bool = False
 ) -> Path:
-    """Write a score table atomically (floats with 6 decimals; NaN as empty).
+    """Write a score table atomically (floats with 6 decimals; NaN as empty; the rows' ``id``
+    in the :data:`ID_KEY` column; :func:`write_score_columns` writes its dictionary).
 
     Args:
         path: the CSV file.
@@ -289,7 +388,7 @@ def write_score_csv(
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for row in rows:
-        w.writerow({c: _fmt(row.get(c, "")) for c in cols})
+        w.writerow({c: _fmt(row.get("id" if c == ID_KEY else c, "")) for c in cols})
     p = Path(path)
     atomic_write_text(p, buf.getvalue())
     return p

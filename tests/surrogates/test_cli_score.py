@@ -37,7 +37,8 @@ def candidates(tmp_path, rock_salt, diamond_si):
     isolated = Structure(Lattice.cubic(15.0), ["Si", "Si"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     atoms = [AseAtomsAdaptor.get_atoms(s) for s in (rock_salt, clash, isolated, diamond_si)]
     for i, a in enumerate(atoms):
-        a.info["material_id"] = f"c{i}"
+        a.info["sample_id"] = f"c{i}"
+        a.info.update(material_id=f"mp-{i}", seed=7, sampler="fast")  # sampling metadata
     path = tmp_path / "cands.extxyz"
     write(path, atoms, format="extxyz")
     return path
@@ -56,7 +57,7 @@ def test_score_cli_columns_bad_entries_and_determinism(candidates, predictor_dir
     assert r1.exit_code == 1, r1.output  # one unreadable entry
     assert "Traceback" not in r1.output
     rows = _read(tmp_path / "a.csv")
-    assert [r["id"] for r in rows] == ["c0", "c1", "c2", "c3"]
+    assert [r["sample_id"] for r in rows] == ["c0", "c1", "c2", "c3"]
     for col in ("formula", "energy_per_atom", "e_form_per_atom", "e_above_hull", "converged",
                 "relax_steps", "max_force", "band_gap", "band_gap_std", "ood_score", "error"):
         assert col in rows[0]
@@ -67,14 +68,31 @@ def test_score_cli_columns_bad_entries_and_determinism(candidates, predictor_dir
         float(si["e_form_per_atom"]), abs=1e-6)  # an element: hull is 0
     assert "apart" in clash["error"] and clash["energy_per_atom"] == ""
     assert "isolated" in iso["error"] and iso["energy_per_atom"] == ""
-    r2 = runner.invoke(app, [*args, "--out", str(tmp_path / "b.csv"),
+    # a column dictionary beside the CSV: units, and whose formation energy is whose
+    with open(tmp_path / "a.columns.csv") as fh:
+        doc = {r["column"]: r for r in csv.DictReader(fh)}
+    assert list(doc) == list(rows[0])
+    assert doc["e_above_hull"]["unit"] == "eV/atom"
+    assert "sevennet" in doc["e_form_per_atom"]["meaning"] and "(MLIP)" in doc[
+        "e_form_per_atom"]["meaning"]
+    assert "predict" in doc["band_gap"]["meaning"] and doc["band_gap_std"]["unit"] == "eV"
+    # progress without a terminal: plain lines on stderr
+    assert "relax: 0/3 structures" in r1.output and "3/3 structures (100%), done" in r1.output
+    r2 = runner.invoke(app, [*args, "--out", str(tmp_path / "b.csv"), "--no-progress",
                              "--relaxed-out", str(tmp_path / "relaxed.extxyz")])
     assert r2.exit_code == 1
+    assert "relax:" not in r2.output
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
     from ase.io import read
 
     frames = read(tmp_path / "relaxed.extxyz", index=":")
-    assert [f.info["id"] for f in frames] == ["c0", "c3"]  # the two scored structures
+    assert [f.info["sample_id"] for f in frames] == ["c0", "c3"]  # the two scored structures
+    for f, row in zip(frames, (good, si), strict=True):
+        assert f.get_potential_energy() == pytest.approx(
+            float(row["energy_per_atom"]) * len(f), abs=1e-4)
+        assert f.info["material_id"] == row["sample_id"].replace("c", "mp-")
+        assert f.info["seed"] == 7 and f.info["sampler"] == "fast"
+        assert f.info["e_above_hull"] == pytest.approx(float(row["e_above_hull"]), abs=1e-5)
 
 
 def test_score_cli_no_relax_and_usage_errors(candidates, predictor_dir, tmp_path):

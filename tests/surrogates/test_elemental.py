@@ -98,6 +98,6 @@ def test_score_rows_carry_relaxed_structures(chgnet, perturbed_pair, tmp_path):
     assert "relaxed_cif" in write_score_csv(tmp_path / "t.csv", rows, structures=True
                                             ).read_text().splitlines()[0]
     frames = read(write_relaxed_extxyz(tmp_path / "r.extxyz", rows), index=":")
-    assert [f.info["id"] for f in frames] == ["nacl", "si"]
+    assert [f.info["sample_id"] for f in frames] == ["nacl", "si"]
     assert frames[1].info["e_above_hull"] == pytest.approx(si["e_above_hull"], abs=1e-6)
     assert frames[0].get_volume() == pytest.approx(structs[0].volume, rel=1e-6)
