@@ -146,7 +146,8 @@ def _jsonable(obj: Any) -> Any:
 
 
 def save_checkpoint(
-    directory: str | Path, model: CrystalDenoiser, metadata: dict[str, Any] | None = None
+    directory: str | Path, model: CrystalDenoiser, metadata: dict[str, Any] | None = None,
+    storage_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``directory``.
 
@@ -160,6 +161,9 @@ def save_checkpoint(
         directory: output folder (created).
         model: the denoiser (an EMA copy or the raw model; DDP/compile wrappers are unwrapped).
         metadata: JSON-serialisable extras (pydantic models are dumped).
+        storage_dtype: store floating-point tensors in this dtype (e.g. ``torch.float16`` halves
+            a checkpoint that is committed or carried to a GPU machine); loading casts them back
+            to the model's dtype. Recorded as ``storage_dtype`` in ``model.json``.
 
     Returns:
         The path of the written ``model.safetensors``.
@@ -169,6 +173,8 @@ def save_checkpoint(
     model = getattr(model, "module", model)
     model = getattr(model, "_orig_mod", model)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if storage_dtype is not None:
+        state = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in state.items()}
     weights = directory / WEIGHTS
     tmp = directory / (WEIGHTS + ".tmp")
     save_file(state, str(tmp))
@@ -176,6 +182,8 @@ def save_checkpoint(
     tmp.replace(weights)
     meta = {"denoiser": model.cfg.model_dump(mode="json"), "metadata": _jsonable(metadata or {}),
             SHA_KEY: sha}
+    if storage_dtype is not None:
+        meta["storage_dtype"] = str(storage_dtype).removeprefix("torch.")
     tmpj = directory / (META + ".tmp")
     tmpj.write_text(json.dumps(meta, indent=2, sort_keys=True))
     tmpj.replace(directory / META)

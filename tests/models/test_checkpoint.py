@@ -41,6 +41,22 @@ def test_round_trip(tmp_path):
         load_checkpoint(tmp_path / "missing")
 
 
+def test_half_precision_storage(tmp_path):
+    """float16 storage halves the file, loads back into a float32 model with every weight
+    within half-precision rounding, and says so in model.json."""
+    torch.manual_seed(0)
+    model = build_denoiser(TINY)
+    full = save_checkpoint(tmp_path / "fp32", model, {"step": 1})
+    half = save_checkpoint(tmp_path / "fp16", model, {"step": 1}, storage_dtype=torch.float16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert json.loads((tmp_path / "fp16" / "model.json").read_text())["storage_dtype"] == "float16"
+    loaded, _ = load_checkpoint(tmp_path / "fp16")
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert b.dtype == a.dtype, k
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
+    assert not torch.equal(model.state_dict()["embed.weight"], loaded.state_dict()["embed.weight"])
+
+
 def test_pretrained_weights_into_model_with_new_condition(tmp_path):
     torch.manual_seed(0)
     base = build_denoiser(TINY)
