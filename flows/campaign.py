@@ -286,21 +286,26 @@ def run_campaign(config_path: str, rounds: int | None = None,
                          export_dir=export_dir)
 
 
-def build_deployment(config_path: str, cron: str, rounds: int | None = None):
-    """A deployment of :func:`campaign_flow` on a cron schedule, one round per run."""
+def build_deployment(config_path: str, cron: str, rounds: int | None = None,
+                     timezone: str = "UTC"):
+    """A deployment of :func:`campaign_flow` on a cron schedule (in ``timezone``, an IANA
+    name), one round per run."""
+    from prefect.schedules import Cron
+
     cfg = load_config(config_path)
     preflight(cfg)
     return campaign_flow.to_deployment(
         name=f"{cfg.name}-scheduled",
-        cron=cron,
+        schedule=Cron(cron, timezone=timezone),
         parameters={"config_path": str(Path(config_path).resolve()), "rounds": rounds,
                     "max_new_rounds": 1},
         description=f"matgen campaign {cfg.name}: one round per scheduled run",
     )
 
 
-def serve_campaign(config_path: str, cron: str, rounds: int | None = None) -> None:
+def serve_campaign(config_path: str, cron: str, rounds: int | None = None,
+                   timezone: str = "UTC") -> None:
     """Serve the scheduled deployment in this process (blocks until interrupted)."""
     from prefect import serve
 
-    serve(build_deployment(config_path, cron, rounds))
+    serve(build_deployment(config_path, cron, rounds, timezone))

@@ -147,11 +147,11 @@ class Progress:
                 self._rich.update(self._task, completed=self.done)
 
     def update(self, done: float | None = None, total: float | None = None,
-               desc: str | None = None) -> None:
+               desc: str | None = None, announce: bool = True) -> None:
         """Set the units done, the total and/or the description (plain mode prints a line
-        when the description changes)."""
+        when the description changes, unless ``announce`` is False)."""
         with self._lock:
-            changed = desc is not None and desc != self.desc
+            changed = announce and desc is not None and desc != self.desc
             if done is not None:
                 self.done = done
             if total is not None:

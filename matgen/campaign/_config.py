@@ -148,8 +148,8 @@ class GuardConfig(_Frozen):
 class CampaignConfig(_Frozen):
     """A discovery campaign.
 
-    Input paths in the YAML (checkpoint, CSVs) are relative to the YAML file's folder;
-    ``work_dir`` (state database, outbox, exports) is relative to the current directory.
+    Paths in the YAML (checkpoint, CSVs, ``work_dir``, a ``sqlite:///`` ``state_url``) are
+    relative to the YAML file's folder, so every command finds the same state from any folder.
     """
 
     name: str
@@ -307,10 +307,10 @@ def load_config(path: str | Path, **overrides) -> CampaignConfig:
     for k in ("train_csv",):
         if isinstance(raw.get(k), str) and raw[k]:
             raw[k] = _resolve(base, expand(raw[k]))
-    # the work folder (state DB, outbox, exports) is relative to the current directory
+    # the work folder (state DB, outbox, exports) too: `campaign status` run from another
+    # folder reads the same state instead of creating an empty one
     if isinstance(raw.get("work_dir") or "", str):
-        raw["work_dir"] = str(Path(expand(raw.get("work_dir") or "runs/campaigns/{name}"))
-                              .expanduser().absolute())
+        raw["work_dir"] = _resolve(base, expand(raw.get("work_dir") or "runs/campaigns/{name}"))
     if isinstance(raw.get("state_url"), str) and raw["state_url"].startswith("sqlite:///"):
         p = raw["state_url"][len("sqlite:///") :]
         raw["state_url"] = "sqlite:///" + _resolve(base, expand(p))

@@ -190,6 +190,7 @@ class Campaign:
         self._train_index: dict[str, list[str]] | None = None
         self._lock = threading.RLock()
         self._warnings: list[str] | None = None
+        self._progress: Any = None  # a matgen._progress.Progress while run() shows one
         self.config_version = self._check_stored_config(accept_config_change)
 
     def _check_stored_config(self, accept: bool) -> int:
@@ -370,8 +371,11 @@ class Campaign:
             if not todo:
                 return
             cond = self.conditions()
-            chunks = [self.generate_chunk(n, seed, cond)
-                      for _, n, seed in self.chunk_plan(index)]
+            plan = self.chunk_plan(index)
+            chunks = []
+            for k, n, seed in plan:
+                self._note(index, f"generating, chunk {k + 1}/{len(plan)}")
+                chunks.append(self.generate_chunk(n, seed, cond))
             self.commit_generated(index, chunks)
 
     # ------------------------------------------------------------------ 2. dedup
@@ -492,7 +496,10 @@ class Campaign:
                 return
             plan = self.score_plan(index)
             seed = self.cfg.round_seed(index)
-            scores = [self.score_chunk(rows, seed + 7 * k) for k, rows in enumerate(plan)]
+            scores = []
+            for k, rows in enumerate(plan):
+                self._note(index, f"scoring, chunk {k + 1}/{len(plan)}")
+                scores.append(self.score_chunk(rows, seed + 7 * k))
             self.commit_scores(index, plan, scores)
 
     # ------------------------------------------------------------------ 4. select
@@ -828,36 +835,69 @@ class Campaign:
         return self.store.round(index)["metrics"] or {}
 
     # ------------------------------------------------------------------ driver
+    #: What :meth:`run_round` does, step by step (progress descriptions).
+    _ROUND_STEPS = ("generating", "checking validity and duplicates", "scoring", "selecting",
+                    "submitting", "labelling", "learning from the labels", "reporting")
+
+    def _note(self, index: int, what: str) -> None:
+        """Describe the step under way on the progress of :meth:`run` (if any)."""
+        if self._progress is not None:
+            self._progress.update(desc=f"campaign {self.cfg.name}, round {index}: {what}")
+
     def run_round(self, index: int) -> str:
         """Run (or resume) round ``index`` to the end, or until it waits for the lab.
 
         Returns:
             The round's status afterwards (``reported`` or ``submitted`` while waiting).
         """
-        self.generate(index)
-        self.dedup(index)
-        self.score(index)
-        self.select(index)
-        self.submit(index)
+        bar = self._progress
+        for what, step in zip(self._ROUND_STEPS[:5], (
+                self.generate, self.dedup, self.score, self.select, self.submit), strict=True):
+            self._note(index, what)
+            step(index)
+            if bar is not None:
+                bar.advance()
+        self._note(index, self._ROUND_STEPS[5])
         if not self.label(index):
             return self.status(index)  # type: ignore[return-value]
-        self.update(index)
-        self.report(index)
+        for what, step in zip(self._ROUND_STEPS[5:], (None, self.update, self.report),
+                              strict=True):
+            if step is not None:
+                self._note(index, what)
+                step(index)
+            if bar is not None:
+                bar.advance()
         return "reported"
 
-    def run(self, rounds: int | None = None) -> list[dict[str, Any]]:
+    def run(self, rounds: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
         """Run rounds until ``rounds`` (default ``cfg.rounds``) are reported; resumes.
+
+        Args:
+            rounds: total rounds wanted.
+            progress: show progress on stderr (:class:`matgen._progress.Progress`: a bar on a
+                terminal, the step under way and plain periodic lines otherwise).
 
         Raises:
             CampaignConfigError: the objectives do not fit the scorer / oracle (before any
                 work).
         """
+        from matgen._progress import Progress
+
         self.check()
         total = rounds if rounds is not None else self.cfg.rounds
-        while (i := self.next_round()) < total:
-            if self.run_round(i) != "reported":
-                log.info("round %d waits for lab results (matgen campaign import-results)", i)
-                break
+        todo = max(0, total - self.next_round()) * len(self._ROUND_STEPS)
+        with Progress(f"campaign {self.cfg.name}", total=todo, unit="steps",
+                      enabled=progress and todo > 0) as bar:
+            self._progress = bar if progress else None
+            try:
+                while (i := self.next_round()) < total:
+                    if self.run_round(i) != "reported":
+                        log.info("round %d waits for lab results (matgen campaign "
+                                 "import-results)", i)
+                        break
+            finally:
+                self._progress = None
+                bar.update(desc=f"campaign {self.cfg.name}", announce=False)
         return self.store.summary()["rounds"]
 
 

@@ -66,13 +66,21 @@ def _store_errors():
                     "afresh, or restore a backup)", 1) from None
 
 
-def _open(cfg, accept_config_change: bool = False, must_exist: bool = False):
+def _require_state(cfg, config: Path, what: str) -> None:
+    """A campaign that has not run yet: one line (exit 1) before anything opens, so no empty
+    state database is created."""
+    db = cfg.work_path() / "state.db"
+    if cfg.state_url or db.exists():
+        return
+    raise _fail(f"campaign {cfg.name!r} has no state yet ({db}; work_dir is relative to "
+                f"{config.name}'s folder); {what}: run it first with matgen campaign run "
+                f"--config {config}", 1)
+
+
+def _open(cfg, accept_config_change: bool = False):
     """The campaign of ``cfg``: a changed config is refused (exit 2) unless accepted."""
     from matgen.campaign import Campaign, ConfigChangedError
 
-    if must_exist and not cfg.state_url and not (cfg.work_path() / "state.db").exists():
-        raise _fail(f"campaign {cfg.name!r} has no state yet ({cfg.work_path() / 'state.db'}); "
-                    "run it first: matgen campaign run --config ...", 2)
     try:
         return Campaign(cfg, accept_config_change=accept_config_change)
     except ConfigChangedError as exc:
@@ -103,8 +111,16 @@ def run(
         ),
     ] = True,
     accept_config_change: AcceptOpt = False,
+    progress: Annotated[bool, typer.Option(
+        help="--no-prefect: progress on stderr (a bar on a terminal, the step under way and "
+             "a line every 20 s otherwise); Prefect runs log each task.")] = True,
 ) -> None:
-    """Run the campaign (resumes where it stopped)."""
+    """Run the campaign (resumes where it stopped).
+
+    With Prefect (the default) the run is also shown in the Prefect UI when PREFECT_API_URL
+    points at a server (prefect server start); otherwise on a temporary server that stops
+    with the run.
+    """
     from matgen.campaign import CampaignConfigError, MissingModelError, export_campaign
 
     cfg = _load(config)
@@ -124,12 +140,15 @@ def run(
             if prefect:
                 from flows.campaign import run_campaign
 
+                _where_to_watch(
+                    "Prefect: a temporary server for this run (no UI to follow it; for one: "
+                    f"prefect server start, then export PREFECT_API_URL={_LOCAL_API})")
                 out = run_campaign(
                     str(config), rounds=rounds,
                     export_dir=str(export_dir) if export_dir else None
                 )
             else:
-                rows = camp.run(rounds)
+                rows = camp.run(rounds, progress=progress)
                 out = {"rounds": rows}
                 total = rounds if rounds is not None else cfg.rounds
                 if cfg.export_on_finish and camp.next_round() >= total:
@@ -169,12 +188,36 @@ def _print_rounds(rows: list[dict]) -> None:
 @campaign_app.command("serve")
 def serve(
     config: ConfigOpt,
-    cron: Annotated[str, typer.Option("--cron", help='cron schedule, e.g. "0 2 * * *"')],
-    rounds: Annotated[int | None, typer.Option("--rounds", min=0)] = None,
+    cron: Annotated[str, typer.Option(
+        "--cron", help='cron schedule, e.g. "0 2 * * *" (02:00 every day)')],
+    rounds: Annotated[int | None, typer.Option(
+        "--rounds", min=0, help="total rounds; later scheduled runs do nothing (default: "
+                                "the config's rounds)")] = None,
+    timezone: Annotated[str, typer.Option(
+        "--timezone", help="IANA time zone of --cron, e.g. Europe/Berlin")] = "UTC",
 ) -> None:
-    """Serve a scheduled deployment (one round per scheduled run)."""
+    """Serve a scheduled deployment (one round per scheduled run) until interrupted.
+
+    Start a Prefect server first (prefect server start) and point PREFECT_API_URL at it: the
+    schedule and its runs live on that server, where the UI shows them. Without one, serve
+    runs on a temporary server that forgets the schedule when it stops.
+    """
     from matgen.campaign import CampaignConfigError
 
+    try:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _fail(f"--timezone {timezone!r} is not an IANA time zone (e.g. UTC, "
+                    "Europe/Berlin, America/New_York)", 2) from None
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron, timezone=timezone)
+    except ValueError:
+        raise _fail(f"--cron {cron!r} is not a cron schedule (five fields: minute hour "
+                    'day-of-month month day-of-week, e.g. "0 2 * * *")', 2) from None
     cfg = _load(config)
     with _store_errors():
         try:
@@ -185,7 +228,28 @@ def serve(
             raise typer.Exit(2) from None
     from flows.campaign import serve_campaign
 
-    serve_campaign(str(config), cron, rounds)
+    _where_to_watch(
+        "warning: no PREFECT_API_URL: serving on a temporary Prefect server; the schedule "
+        "lasts only while this command runs and no UI shows it. For a lasting schedule: "
+        f"prefect server start, then export PREFECT_API_URL={_LOCAL_API}")
+    serve_campaign(str(config), cron, rounds, timezone=timezone)
+
+
+#: The API of ``prefect server start`` on this machine (its default port).
+_LOCAL_API = "http://127.0.0.1:4200/api"
+
+
+def _where_to_watch(temporary: str) -> None:
+    """Say where the Prefect UI shows the runs (stderr); ``temporary`` when there is no server
+    (no PREFECT_API_URL: Prefect starts a temporary one that stops with the command)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    api = PREFECT_API_URL.value()
+    if not api:
+        typer.echo(temporary, err=True)
+        return
+    ui = PREFECT_UI_URL.value() or api.removesuffix("/api")
+    typer.echo(f"Prefect: follow the runs at {ui}/runs", err=True)
 
 
 @campaign_app.command("status")
@@ -197,6 +261,7 @@ def status(
     from matgen.campaign import CampaignStore
 
     cfg = _load(config)
+    _require_state(cfg, config, "no status to show")
     with _store_errors():
         store = CampaignStore(cfg.database_url(), cfg.name, cfg.model_dump(mode="json"))
         summary = store.summary()
@@ -224,9 +289,7 @@ def export(
     if out.exists() and not out.is_dir():
         raise _fail(f"--out {out} exists and is not a folder (a new folder is made inside it)",
                     2)
-    if not cfg.state_url and not (cfg.work_path() / "state.db").exists():
-        raise _fail(f"campaign {cfg.name!r} has no state yet ({cfg.work_path() / 'state.db'}); "
-                    "nothing to export: run it first with matgen campaign run --config ...", 2)
+    _require_state(cfg, config, "nothing to export")
     with _store_errors():
         store = CampaignStore(cfg.database_url(), cfg.name, cfg.model_dump(mode="json"))
         have = [r["index"] for r in store.rounds()]
@@ -256,7 +319,7 @@ def import_results(
     ] = None,
     accept_config_change: AcceptOpt = False,
 ) -> None:
-    """Import lab results; the waiting round resumes on the next `matgen campaign run`.
+    """Import lab results; the waiting round resumes on the next matgen campaign run.
 
     Every row needs at least one finite property value for a candidate sent to the lab; each
     rejected row is named with its reason (exit 1). Rows already imported with the same
@@ -270,7 +333,8 @@ def import_results(
     if csv.is_dir():
         raise _fail(f"--csv {csv} is a folder, not a CSV file", 2)
     with _store_errors():
-        camp = _open(cfg, accept_config_change, must_exist=True)
+        _require_state(cfg, config, "no results to import into")
+        camp = _open(cfg, accept_config_change)
         try:
             res = camp.import_results(str(csv), correct=correct, reason=reason)
         except ResultsFileError as exc:

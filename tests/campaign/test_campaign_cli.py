@@ -48,14 +48,41 @@ def test_run_status_export_import_and_usage_errors(tmp_path, toy_csv):
     assert res.exit_code == 2 and "batch_size" in res.output
 
 
-def test_export_without_state_is_an_error_and_creates_nothing(tmp_path, toy_csv):
+def test_status_export_without_state_are_errors_and_create_nothing(tmp_path, toy_csv):
     from _toy import write_toy_config
 
     cfg = write_toy_config(tmp_path, toy_csv, name="nostate")
-    res = CliRunner().invoke(app, ["campaign", "export", "--config", str(cfg), "--out",
-                                   str(tmp_path / "x")])
-    assert res.exit_code == 2 and "no state yet" in res.output
-    assert not (tmp_path / "work" / "state.db").exists() and not (tmp_path / "x").exists()
+    for cmd in (["export", "--out", str(tmp_path / "x")], ["status"], ["status", "--json"]):
+        res = CliRunner().invoke(app, ["campaign", cmd[0], "--config", str(cfg), *cmd[1:]])
+        assert res.exit_code == 1 and "no state yet" in res.output, res.output
+        assert res.output.count("\n") == 1 and "Traceback" not in res.output
+    assert not (tmp_path / "work").exists() and not (tmp_path / "x").exists()
+
+
+def test_work_dir_is_relative_to_the_config_folder(tmp_path, toy_csv, monkeypatch):
+    from _toy import write_toy_config
+
+    (tmp_path / "cfgs").mkdir()
+    cfg = write_toy_config(tmp_path / "cfgs", toy_csv, name="rel", rounds=1)
+    cfg.write_text(cfg.read_text().replace(f"work_dir: {tmp_path / 'cfgs' / 'work'}",
+                                           "work_dir: ../runs/{name}"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    runner = CliRunner()
+    res = runner.invoke(app, ["campaign", "run", "--config", str(cfg), "--no-prefect"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "runs" / "rel" / "state.db").exists()
+    # progress without a terminal: the step under way, then the end
+    assert "campaign rel, round 0: scoring, chunk 1/" in res.output
+    assert "campaign rel: 8/8 steps (100%), done in" in res.output
+    monkeypatch.chdir(tmp_path)  # another folder, a relative --config: the same state
+    res = runner.invoke(app, ["campaign", "status", "--config", "cfgs/rel.yaml", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["rounds"][0]["status"] == "reported"
+    assert not (tmp_path / "runs" / "campaigns").exists()
+    res = runner.invoke(app, ["campaign", "run", "--config", str(cfg), "--no-prefect",
+                              "--no-progress", "--rounds", "2"])
+    assert res.exit_code == 0 and "campaign rel" not in res.output
 
 
 def test_help_fits_80_columns_and_version_flag():

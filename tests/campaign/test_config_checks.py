@@ -131,7 +131,7 @@ def test_usage_and_data_errors_are_one_line(tmp_path, toy_csv):
     fresh = write_toy_config(tmp_path, toy_csv, name="fresh", rounds=1)
     fresh.write_text(fresh.read_text().replace(str(tmp_path / "work"), str(tmp_path / "w2")))
     res = _cli("import-results", "--config", fresh, "--csv", toy_csv)
-    _one_line_error(res, 2, "campaign 'fresh' has no state yet")
+    _one_line_error(res, 1, "campaign 'fresh' has no state yet")
     # a corrupted state database: one line naming the file and the way out
     db = tmp_path / "work" / "state.db"
     for suffix in ("-wal", "-shm"):

@@ -54,3 +54,6 @@ def test_serve_builds_a_cron_deployment(tmp_path, toy_csv):
     assert dep.parameters["max_new_rounds"] == 1 and dep.parameters["rounds"] == 5
     crons = [getattr(s.schedule, "cron", None) for s in dep.schedules]
     assert crons == ["0 2 * * *"]
+    assert dep.schedules[0].schedule.timezone == "UTC"
+    dep = build_deployment(str(cfg), "30 1 * * 1", timezone="Europe/Berlin")
+    assert dep.schedules[0].schedule.timezone == "Europe/Berlin"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -151,9 +152,10 @@ def test_campaign_run_with_a_damaged_model_fails_once_without_retries(default_co
     _header(default_copy / "model.safetensors")
     cfg = tmp_path / "c.yaml"
     text = (REPO / "configs/campaigns/demo.yaml").read_text()
+    text = re.sub(r"^work_dir: .*$", f"work_dir: {tmp_path / 'work'}", text,
+                  flags=re.MULTILINE)
     cfg.write_text(text.replace("kind: model ", f"kind: model\n  checkpoint: {default_copy}\n ")
-                   .replace("train_csv:", "# train_csv:")
-                   .replace("work_dir: runs/campaigns/demo", f"work_dir: {tmp_path / 'work'}"))
+                   .replace("train_csv:", "# train_csv:"))
     assert str(default_copy) in cfg.read_text()
     for flag in ("--prefect", "--no-prefect"):
         res = _matgen("campaign", "run", "--config", str(cfg), flag, cwd=tmp_path)
