@@ -61,7 +61,7 @@ def _print_version(value: bool) -> None:
 def _root(
     show_version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True,
-        help="Print matgen's version and exit (`matgen version` lists the libraries too)."),
+        help="Print matgen's version and exit (matgen version lists the libraries too)."),
 ) -> None:
     """matgen: generate crystals with an equivariant diffusion model, score them, and run
     closed-loop discovery campaigns."""

@@ -51,7 +51,7 @@ def validate(
     path: Annotated[
         Path,
         typer.Argument(
-            help="CSV (column `cif`), CIF, folder or extxyz; or a dataset name (mp20, ...)."
+            help="CSV (column cif), CIF, folder or extxyz; or a dataset name (mp20, ...)."
         ),
     ],
     max_atoms: Annotated[
@@ -138,7 +138,8 @@ def validate(
 def info(
     name_or_path: Annotated[str, typer.Argument(help="mp20, perov5, carbon24, mpts52 or a path.")],
     split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "train",
-    max_atoms: Annotated[int | None, typer.Option("--max-atoms", min=1)] = None,
+    max_atoms: Annotated[int | None, typer.Option(
+        "--max-atoms", min=1, help="Leave out cells with more atoms (as training does).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Ignore the processed cache.")

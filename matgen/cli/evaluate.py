@@ -75,7 +75,7 @@ def _fail(msg: str, code: int = 1) -> None:
 def evaluate(
     task: Annotated[Task, typer.Option(help="csp: match rate / RMSE; gen: de novo metrics.")],
     generated: Annotated[Path, typer.Option(help="Generated frames (extxyz).")],
-    reference: Annotated[Path, typer.Option(help="Reference CSV (CDVAE format, `cif` column).")],
+    reference: Annotated[Path, typer.Option(help="Reference CSV (CDVAE format, cif column).")],
     train: Annotated[Path | None, typer.Option(help="Training CSV, for novelty (gen).")] = None,
     out: Annotated[
         Path | None, typer.Option(help="Metrics JSON (default: next to --generated).")
@@ -131,11 +131,12 @@ def evaluate(
         bool, typer.Option(help="gen: also S.U.N. (MLIP relaxation + hull; slow).")
     ] = False,
     mlip: Annotated[str, typer.Option(help="gen --sun: MLIP name.")] = "chgnet",
-    progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="Progress on stderr: a bar on a terminal, a line every 20 s otherwise.")] = True,
 ) -> None:
     """Evaluate generated crystals: CSP match rate / RMSE, or de novo metrics.
 
-    CSP pairs frames with references by the frames' `material_id`; several frames per id are
+    CSP pairs frames with references by the frames' material_id; several frames per id are
     the k samples (best-of-k). Every metric follows the CDVAE / DiffCSP definitions.
     """
     from matgen import evaluation as ev

@@ -1,9 +1,8 @@
-"""Process-parallel map with a progress bar (StructureMatcher and CrystalNN are slow)."""
+"""Process-parallel map with progress (StructureMatcher and CrystalNN are slow)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -36,33 +35,35 @@ def parallel_map(
         items: picklable work items.
         workers: number of processes; ``<= 1`` runs in this process.
         chunksize: items per task sent to a worker (default: about 4 chunks per worker).
-        progress: show a tqdm bar on stderr.
+        progress: show progress on stderr (:class:`matgen._progress.Progress`: a bar on a
+            terminal, plain periodic lines otherwise).
         desc: bar label.
     """
-    from tqdm.auto import tqdm
+    from matgen._progress import Progress
 
     n = len(items)
-    bar = tqdm(total=n, desc=desc, disable=not progress, file=sys.stderr, dynamic_ncols=True)
     out: list[Any] = []
-    try:
-        if workers <= 1 or n <= 1:
-            import warnings
+    if workers <= 1 or n <= 1:
+        import warnings
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for x in items:
-                    out.append(fn(x))
-                    bar.update(1)
-            return out
-        if chunksize is None:
-            chunksize = max(1, min(64, n // (workers * 8) or 1))
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as ex:
-            for r in ex.map(fn, items, chunksize=chunksize):
-                out.append(r)
-                bar.update(1)
+        with Progress(desc or "work", total=n, enabled=progress and n > 0, unit="items") as bar, \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for x in items:
+                out.append(fn(x))
+                bar.advance()
         return out
-    finally:
-        bar.close()
+    if chunksize is None:
+        chunksize = max(1, min(64, n // (workers * 8) or 1))
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as ex:
+        # map submits everything now, so the workers exist (forked) before the progress
+        # thread starts: a fork never copies a lock that thread holds
+        results = ex.map(fn, items, chunksize=chunksize)
+        with Progress(desc or "work", total=n, enabled=progress, unit="items") as bar:
+            for r in results:
+                out.append(r)
+                bar.advance()
+    return out
 
 
 def chunked(items: Iterable[T], size: int) -> list[list[T]]:
