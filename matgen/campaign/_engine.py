@@ -90,6 +90,33 @@ def build_oracle(cfg: CampaignConfig) -> Oracle:
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _select_feasible(model, x_pool, q, targets, props, baseline, groups, kind, seed):
+    """:func:`matgen.acquisition.select`, falling back to the probability of a hit (``pof``)
+    when BoTorch finds no baseline point inside the hit windows ("all training points are
+    infeasible": early rounds with no hit yet). The improvement over the best feasible point
+    is then undefined and BoTorch itself advises probability of feasibility; the round
+    records ``pof`` as its acquisition."""
+    import warnings
+
+    from botorch.exceptions.warnings import BotorchWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BotorchWarning)
+        sel = select(model, x_pool, q, targets, props, baseline, groups=groups, kind=kind,
+                     seed=seed)
+    infeasible = any("training points are infeasible" in str(w.message) for w in caught)
+    for w in caught:
+        if "training points are infeasible" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    windows = any(t.minimum is not None or t.maximum is not None for t in targets)
+    if infeasible and windows and kind in ("auto", "nei", "margin_nei"):
+        log.info("no labelled candidate is inside the hit windows yet: selecting by the "
+                 "probability of a hit (pof)")
+        sel = select(model, x_pool, q, targets, props, baseline, groups=groups, kind="pof",
+                     seed=seed)
+    return sel
+
+
 def is_suspect_candidate(c: dict) -> bool:
     """A candidate the scorer put more than 0.05 eV/atom below the known hull (the score
     row's ``suspect`` flag, or its ``e_above_hull`` for scorers that set no flag)."""
@@ -591,8 +618,8 @@ class Campaign:
             kind = cfg.acquisition.kind
             groups_l = ([c["reduced_formula"] for c in pool]
                         if cfg.acquisition.diversity == "formula" else None)
-            sel = select(model, x_pool, q, self.targets, props, baseline, groups=groups_l,
-                         kind=kind, seed=cfg.round_seed(index))
+            sel = _select_feasible(model, x_pool, q, self.targets, props, baseline,
+                                   groups_l, kind, cfg.round_seed(index))
             acq_name = sel.acquisition
             picks = [(pool[i]["id"], v) for i, v in zip(sel.indices, sel.values, strict=True)]
         with self._step_tx(index, "selected") as conn:

@@ -117,3 +117,22 @@ def test_demo_config_loads_and_missing_model_is_named(tmp_path):
     assert cfg.generator.kind == "model"
     with pytest.raises(MissingModelError, match="checkpoint not found: .*nothing-here"):
         ModelGenerator(tmp_path / "nothing-here")
+
+
+def test_no_feasible_label_selects_by_probability_of_a_hit(tmp_path, toy_csv):
+    """A hit window no labelled candidate reaches: BoTorch's "all training points are
+    infeasible" is handled (probability of a hit instead), not printed."""
+    import warnings
+
+    from _toy import write_toy_config
+
+    path = write_toy_config(tmp_path, toy_csv, name="nohit", rounds=3, batch=4,
+                            extra="")
+    path.write_text(path.read_text().replace("minimum: 1.0, maximum: 3.0",
+                                             "minimum: 50.0, maximum: 60.0"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*training points are infeasible")
+        camp = Campaign(load_config(path))
+        camp.run()
+    acq = [r["acquisition"] for r in camp.store.rounds()]
+    assert acq[-1] == "pof", acq
