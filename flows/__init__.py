@@ -1,4 +1,5 @@
-"""Prefect flows: orchestration of the matgen API. Nothing in matgen imports this package."""
+"""Prefect flows: orchestration of the matgen API, installed as ``matgen_flows`` (the folder
+keeps its name). Nothing in matgen imports it except the CLI, which starts flows."""
 
 import os
 

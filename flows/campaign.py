@@ -24,8 +24,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._server import guard_ephemeral_server
 from matgen.campaign import Campaign, CampaignConfig, export_campaign, load_config
+from matgen_flows._server import guard_ephemeral_server
 
 _CAMPAIGNS: dict[tuple[str, str], Campaign] = {}
 _LOCK = threading.Lock()

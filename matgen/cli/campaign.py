@@ -138,7 +138,7 @@ def run(
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         try:
             if prefect:
-                from flows.campaign import run_campaign
+                from matgen_flows.campaign import run_campaign
 
                 _where_to_watch(
                     "Prefect: a temporary server for this run (no UI to follow it; for one: "
@@ -226,7 +226,7 @@ def serve(
             for p in exc.problems:
                 typer.echo(f"error: {config}: {p}", err=True)
             raise typer.Exit(2) from None
-    from flows.campaign import serve_campaign
+    from matgen_flows.campaign import serve_campaign
 
     _where_to_watch(
         "warning: no PREFECT_API_URL: serving on a temporary Prefect server; the schedule "

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from _toy import write_toy_config
 
-from flows.campaign import campaign_flow, campaign_for, run_campaign
 from matgen.campaign import Campaign, load_config
+from matgen_flows.campaign import campaign_flow, campaign_for, run_campaign
 
 
 def _selected(cfg) -> list[list[str]]:
@@ -46,7 +46,7 @@ def test_flow_runs_resumes_publishes_artifacts_and_matches_engine(tmp_path, toy_
 
 
 def test_serve_builds_a_cron_deployment(tmp_path, toy_csv):
-    from flows.campaign import build_deployment
+    from matgen_flows.campaign import build_deployment
 
     cfg = write_toy_config(tmp_path, toy_csv, name="served")
     dep = build_deployment(str(cfg), "0 2 * * *", rounds=5)

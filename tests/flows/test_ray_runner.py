@@ -12,8 +12,8 @@ import time
 import pytest
 from _toy import write_toy_config
 
-from flows.campaign import run_campaign
 from matgen.campaign import Campaign, load_config
+from matgen_flows.campaign import run_campaign
 
 pytest.importorskip("prefect_ray")
 

@@ -28,7 +28,7 @@ def _alive(pid: int) -> bool:
 def test_kill9_of_the_run_stops_its_temporary_prefect_server(tmp_path):
     script = textwrap.dedent("""
         import sys, time
-        from flows._server import guard_ephemeral_server
+        from matgen_flows._server import guard_ephemeral_server
         print(guard_ephemeral_server(), flush=True)
         time.sleep(600)
     """)
@@ -56,7 +56,7 @@ def test_kill9_of_the_run_stops_its_temporary_prefect_server(tmp_path):
 def test_scoring_results_are_persisted_as_json():
     from prefect.serializers import JSONSerializer, Serializer
 
-    from flows.campaign import score_chunk
+    from matgen_flows.campaign import score_chunk
 
     ser = score_chunk.result_serializer
     assert isinstance(ser if isinstance(ser, Serializer) else Serializer(type=ser),
