@@ -50,6 +50,11 @@ def score(
                      "input frame's fields, sample_id, the scores, and the MLIP's total "
                      "energy (atoms.get_potential_energy(), eV)."),
     ] = None,
+    cif_zip: Annotated[
+        Path | None,
+        typer.Option("--cif-zip", help="Also write the relaxed structures as symmetrised CIFs "
+                     "(sample_id.cif, scores as comments) in this zip."),
+    ] = None,
     progress: Annotated[bool, typer.Option(
         help="Progress on stderr: a bar on a terminal, a line every 20 s otherwise.")] = True,
 ) -> None:
@@ -87,7 +92,10 @@ def score(
         raise typer.Exit(2)
     from matgen.cli._paths import output_file_problem
 
-    for flag, path in (("--out", out), ("--relaxed-out", relaxed_out)):
+    if cif_zip is not None and cif_zip.suffix.lower() != ".zip":
+        _err.print(f"error: --cif-zip {escape(str(cif_zip))}: give a .zip file name")
+        raise typer.Exit(2)
+    for flag, path in (("--out", out), ("--relaxed-out", relaxed_out), ("--cif-zip", cif_zip)):
         why = output_file_problem(path, flag) if path is not None else None
         if why:
             _err.print(f"error: {escape(why)}")
@@ -142,6 +150,9 @@ def score(
     if relaxed_out is not None:
         with _quiet():
             write_relaxed_extxyz(relaxed_out, rows, _source_info(inp, res), mlip_name)
+    if cif_zip is not None:
+        with _quiet():
+            _write_cif_zip(cif_zip, rows, mlip_name)
     n_fail = sum(1 for r in rows if r.get("error"))
     _err.print(
         f"scored {len(rows) - n_fail} of {res.num_entries} entries; "
@@ -203,3 +214,25 @@ def _source_info(inp: Path, res) -> list[dict]:
                 d[k] = float(t[i])
         infos.append(d)
     return infos
+
+
+def _write_cif_zip(path: Path, rows: list[dict], mlip: str) -> None:
+    """The relaxed structures of scored rows as CIFs in a zip, key scores as comments."""
+    import math
+
+    from matgen.cli._cifzip import write_cif_zip
+    from matgen.surrogates._score import relaxed_structures
+
+    def items():
+        for row, s in zip(rows, relaxed_structures(rows), strict=True):
+            if s is None:
+                continue
+            head = f"matgen score: sample_id {row['id']} ({row.get('formula', '')})"
+            notes = [f"{head}, relaxed with {mlip}"]
+            for k in ("energy_per_atom", "e_form_per_atom", "e_above_hull"):
+                v = row.get(k)
+                if isinstance(v, float) and math.isfinite(v):
+                    notes.append(f"{k} = {v:.4f} eV/atom ({mlip})")
+            yield row["id"], s, notes
+
+    write_cif_zip(path, items())

@@ -79,7 +79,8 @@ def test_score_cli_columns_bad_entries_and_determinism(candidates, predictor_dir
     # progress without a terminal: plain lines on stderr
     assert "relax: 0/3 structures" in r1.output and "3/3 structures (100%), done" in r1.output
     r2 = runner.invoke(app, [*args, "--out", str(tmp_path / "b.csv"), "--no-progress",
-                             "--relaxed-out", str(tmp_path / "relaxed.extxyz")])
+                             "--relaxed-out", str(tmp_path / "relaxed.extxyz"),
+                             "--cif-zip", str(tmp_path / "relaxed_cif.zip")])
     assert r2.exit_code == 1
     assert "relax:" not in r2.output
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
@@ -92,6 +93,11 @@ def test_score_cli_columns_bad_entries_and_determinism(candidates, predictor_dir
             float(row["energy_per_atom"]) * len(f), abs=1e-4)
         assert f.info["material_id"] == row["sample_id"].replace("c", "mp-")
         assert f.info["seed"] == 7 and f.info["sampler"] == "fast"
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "relaxed_cif.zip") as zf:
+        assert zf.namelist() == ["c0.cif", "c3.cif"]
+        assert "e_above_hull = " in zf.read("c0.cif").decode()
         assert f.info["e_above_hull"] == pytest.approx(float(row["e_above_hull"]), abs=1e-5)
 
 
@@ -108,3 +114,23 @@ def test_score_cli_no_relax_and_usage_errors(candidates, predictor_dir, tmp_path
     assert r.exit_code == 1
     rows = _read(tmp_path / "n.csv")
     assert rows[0]["relax_steps"] == "0" and rows[0]["energy_per_atom"] != ""
+
+
+def test_cif_zip_beside_the_extxyz_reads_back(tmp_path, rock_salt, triclinic):
+    import zipfile
+
+    from pymatgen.core import Structure
+
+    from matgen.cli._cifzip import write_cif_zip
+
+    z = write_cif_zip(tmp_path / "x_cif.zip", [("a/1", rock_salt, ["e_above_hull = 0.01"]),
+                                               ("a/1", triclinic, []), ("t", triclinic, [])])
+    with zipfile.ZipFile(z) as zf:
+        assert zf.namelist() == ["a_1.cif", "a_1_2.cif", "t.cif"]
+        text = zf.read("a_1.cif").decode()
+        assert text.startswith("# e_above_hull = 0.01\n") and "data_a_1" in text
+        assert "Fm-3m" in text  # symmetrised
+        s = Structure.from_str(text, fmt="cif")
+        assert len(s.get_primitive_structure()) == 2
+        assert Structure.from_str(zf.read("t.cif").decode(), fmt="cif").composition == \
+            triclinic.composition
