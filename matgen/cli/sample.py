@@ -115,11 +115,15 @@ def sample(
 
     --composition A B C and --condition K=V K2=LO:HI also take several values after one flag.
     """
+    from matgen.cli._paths import output_file_problem
     from matgen.generate import SampleInputError, generate
 
     if out.suffix.lower() not in (".extxyz", ".xyz", ".cif"):
         _fail(f"--out {out}: unknown output format {out.suffix or '(no suffix)'!r}; "
               "use .extxyz (or .xyz) or .cif", 2)
+    why = output_file_problem(out, "--out")
+    if why is not None:  # before loading the model and sampling, not after
+        _fail(why, 2)
     if device not in ("auto", "cpu", "cuda"):
         _fail(f"--device must be auto, cpu or cuda (got {device!r})", 2)
     if precision not in ("auto", "bf16", "fp32"):

@@ -59,7 +59,13 @@ def train(
     """Train a denoiser from a YAML config; checkpoints go to RUN_DIR/checkpoints/."""
     from pydantic import ValidationError
 
-    from matgen.training import NonFiniteLossError, ResumeMismatchError, TrainConfig
+    from matgen.training import (
+        ConfigFileError,
+        NonFiniteLossError,
+        ResumeMismatchError,
+        TrainConfig,
+        config_error_line,
+    )
     from matgen.training import train as run_training
 
     if not config.is_file():
@@ -67,15 +73,23 @@ def train(
     try:
         cfg = TrainConfig.from_yaml(config)
     except ValidationError as e:
-        lines = [f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
-        _fail(f"{config}: invalid config: " + "; ".join(lines), 2)
-    except (TypeError, ValueError) as e:  # YAML that is not a mapping, bad YAML
-        _fail(f"{config}: {e}", 2)
+        _fail(f"{config}: invalid config: {config_error_line(e)}", 2)
+    except ConfigFileError as e:  # not YAML, empty, not a mapping, unreadable
+        _fail(str(e), 2)
+    if max_time is not None and not math.isfinite(max_time):
+        _fail(f"--max-time must be a finite number of minutes (got {max_time})", 2)
     if init is not None and not init.exists():
         _fail(f"--init {init}: not found", 2)
     if device not in ("auto", "cpu", "cuda"):
         _fail(f"--device must be auto, cpu or cuda (got {device!r})", 2)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail("--device cuda: CUDA is not available on this machine (use --device cpu "
+                  "or auto)", 2)
     run_dir = out if out is not None else Path("runs") / config.stem
+    source = f"--data {data}" if data is not None else f"data.dataset {cfg.data.dataset!r}"
     is_main = os.environ.get("RANK", "0") == "0"
     try:
         res = run_training(
@@ -90,7 +104,7 @@ def train(
         _fail(f"training diverged: {e}", 1)
     except (FileNotFoundError, KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        _fail(f"data: {msg}", 1)
+        _fail(f"data ({source}): {' '.join(str(msg).split())}", 1)
     if is_main:
         tail = [v for _, v in res.losses[-50:] if math.isfinite(v)]
         last = sum(tail) / len(tail) if tail else float("nan")

@@ -3,6 +3,7 @@ histogram of atoms per cell (de novo)."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,19 @@ from matgen.crystal import MAX_Z
 
 
 class SampleInputError(ValueError):
-    """Bad sampling input (one line, meant for the user)."""
+    """Bad sampling input (one line, meant for the user: line breaks in a message, e.g. from
+    a library's error about the user's text, become spaces)."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(" ".join(str(message).split()), *args)
+
+
+#: Largest cell a formula may ask for: far beyond any training set here (MP-20: 20 atoms,
+#: MPTS-52: 52), small enough that a typo (``Na1000Cl1000``) is refused instead of starting a
+#: sampling run that exhausts memory.
+MAX_CELL_ATOMS = 500
+
+_SYMBOL = re.compile(r"[A-Z][a-z]?")
 
 
 @dataclass(frozen=True)
@@ -35,26 +48,60 @@ class Request:
     material_id: str = ""
 
 
-def _formula_atoms(formula: str) -> list[int]:
+def _formula_atoms(formula: str, units: int = 1) -> list[int]:
+    """Atomic numbers of ``formula`` (counts as written) times ``units``.
+
+    Raises:
+        SampleInputError: not a formula, an element written with a zero or fractional count
+            (``Na0Cl``, ``NaCl0.5``), an unknown element, or a cell above
+            :data:`MAX_CELL_ATOMS` atoms.
+    """
     from pymatgen.core import Composition
 
+    if not formula.strip():
+        raise SampleInputError("bad formula '': empty")
     try:
         comp = Composition(formula)
-    except (ValueError, KeyError) as e:  # pymatgen raises both for bad formulas
+    except (ValueError, KeyError, TypeError, OverflowError) as e:  # pymatgen raises all these
         raise SampleInputError(f"bad formula {formula!r}: {e}") from None
-    if len(comp) == 0:
-        raise SampleInputError(f"bad formula {formula!r}: no elements")
     if not comp.valid:  # pymatgen reads unknown symbols as dummy species
         raise SampleInputError(f"bad formula {formula!r}: unknown element")
-    zs: list[int] = []
+    # pymatgen drops elements written with a zero count (Na0Cl reads as Cl): refuse them
+    zero = [s for s in dict.fromkeys(_SYMBOL.findall(formula))
+            if s not in {el.symbol for el in comp}]
+    if zero:
+        raise SampleInputError(f"bad formula {formula!r}: {', '.join(zero)} with count 0")
+    if len(comp) == 0:
+        raise SampleInputError(f"bad formula {formula!r}: no elements")
+    counts: list[tuple[int, int]] = []
     for el, amt in sorted(comp.items(), key=lambda t: t[0].Z):
-        n = round(float(amt))
-        if abs(float(amt) - n) > 1e-6 or n < 1:
+        a = float(amt)
+        n = round(a) if math.isfinite(a) else 0
+        if not math.isfinite(a) or abs(a - n) > 1e-6 or n < 1:
             raise SampleInputError(f"bad formula {formula!r}: {el} count {amt} is not a whole number")
         if el.Z > MAX_Z:
             raise SampleInputError(f"bad formula {formula!r}: {el} (Z={el.Z}) beyond Z={MAX_Z}")
-        zs.extend([el.Z] * n)
-    return zs
+        counts.append((el.Z, n))
+    total = sum(n for _, n in counts) * units
+    if total > MAX_CELL_ATOMS:
+        times = f" x {units} formula units" if units != 1 else ""
+        raise SampleInputError(f"bad formula {formula!r}{times}: {total} atoms per cell, above "
+                               f"the limit of {MAX_CELL_ATOMS}")
+    return [z for z, n in counts for _ in range(n * units)]
+
+
+def check_formula(formula: str, formula_units: int | Literal["as-written", "auto"]) -> None:
+    """The checks on a formula that need no checkpoint (see :func:`_formula_atoms`; with an
+    integer ``formula_units`` the cell-size limit of that many reduced formula units).
+
+    Raises:
+        SampleInputError: one line naming the formula.
+    """
+    _formula_atoms(formula)
+    if formula_units not in ("as-written", "auto"):
+        from pymatgen.core import Composition
+
+        _formula_atoms(Composition(formula).reduced_formula, int(formula_units))
 
 
 def _compact(zs: Sequence[int]) -> str:
@@ -92,7 +139,8 @@ def expand_formula(
 
     if formula_units == "as-written":
         return _formula_atoms(formula)
-    reduced = Composition(formula).reduced_formula if formula else formula
+    _formula_atoms(formula)  # the checks on the formula as the user wrote it
+    reduced = Composition(formula).reduced_formula
     base = _formula_atoms(reduced)
     if formula_units == "auto":
         keys, w = _units_weights(meta)
@@ -108,6 +156,7 @@ def expand_formula(
         z = int(formula_units)
         if z < 1:
             raise SampleInputError("formula units must be >= 1")
+        _formula_atoms(reduced, z)  # the cell-size limit
     return base * z
 
 

@@ -3,12 +3,13 @@ in one place, with their defaults and the checks that need no checkpoint."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from matgen.generate._requests import SampleInputError
+from matgen.generate._requests import SampleInputError, check_formula
 from matgen.generate._targets import ConditionSpec, parse_condition
 
 SamplerName = Literal["pc", "fast", "consistency", "auto"]
@@ -79,8 +80,31 @@ class SampleSpec:
             raise SampleInputError("--num must be >= 1")
         if self.batch_size < 1:
             raise SampleInputError("--batch-size must be >= 1")
-        if self.flow_slope is not None and not self.flow_slope >= 0:
+        if self.flow_slope is not None and not (
+                self.flow_slope >= 0 and math.isfinite(self.flow_slope)):
             raise SampleInputError(f"--flow-slope must be a number >= 0 (got {self.flow_slope})")
+        if not math.isfinite(self.guidance):
+            raise SampleInputError(f"--guidance must be a finite number (got {self.guidance})")
+        if self.steps is not None and self.steps < 1:
+            raise SampleInputError(f"--steps must be >= 1 (got {self.steps})")
+        device = str(self.device)
+        if device not in ("auto", "cpu") and not device.startswith("cuda"):
+            raise SampleInputError(f"--device must be auto, cpu or cuda (got {device!r})")
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise SampleInputError(f"--device {device}: CUDA is not available on this "
+                                       "machine (use --device cpu or auto)")
+        if self.chemsys is not None:
+            from matgen.guidance import parse_chemsys
+
+            try:
+                parse_chemsys(self.chemsys)
+            except ValueError as e:
+                raise SampleInputError(f"--chemsys {self.chemsys!r}: {e}") from None
+        for formula in self.compositions:  # before any checkpoint is loaded
+            check_formula(formula, self.formula_units)
         csv_given = self.compositions_from is not None
         task = "csp" if (self.compositions or csv_given) else self.task
         if task == "csp" and not self.compositions and not csv_given:

@@ -77,6 +77,8 @@ def parse_condition(text: str) -> ConditionSpec:
             f"bad condition {text!r}: expected KEY=VALUE, KEY=LO:HI, KEY=:HI or KEY=LO:"
         )
     name, lo, colon, hi = m.groups()
+    if not all(math.isfinite(float(x)) for x in (lo, hi) if x is not None):
+        raise ValueError(f"bad condition {text!r}: values must be finite numbers")
     if colon is None:
         if lo is None or hi is not None:
             raise ValueError(f"bad condition {text!r}: missing value")

@@ -1,7 +1,9 @@
 """matgen.training: config-driven training of crystal denoisers (sampling is matgen.generate).
 
 Public API:
-    TrainConfig (and its parts DataConfig, ConditionConfig, OptimConfig): YAML configs.
+    TrainConfig (and its parts DataConfig, ConditionConfig, OptimConfig): YAML configs;
+        ConfigFileError (a file that is not a YAML mapping) and config_error_line (a
+        validation error as one line naming the keys).
     train(cfg, ...) -> RunResult: the loop (AdamW, warm-up + cosine LR, EMA, grad clipping,
         bf16 autocast on CUDA, optional torch.compile, resumable atomic checkpoints, DDP under
         torchrun).
@@ -58,7 +60,14 @@ from matgen.training._components import (
     load_init_weights,
 )
 from matgen.training._conditions import training_conditions
-from matgen.training._config import ConditionConfig, DataConfig, OptimConfig, TrainConfig
+from matgen.training._config import (
+    ConditionConfig,
+    ConfigFileError,
+    DataConfig,
+    OptimConfig,
+    TrainConfig,
+    config_error_line,
+)
 from matgen.training._data import IndexStream, InMemorySource, dataset_stats
 from matgen.training._distributed import DistInfo, setup_distributed
 from matgen.training._ema import EMA
@@ -70,6 +79,7 @@ __all__ = [
     "EMA",
     "ConditionConfig",
     "ConditionSpec",
+    "ConfigFileError",
     "DataConfig",
     "DistInfo",
     "InMemorySource",
@@ -84,6 +94,7 @@ __all__ = [
     "TrainConfig",
     "TrainingObjective",
     "build_components",
+    "config_error_line",
     "dataset_stats",
     "expand_formula",
     "generate",

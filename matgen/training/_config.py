@@ -12,6 +12,25 @@ from matgen.diffusion import DiffusionConfig
 from matgen.models import ConditionSpec, DenoiserConfig
 
 
+class ConfigFileError(ValueError):
+    """A config file that cannot be read as a YAML mapping (one line naming the file)."""
+
+
+def config_error_line(exc: Any) -> str:
+    """A pydantic ``ValidationError`` as one line: ``key.path: message (got VALUE)`` per
+    problem, joined with ``; ``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "(top level)"
+        msg = " ".join(str(err.get("msg", "invalid")).split())
+        got = ""
+        if err.get("type") not in ("extra_forbidden", "missing") and "input" in err:
+            shown = repr(err["input"])
+            got = f" (got {shown if len(shown) <= 40 else shown[:37] + '...'})"
+        parts.append(f"{loc}: {msg}{got}")
+    return "; ".join(parts)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -179,11 +198,34 @@ class TrainConfig(_Strict):
     # ------------------------------------------------------------------ io
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        """Read and validate a YAML file (unknown keys are an error)."""
-        with open(path) as fh:
-            raw = yaml.safe_load(fh) or {}
+        """Read and validate a YAML file (unknown keys are an error).
+
+        Raises:
+            ConfigFileError: the file is unreadable, not YAML, empty or not a mapping (one
+                line naming the file, and the line and column of a syntax error).
+            pydantic.ValidationError: a key is unknown or a value is wrong (see
+                :func:`config_error_line`).
+        """
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigFileError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})"
+                                  ) from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            what = getattr(e, "problem", None) or type(e).__name__
+            raise ConfigFileError(f"{path}: not valid YAML{where}: {what}") from None
+        except (ValueError, RecursionError) as e:  # e.g. an out-of-range timestamp
+            raise ConfigFileError(f"{path}: not valid YAML: {e}") from None
+        if raw is None:
+            raise ConfigFileError(f"{path}: the config is empty; start from one in "
+                                  "configs/train/ (e.g. tiny.yaml)")
         if not isinstance(raw, dict):
-            raise TypeError(f"{path}: a training config must be a YAML mapping")
+            raise ConfigFileError(f"{path}: a training config must be a YAML mapping of keys "
+                                  f"(got a {type(raw).__name__})")
         return cls.model_validate(raw)
 
     def to_dict(self) -> dict[str, Any]:

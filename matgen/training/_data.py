@@ -297,6 +297,8 @@ def dataset_stats(
             "min": vmin,
             "max": vmax,
         }
+    if n == 0:
+        raise ValueError("no crystals in the training data")
     return {
         "num_crystals": n,
         "mean_volume_per_atom": vpa_sum / n,

@@ -187,6 +187,11 @@ def load_val_source(cfg: TrainConfig, data: Any, val_data: Any, say) -> BatchSou
 
 def load_data(cfg: TrainConfig, call: TrainCall, start_ckpt: Path | None, init, say) -> TrainData:
     source, desc = load_source(cfg, call.data, cfg.data.train_split)
+    if len(source) == 0:
+        where = desc.get("source") or desc.get("name")
+        limit = f" (data.max_atoms: {cfg.data.max_atoms})" if cfg.data.max_atoms else ""
+        raise ValueError(f"{where}: no usable crystals to train on{limit}; list the bad rows "
+                         f"with `matgen data validate {where}`")
     inherited, inherited_stats = inherited_for(start_ckpt, init)
     old_names = [sp.name for sp in inherited]
     names = old_names + [n for n in cfg.conditions.names if n not in old_names]
@@ -274,7 +279,7 @@ def build_run(cfg, info, run_dir, call: TrainCall, init, start_ckpt, teacher_pat
 def resume_from(run: Run, state: RunState, ckpt: Path) -> None:
     """Weights, EMA, optimizer, schedule, position, counters and (same world size) RNG."""
     cfg, info = run.cfg, run.info
-    check_resumable(cfg, ckpt)
+    check_resumable(cfg, ckpt, run.base_meta.get("dataset"))
     # on CPU: RNG states must stay CPU tensors; load_state_dict moves the rest
     st = load_training_state(ckpt, map_location="cpu")
     run.model.load_state_dict(st["model"])
@@ -373,12 +378,56 @@ def set_rng_state(state: dict, info: DistInfo) -> None:
         torch.cuda.set_rng_state(state["cuda"], info.device)
 
 
-def check_resumable(cfg: TrainConfig, ckpt: Path) -> None:
-    old = read_metadata(ckpt).get("config") or {}
+def _leaf_changes(old: Any, new: Any, prefix: str) -> list[str]:
+    """``key.path: OLD -> NEW`` for every leaf that differs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _leaf_changes(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+#: Keys of ``data`` that change which crystals a run trains on (validation keys do not).
+_DATA_KEYS = ("train_split", "max_atoms", "reduce")
+
+
+def _dataset_changes(old: dict, new: dict) -> list[str]:
+    """The training set of a run (``metadata.dataset``) against this call's."""
+    if not old or not new:
+        return []
+    old_sha, new_sha = old.get("sha256"), new.get("sha256")
+    same = old_sha == new_sha if old_sha and new_sha else (
+        old.get("source") == new.get("source") and old.get("num_crystals") == new.get("num_crystals"))
+    if same:
+        return []
+
+    def show(d: dict) -> str:
+        sha = f", sha256 {d['sha256'][:12]}" if d.get("sha256") else ""
+        return f"{d.get('source') or d.get('name')} ({d.get('num_crystals')} crystals{sha})"
+
+    return [f"data: the run trained on {show(old)}, this call gives {show(new)}"]
+
+
+def check_resumable(cfg: TrainConfig, ckpt: Path, dataset: dict | None = None) -> None:
+    """Refuse to resume ``ckpt`` with another model, diffusion, conditions, task or training
+    data than its run's (``dataset``: this call's ``metadata.dataset``).
+
+    Raises:
+        ResumeMismatchError: one line naming every difference (``model.hidden: 32 -> 64``).
+    """
+    meta = read_metadata(ckpt)
+    old = meta.get("config") or {}
     new = cfg.to_dict()
-    diff = [k for k in ("model", "diffusion", "conditions", "task") if old.get(k) != new.get(k)]
+    diff = []
+    for k in ("model", "diffusion", "conditions", "task"):
+        diff += _leaf_changes(old.get(k), new.get(k), k)
+    old_data, new_data = old.get("data") or {}, new.get("data") or {}
+    diff += _leaf_changes({k: old_data.get(k) for k in _DATA_KEYS if k in old_data},
+                          {k: new_data.get(k) for k in _DATA_KEYS if k in old_data}, "data")
+    diff += _dataset_changes(meta.get("dataset") or {}, dataset or {})
     if diff:
         raise ResumeMismatchError(
-            f"cannot resume {ckpt}: the config's {', '.join(diff)} differ from the run's "
-            "(use the run's config.yaml, or start a new run with --init)"
+            f"cannot resume {ckpt}: {'; '.join(diff)} (use the run's config.yaml and data, or "
+            "start a new run with --init)"
         )

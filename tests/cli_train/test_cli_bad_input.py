@@ -1,0 +1,109 @@
+"""`matgen sample` and `matgen train` given what a hostile new user types (issue 20, items 9,
+12, 13): each is one line naming the option, file or key, exit 2 (usage) or 1 (data), never a
+traceback, and nothing is computed first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from matgen.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def _one_line_error(res, code: int, *words: str) -> None:
+    out = res.output
+    assert res.exit_code == code, out
+    assert "Traceback" not in out and out.startswith("error: "), out
+    assert out.strip().count("\n") == 0, out
+    assert all(w in out for w in words), out
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--guidance", "nan"], ["--guidance", "finite"]),
+    (["--guidance", "inf"], ["--guidance", "finite"]),
+    (["--chemsys", ""], ["--chemsys", "empty"]),
+    (["--chemsys", " - "], ["--chemsys", "empty"]),
+    (["--chemsys", "Li-Xx-O"], ["--chemsys", "unknown element 'Xx'"]),
+    (["--condition", "band_gap=1e999"], ["band_gap=1e999", "finite"]),
+    (["--flow-slope", "nan"], ["--flow-slope"]),
+])
+def test_sample_option_errors_before_loading_anything(tmp_path, args, words):
+    out = tmp_path / "x.extxyz"
+    res = runner.invoke(app, ["sample", "--out", str(out), "--no-progress", *args])
+    _one_line_error(res, 2, *words)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("formula", "words"), [
+    ("Na0Cl", ["'Na0Cl'", "Na with count 0"]),
+    ("(NaCl)0", ["Na, Cl with count 0"]),
+    ("Na1000Cl1000", ["2000 atoms per cell", "limit of 500"]),
+    ("Na1e30Cl", ["atoms per cell"]),
+    ("NaCl0.5", ["not a whole number"]),
+    ("Xy2O", ["unknown element"]),
+])
+def test_sample_refuses_bad_formulas(tmp_path, formula, words):
+    out = tmp_path / "x.extxyz"
+    res = runner.invoke(app, ["sample", "--out", str(out), "--no-progress", "--task", "csp",
+                              "--composition", formula, "--steps", "1", "--sampler", "fast"])
+    _one_line_error(res, 2, *words)
+    assert not out.exists()
+
+
+def test_sample_refuses_formula_units_beyond_the_cell_limit(tmp_path):
+    res = runner.invoke(app, ["sample", "--out", str(tmp_path / "x.extxyz"), "--no-progress",
+                              "--composition", "NaCl", "--formula-units", "1000"])
+    _one_line_error(res, 2, "x 1000 formula units", "2000 atoms per cell")
+
+
+@pytest.mark.parametrize(("out", "why"), [("folder.extxyz", "is a folder"),
+                                          ("file.txt/x.extxyz", "is not a folder")])
+def test_sample_checks_its_output_path_first(tmp_path, out, why):
+    (tmp_path / "folder.extxyz").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    res = runner.invoke(app, ["sample", "--out", str(tmp_path / out), "--no-progress"])
+    _one_line_error(res, 2, "--out", why)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("cmd", ["sample", "train"])
+def test_device_cuda_without_cuda_is_one_line(tmp_path, cmd):
+    args = (["sample", "--out", str(tmp_path / "x.extxyz")] if cmd == "sample" else
+            ["train", "--config", str(REPO / "configs/train/tiny.yaml"),
+             "--out", str(tmp_path / "run")])
+    res = runner.invoke(app, [*args, "--device", "cuda", "--no-progress"])
+    _one_line_error(res, 2, "--device cuda", "CUDA is not available")
+
+
+@pytest.mark.parametrize(("text", "code", "words"), [
+    ("batch_size: [1\n", 2, ["not valid YAML at line 2"]),
+    ("", 2, ["the config is empty"]),
+    ("model:\n  hiden: 3\n", 2, ["model.hiden"]),
+    ("batch_size: abc\n", 2, ["batch_size", "'abc'"]),
+    ("data:\n  dataset: /nonexistent/x.csv\n", 1, ["data.dataset", "/nonexistent/x.csv"]),
+    ("data:\n  dataset: perov5\n  train_split: nosuch\n", 1, ["nosuch"]),
+])
+def test_train_config_errors(tmp_path, text, code, words):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    res = runner.invoke(app, ["train", "--config", str(p), "--out", str(tmp_path / "run"),
+                              "--no-progress"])
+    _one_line_error(res, code, *words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_on_a_file_with_no_good_rows_is_a_data_error(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("material_id,cif\nx,garbage\ny,\n")
+    res = runner.invoke(app, ["train", "--config", str(REPO / "configs/train/tiny.yaml"),
+                              "--data", str(bad), "--out", str(tmp_path / "run"),
+                              "--no-progress"])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("error: data (--data ") and "no usable crystals" in last
