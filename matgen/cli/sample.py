@@ -1,7 +1,9 @@
 """`matgen sample`: generate crystals (de novo or CSP, optionally conditioned) to extxyz or CIF.
 
 A thin wrapper over :func:`matgen.generate.generate`. Results are appended to
-``OUT.partial`` as each batch finishes (a crash keeps them) and renamed to ``OUT`` at the end.
+``OUT.partial`` as each batch finishes (a crash keeps them) and renamed to ``OUT`` at the end;
+the same command run again after a kill resumes from the finished batches (a partial file from
+other options is kept aside as ``OUT.partial.kept-N``, never deleted).
 Exit codes: 0 ok, 1 bad input data, 2 usage error.
 """
 

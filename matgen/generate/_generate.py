@@ -44,10 +44,10 @@ class SampleResult:
 
     Attributes:
         path: the extxyz file.
-        num_structures: frames written.
+        num_structures: frames in the file (those of a resumed ``.partial`` included).
         checkpoint_id: short sha256 of the weights.
-        elapsed_s: wall-clock seconds of generation (loading excluded).
-        structures_per_s: ``num_structures / elapsed_s``.
+        elapsed_s: wall-clock seconds of this call's generation (loading excluded).
+        structures_per_s: structures this call generated per second.
         skipped: one-line reasons for input rows that could not be used.
     """
 
@@ -299,10 +299,13 @@ def frame_info(plan: SamplePlan, lo: int, chunk: list[Request]) -> dict[str, lis
     return info
 
 
-def sample_batches(plan: SamplePlan) -> Iterator[SampledBatch]:
-    """Generate the plan's requests batch by batch."""
+def sample_batches(plan: SamplePlan, start: int = 0) -> Iterator[SampledBatch]:
+    """Generate the plan's requests batch by batch, from batch ``start`` on (the earlier ones
+    are finished: batch ``k`` is the same whatever ran before it)."""
     size = plan.spec.batch_size
     for k, lo in enumerate(range(0, len(plan.requests), size)):
+        if k < start:
+            continue
         chunk = plan.requests[lo : lo + size]
         res = _sample_batch(plan, k, lo, chunk)
         info = frame_info(plan, lo, chunk)
@@ -319,16 +322,42 @@ def sample_batches(plan: SamplePlan) -> Iterator[SampledBatch]:
                            0 if failed is None else int((failed != 0).sum()))
 
 
-def _drive(plan: SamplePlan, progress: bool, sink: Callable[[SampledBatch], None]) -> float:
-    """Run every batch into ``sink`` (with a progress bar); the seconds it took."""
+def plan_fingerprint(plan: SamplePlan) -> str:
+    """sha256 of everything that decides the frames a plan writes (weights, sampler, seeds,
+    batches, requests, drawn targets, options): a finished batch of one run is the same batch
+    in another run with the same fingerprint."""
+    import hashlib
+    import json
+
+    spec = plan.spec
+    doc = {
+        "checkpoint": plan.checkpoint_id, "sampler": plan.sampler, "steps": plan.steps,
+        "seed": spec.seed, "batch_size": spec.batch_size, "task": spec.task,
+        "guidance": float(spec.guidance), "precision": spec.precision,
+        "device": plan.device.type, "chemsys": spec.chemsys,
+        "flow_slope": getattr(getattr(plan.diffusion, "cfg", None), "flow_slope", None),
+        "targets": [t.describe() for t in plan.targets],
+        "values": {k: [float(x) for x in v] for k, v in plan.values.items()},
+        "requests": [[r.num_atoms, list(r.atomic_numbers or ()), r.composition, r.material_id]
+                     for r in plan.requests],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _drive(plan: SamplePlan, progress: bool, sink: Callable[[SampledBatch], None],
+           start: int = 0) -> float:
+    """Run every batch from ``start`` on into ``sink`` (with a progress bar); the seconds it
+    took."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(plan.requests), desc="sample", unit="struct", dynamic_ncols=True)
+        done = min(len(plan.requests), start * plan.spec.batch_size)
+        bar = tqdm(total=len(plan.requests), initial=done, desc="sample", unit="struct",
+                   dynamic_ncols=True)
     t0 = time.perf_counter()
     try:
-        for item in sample_batches(plan):
+        for item in sample_batches(plan, start):
             sink(item)
             if bar is not None:
                 bar.update(len(item.requests))
@@ -356,7 +385,9 @@ def generate(
 
     Args:
         out: output ``.extxyz`` / ``.xyz``, or ``.cif`` (one data block per crystal, the
-            frame info as comments); ``out.partial`` grows while batches finish.
+            frame info as comments); ``out.partial`` grows while batches finish, and a
+            killed run called again with the same options resumes from it (see
+            :class:`matgen.generate._output.PartialExtxyz`).
         checkpoint: see :class:`SampleSpec` (``None``: the shipped default model).
         num: de novo: structures in all; CSP: structures per composition / CSV row.
         progress: show a progress bar.
@@ -373,23 +404,26 @@ def generate(
     """
     output_format(out)  # an unknown suffix fails before any work
     plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent)
-    writer = open_writer(out)
-    written = failed = 0
+    writer = open_writer(out, plan_fingerprint(plan), log or _silent)
+    written, failed = writer.frames_done, writer.failed_done
+    new = 0
 
     def sink(item: SampledBatch) -> None:
-        nonlocal written, failed
+        nonlocal written, failed, new
         if item.requests:
             writer.append(item.crystals, item.info, item.keep_id)
+        writer.batch_done(len(item.requests), item.failed)
         written += len(item.requests)
+        new += len(item.requests)
         failed += item.failed
 
-    elapsed = _drive(plan, progress, sink)
+    elapsed = _drive(plan, progress, sink, writer.batches_done)
     path = writer.finish()
     if failed and log is not None:
         log(f"{failed} structure(s) failed numerically during sampling (non-finite values) and "
             "were not written; more sampler steps usually avoid this")
     return SampleResult(path, written, plan.checkpoint_id, elapsed,
-                        written / elapsed if elapsed > 0 else math.inf, plan.skipped)
+                        new / elapsed if elapsed > 0 else math.inf, plan.skipped)
 
 
 def sample_structures(
@@ -412,7 +446,7 @@ def sample_structures(
     if out is not None:
         output_format(out)
     plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent)
-    writer = open_writer(out) if out is not None else None
+    writer = open_writer(out, None, log or _silent) if out is not None else None
     structures: list = []
 
     def sink(item: SampledBatch) -> None:
