@@ -39,6 +39,8 @@ from matgen.campaign._components import (
     Scorer,
     SurrogateScorer,
     finite,
+    load_scorer_state,
+    save_scorer_state,
 )
 from matgen.campaign._config import CampaignConfig, config_changes
 from matgen.campaign._metrics import round_metrics
@@ -142,14 +144,20 @@ class ImportReport:
 
 def _describe(structure) -> tuple[str, str, str | None]:
     """(formula, reduced formula, space group symbol or None)."""
+    import warnings
+
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     comp = structure.composition
-    try:
-        sg = SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_symbol()
-    except Exception:  # noqa: BLE001 - spglib fails on broken cells
-        sg = None
-    return comp.formula.replace(" ", ""), comp.reduced_formula, sg
+    # elements sort by electronegativity; noble gases have none and pymatgen warns (nothing a
+    # user can act on)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            sg = SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_symbol()
+        except Exception:  # noqa: BLE001 - spglib fails on broken cells
+            sg = None
+        return comp.formula.replace(" ", ""), comp.reduced_formula, sg
 
 
 def _validity_reason(structure) -> str | None:
@@ -215,6 +223,7 @@ class Campaign:
             for o in cfg.objectives
         ]
         self._train_index: dict[str, list[str]] | None = None
+        self._scorer_round: int | None = None  # the updated round the scorer's state is from
         self._lock = threading.RLock()
         self._warnings: list[str] | None = None
         self._progress: Any = None  # a matgen._progress.Progress while run() shows one
@@ -260,10 +269,22 @@ class Campaign:
 
     @property
     def scorer(self) -> Scorer:
+        """The scorer, with the learning state of the newest round the store records as
+        updated (saved by :meth:`_update`): a resumed run, or one that waited while another
+        run updated, scores as an uninterrupted run would."""
         with self._lock:
             if self._scorer is None:
                 self._scorer = build_scorer(self.cfg)
+            updated = [r["index"] for r in self.store.rounds()
+                       if STEPS.index(r["status"]) >= STEPS.index("updated")]
+            newest = max(updated, default=None)
+            if newest != self._scorer_round:
+                load_scorer_state(self._scorer, self._scorer_state_dir(), newest)
+                self._scorer_round = newest
         return self._scorer
+
+    def _scorer_state_dir(self) -> Path:
+        return self.cfg.work_path() / "scorer_state"
 
     @property
     def oracle(self) -> Oracle:
@@ -814,9 +835,11 @@ class Campaign:
         version = None
         if rows:
             version = self.scorer.update(structs, [labels[c["id"]] for c in rows])
+            save_scorer_state(self.scorer, self._scorer_state_dir(), index)  # before recording
         with self._step_tx(index, "updated") as conn:
             fields = {"model_version": str(version)} if version else {}
             self.store.advance(conn, index, "updated", **fields)
+        self._scorer_round = index  # the state in memory is the one just recorded
 
     # ------------------------------------------------------------------ 7. report
     def is_hit(self, lab: dict[str, float | None]) -> bool:
