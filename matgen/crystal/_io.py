@@ -146,8 +146,9 @@ class _Raw:
 
 
 def _file_error(label: str, reason: str) -> _Raw:
-    """A whole file that cannot be used counts as one bad entry named by the file."""
-    return _Raw(label, "", error=reason)
+    """A whole file that cannot be used counts as one bad entry named by the file (one line:
+    a reason may quote the file, e.g. a CIF read as column names when the header is gone)."""
+    return _Raw(label, "", error=_one_line(reason))
 
 
 def _one_line(msg: str, limit: int = 200) -> str:
