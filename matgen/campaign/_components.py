@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -44,6 +48,11 @@ class Scorer(Protocol):
     ``update(structures, labels)`` retrains the property predictors with new oracle labels
     (active learning) and returns the new model version. ``model_version`` and
     ``hull_version`` name what was used.
+
+    A scorer that learns should also offer ``save_learning_state(folder)`` and
+    ``load_learning_state(folder)``: the campaign saves it after each round's update and loads
+    it when it resumes, so a killed-and-resumed campaign scores (and names its model) as an
+    uninterrupted one does (see :func:`save_scorer_state`).
     """
 
     model_version: str
@@ -145,6 +154,16 @@ class DatasetScorer:
         self.updates += 1
         self.model_version = f"{self.model_version.split('+')[0]}+al{self.updates}"
         return self.model_version
+
+    def save_learning_state(self, folder: Path) -> None:
+        """Write what :meth:`update` learnt (its count and version) to ``folder``."""
+        _write_json(folder / STATE_FILE, {"updates": self.updates,
+                                          "model_version": self.model_version})
+
+    def load_learning_state(self, folder: Path) -> None:
+        """Inverse of :meth:`save_learning_state`."""
+        st = _read_json(folder / STATE_FILE)
+        self.updates, self.model_version = int(st["updates"]), str(st["model_version"])
 
 
 # ---------------------------------------------------------------------------------- model
@@ -312,6 +331,98 @@ class SurrogateScorer:
             self.updates += 1
             self.model_version = f"{self.model_version.split('+al')[0]}+al{self.updates}"
         return self.model_version
+
+    def save_learning_state(self, folder: Path) -> None:
+        """Write the refitted predictors (safetensors + JSON each), the update count and the
+        version to ``folder``."""
+        for k, p in enumerate(self.predictors):
+            p.save(folder / f"predictor_{k}")
+        _write_json(folder / STATE_FILE, {"updates": self.updates,
+                                          "model_version": self.model_version,
+                                          "predictors": [p.label for p in self.predictors]})
+
+    def load_learning_state(self, folder: Path) -> None:
+        """Inverse of :meth:`save_learning_state`."""
+        st = _read_json(folder / STATE_FILE)
+        self.predictors = [self._sur.PropertyPredictor.load(folder / f"predictor_{k}")
+                           for k in range(len(st["predictors"]))]
+        self.updates, self.model_version = int(st["updates"]), str(st["model_version"])
+
+
+# ---------------------------------------------------------------------------------- learning state
+#: The scorer's own file in a saved learning state folder.
+STATE_FILE = "scorer.json"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with open(path, "w") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_json(path: Path) -> dict:
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise TypeError(f"{path}: not a JSON object")
+    return data
+
+
+def _round_of(folder: Path) -> int | None:
+    name = folder.name
+    if not name.startswith("round_") or not name[6:].isdigit():
+        return None
+    return int(name[6:])
+
+
+def save_scorer_state(scorer: Any, root: str | Path, round_index: int) -> Path | None:
+    """Save ``scorer``'s learning state as it is after round ``round_index``'s update, in
+    ``root/round_NNNN`` (written in a temporary folder, then renamed: a kill leaves the old
+    folder or the new one, never half of one). ``None`` for a scorer that keeps no state.
+
+    The caller records the round as updated only after this returns; a state folder of a
+    round not recorded as updated is never loaded (see :func:`load_scorer_state`).
+    """
+    save = getattr(scorer, "save_learning_state", None)
+    if save is None:
+        return None
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"round_{round_index:04d}"
+    tmp = root / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save(tmp)
+    if target.exists():  # an update redone after a kill before its round was recorded
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def load_scorer_state(scorer: Any, root: str | Path, updated_through: int | None) -> int | None:
+    """Load into ``scorer`` the newest learning state saved for a round ``<=
+    updated_through`` (the newest round the store records as updated); the round it came
+    from, or ``None`` when there is none (the scorer keeps its fresh state).
+
+    Raises:
+        ValueError: the state folder is damaged (one line naming it).
+    """
+    load = getattr(scorer, "load_learning_state", None)
+    root = Path(root)
+    if load is None or updated_through is None or not root.is_dir():
+        return None
+    found = sorted((r, p) for p in root.iterdir()
+                   if p.is_dir() and (r := _round_of(p)) is not None and r <= updated_through)
+    if not found:
+        return None
+    r, folder = found[-1]
+    try:
+        load(folder)
+    except Exception as exc:  # noqa: BLE001 - any damage is one line naming the folder
+        raise ValueError(f"{folder}: scorer learning state unreadable ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())}); move the folder away to resume from "
+                         "an earlier round's state") from None
+    return r
 
 
 def finite(x: Any) -> float | None:

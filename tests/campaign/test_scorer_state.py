@@ -1,0 +1,69 @@
+"""The scorer's learning state survives a restart (issue 20, chaos test): a campaign stopped
+after a round and resumed in a new process scores and records the same model versions as an
+uninterrupted one; a state saved for a round the store never recorded as updated is ignored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _toy import write_toy_config
+
+from matgen.campaign import Campaign, load_config
+from matgen.campaign._components import (
+    DatasetScorer,
+    load_scorer_state,
+    save_scorer_state,
+)
+
+
+def _versions(cfg_path):
+    camp = Campaign(load_config(cfg_path))
+    try:
+        return [(r["index"], r["model_version"]) for r in camp.store.rounds()]
+    finally:
+        camp.store.dispose()
+
+
+def test_a_resumed_campaign_records_the_same_model_versions(tmp_path, toy_csv):
+    (tmp_path / "ref").mkdir()
+    ref = write_toy_config(tmp_path / "ref", toy_csv, rounds=2)
+    Campaign(load_config(ref)).run()
+    (tmp_path / "cut").mkdir()
+    cut = write_toy_config(tmp_path / "cut", toy_csv, rounds=2)
+    Campaign(load_config(cut)).run(rounds=1)  # stopped after round 0
+    Campaign(load_config(cut)).run()  # resumed with a fresh scorer, as a new process has
+    want = _versions(ref)
+    assert [v for _, v in want] == [f"dataset-scorer:{toy_csv.name}+al{i}" for i in (1, 2)]
+    assert _versions(cut) == want
+    saved = sorted(p.name for p in (tmp_path / "cut" / "work" / "scorer_state").iterdir())
+    assert saved == ["round_0000", "round_0001"]
+
+
+def test_only_recorded_rounds_are_loaded_and_saving_replaces_whole(tmp_path, toy_csv):
+    root = tmp_path / "state"
+    sc = DatasetScorer(toy_csv, ["band_gap"], {})
+    for i in range(3):
+        sc.update([], [])
+        save_scorer_state(sc, root, i)
+    sc.update([], [])
+    save_scorer_state(sc, root, 2)  # an update redone after a kill: replaced, not merged
+    assert json.loads((root / "round_0002" / "scorer.json").read_text())["updates"] == 4
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+    fresh = DatasetScorer(toy_csv, ["band_gap"], {})
+    assert load_scorer_state(fresh, root, None) is None and fresh.updates == 0
+    assert load_scorer_state(fresh, root, 1) == 1 and fresh.updates == 2
+    assert fresh.model_version.endswith("+al2")
+    assert load_scorer_state(fresh, root, 7) == 2 and fresh.updates == 4
+    (root / "round_0002" / "scorer.json").write_text("{trunc")
+    with pytest.raises(ValueError, match="round_0002: scorer learning state unreadable"):
+        load_scorer_state(fresh, root, 2)
+
+
+def test_a_scorer_without_state_methods_is_left_alone(tmp_path):
+    class Plain:
+        model_version = "x"
+
+    assert save_scorer_state(Plain(), tmp_path / "s", 0) is None
+    assert load_scorer_state(Plain(), tmp_path / "s", 0) is None
+    assert not (tmp_path / "s").exists()
