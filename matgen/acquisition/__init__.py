@@ -18,7 +18,12 @@ from matgen.acquisition._features import (
     crystal_features,
     structure_features,
 )
-from matgen.acquisition._models import FeatureScaler, PoolEnsembleModel, fit_gp_models
+from matgen.acquisition._models import (
+    FeatureScaler,
+    PoolEnsembleModel,
+    PredictorPrior,
+    fit_gp_models,
+)
 from matgen.acquisition._select import (
     Selection,
     Target,
@@ -34,6 +39,7 @@ __all__ = [
     "ELEMENT_PROPERTIES",
     "FeatureScaler",
     "PoolEnsembleModel",
+    "PredictorPrior",
     "Selection",
     "Target",
     "batch_compositions",
