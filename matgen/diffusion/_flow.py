@@ -21,7 +21,8 @@ to ``t = 0`` with Euler steps: a deterministic ODE, so few steps go a long way.
 
 Sampling velocity scale ("inference anti-annealing", FlowMM): the coordinate velocity is
 multiplied by ``1 + slope * (1 - t)``, which pulls atoms harder onto the data manifold near
-the end; ``slope = 0`` is the plain flow.
+the end; ``slope = 0`` is the plain flow. A scaled step is never longer than the remaining
+time ``t`` (it would overshoot the end point the velocity predicts; see ``TorusFlow.step``).
 """
 
 from __future__ import annotations
@@ -66,9 +67,14 @@ class TorusFlow:
 
     def step(self, ft, velocity, t, s, slope: float = 0.0):
         """Euler step from ``t`` to ``s < t`` (per-atom ``(N,)`` times) with the normalised,
-        centred ``velocity`` scaled by ``1 + slope * (1 - t)``."""
-        gain = (1.0 + slope * (1.0 - t)).unsqueeze(-1)
-        return wrap01(ft - ((t - s).unsqueeze(-1) * gain) * self.scale * velocity)
+        centred ``velocity`` scaled by ``1 + slope * (1 - t)``.
+
+        The scaled step never goes past the path's end point: on a straight path the
+        velocity ``v`` at ``t`` points at ``f_t - t v``, so a step longer than ``t`` (a large
+        slope with few steps, near ``t = 0``) would overshoot the crystal it predicts. It is
+        cut to ``t``, which lands on that prediction."""
+        length = torch.minimum((t - s) * (1.0 + slope * (1.0 - t)), t).unsqueeze(-1)
+        return wrap01(ft - length * self.scale * velocity)
 
 
 class LatticeFlow:
