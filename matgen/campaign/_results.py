@@ -24,7 +24,11 @@ MAX_ABS_VALUE = 1e6
 
 
 class ResultsFileError(ValueError):
-    """The results file as a whole cannot be imported (one line: the file and the reason)."""
+    """The results file as a whole cannot be imported (one line: the file and the reason;
+    line breaks quoted from the file, e.g. a header cell with a newline, become spaces)."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(" ".join(str(message).split()), *args)
 
 
 @dataclass

@@ -67,3 +67,25 @@ def test_a_scorer_without_state_methods_is_left_alone(tmp_path):
     assert save_scorer_state(Plain(), tmp_path / "s", 0) is None
     assert load_scorer_state(Plain(), tmp_path / "s", 0) is None
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow  # ~20 s on 2 shared cores: loads the shipped predictors twice and refits
+def test_the_surrogate_scorer_keeps_its_refitted_predictors(tmp_path):
+    """The real scorer's state: predictors refitted on oracle labels come back bit for bit."""
+    from pymatgen.core import Lattice, Structure
+
+    from matgen.campaign._components import SurrogateScorer
+
+    structs = [Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+               for a in (5.4, 5.6, 5.8, 6.0, 6.2)]
+    labels = [{"band_gap": 4.0 + 0.1 * i, "formation_energy_per_atom": -2.0} for i in range(5)]
+    a = SurrogateScorer(relax=False)
+    before = a.predictors[0].predict(structs).mean.copy()
+    a.update(structs, labels)
+    after = a.predictors[0].predict(structs).mean
+    assert not (after == before).all() and a.model_version.endswith("+al1")
+    save_scorer_state(a, tmp_path, 0)
+    b = SurrogateScorer(relax=False)
+    assert load_scorer_state(b, tmp_path, 0) == 0
+    assert b.model_version == a.model_version and b.updates == 1
+    assert (b.predictors[0].predict(structs).mean == after).all()
