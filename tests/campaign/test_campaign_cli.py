@@ -96,3 +96,27 @@ def test_help_fits_80_columns_and_version_flag():
     assert "``" not in res.output
     res = CliRunner().invoke(app, ["--version"])
     assert res.exit_code == 0 and res.output.startswith("matgen ")
+
+
+def test_serve_checks_its_schedule_and_warns_on_a_temporary_server(tmp_path, toy_csv,
+                                                                   monkeypatch):
+    from _toy import write_toy_config
+
+    import matgen_flows.campaign as flows_campaign
+
+    cfg = write_toy_config(tmp_path, toy_csv, name="served")
+    runner = CliRunner()
+    res = runner.invoke(app, ["campaign", "serve", "--config", str(cfg), "--cron", "0 2 * *"])
+    assert res.exit_code == 2 and "is not a cron schedule" in res.output
+    res = runner.invoke(app, ["campaign", "serve", "--config", str(cfg), "--cron", "0 2 * * *",
+                              "--timezone", "Mars/Olympus"])
+    assert res.exit_code == 2 and "not an IANA time zone" in res.output
+    served = []
+    monkeypatch.setattr(flows_campaign, "serve_campaign",
+                        lambda *a, **k: served.append((a, k)))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    res = runner.invoke(app, ["campaign", "serve", "--config", str(cfg), "--cron", "0 2 * * *",
+                              "--timezone", "Europe/Berlin"])
+    assert res.exit_code == 0, res.output
+    assert "temporary Prefect server" in res.output and "prefect server start" in res.output
+    assert served[0][1] == {"timezone": "Europe/Berlin"}
