@@ -22,7 +22,7 @@ from botorch.acquisition.analytic import (
 )
 from botorch.acquisition.logei import qLogProbabilityOfFeasibility
 from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
-from botorch.acquisition.multi_objective.objective import WeightedMCMultiOutputObjective
+from botorch.acquisition.multi_objective.objective import GenericMCMultiOutputObjective
 from botorch.models.model import Model
 from botorch.optim import optimize_acqf_discrete
 from botorch.sampling import SobolQMCNormalSampler
@@ -38,14 +38,17 @@ class Target:
     """One campaign target on a model output.
 
     ``goal`` makes it an objective (maximised or minimised); ``minimum`` / ``maximum`` make it a
-    window constraint (``minimum <= y <= maximum``); a target may have both. Examples:
+    window constraint (``minimum <= y <= maximum``); a target may have both. ``goal="window"``
+    makes the window itself an objective instead of a constraint: maximise minus the distance
+    outside the window (0 anywhere inside), e.g. one axis of a two-objective campaign. Examples:
     ``Target("band_gap", minimum=1.0, maximum=2.0)`` (band gap in a window),
     ``Target("e_above_hull", maximum=0.05)`` (at most 50 meV/atom above the hull),
-    ``Target("bulk_modulus", goal="maximize")``.
+    ``Target("bulk_modulus", goal="maximize")``,
+    ``Target("band_gap", goal="window", minimum=1.5, maximum=3.0)``.
 
     Attributes:
         name: output name (a property column).
-        goal: ``"maximize"``, ``"minimize"`` or None.
+        goal: ``"maximize"``, ``"minimize"``, ``"window"`` or None.
         minimum: lower bound of the window, in the property's unit, or None.
         maximum: upper bound of the window, or None.
         scale: typical size of a change of this property (sets the constraint smoothing and
@@ -53,7 +56,7 @@ class Target:
     """
 
     name: str
-    goal: Literal["maximize", "minimize"] | None = None
+    goal: Literal["maximize", "minimize", "window"] | None = None
     minimum: float | None = None
     maximum: float | None = None
     scale: float = 1.0
@@ -63,6 +66,27 @@ class Target:
             raise ValueError(f"target {self.name!r} needs a goal, a minimum or a maximum")
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
             raise ValueError(f"target {self.name!r}: minimum > maximum")
+        if self.goal == "window" and self.minimum is None and self.maximum is None:
+            raise ValueError(f"target {self.name!r}: goal 'window' needs a minimum or a maximum")
+
+    def objective(self, y: torch.Tensor) -> torch.Tensor:
+        """The value to maximise for a goal target, same shape as ``y`` (property units).
+
+        ``maximize``: ``y``; ``minimize``: ``-y``; ``window``: minus the distance from ``y`` to
+        the window (0 inside).
+        """
+        if self.goal == "maximize":
+            return y
+        if self.goal == "minimize":
+            return -y
+        if self.goal == "window":
+            out = torch.zeros_like(y)
+            if self.minimum is not None:
+                out = out - (self.minimum - y).clamp_min(0)
+            if self.maximum is not None:
+                out = out - (y - self.maximum).clamp_min(0)
+            return out
+        raise ValueError(f"target {self.name!r} has no goal")
 
     def satisfied(self, y: torch.Tensor) -> torch.Tensor:
         """Boolean ``(...)`` tensor: ``y`` inside the window (NaN is never inside)."""
@@ -88,6 +112,8 @@ def build_constraints(
 ) -> tuple[list[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor]:
     """Window targets as BoTorch outcome constraints (feasible where ``c(samples) <= 0``).
 
+    Targets with ``goal="window"`` are objectives, not constraints, and are left out.
+
     Returns:
         The constraint callables (each maps ``... x q x m`` samples to ``... x q``) and the
         per-constraint sigmoid temperatures ``eta`` (5 % of each target's scale).
@@ -95,6 +121,8 @@ def build_constraints(
     cons: list[Callable[[torch.Tensor], torch.Tensor]] = []
     etas: list[float] = []
     for t in targets:
+        if t.goal == "window":
+            continue
         k = list(output_names).index(t.name)
         if t.minimum is not None:
             cons.append(lambda s, k=k, a=t.minimum: a - s[..., k])
@@ -208,8 +236,7 @@ def build_acquisition(
     if kind == "nei":
         g = goals[0]
         k = list(output_names).index(g.name)
-        sign = 1.0 if g.goal == "maximize" else -1.0
-        objective = GenericMCObjective(lambda s, X=None: sign * s[..., k])
+        objective = GenericMCObjective(lambda s, X=None: g.objective(s[..., k]))
         return (
             qLogNoisyExpectedImprovement(
                 model,
@@ -227,12 +254,14 @@ def build_acquisition(
         if len(goals) < 2:
             raise ValueError("'nehvi' needs at least two goals")
         idx = [list(output_names).index(g.name) for g in goals]
-        w = torch.tensor(
-            [1.0 if g.goal == "maximize" else -1.0 for g in goals], dtype=torch.float64
-        )
-        objective = WeightedMCMultiOutputObjective(weights=w, outcomes=idx)
+
+        def goal_values(s: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
+            return torch.stack([g.objective(s[..., k]) for g, k in zip(goals, idx, strict=True)],
+                               -1)
+
+        objective = GenericMCMultiOutputObjective(goal_values)
         with torch.no_grad():
-            mean = model.posterior(x_baseline.to(torch.float64)).mean[..., idx] * w
+            mean = goal_values(model.posterior(x_baseline.to(torch.float64)).mean)
         span = (mean.max(0).values - mean.min(0).values).clamp_min(1e-6)
         ref_point = mean.min(0).values - 0.1 * span
         return (
