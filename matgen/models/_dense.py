@@ -147,13 +147,16 @@ class DenseDenoiser(nn.Module):
     ) -> DenoiserOutput:
         """Denoise a noisy batch (see :meth:`CrystalDenoiser.forward`).
 
-        With ``cfg.size_groups = G > 1`` the crystals are split into ``G`` groups of similar
-        size (equal counts, by atom count) and each group is padded only to its own largest
-        crystal: the same outputs for about half the all-pairs work on MP-20-like size mixes.
+        With ``G > 1`` size groups (``cfg.size_groups``; ``cfg.cpu_size_groups`` on a CPU) the
+        crystals are split into ``G`` groups of similar size (equal counts, by atom count) and
+        each group is padded only to its own largest crystal: the same outputs for about half
+        the all-pairs work on MP-20-like size mixes.
         """
         na = batch.num_atoms
+        groups = (self.cfg.cpu_size_groups if batch.lattice.device.type == "cpu"
+                  else self.cfg.size_groups)
         coord = lattice = logits = None
-        for sel, atoms, m in size_plan(na, self.cfg.size_groups, self.cfg.pad_atoms):
+        for sel, atoms, m in size_plan(na, groups, self.cfg.pad_atoms):
             if sel is None:  # one group: the whole batch
                 return self._forward(batch.atomic_numbers, batch.frac_coords, batch.lattice, na,
                                      t, cond, m)

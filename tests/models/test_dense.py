@@ -136,8 +136,10 @@ def test_conditions_change_the_output_and_every_parameter_gets_a_gradient():
 
 
 def test_size_groups_give_the_same_outputs_and_gradients():
-    model = _model(7)
-    grouped = build_denoiser(TINY.model_copy(update={"size_groups": 3})).double()
+    # on a CPU the layout comes from cpu_size_groups: one padded batch against 3 groups
+    model = build_denoiser(TINY.model_copy(update={"cpu_size_groups": 1})).double()
+    model.load_state_dict(_model(7).state_dict())
+    grouped = build_denoiser(TINY.model_copy(update={"cpu_size_groups": 3})).double()
     grouped.load_state_dict(model.state_dict())
     batch = random_crystals([2, 9, 1, 5, 5, 13, 3, 7], torch.Generator().manual_seed(7))
     t = torch.linspace(0.1, 0.9, 8, dtype=torch.float64)
@@ -150,3 +152,26 @@ def test_size_groups_give_the_same_outputs_and_gradients():
     for (n, p), q in zip(model.named_parameters(), grouped.parameters(), strict=True):
         if p.grad is not None:
             assert torch.allclose(p.grad, q.grad, atol=1e-9), n
+
+
+def test_the_layout_follows_the_device(monkeypatch):
+    """cpu_size_groups on a CPU, size_groups elsewhere (a batch whose lattice lives on the meta
+    device stands in for a GPU batch: the plan is made before any arithmetic)."""
+    from types import SimpleNamespace
+
+    import matgen.models._dense as dense
+
+    seen = []
+
+    def plan(num_atoms, groups, pad=0):
+        seen.append(groups)
+        raise StopIteration
+
+    monkeypatch.setattr(dense, "size_plan", plan)
+    model = build_denoiser(TINY.model_copy(update={"size_groups": 2, "cpu_size_groups": 5}))
+    na = torch.tensor([3, 4])
+    for dev in ("cpu", "meta"):
+        batch = SimpleNamespace(num_atoms=na, lattice=torch.zeros(2, 3, 3, device=dev))
+        with pytest.raises(StopIteration):
+            model(batch, torch.tensor([0.3, 0.6]))
+    assert seen == [5, 2]
