@@ -64,6 +64,7 @@ def train(
         NonFiniteLossError,
         ResumeMismatchError,
         TrainConfig,
+        TrainDataError,
         config_error_line,
     )
     from matgen.training import train as run_training
@@ -102,9 +103,13 @@ def train(
         _fail(str(e), 2)
     except NonFiniteLossError as e:
         _fail(f"training diverged: {e}", 1)
-    except (FileNotFoundError, KeyError, ValueError) as e:
+    except TrainDataError as e:
+        _fail(f"data ({source}): {e}", 1)
+    except FileNotFoundError as e:  # --init or distill.teacher that is not a checkpoint
+        _fail(" ".join(str(e).split()), 2)
+    except (KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        _fail(f"data ({source}): {' '.join(str(msg).split())}", 1)
+        _fail(" ".join(str(msg).split()), 1)
     if is_main:
         tail = [v for _, v in res.losses[-50:] if math.isfinite(v)]
         last = sum(tail) / len(tail) if tail else float("nan")

@@ -55,6 +55,7 @@ from matgen.generate import (
 from matgen.training._checkpoint import read_weights
 from matgen.training._components import (
     ResumeMismatchError,
+    TrainDataError,
     TrainingObjective,
     build_components,
     load_init_weights,
@@ -92,6 +93,7 @@ __all__ = [
     "SampleInputError",
     "SampleResult",
     "TrainConfig",
+    "TrainDataError",
     "TrainingObjective",
     "build_components",
     "config_error_line",

@@ -46,6 +46,11 @@ class ResumeMismatchError(ValueError):
     """``resume`` with a config whose model, diffusion or conditions differ from the run's."""
 
 
+class TrainDataError(ValueError):
+    """The training data cannot be used (missing, unreadable, no usable crystal, a condition
+    without labels); one line."""
+
+
 class InitMismatchError(ResumeMismatchError):
     """``init`` with a checkpoint whose network (outside the condition embeddings) does not
     fit the config's model: fine-tuning it would silently train from scratch. A usage error

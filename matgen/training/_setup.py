@@ -18,6 +18,7 @@ from matgen.generate import STATE, WEIGHTS, read_metadata, step_checkpoints
 from matgen.training._checkpoint import checkpoint_damage, library_versions, load_training_state
 from matgen.training._components import (
     ResumeMismatchError,
+    TrainDataError,
     TrainingObjective,
     build_components,
     build_distillation,
@@ -186,21 +187,38 @@ def load_val_source(cfg: TrainConfig, data: Any, val_data: Any, say) -> BatchSou
 
 
 def load_data(cfg: TrainConfig, call: TrainCall, start_ckpt: Path | None, init, say) -> TrainData:
+    """The training set and its statistics (see :class:`TrainData`).
+
+    Raises:
+        TrainDataError: the data is missing or unusable (one line).
+    """
+    from matgen.data import DownloadError
+
+    inherited, inherited_stats = inherited_for(start_ckpt, init)
+    try:
+        source, desc, stats = _training_set(cfg, call, [sp.name for sp in inherited])
+    except (FileNotFoundError, KeyError, ValueError, DownloadError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise TrainDataError(" ".join(str(msg).split())) from None
+    names = [sp.name for sp in inherited]
+    names += [n for n in cfg.conditions.names if n not in names]
+    val_source = load_val_source(cfg, call.data, call.val_data, say)
+    return TrainData(source, desc, stats, val_source, names, inherited, inherited_stats)
+
+
+def _training_set(cfg: TrainConfig, call: TrainCall, old_names: list[str]):
     source, desc = load_source(cfg, call.data, cfg.data.train_split)
     if len(source) == 0:
         where = desc.get("source") or desc.get("name")
         limit = f" (data.max_atoms: {cfg.data.max_atoms})" if cfg.data.max_atoms else ""
         raise ValueError(f"{where}: no usable crystals to train on{limit}; list the bad rows "
                          f"with `matgen data validate {where}`")
-    inherited, inherited_stats = inherited_for(start_ckpt, init)
-    old_names = [sp.name for sp in inherited]
     names = old_names + [n for n in cfg.conditions.names if n not in old_names]
     stats = dataset_stats(source, names, optional=set(old_names))
     if desc.get("sha256") is None:
         desc["sha256"] = content_sha256(source)
     desc["num_crystals"] = len(source)
-    val_source = load_val_source(cfg, call.data, call.val_data, say)
-    return TrainData(source, desc, stats, val_source, names, inherited, inherited_stats)
+    return source, desc, stats
 
 
 def build_model(cfg, info, data: TrainData, call: TrainCall, init, start_ckpt, teacher_path, say):

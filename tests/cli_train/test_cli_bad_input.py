@@ -107,3 +107,31 @@ def test_train_on_a_file_with_no_good_rows_is_a_data_error(tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
     last = res.output.strip().splitlines()[-1]
     assert last.startswith("error: data (--data ") and "no usable crystals" in last
+
+
+@pytest.mark.parametrize(("extra", "args", "code", "words"), [
+    ({"distill": {"teacher": "/nonexistent/teacher"}}, [], 2,
+     ["error: distill.teacher /nonexistent/teacher: not found"]),
+    ({}, ["--init", "{tmp}"], 2, ["no checkpoint", "found at"]),
+    ({"conditions": {"properties": ["nosuchcol"]}}, [], 1,
+     ["error: data (--data ", "'nosuchcol' is not a column"]),
+])
+def test_train_errors_name_their_source(tmp_path, extra, args, code, words):
+    """A missing teacher or --init checkpoint is a usage error, not blamed on the data."""
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "configs/train/tiny.yaml").read_text())
+    cfg.update(extra)
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    data = tmp_path / "d.csv"
+    from pymatgen.core import Lattice, Structure
+
+    s = Structure(Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    data.write_text(f'material_id,cif,band_gap\nm-0,"{s.to(fmt="cif")}",1.0\n')
+    res = runner.invoke(app, ["train", "--config", str(p), "--data", str(data), "--out",
+                              str(tmp_path / "run"), "--no-progress", "--max-steps", "1",
+                              *[a.format(tmp=tmp_path) for a in args]])
+    assert res.exit_code == code and "Traceback" not in res.output, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert all(w in last for w in words), res.output
