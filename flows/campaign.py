@@ -182,22 +182,33 @@ def _artifacts(camp: Campaign, index: int, metrics: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------- flows
+@contextlib.contextmanager
+def _step(camp: Campaign, index: int, what: str):
+    """Show the step under way on the progress of :func:`run_campaign` (if any)."""
+    camp._note(index, what)
+    yield
+    if camp._progress is not None:
+        camp._progress.advance()
+
+
 def _run_round(config_path: str, index: int) -> str:
     camp = campaign_for(config_path)
     cfg = camp.cfg
+    what = iter(Campaign._ROUND_STEPS)
     camp.store.ensure_round(index, cfg.round_seed(index))
     # generation and scoring fan out to tasks while this run holds the step's lease in the
     # store: a concurrent run of the same campaign waits instead of repeating the work
-    with camp.claim(index, "generated") as todo:
+    with _step(camp, index, next(what)), camp.claim(index, "generated") as todo:
         if todo:
             cond = camp.conditions()
             with _resources(cfg):
                 futs = [generate_chunk.submit(config_path, n, seed, cond)
                         for _, n, seed in camp.chunk_plan(index)]
             commit_generated(config_path, index, [f.result() for f in futs])
-    if not camp._done(index, "deduped"):
-        dedup(config_path, index)
-    with camp.claim(index, "scored") as todo:
+    with _step(camp, index, next(what)):
+        if not camp._done(index, "deduped"):
+            dedup(config_path, index)
+    with _step(camp, index, next(what)), camp.claim(index, "scored") as todo:
         if todo:
             plan = camp.score_plan(index)
             seed = cfg.round_seed(index)
@@ -205,18 +216,25 @@ def _run_round(config_path: str, index: int) -> str:
                 futs = [score_chunk.submit(config_path, cfg.digest(), rows, seed + 7 * k)
                         for k, rows in enumerate(plan)]
             commit_scores(config_path, index, plan, [f.result() for f in futs])
-    if not camp._done(index, "selected"):
-        select_batch(config_path, index)
-    if not camp._done(index, "submitted"):
-        submit(config_path, index)
+    with _step(camp, index, next(what)):
+        if not camp._done(index, "selected"):
+            select_batch(config_path, index)
+    with _step(camp, index, next(what)):
+        if not camp._done(index, "submitted"):
+            submit(config_path, index)
+    camp._note(index, next(what))
     if not label(config_path, index):
         get_run_logger().info(
             "round %d waits for lab results: matgen campaign import-results --config %s --csv ..",
             index, config_path)
         return camp.status(index) or "submitted"
-    if not camp._done(index, "updated"):
-        update(config_path, index)
-    report(config_path, index)
+    if camp._progress is not None:
+        camp._progress.advance()
+    with _step(camp, index, next(what)):
+        if not camp._done(index, "updated"):
+            update(config_path, index)
+    with _step(camp, index, next(what)):
+        report(config_path, index)
     return "reported"
 
 
@@ -277,13 +295,29 @@ def preflight(cfg: CampaignConfig) -> None:
 
 
 def run_campaign(config_path: str, rounds: int | None = None,
-                 export_dir: str | None = None) -> dict:
+                 export_dir: str | None = None, progress: bool = False) -> dict:
     """Run :func:`campaign_flow` (rounds run on the task runner named in the config); a
-    temporary Prefect server it starts stops when this process ends, even by ``kill -9``."""
+    temporary Prefect server it starts stops when this process ends, even by ``kill -9``.
+
+    ``progress``: plain progress lines on stderr (the step under way, a line every 20 s:
+    a scoring chunk can take minutes without a Prefect log line), beside Prefect's logs.
+    """
+    from matgen._progress import Progress
+
     preflight(load_config(config_path))
     guard_ephemeral_server()
-    return campaign_flow(config_path=str(Path(config_path).resolve()), rounds=rounds,
-                         export_dir=export_dir)
+    path = str(Path(config_path).resolve())
+    camp = campaign_for(path)
+    total = rounds if rounds is not None else camp.cfg.rounds
+    todo = max(0, total - camp.next_round()) * len(Campaign._ROUND_STEPS)
+    with Progress(f"campaign {camp.cfg.name}", total=todo, unit="steps", bar=False,
+                  enabled=progress and todo > 0) as bar:
+        camp._progress = bar if progress else None
+        try:
+            return campaign_flow(config_path=path, rounds=rounds, export_dir=export_dir)
+        finally:
+            camp._progress = None
+            bar.update(desc=f"campaign {camp.cfg.name}", announce=False)
 
 
 def build_deployment(config_path: str, cron: str, rounds: int | None = None,

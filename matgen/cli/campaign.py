@@ -112,8 +112,8 @@ def run(
     ] = True,
     accept_config_change: AcceptOpt = False,
     progress: Annotated[bool, typer.Option(
-        help="--no-prefect: progress on stderr (a bar on a terminal, the step under way and "
-             "a line every 20 s otherwise); Prefect runs log each task.")] = True,
+        help="Progress on stderr: the step under way and a line every 20 s (--no-prefect: "
+             "a bar on a terminal), beside Prefect's task logs.")] = True,
 ) -> None:
     """Run the campaign (resumes where it stopped).
 
@@ -145,7 +145,7 @@ def run(
                     f"prefect server start, then export PREFECT_API_URL={_LOCAL_API})")
                 out = run_campaign(
                     str(config), rounds=rounds,
-                    export_dir=str(export_dir) if export_dir else None
+                    export_dir=str(export_dir) if export_dir else None, progress=progress,
                 )
             else:
                 rows = camp.run(rounds, progress=progress)

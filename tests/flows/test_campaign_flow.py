@@ -17,13 +17,18 @@ def _selected(cfg) -> list[list[str]]:
     return [[c["id"] for c in camp.selected(r["index"])] for r in camp.store.rounds()]
 
 
-def test_flow_runs_resumes_publishes_artifacts_and_matches_engine(tmp_path, toy_csv):
+def test_flow_runs_resumes_publishes_artifacts_and_matches_engine(tmp_path, toy_csv, capfd,
+                                                                   caplog):
     from prefect.client.orchestration import get_client
 
     (tmp_path / "a").mkdir()
     a = write_toy_config(tmp_path / "a", toy_csv, name="flowa")
-    out = run_campaign(str(a), rounds=1)
+    out = run_campaign(str(a), rounds=1, progress=True)
     assert [r["status"] for r in out["rounds"]] == ["reported"]
+    # plain progress lines beside Prefect's logs (inside the flow they become its log lines)
+    err = capfd.readouterr().err + caplog.text
+    assert "campaign flowa, round 0: scoring: 2/8 steps" in err
+    assert "campaign flowa: 8/8 steps (100%), done in" in err
     out = campaign_flow(str(a), rounds=2)  # resumes: round 0 is not redone
     assert [r["status"] for r in out["rounds"]] == ["reported", "reported"]
     export = Path(out["export"])
