@@ -8,7 +8,7 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import matgen, torch, e3nn, prefect, chgnet, prefect_ray, matminer" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import matgen, matgen_flows, torch, e3nn, prefect, chgnet, prefect_ray, matminer" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[dev,ray]"

@@ -138,7 +138,7 @@ def run(
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         try:
             if prefect:
-                from matgen_flows.campaign import run_campaign
+                run_campaign = _flows().run_campaign
 
                 _where_to_watch(
                     "Prefect: a temporary server for this run (no UI to follow it; for one: "
@@ -226,13 +226,26 @@ def serve(
             for p in exc.problems:
                 typer.echo(f"error: {config}: {p}", err=True)
             raise typer.Exit(2) from None
-    from matgen_flows.campaign import serve_campaign
+    serve_campaign = _flows().serve_campaign
 
     _where_to_watch(
         "warning: no PREFECT_API_URL: serving on a temporary Prefect server; the schedule "
         "lasts only while this command runs and no UI shows it. For a lasting schedule: "
         f"prefect server start, then export PREFECT_API_URL={_LOCAL_API}")
     serve_campaign(str(config), cron, rounds, timezone=timezone)
+
+
+def _flows():
+    """The Prefect flows (the flows/ folder, installed as matgen_flows)."""
+    try:
+        import matgen_flows.campaign
+    except ModuleNotFoundError as exc:
+        if exc.name != "matgen_flows":
+            raise
+        raise _fail("matgen_flows (the flows/ folder) is not installed: an install from "
+                    "before it was renamed; reinstall matgen (pip install -e . in the "
+                    "repository, or bash scripts/setup.sh), or use --no-prefect", 2) from None
+    return matgen_flows.campaign
 
 
 #: The API of ``prefect server start`` on this machine (its default port).
