@@ -427,6 +427,17 @@ def _dataset_changes(old: dict, new: dict) -> list[str]:
     return [f"data: the run trained on {show(old)}, this call gives {show(new)}"]
 
 
+def _with_defaults(old: dict) -> dict:
+    """A run's stored config with the defaults of keys added to matgen since it was written
+    (absent from the file, not changed by the user); as stored when it no longer validates."""
+    from pydantic import ValidationError
+
+    try:
+        return TrainConfig.model_validate(old).to_dict()
+    except (ValidationError, ValueError, TypeError):
+        return old
+
+
 def check_resumable(cfg: TrainConfig, ckpt: Path, dataset: dict | None = None) -> None:
     """Refuse to resume ``ckpt`` with another model, diffusion, conditions, task or training
     data than its run's (``dataset``: this call's ``metadata.dataset``).
@@ -435,7 +446,7 @@ def check_resumable(cfg: TrainConfig, ckpt: Path, dataset: dict | None = None) -
         ResumeMismatchError: one line naming every difference (``model.hidden: 32 -> 64``).
     """
     meta = read_metadata(ckpt)
-    old = meta.get("config") or {}
+    old = _with_defaults(meta.get("config") or {})
     new = cfg.to_dict()
     diff = []
     for k in ("model", "diffusion", "conditions", "task"):

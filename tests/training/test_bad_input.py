@@ -92,3 +92,19 @@ def test_resume_with_other_data_or_config_names_the_difference(tmp_path):
         p.name for p in (keep / "checkpoints").iterdir())
     res = _train(run, cfg=_cfg(max_steps=4), resume=True)
     assert res.step == 4 and res.resumed_from == 3
+
+
+def test_a_run_from_before_a_new_config_key_still_resumes(tmp_path):
+    """A key matgen added since the run was written (absent from its stored config) takes its
+    default, not a difference: only what the user changed refuses the resume."""
+    import json
+
+    run = tmp_path / "r"
+    _train(run)
+    for meta_path in (run / "checkpoints").glob("*/model.json"):
+        meta = json.loads(meta_path.read_text())
+        meta["metadata"]["config"]["model"].pop("hidden")
+        meta_path.unlink()  # last/ holds hard links: write a new file, not through the link
+        meta_path.write_text(json.dumps(meta))
+    res = _train(run, cfg=_cfg(max_steps=4), resume=True)
+    assert res.step == 4
