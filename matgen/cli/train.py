@@ -79,6 +79,8 @@ def train(
         _fail(str(e), 2)
     if max_time is not None and not math.isfinite(max_time):
         _fail(f"--max-time must be a finite number of minutes (got {max_time})", 2)
+    if cfg.optim.schedule == "time" and max_time is None:
+        _fail(f"{config}: optim.schedule: time needs a time budget (--max-time MINUTES)", 2)
     if init is not None and not init.exists():
         _fail(f"--init {init}: not found", 2)
     if device not in ("auto", "cpu", "cuda"):

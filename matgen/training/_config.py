@@ -91,6 +91,10 @@ class OptimConfig(_Strict):
         warmup_steps: linear warm-up from 0 to ``lr``.
         min_lr_ratio: the cosine decays from ``lr`` to ``lr * min_lr_ratio`` at ``max_steps``.
         grad_clip: max global gradient L2 norm (``None``: no clipping).
+        schedule: ``steps``: the cosine ends at ``max_steps``; ``time``: it ends when the
+            call's ``--max-time`` is spent, or at ``max_steps`` if that comes first (a fixed GPU
+            budget, e.g. the equal-budget ablations, without guessing the step rate; a resumed
+            run spreads the rest of its cosine over the new call's time).
     """
 
     lr: float = Field(default=1e-3, gt=0)
@@ -98,6 +102,7 @@ class OptimConfig(_Strict):
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = Field(default=100, ge=0)
     min_lr_ratio: float = Field(default=0.05, ge=0, le=1)
+    schedule: Literal["steps", "time"] = "steps"
     grad_clip: float | None = 1.0
 
 

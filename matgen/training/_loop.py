@@ -51,6 +51,7 @@ from matgen.training._distributed import (
     teardown_distributed,
 )
 from matgen.training._metrics import LogWindow, MetricsCSV
+from matgen.training._schedule import CosineFactor
 from matgen.training._setup import (
     Run,
     RunState,
@@ -164,6 +165,8 @@ def train(
     """
     if max_steps is not None:
         cfg = cfg.model_copy(update={"max_steps": int(max_steps)})
+    if cfg.optim.schedule == "time" and max_time_minutes is None:
+        raise ValueError("optim.schedule: time needs a time budget (--max-time MINUTES)")
     call = TrainCall(data, max_time_minutes, resume, init, val_data, denoiser, diffusion, progress)
     info = setup_distributed(device)
     try:
@@ -176,6 +179,11 @@ def _silent(_msg: str) -> None:
     pass
 
 
+def _cosine(run: Run) -> CosineFactor:
+    """The schedule's factor object (one, shared by the parameter groups)."""
+    return run.scheduler.lr_lambdas[0]
+
+
 # ---------------------------------------------------------------------- one step
 def _autocast(run: Run):
     return torch.autocast(device_type=run.info.device.type, dtype=torch.bfloat16,
@@ -183,9 +191,12 @@ def _autocast(run: Run):
 
 
 def _step(run: Run, state: RunState, batch: CrystalBatch, window: LogWindow,
-          stop_requested: Callable[[], bool]) -> tuple[float, float, bool]:
+          stop_requested: Callable[[], bool],
+          time_share: Callable[[], float] | None = None) -> tuple[float, float, bool]:
     """One optimizer step; ``(loss, grad norm, stop)`` averaged over ranks (stop: any rank
-    asked). A non-finite loss or gradient skips the update."""
+    asked). A non-finite loss or gradient skips the update. With a time-driven schedule,
+    ``time_share()`` (the part of the budget spent) is averaged over ranks too, so every rank
+    steps with the same learning rate."""
     cfg, info = run.cfg, run.info
     batch = batch.to(info.device) if info.device.type != "cpu" else batch
     task = cfg.task if cfg.task != "both" else ("csp", "gen")[state.step % 2]
@@ -197,13 +208,16 @@ def _step(run: Run, state: RunState, batch: CrystalBatch, window: LogWindow,
         loss.backward()
     clip = cfg.optim.grad_clip if cfg.optim.grad_clip is not None else math.inf
     gn = torch.nn.utils.clip_grad_norm_(run.params, clip)
-    # one reduction (and one host sync) per step: loss, grad norm, stop request
+    # one reduction (and one host sync) per step: loss, grad norm, stop request, time spent
     red = torch.stack([
         loss.detach().float().reshape(()),
         gn.detach().float().reshape(()).to(loss.device),
         torch.tensor(float(stop_requested()), device=loss.device),
+        torch.tensor(time_share() if time_share is not None else 0.0, device=loss.device),
     ])
-    loss_v, grad_norm, stop = all_reduce_mean(red, info).tolist()
+    loss_v, grad_norm, stop, share = all_reduce_mean(red, info).tolist()
+    if time_share is not None:
+        _cosine(run).time_share = min(1.0, share)
     if math.isfinite(loss_v) and math.isfinite(grad_norm):
         run.optimizer.step()
         run.ema.update(run.model, state.step)
@@ -321,13 +335,22 @@ def _run_steps(run: Run, state: RunState, metrics: MetricsCSV | None, progress: 
     def stop_requested() -> bool:
         return bool(flag.get("stop")) or (deadline is not None and time.perf_counter() >= deadline)
 
+    time_share = None
+    if cfg.optim.schedule == "time" and max_time_minutes is not None:
+        _cosine(run).start_call()
+        budget = 60.0 * max_time_minutes
+
+        def time_share() -> float:
+            return (time.perf_counter() - window.t0) / budget
+
     stopped, last_ckpt = "max_steps", None
     bar = _progress_bar(run, state, progress)
     with _stop_on_signals(flag):
         it = iterate_batches(batches, cfg.num_workers, pin_memory=info.device.type == "cuda")
         try:
             for batch in it:
-                loss_v, grad_norm, stop_now = _step(run, state, batch, window, stop_requested)
+                loss_v, grad_norm, stop_now = _step(run, state, batch, window, stop_requested,
+                                                    time_share)
                 if bar is not None:
                     bar.update(1)
                     if state.step % max(1, min(cfg.log_every, 10)) == 0:

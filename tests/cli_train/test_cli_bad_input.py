@@ -88,6 +88,7 @@ def test_device_cuda_without_cuda_is_one_line(tmp_path, cmd):
     ("batch_size: abc\n", 2, ["batch_size", "'abc'"]),
     ("data:\n  dataset: /nonexistent/x.csv\n", 1, ["data.dataset", "/nonexistent/x.csv"]),
     ("data:\n  dataset: perov5\n  train_split: nosuch\n", 1, ["nosuch"]),
+    ("optim:\n  schedule: time\n", 2, ["optim.schedule: time", "--max-time"]),
 ])
 def test_train_config_errors(tmp_path, text, code, words):
     p = tmp_path / "c.yaml"
