@@ -7,9 +7,12 @@ every run the same way: CSP on the first ``--eval-rows`` rows of mp20_reduced va
 ``matgen evaluate --task csp``. One JSON row per run: config, GPU share, steps, crystals seen,
 train / val loss, match rate, RMSE, throughput.
 
-Schedule: a short probe (all variants at once, ``--probe-s`` seconds, thrown away) measures each
-variant's steps/s under the same contention; the real run's cosine schedule then spans
-``steps/s * budget``, so every run ends with a decayed learning rate inside the same wall time.
+Schedule: every run trains with ``optim.schedule: time`` (unless its overrides say otherwise):
+its cosine ends when the budget is spent, so every run ends with a decayed learning rate inside
+the same wall time at whatever speed it gets. ``--probe-s S`` (off by default) first runs all
+variants at once for S seconds and plans step-based schedules from their measured steps/s
+instead (round 2's probe measured 6.5 steps/s for a run that then went at 8.6 and ended its
+15-minute budget after 11).
 
     python benchmarks/ablation.py --set benchmarks/ablations/round1.yaml --work /tmp/abl \
         --out /tmp/abl/ablation.json
@@ -217,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", default=None, help="CSP reference CSV (default: mp20 val)")
     ap.add_argument("--eval-rows", type=int, default=1000)
     ap.add_argument("--samplers", default="pc,fast:50")
-    ap.add_argument("--probe-s", type=float, default=50.0)
+    ap.add_argument("--probe-s", type=float, default=0.0,
+                    help="probe seconds for step-based schedules (0: time-driven cosine)")
     ap.add_argument("--minutes", type=float, default=None, help="override the set's budget")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--sample-batch", type=int, default=1000)
@@ -239,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, v in variants.items():
         (work / name).mkdir(parents=True, exist_ok=True)
         over = {**spec.get("defaults", {}), **(v.get("overrides") or {})}
+        if a.probe_s <= 0:
+            over = {"optim.schedule": "time", **over}
         v["overrides"] = over
         cfg = merged_config(base, over)
         (work / name / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -255,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             probe[name] = steps_per_s(read_metrics(work / name / "probe" / "metrics.csv"))
     if a.stage != "eval":
         probe_file.write_text(json.dumps(probe))
-        steps = {n: max(50, int((probe.get(n) or 1.0) * minutes * 60 * 0.97)) for n in variants}
+        steps = ({n: max(50, int((probe.get(n) or 1.0) * minutes * 60 * 0.97)) for n in variants}
+                 if a.probe_s > 0 else dict.fromkeys(variants, 10**7))
         print(f"[ablation] probe {time.time() - t0:.0f}s: {probe} -> steps {steps}", flush=True)
         codes = train_all(variants, work, a.data, minutes, steps, a.device, "run")
         print(f"[ablation] trained {time.time() - t0:.0f}s: exit codes {codes}", flush=True)

@@ -25,7 +25,7 @@ if [ -n "${AB_GROUPS:-}" ]; then  # throughput of the dense config with 1 vs 4 s
   log "size groups A/B: $(grep -h -E '^(train|sample)' $W/throughput_groups*.log | tr '\n' ' ' | tail -c 700)"
 fi
 python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.json" \
-  --stage train --probe-s ${PROBE_S:-40} > "$W/ablation_train.log" 2>&1
+  --stage train --probe-s ${PROBE_S:-0} > "$W/ablation_train.log" 2>&1
 log "train stage exit $?: $(grep ablation $W/ablation_train.log | tr '\n' ' ' | tail -c 600)"
 CK="$W/runs/$SOLO/run/checkpoints/last"
 if [ -n "${WEIGHTS:-}" ] && [ -f "$CK/model.safetensors" ]; then

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,3 +71,18 @@ def test_best_sampler_picks_the_highest_validation_match_rate():
                      "csp_pc": {}}]}
     assert h.best_sampler(res, "a") == "fast:50:5"
     assert h.best_sampler(res, "missing") is None
+
+
+def test_runs_get_a_time_driven_schedule_unless_a_probe_plans_steps(tmp_path, datasets_dir):
+    """The configs a round writes: optim.schedule time by default (the budget ends the cosine),
+    the base schedule when --probe-s plans step counts."""
+    h = _harness()
+    ref = datasets_dir / "perov_5" / "test.csv"
+    for probe, want in (("0", "time"), ("5", "steps")):
+        work = tmp_path / f"w{probe}"
+        h.main(["--set", str(REPO / "benchmarks/ablations/tiny_cpu.yaml"), "--work", str(work),
+                "--out", str(tmp_path / f"r{probe}.json"), "--stage", "eval", "--probe-s", probe,
+                "--reference", str(ref), "--eval-rows", "2", "--device", "cpu"])
+        for name in ("radius", "dense", "flow"):
+            cfg = yaml.safe_load((work / name / "config.yaml").read_text())
+            assert cfg.get("optim", {}).get("schedule", "steps") == want, (probe, name)
