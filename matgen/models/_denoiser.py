@@ -14,6 +14,7 @@ from matgen.nn import (
     AngularDescriptor,
     ConditionEmbedding,
     ConditionSpec,
+    CountedModule,
     DenoiserOutput,
     EquivariantBlock,
     RadialBasis,
@@ -81,7 +82,7 @@ class DenoiserConfig(BaseModel):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
-class CrystalDenoiser(nn.Module):
+class CrystalDenoiser(CountedModule):
     """E(3)-equivariant message-passing denoiser on the periodic cutoff graph.
 
     Symmetries (exact, see :func:`matgen.testing.symmetry.check_symmetries`): rotations and
@@ -186,11 +187,6 @@ class CrystalDenoiser(nn.Module):
             tens = tens + scatter_sum(vv, bidx, b) / nf
             lattice = lat @ tens / lscale.view(-1, 1, 1)
         return DenoiserOutput(coord=coord, lattice=lattice, type_logits=type_logits)
-
-    @property
-    def num_parameters(self) -> int:
-        """Number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
 def build_denoiser(cfg: DenoiserConfig) -> nn.Module:

@@ -25,7 +25,14 @@ import torch
 from torch import nn
 
 from matgen.crystal import MAX_Z, CrystalBatch
-from matgen.nn import ConditionEmbedding, DenoiserOutput, SinusoidalEmbedding, det3, mlp
+from matgen.nn import (
+    ConditionEmbedding,
+    CountedModule,
+    DenoiserOutput,
+    SinusoidalEmbedding,
+    det3,
+    mlp,
+)
 
 
 def to_dense(x: torch.Tensor, bidx: torch.Tensor, pos: torch.Tensor, b: int, m: int):
@@ -104,7 +111,7 @@ class DenseBlock(nn.Module):
         return h + self.drop(self.node(torch.cat([x, agg], -1)))
 
 
-class DenseDenoiser(nn.Module):
+class DenseDenoiser(CountedModule):
     """All-pairs periodic denoiser; same inputs and outputs as :class:`CrystalDenoiser`.
 
     Outputs: the fractional-space coordinate score read from each atom's features (it is
@@ -199,8 +206,3 @@ class DenseDenoiser(nn.Module):
         with torch.autocast(dev.type, enabled=False):
             lattice = a @ lat / lscale.view(-1, 1, 1)
         return DenoiserOutput(coord=coord, lattice=lattice, type_logits=type_logits)
-
-    @property
-    def num_parameters(self) -> int:
-        """Number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -6,6 +6,7 @@ Public API:
     ConditionSpec: one conditioning property.
     RadialBasis, SinusoidalEmbedding, ConditionEmbedding, AngularDescriptor, EquivariantBlock,
     scatter_sum, scatter_mean, mlp: building blocks.
+    CountedModule: a module with ``num_parameters`` (the denoisers' base).
     det3, inv3, cofactor_rows, polar_rotation: closed-form 3x3 algebra (no GPU syncs).
 """
 
@@ -15,6 +16,7 @@ from matgen.nn._graph import PeriodicGraph, periodic_radius_graph
 from matgen.nn._layers import (
     AngularDescriptor,
     ConditionEmbedding,
+    CountedModule,
     EquivariantBlock,
     RadialBasis,
     SinusoidalEmbedding,
@@ -29,6 +31,7 @@ __all__ = [
     "AngularDescriptor",
     "ConditionEmbedding",
     "ConditionSpec",
+    "CountedModule",
     "DenoiserOutput",
     "EquivariantBlock",
     "PeriodicGraph",

@@ -12,6 +12,15 @@ from torch import nn
 from matgen.nn._types import ConditionSpec
 
 
+class CountedModule(nn.Module):
+    """An ``nn.Module`` that reports its size (the denoisers' common base)."""
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
 def scatter_sum(src: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
     """Sum rows of ``src`` ``(E, ...)`` into ``size`` bins given by ``index`` ``(E,)``."""
     out = src.new_zeros((size, *src.shape[1:]))
