@@ -2,9 +2,9 @@
 # Device driver for an ablation round (benchmarks/ablation.py), started detached by the first call:
 #   setsid nohup bash benchmarks/device/ablate.sh > /tmp/abl.nohup 2>&1 < /dev/null &
 # Carried: .whl, .devdata (gzipped mp20_reduced + processed cache). SET picks the variant set,
-# SOLO the run whose weights come back (WEIGHTS=1), whose sampling speed is measured, and which is
-# scored on the whole public test split (TEST=1) with its best sampler on validation and with
-# the CPU default (fast, 50 steps).
+# SOLO the run whose sampling speed is measured and which is scored on the whole public test
+# split (TEST=1) with its best sampler on validation and with the CPU default (fast, 50 steps);
+# WEIGHTS=1 brings its weights back, WEIGHTS="a b" those of the named runs.
 # Every later device call re-sends the working tree (and drops ignored paths it does not carry),
 # so the driver first copies its source to /tmp/src and runs from there.
 set -u
@@ -28,10 +28,16 @@ python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.
   --stage train --probe-s ${PROBE_S:-0} > "$W/ablation_train.log" 2>&1
 log "train stage exit $?: $(grep ablation $W/ablation_train.log | tr '\n' ' ' | tail -c 600)"
 CK="$W/runs/$SOLO/run/checkpoints/last"
-if [ -n "${WEIGHTS:-}" ] && [ -f "$CK/model.safetensors" ]; then
-  cp "$CK/model.json" "$W/export/model.json"
-  split -b 15M "$CK/model.safetensors" "$W/export/model.safetensors.part-"
-fi
+# WEIGHTS=1: the SOLO run's weights; WEIGHTS="a b": those runs'. Each comes back as
+# NAME.tar.part-* (the EMA checkpoint in float16, split under the 16 MiB limit of a returned file);
+# here: cat NAME.tar.part-* | tar x
+[ "${WEIGHTS:-}" = 1 ] && WEIGHTS=$SOLO
+for NAME in ${WEIGHTS:-}; do
+  C="$W/runs/$NAME/run/checkpoints/last"; [ -f "$C/model.safetensors" ] || continue
+  python3 -c "import sys, torch; from matgen.models import load_checkpoint, save_checkpoint
+m, md = load_checkpoint(sys.argv[1]); save_checkpoint(sys.argv[2], m, md, storage_dtype=torch.float16)" \
+    "$C" "$W/fp16/$NAME" && tar cf - -C "$W/fp16" "$NAME" | split -b 15M - "$W/export/$NAME.tar.part-"
+done
 pack() { python3 - "$W" <<'PY'
 import sys, tarfile, glob, os
 w = sys.argv[1]
