@@ -1,10 +1,12 @@
 """Surrogates: MLIP relaxation and energies, convex hull, property predictors, OOD score.
 
 Public API:
-    MLIP interface: :class:`MLIP`, :class:`CHGNetMLIP` (default), :class:`SevenNetMLIP`
-        (optional), :func:`load_mlip`, :class:`MLIPOutput`.
-    Relaxation: :func:`relax` (batched FIRE + Frechet cell filter), :func:`relax_ase`
-        (ASE one-at-a-time reference), :class:`RelaxConfig`, :class:`RelaxResult`.
+    MLIP interface: :class:`MLIP`, :class:`SevenNetMLIP` (default), :class:`CHGNetMLIP`,
+        :func:`load_mlip`, :class:`MLIPOutput`.
+    Relaxation: :func:`relax` (batched FIRE + Frechet cell filter; for SevenNet the whole
+        state and the neighbour lists stay on the model's device, ``RelaxConfig.engine``),
+        :func:`relax_ase` (ASE one-at-a-time reference), :class:`RelaxConfig`,
+        :class:`RelaxResult`.
     Hull: :class:`ConvexHull` (``from_mp``, ``self_consistent``), :func:`build_hull_asset`.
     Predictors: :func:`fit_predictor`, :class:`PropertyPredictor`, :class:`PredictorConfig`,
         :class:`Prediction`, :func:`calibrate_std`, :func:`interval_metrics`,

@@ -441,16 +441,11 @@ class SevenNetMLIP:
             :class:`MLIPOutput`; a structure with an element SevenNet does not know, or with
             non-finite outputs, has NaN outputs and a reason in ``errors``.
         """
-        import sevenn._keys as KEY
-        from sevenn.atom_graph_data import AtomGraphData
-        from torch_geometric.loader.dataloader import Collater
-
         b = len(structures)
         n_at = [len(s) for s in structures]
         errors: list[str | None] = [None] * b
         fresh = [True] * b
-        data = []
-        ok = []
+        zs, poss, lats, edges, ok = [], [], [], [], []
         for i, s in enumerate(structures):
             key = keys[i] if keys is not None else None
             lat = np.array(s.lattice.matrix)
@@ -468,44 +463,105 @@ class SevenNetMLIP:
                     continue
                 if key is not None:
                     self._cache[key] = (topo, frac, lat)
-            src, dst, image = topo
-            pos = frac @ lat
-            vec = pos[dst] - pos[src] + image @ lat
-            z = torch.as_tensor(np.array(s.atomic_numbers), dtype=torch.int64)
-            data.append(AtomGraphData(**{
-                KEY.NODE_FEATURE: z,
-                KEY.ATOMIC_NUMBERS: z,
-                KEY.POS: torch.as_tensor(pos, dtype=torch.float32),
-                KEY.EDGE_IDX: torch.as_tensor(np.stack([src, dst]), dtype=torch.int64),
-                KEY.EDGE_VEC: torch.as_tensor(vec, dtype=torch.float32),
-                KEY.CELL_VOLUME: torch.tensor(abs(float(np.linalg.det(lat))),
-                                              dtype=torch.float32),
-                KEY.NUM_ATOMS: torch.tensor(len(s)),
-                KEY.INFO: {},
-            }))
+            zs.append(np.array(s.atomic_numbers))
+            poss.append(frac @ lat)
+            lats.append(lat)
+            edges.append(topo)
             ok.append(i)
         energy = torch.full((b,), math.nan, dtype=torch.float64)
         forces = [torch.full((n, 3), math.nan, dtype=torch.float64) for n in n_at]
         stress = torch.full((b, 3, 3), math.nan, dtype=torch.float64)
-        if data:
-            batch = Collater([], follow_batch=None, exclude_keys=None)(data).to(self.device)
-            out = self.model(batch)
-            e = out[KEY.PRED_TOTAL_ENERGY].detach().double().cpu().reshape(-1)
-            f_split = torch.split(out[KEY.PRED_FORCE].detach().double().cpu(),
-                                  [n_at[i] for i in ok])
-            # SevenNet's stress: -(xx, yy, zz, xy, yz, zx) in eV/Å^3 (ASE sign: negate)
-            v = -out[KEY.PRED_STRESS].detach().double().cpu().reshape(-1, 6)
-            s_all = torch.stack([
-                torch.stack([v[:, 0], v[:, 3], v[:, 5]], -1),
-                torch.stack([v[:, 3], v[:, 1], v[:, 4]], -1),
-                torch.stack([v[:, 5], v[:, 4], v[:, 2]], -1),
-            ], 1)
+        if ok:
+            start = np.cumsum([0] + [len(z) for z in zs])
+            src = np.concatenate([t[0] + start[k] for k, t in enumerate(edges)])
+            dst = np.concatenate([t[1] + start[k] for k, t in enumerate(edges)])
+            image = np.concatenate([t[2] for t in edges])
+            owner = np.repeat(np.arange(len(ok)), [len(z) for z in zs])
+            dev = self.device
+            e, f_all, s_all = self.forward_graph(
+                torch.as_tensor(np.concatenate(zs), device=dev),
+                torch.as_tensor(np.concatenate(poss), device=dev),
+                torch.as_tensor(np.stack(lats), device=dev),
+                torch.as_tensor(owner, device=dev),
+                (torch.as_tensor(src, device=dev), torch.as_tensor(dst, device=dev),
+                 torch.as_tensor(image, device=dev)),
+                compute_stress,
+            )
+            e, s_all = e.cpu(), s_all.cpu()  # one device -> host copy per output
+            f_split = torch.split(f_all.cpu(), [n_at[i] for i in ok])
             for k, i in enumerate(ok):
                 energy[i] = e[k] / n_at[i]
                 forces[i] = f_split[k]
                 if compute_stress:
                     stress[i] = s_all[k]
         return _output(energy, forces, stress, errors, fresh, compute_stress)
+
+    def unknown_species(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` bool: atomic numbers ``z`` that SevenNet has no type for."""
+        known = torch.zeros(max(int(z.max()) + 1, 1) if z.numel() else 1, dtype=torch.bool)
+        for zz in self.type_map:
+            if zz < known.shape[0]:
+                known[zz] = True
+        return ~known.to(z.device)[z]
+
+    def forward_graph(
+        self,
+        z: torch.Tensor,
+        cart: torch.Tensor,
+        lattice: torch.Tensor,
+        owner: torch.Tensor,
+        edges: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        compute_stress: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One SevenNet forward over a whole batch given as tensors on the model's device
+        (the GPU relaxation path: no pymatgen, no per-structure Python).
+
+        Args:
+            z: ``(N,)`` int64 atomic numbers (all known to the model, see
+                :meth:`unknown_species`).
+            cart: ``(N, 3)`` Å, Cartesian positions.
+            lattice: ``(B, 3, 3)`` Å, lattice vectors as rows.
+            owner: ``(N,)`` int64 crystal of each atom, sorted.
+            edges: ``(src, dst, image)`` as from :func:`batched_neighbour_list` (built here
+                on the model's device when None).
+            compute_stress: kept for the interface; SevenNet's stress costs nothing extra.
+
+        Returns:
+            ``(B,)`` total energies (eV), ``(N, 3)`` forces (eV/Å), ``(B, 3, 3)`` stresses
+            (eV/Å^3, ASE sign), float64 on the model's device. A crystal with an atom that
+            has no neighbour within the cutoff gets finite but meaningless numbers: callers
+            check that every atom is the source of some edge.
+        """
+        import sevenn._keys as KEY
+        from sevenn.atom_graph_data import AtomGraphData
+
+        del compute_stress
+        if edges is None:
+            edges = batched_neighbour_list(lattice, cart, owner, self.cutoff)
+        src, dst, image = edges
+        lat = lattice.to(torch.float64)
+        pos = cart.to(torch.float64)
+        b = lat.shape[0]
+        vec = pos[dst] - pos[src] + torch.einsum("ei,eij->ej", image, lat[owner[src]])
+        n_atoms = torch.bincount(owner, minlength=b)
+        data = AtomGraphData(**{
+            KEY.NODE_FEATURE: z,
+            KEY.ATOMIC_NUMBERS: z,
+            KEY.POS: pos.float(),
+            KEY.EDGE_IDX: torch.stack([src, dst]),
+            KEY.EDGE_VEC: vec.float(),
+            KEY.CELL_VOLUME: torch.linalg.det(lat).abs().float(),
+            KEY.NUM_ATOMS: n_atoms,
+            KEY.BATCH: owner,
+            KEY.INFO: {},
+        })
+        out = self.model(data)
+        e = out[KEY.PRED_TOTAL_ENERGY].detach().double().reshape(-1)
+        f = out[KEY.PRED_FORCE].detach().double()
+        # SevenNet's stress: -(xx, yy, zz, xy, yz, zx) in eV/Å^3 (ASE sign: negate)
+        v = -out[KEY.PRED_STRESS].detach().double().reshape(-1, 6)
+        s = v[:, [0, 3, 5, 3, 1, 4, 5, 4, 2]].reshape(-1, 3, 3)
+        return e, f, s
 
     def forget(self, keys: Iterable[Hashable]) -> None:
         """Drop cached neighbour lists (see ``keys`` of :meth:`predict`)."""
@@ -566,40 +622,88 @@ def _neighbour_list(lattice: np.ndarray, cart: np.ndarray, cutoff: float):
 
 
 def torch_neighbour_list(lattice: torch.Tensor, cart: torch.Tensor, cutoff: float):
-    """:func:`_neighbour_list` in torch, on the tensors' device (the GPU graph-building path).
-
-    All atom pairs over every lattice image that can lie within ``cutoff`` (``ceil(cutoff /
-    h)`` images each side, ``h`` the spacing of the lattice planes, after wrapping the atoms
-    into the cell): fine for the small cells of generated crystals (cost ~ n^2 x images).
+    """:func:`_neighbour_list` in torch, on the tensors' device (one structure; see
+    :func:`batched_neighbour_list`).
 
     Returns:
         ``(src, dst, image)`` as int64 / int64 / float64 tensors on ``cart``'s device, edges in
         no particular order (compare sorted), the same edge set as matscipy's.
     """
+    owner = torch.zeros(cart.shape[0], dtype=torch.int64, device=cart.device)
+    return batched_neighbour_list(lattice[None], cart, owner, cutoff)
+
+
+#: Most (atom pair x lattice image) candidates one chunk of :func:`batched_neighbour_list`
+#: holds in memory at once (x 3 float64: ~400 MB).
+NEIGHBOUR_CHUNK = 1 << 24
+
+
+def batched_neighbour_list(
+    lattice: torch.Tensor, cart: torch.Tensor, owner: torch.Tensor, cutoff: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Periodic neighbour lists of a whole batch of crystals in torch, on the tensors' device.
+
+    Every ordered pair of atoms of the same crystal is tried against every lattice image that
+    can lie within ``cutoff`` (``ceil(cutoff / h)`` images each side, ``h`` the spacing of the
+    lattice planes, after wrapping the atoms into the cell; the batch shares the largest
+    image range and each crystal masks the images it does not need): cost ~ sum(n^2) x images,
+    fine for the small cells of generated crystals, in chunks of :data:`NEIGHBOUR_CHUNK`.
+
+    Args:
+        lattice: ``(B, 3, 3)`` Å, lattice vectors as rows.
+        cart: ``(N, 3)`` Å, Cartesian positions of the atoms of all crystals.
+        owner: ``(N,)`` int64, the crystal of each atom (sorted: crystal 0's atoms first).
+        cutoff: Å.
+
+    Returns:
+        ``(src, dst, image)``: ``(E,)`` int64 global atom indices and ``(E, 3)`` float64
+        integer cell shifts; ``cart[dst] + image @ lattice[owner[src]] - cart[src]`` is the
+        edge vector, shorter than ``cutoff``; no self-edge at zero distance; the same edge set
+        as matscipy's, in no particular order.
+    """
     lat = lattice.to(torch.float64)
     pos = cart.to(torch.float64)
     dev = pos.device
-    frac = pos @ torch.linalg.inv(lat)
+    b, n = lat.shape[0], pos.shape[0]
+    frac = torch.einsum("ni,nij->nj", pos, torch.linalg.inv(lat)[owner])
     shift = torch.floor(frac)
-    wrapped = (frac - shift) @ lat
+    wrapped = torch.einsum("ni,nij->nj", frac - shift, lat[owner])
     vol = torch.linalg.det(lat).abs()
-    cross = torch.stack([torch.linalg.cross(lat[1], lat[2]), torch.linalg.cross(lat[2], lat[0]),
-                         torch.linalg.cross(lat[0], lat[1])])
-    spacing = vol / cross.norm(dim=1)
-    reps = torch.ceil(cutoff / spacing).long().tolist()
-    rng = [torch.arange(-r, r + 1, device=dev, dtype=torch.float64) for r in reps]
-    images = torch.cartesian_prod(*rng)  # (K, 3)
-    n = pos.shape[0]
-    # vec[k, i, j] = w_j + S_k L - w_i
-    vec = (wrapped[None, None, :, :] + (images @ lat)[:, None, None, :]
-           - wrapped[None, :, None, :])
-    d2 = (vec * vec).sum(-1)
-    self_pair = (images.abs().sum(1) == 0)[:, None, None] & torch.eye(
-        n, dtype=torch.bool, device=dev)[None]
-    k, i, j = torch.nonzero((d2 < cutoff * cutoff) & ~self_pair, as_tuple=True)
-    # back to the unwrapped positions: image' = S + o_i - o_j
-    image = images[k] + shift[i] - shift[j]
-    return i, j, image
+    cross = torch.stack([torch.linalg.cross(lat[:, 1], lat[:, 2]),
+                         torch.linalg.cross(lat[:, 2], lat[:, 0]),
+                         torch.linalg.cross(lat[:, 0], lat[:, 1])], dim=1)  # (B, 3, 3)
+    reps = torch.ceil(cutoff * cross.norm(dim=2) / vol[:, None]).long()  # (B, 3)
+    rmax = reps.amax(0).tolist()
+    rng = [torch.arange(-r, r + 1, device=dev, dtype=torch.float64) for r in rmax]
+    images = torch.cartesian_prod(*rng).reshape(-1, 3)  # (K, 3)
+    # every ordered pair (i, j) of atoms of the same crystal
+    counts = torch.bincount(owner, minlength=b)
+    first = torch.cumsum(counts, 0) - counts
+    per_atom = counts[owner]
+    i_all = torch.repeat_interleave(torch.arange(n, device=dev), per_atom)
+    pair_start = torch.cumsum(per_atom, 0) - per_atom
+    j_all = (first[owner[i_all]]
+             + torch.arange(i_all.shape[0], device=dev) - pair_start[i_all])
+    src, dst, img = [], [], []
+    step = max(1, NEIGHBOUR_CHUNK // images.shape[0])
+    for c in range(0, i_all.shape[0], step):
+        i, j = i_all[c:c + step], j_all[c:c + step]
+        o = owner[i]
+        # vec[p, k] = w_j + S_k L - w_i
+        vec = (wrapped[j] - wrapped[i])[:, None, :] + torch.einsum(
+            "ki,pij->pkj", images, lat[o])
+        d2 = (vec * vec).sum(-1)
+        keep = (d2 < cutoff * cutoff) & (images.abs()[None] <= reps[o][:, None]).all(-1)
+        keep &= ~((i == j)[:, None] & (images.abs().sum(1) == 0)[None])
+        p, k = torch.nonzero(keep, as_tuple=True)
+        src.append(i[p])
+        dst.append(j[p])
+        # back to the unwrapped positions: image' = S + o_i - o_j
+        img.append(images[k] + shift[i[p]] - shift[j[p]])
+    if not src:
+        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        return empty, empty, torch.zeros(0, 3, dtype=torch.float64, device=dev)
+    return torch.cat(src), torch.cat(dst), torch.cat(img)
 
 
 def _within_skin(frac0, lat0, frac, lat, cutoff: float, skin: float) -> bool:

@@ -8,8 +8,9 @@ module implements it. The optimizer follows ASE's ``FIRE`` step rule and ASE's
 * positions are expressed in the reference (input) cell, ``r = r_ref @ F^T``;
 * the cell is ``cell = cell_0 @ F^T`` with ``F = expm(X / exp_cell_factor)``, ``X`` the
   cell degrees of freedom and ``exp_cell_factor`` = number of atoms (ASE's default);
-* the generalised forces are ``f_ref = f @ F`` on positions and ``-V * stress / exp_cell_factor``
-  on ``X`` (the first-order derivative through ``expm``; exact at convergence, where it is 0).
+* the generalised forces are ``f_ref = f @ F`` on positions and, on ``X``, the virial
+  ``-V * stress`` pulled back through ``F`` and through the Frechet derivative of ``expm``,
+  divided by ``exp_cell_factor``, exactly as ASE's (:func:`frechet_cell_forces`).
 
 Every structure keeps its own FIRE state (``dt``, mixing ``alpha``, step counters) and its own
 convergence mask. Structures are relaxed "in flight": when one converges or fails, the next
@@ -52,6 +53,11 @@ class RelaxConfig:
         max_volume_ratio: a structure whose volume grows or shrinks by more than this factor
             is reported as exploded.
         min_energy_per_atom: energies below this (eV/atom) are reported as exploded.
+        engine: ``tensor``: the whole relaxation state on the MLIP's device, neighbour lists
+            of the batch built there every step (needs an MLIP with ``forward_graph``:
+            SevenNet; see :mod:`matgen.surrogates._relax_tensor`); ``structures``: pymatgen
+            structures in and out of the MLIP every step (any MLIP; CHGNet); ``auto``: tensor
+            where the MLIP supports it, else structures.
     """
 
     fmax: float = 0.1
@@ -69,6 +75,7 @@ class RelaxConfig:
     f_alpha: float = 0.99
     max_volume_ratio: float = 4.0
     min_energy_per_atom: float = -30.0
+    engine: str = "auto"
 
 
 @dataclass
@@ -154,6 +161,10 @@ def relax(
     """
     cfg = config or RelaxConfig()
     ids = [str(i) for i in range(len(structures))] if ids is None else [str(i) for i in ids]
+    if _use_tensor_engine(mlip, cfg):
+        from matgen.surrogates._relax_tensor import relax_tensor
+
+        return relax_tensor(structures, mlip, cfg, ids, progress)
     results: list[RelaxResult | None] = [None] * len(structures)
     states: dict[int, _State] = {}
     waiting = list(range(len(structures)))
@@ -215,7 +226,8 @@ def relax(
             if cfg.relax_cell:
                 vol = float(cur[k].volume)
                 virial = -vol * out.stress[k]
-                g_x = virial / st.ecf
+                g_x = frechet_cell_forces(virial[None], st.x_cell[None] / st.ecf,
+                                          fd[None])[0] / st.ecf
             else:
                 g_x = torch.zeros(3, 3, dtype=torch.float64)
             fmax = float(torch.cat([g_r, g_x]).norm(dim=1).max())
@@ -246,6 +258,42 @@ def relax(
     return [r for r in results if r is not None]
 
 
+def frechet_cell_forces(
+    virial: torch.Tensor, log_deform: torch.Tensor, deform: torch.Tensor
+) -> torch.Tensor:
+    """ASE ``FrechetCellFilter``'s force on the log of the deformation gradient, batched.
+
+    Args:
+        virial: ``(B, 3, 3)`` eV, ``-V * stress`` (ASE sign).
+        log_deform: ``(B, 3, 3)`` ``L = log F`` (the cell degrees of freedom / exp_cell_factor).
+        deform: ``(B, 3, 3)`` ``F = expm(L)``.
+
+    Returns:
+        ``(B, 3, 3)`` eV: ``G[mu, nu] = <d expm(L) / d L[mu, nu], virial F^-T>``, before the
+        division by ``exp_cell_factor``. The adjoint of the Frechet derivative of ``expm`` at
+        ``L`` is the Frechet derivative at ``L^T``, read off the upper-right block of
+        ``expm([[L^T, U], [0, L^T]])`` (one batched 6x6 matrix exponential instead of ASE's
+        nine ``expm_frechet`` calls).
+    """
+    u = virial @ torch.linalg.inv(deform.transpose(1, 2))
+    lt = log_deform.transpose(1, 2)
+    block = torch.zeros(virial.shape[0], 6, 6, dtype=virial.dtype, device=virial.device)
+    block[:, :3, :3] = lt
+    block[:, 3:, 3:] = lt
+    block[:, :3, 3:] = u
+    return torch.linalg.matrix_exp(block)[:, :3, 3:]
+
+
+def _use_tensor_engine(mlip: MLIP, cfg: RelaxConfig) -> bool:
+    if cfg.engine not in ("auto", "tensor", "structures"):
+        raise ValueError(f"engine must be auto, tensor or structures, not {cfg.engine!r}")
+    able = callable(getattr(mlip, "forward_graph", None))
+    if cfg.engine == "tensor" and not able:
+        raise ValueError(f"MLIP {getattr(mlip, 'name', mlip)!r} has no tensor engine "
+                         "(forward_graph); use engine='structures'")
+    return able and cfg.engine != "structures"
+
+
 def _fire_step(sts: list[_State], grads, cfg: RelaxConfig) -> None:
     """One ASE-style FIRE step for every structure in ``sts``, vectorised over the batch."""
     b = len(sts)
@@ -257,9 +305,48 @@ def _fire_step(sts: list[_State], grads, cfg: RelaxConfig) -> None:
     alpha = torch.tensor([s.alpha for s in sts], dtype=torch.float64)
     n_pos = torch.tensor([s.n_pos for s in sts])
     first = torch.tensor([s.steps == 0 for s in sts])
+    dr, v, dt, alpha, n_pos = fire_update(f, v, dt, alpha, n_pos, first, owner, cfg)
+    start = 0
+    for k, s in enumerate(sts):
+        rows = slice(start, start + s.n + 3)
+        dr_k, v_k = dr[rows], v[rows]
+        s.r_ref = s.r_ref + dr_k[: s.n]
+        s.x_cell = s.x_cell + dr_k[s.n :]
+        s.v_r, s.v_x = v_k[: s.n], v_k[s.n :]
+        s.dt, s.alpha, s.n_pos = float(dt[k]), float(alpha[k]), int(n_pos[k])
+        s.steps += 1
+        start += s.n + 3
+
+
+def fire_update(
+    f: torch.Tensor,
+    v: torch.Tensor,
+    dt: torch.Tensor,
+    alpha: torch.Tensor,
+    n_pos: torch.Tensor,
+    first: torch.Tensor,
+    owner: torch.Tensor,
+    cfg: RelaxConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ASE's ``FIRE.step`` rule for B structures at once (a pure function, any device).
+
+    Args:
+        f: ``(R, 3)`` generalised forces, the rows (atoms, cell) of all structures.
+        v: ``(R, 3)`` velocities.
+        dt, alpha: ``(B,)`` float64 time step and mixing of each structure.
+        n_pos: ``(B,)`` int64 steps since the power last went negative.
+        first: ``(B,)`` bool, the structure's first step (ASE: ``v is None``, no mixing).
+        owner: ``(R,)`` int64, the structure of each row.
+        cfg: the FIRE parameters.
+
+    Returns:
+        ``(dr, v, dt, alpha, n_pos)``: the step ``(R, 3)`` (its norm per structure capped at
+        ``cfg.max_step``) and the new state.
+    """
+    b = dt.shape[0]
 
     def per(x: torch.Tensor) -> torch.Tensor:  # (rows,) -> (b,) sum per structure
-        return torch.zeros(b, dtype=x.dtype).index_add_(0, owner, x)
+        return torch.zeros(b, dtype=x.dtype, device=x.device).index_add_(0, owner, x)
 
     vf = per((v * f).sum(1))
     f_norm = per((f * f).sum(1)).sqrt()
@@ -281,25 +368,20 @@ def _fire_step(sts: list[_State], grads, cfg: RelaxConfig) -> None:
     dr = dt[owner, None] * v
     dr_norm = per((dr * dr).sum(1)).sqrt()
     scale = torch.where(dr_norm > cfg.max_step, cfg.max_step / dr_norm.clamp_min(1e-300), 1.0)
-    dr = dr * scale[owner, None]
-    start = 0
-    for k, s in enumerate(sts):
-        rows = slice(start, start + s.n + 3)
-        dr_k, v_k = dr[rows], v[rows]
-        s.r_ref = s.r_ref + dr_k[: s.n]
-        s.x_cell = s.x_cell + dr_k[s.n :]
-        s.v_r, s.v_x = v_k[: s.n], v_k[s.n :]
-        s.dt, s.alpha, s.n_pos = float(dt[k]), float(alpha[k]), int(n_pos[k])
-        s.steps += 1
-        start += s.n + 3
+    return dr * scale[owner, None], v, dt, alpha, n_pos
 
 
 def _explosion(st: _State, s: Structure, e_pa: float, cfg: RelaxConfig) -> str | None:
+    return explosion_reason(e_pa, s.volume / st.vol0, cfg)
+
+
+def explosion_reason(e_pa: float, ratio: float, cfg: RelaxConfig) -> str | None:
+    """Why a structure of energy ``e_pa`` (eV/atom) and volume ``ratio`` x its input volume
+    counts as exploded (or a non-finite energy), else None."""
     if not math.isfinite(e_pa):
         return "non-finite energy"
     if e_pa < cfg.min_energy_per_atom:
         return f"exploded: energy {e_pa:.1f} eV/atom below {cfg.min_energy_per_atom:g}"
-    ratio = s.volume / st.vol0
     if not math.isfinite(ratio) or ratio > cfg.max_volume_ratio or ratio < 1 / cfg.max_volume_ratio:
         return f"exploded: volume changed by a factor {ratio:.2f}"
     return None
