@@ -132,7 +132,7 @@ def test_score_cli_sevennet_has_suspect_column(tmp_path, rock_salt, diamond_si):
     assert r.exit_code == 0, r.output
     with open(tmp_path / "s.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert [row["id"] for row in rows] == ["c0", "c1"]
+    assert [row["sample_id"] for row in rows] == ["c0", "c1"]
     for row in rows:
         assert row["error"] == "" and row["suspect"] in ("True", "False")
         assert row["suspect"] == str(float(row["e_above_hull"]) < -0.05)
