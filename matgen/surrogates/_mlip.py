@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import itertools
 import math
 import os
 import warnings
@@ -634,8 +635,8 @@ def torch_neighbour_list(lattice: torch.Tensor, cart: torch.Tensor, cutoff: floa
 
 
 #: Most (atom pair x lattice image) candidates one chunk of :func:`batched_neighbour_list`
-#: holds in memory at once (x 3 float64: ~400 MB).
-NEIGHBOUR_CHUNK = 1 << 24
+#: holds in memory at once (~100 bytes each).
+NEIGHBOUR_CHUNK = 1 << 22
 
 
 def batched_neighbour_list(
@@ -643,11 +644,11 @@ def batched_neighbour_list(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Periodic neighbour lists of a whole batch of crystals in torch, on the tensors' device.
 
-    Every ordered pair of atoms of the same crystal is tried against every lattice image that
-    can lie within ``cutoff`` (``ceil(cutoff / h)`` images each side, ``h`` the spacing of the
-    lattice planes, after wrapping the atoms into the cell; the batch shares the largest
-    image range and each crystal masks the images it does not need): cost ~ sum(n^2) x images,
-    fine for the small cells of generated crystals, in chunks of :data:`NEIGHBOUR_CHUNK`.
+    Every ordered pair of atoms of the same crystal is tried against every lattice image of
+    that crystal that can lie within ``cutoff`` (``ceil(cutoff / h)`` images each side, ``h``
+    the spacing of its lattice planes, after wrapping the atoms into the cell): cost
+    ~ sum over crystals of n^2 x images, fine for the small cells of generated crystals;
+    vectorised over the batch in chunks of :data:`NEIGHBOUR_CHUNK` candidates.
 
     Args:
         lattice: ``(B, 3, 3)`` Å, lattice vectors as rows.
@@ -673,9 +674,8 @@ def batched_neighbour_list(
                          torch.linalg.cross(lat[:, 2], lat[:, 0]),
                          torch.linalg.cross(lat[:, 0], lat[:, 1])], dim=1)  # (B, 3, 3)
     reps = torch.ceil(cutoff * cross.norm(dim=2) / vol[:, None]).long()  # (B, 3)
-    rmax = reps.amax(0).tolist()
-    rng = [torch.arange(-r, r + 1, device=dev, dtype=torch.float64) for r in rmax]
-    images = torch.cartesian_prod(*rng).reshape(-1, 3)  # (K, 3)
+    width = 2 * reps + 1
+    n_img = width.prod(1)  # (B,) images each crystal needs
     # every ordered pair (i, j) of atoms of the same crystal
     counts = torch.bincount(owner, minlength=b)
     first = torch.cumsum(counts, 0) - counts
@@ -684,22 +684,33 @@ def batched_neighbour_list(
     pair_start = torch.cumsum(per_atom, 0) - per_atom
     j_all = (first[owner[i_all]]
              + torch.arange(i_all.shape[0], device=dev) - pair_start[i_all])
+    k_pair = n_img[owner[i_all]]  # candidates of each pair
+    ends = torch.cumsum(k_pair, 0)
+    total = int(ends[-1]) if ends.numel() else 0
+    marks = torch.arange(1, max(total - 1, 0) // NEIGHBOUR_CHUNK + 1, device=dev)
+    cuts = torch.searchsorted(ends, marks * NEIGHBOUR_CHUNK, right=True).tolist()
+    bounds = [0, *cuts, int(i_all.shape[0])]
     src, dst, img = [], [], []
-    step = max(1, NEIGHBOUR_CHUNK // images.shape[0])
-    for c in range(0, i_all.shape[0], step):
-        i, j = i_all[c:c + step], j_all[c:c + step]
+    for p0, p1 in itertools.pairwise(bounds):
+        if p1 <= p0:
+            continue
+        kk = k_pair[p0:p1]
+        pair = torch.repeat_interleave(torch.arange(p0, p1, device=dev), kk)
+        k = torch.arange(pair.shape[0], device=dev) - (torch.cumsum(kk, 0) - kk)[pair - p0]
+        i, j = i_all[pair], j_all[pair]
         o = owner[i]
-        # vec[p, k] = w_j + S_k L - w_i
-        vec = (wrapped[j] - wrapped[i])[:, None, :] + torch.einsum(
-            "ki,pij->pkj", images, lat[o])
-        d2 = (vec * vec).sum(-1)
-        keep = (d2 < cutoff * cutoff) & (images.abs()[None] <= reps[o][:, None]).all(-1)
-        keep &= ~((i == j)[:, None] & (images.abs().sum(1) == 0)[None])
-        p, k = torch.nonzero(keep, as_tuple=True)
-        src.append(i[p])
-        dst.append(j[p])
+        r, w = reps[o], width[o]
+        image = torch.stack([k // (w[:, 1] * w[:, 2]) - r[:, 0],
+                             (k // w[:, 2]) % w[:, 1] - r[:, 1],
+                             k % w[:, 2] - r[:, 2]], dim=1).to(torch.float64)
+        # w_j + S L - w_i
+        vec = wrapped[j] - wrapped[i] + torch.einsum("mi,mij->mj", image, lat[o])
+        keep = ((vec * vec).sum(1) < cutoff * cutoff) & ~((i == j) & (image == 0).all(1))
+        m = torch.nonzero(keep, as_tuple=True)[0]
+        src.append(i[m])
+        dst.append(j[m])
         # back to the unwrapped positions: image' = S + o_i - o_j
-        img.append(images[k] + shift[i[p]] - shift[j[p]])
+        img.append(image[m] + shift[i[m]] - shift[j[m]])
     if not src:
         empty = torch.zeros(0, dtype=torch.int64, device=dev)
         return empty, empty, torch.zeros(0, 3, dtype=torch.float64, device=dev)

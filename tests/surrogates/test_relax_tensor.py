@@ -21,10 +21,15 @@ def sevennet():
     return SevenNetMLIP(device="cpu")
 
 
-def test_batched_neighbour_list_matches_matscipy(perturbed_pair, triclinic, one_atom):
+@pytest.mark.parametrize("chunk", [1 << 22, 37])
+def test_batched_neighbour_list_matches_matscipy(perturbed_pair, triclinic, one_atom, chunk,
+                                                 monkeypatch):
     from pymatgen.core import Structure
 
+    from matgen.surrogates import _mlip
     from matgen.surrogates._mlip import _neighbour_list, batched_neighbour_list
+
+    monkeypatch.setattr(_mlip, "NEIGHBOUR_CHUNK", chunk)  # many chunks: same edges
 
     t = triclinic
     outside = Structure(t.lattice, t.species, t.frac_coords + [[1.3, -0.6, 2.1]] * len(t))
