@@ -36,6 +36,8 @@ from matgen.generate._spec import DEFAULT_STEPS, SampleSpec
 from matgen.generate._targets import ConditionSpec
 
 Log = Callable[[str], None]
+#: A sampler's ``callback(step, steps, state)`` (see :func:`matgen.diffusion.sample`).
+Callback = Callable[[int, int, CrystalBatch], None]
 
 
 @dataclass
@@ -254,8 +256,10 @@ def _sampler_fn(name: str):
     return {"pc": sample, "fast": sample_fast, "consistency": sample_consistency}[name]
 
 
-def _sample_batch(plan: SamplePlan, k: int, lo: int, chunk: list[Request]) -> CrystalBatch:
-    """Batch ``k`` (requests ``lo ..``) through the sampler, on CPU."""
+def _sample_batch(plan: SamplePlan, k: int, lo: int, chunk: list[Request],
+                  callback: Callback | None = None) -> CrystalBatch:
+    """Batch ``k`` (requests ``lo ..``) through the sampler, on CPU (``callback`` after each
+    sampler step, see :func:`sample_batches`)."""
     dev, spec = plan.device, plan.spec
     na = torch.tensor([r.num_atoms for r in chunk], dtype=torch.long, device=dev)
     zs = None
@@ -265,7 +269,9 @@ def _sample_batch(plan: SamplePlan, k: int, lo: int, chunk: list[Request]) -> Cr
     if plan.values:
         cond = {n: v[lo : lo + len(chunk)].to(dev, torch.float32) for n, v in plan.values.items()}
     gen = torch.Generator(device=dev).manual_seed(spec.seed * 1_000_003 + k)
-    kwargs = {"type_mask": plan.type_mask} if plan.type_mask is not None else {}
+    kwargs: dict[str, Any] = {"type_mask": plan.type_mask} if plan.type_mask is not None else {}
+    if callback is not None:
+        kwargs["callback"] = callback
     with torch.no_grad():
         net = sampling_denoiser(plan.model, spec.precision, dev)
         res = _sampler_fn(plan.sampler)(net, plan.diffusion, na, zs, steps=plan.steps,
@@ -299,15 +305,26 @@ def frame_info(plan: SamplePlan, lo: int, chunk: list[Request]) -> dict[str, lis
     return info
 
 
-def sample_batches(plan: SamplePlan, start: int = 0) -> Iterator[SampledBatch]:
+def num_batches(plan: SamplePlan) -> int:
+    """Batches the plan's requests are cut into (``batch_size`` crystals each, the last one
+    smaller)."""
+    return math.ceil(len(plan.requests) / plan.spec.batch_size)
+
+
+def sample_batches(plan: SamplePlan, start: int = 0,
+                   callback: Callback | None = None) -> Iterator[SampledBatch]:
     """Generate the plan's requests batch by batch, from batch ``start`` on (the earlier ones
-    are finished: batch ``k`` is the same whatever ran before it)."""
+    are finished: batch ``k`` is the same whatever ran before it).
+
+    ``callback(step, steps, state)`` is the samplers' (:mod:`matgen.diffusion`): called after
+    each of a batch's ``plan.steps`` sampler steps with the batch's current state
+    (``(batch_size,)`` crystals), e.g. to show per-step progress."""
     size = plan.spec.batch_size
     for k, lo in enumerate(range(0, len(plan.requests), size)):
         if k < start:
             continue
         chunk = plan.requests[lo : lo + size]
-        res = _sample_batch(plan, k, lo, chunk)
+        res = _sample_batch(plan, k, lo, chunk, callback)
         info = frame_info(plan, lo, chunk)
         ids = [r.material_id or sid for r, sid in zip(chunk, info["sample_id"], strict=True)]
         res = replace(res, ids=ids)
@@ -346,24 +363,24 @@ def plan_fingerprint(plan: SamplePlan) -> str:
 
 def _drive(plan: SamplePlan, progress: bool, sink: Callable[[SampledBatch], None],
            start: int = 0) -> float:
-    """Run every batch from ``start`` on into ``sink`` (with a progress bar); the seconds it
-    took."""
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    """Run every batch from ``start`` on into ``sink``; the seconds it took.
 
-        done = min(len(plan.requests), start * plan.spec.batch_size)
-        bar = tqdm(total=len(plan.requests), initial=done, desc="sample", unit="struct",
-                   dynamic_ncols=True)
+    Progress (stderr, :class:`matgen._progress.Progress`): one unit per sampler step of a
+    batch, ``batches x steps`` in all, so a long batch moves and has an ETA; a resumed run
+    starts at its finished batches.
+    """
+    from matgen._progress import Progress
+
+    total = num_batches(plan) * plan.steps
+    bar = Progress("sample", total=total, unit="denoising steps", enabled=progress)
+    bar.update(done=min(start, num_batches(plan)) * plan.steps)  # before its first line
     t0 = time.perf_counter()
-    try:
-        for item in sample_batches(plan, start):
+    with bar:
+        step = (lambda _i, _n, _state: bar.advance()) if progress else None
+        for item in sample_batches(plan, start, step):
             sink(item)
-            if bar is not None:
-                bar.update(len(item.requests))
-    finally:
-        if bar is not None:
-            bar.close()
+            # exact at each batch's end, whatever number of calls its sampler made
+            bar.update(done=(item.offset // plan.spec.batch_size + 1) * plan.steps)
     return time.perf_counter() - t0
 
 
@@ -390,7 +407,8 @@ def generate(
             :class:`matgen.generate._output.PartialExtxyz`).
         checkpoint: see :class:`SampleSpec` (``None``: the shipped default model).
         num: de novo: structures in all; CSP: structures per composition / CSV row.
-        progress: show a progress bar.
+        progress: show progress on stderr, one unit per sampler step of a batch (a bar on a
+            terminal, a plain line every ``$MATGEN_PROGRESS_SECONDS`` (20) s otherwise).
         log: where one-line notes go (``None``: silent).
         **options: the other fields of :class:`SampleSpec` (``task``, ``compositions``,
             ``compositions_from``, ``formula_units``, ``chemsys``, ``conditions``,

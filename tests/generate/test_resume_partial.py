@@ -31,11 +31,11 @@ def _run(out, ckpt, **kw):
 def _crash_after(monkeypatch, n_batches: int, calls: list[int]):
     real = gen_mod._sample_batch
 
-    def fake(plan, k, lo, chunk):
+    def fake(plan, k, lo, chunk, callback=None):
         if len(calls) == n_batches:
             raise _Killed
         calls.append(k)
-        return real(plan, k, lo, chunk)
+        return real(plan, k, lo, chunk, callback)
 
     monkeypatch.setattr(gen_mod, "_sample_batch", fake)
 
