@@ -91,6 +91,7 @@ class Progress:
         self._interval = interval
         self._lock = threading.RLock()
         self._t0 = 0.0
+        self._done0 = 0.0  # done when started: a resumed run's earlier work is not this run's rate
         self._rich: Any = None
         self._task: Any = None
         self._stop = threading.Event()
@@ -104,6 +105,7 @@ class Progress:
             return self
         self._started = True
         self._t0 = time.monotonic()
+        self._done0 = self.done
         if not self.enabled:
             return self
         stream = self._stream or sys.stderr
@@ -187,8 +189,9 @@ class Progress:
             if end is not None:
                 return f"{text}, {end} in {format_seconds(el)}"
             text += f", {format_seconds(el)} elapsed"
-            if self.total and 0 < self.done < self.total and el > 0:
-                text += f", ETA {format_seconds(el * (self.total - self.done) / self.done)}"
+            ran = self.done - self._done0
+            if self.total and ran > 0 and self.done < self.total and el > 0:
+                text += f", ETA {format_seconds(el * (self.total - self.done) / ran)}"
             return text
 
     # ------------------------------------------------------------------ internals

@@ -48,3 +48,17 @@ def test_bar_on_a_terminal_draws():
     with Progress("bar", total=2, stream=out, bar=True) as p:
         p.advance(2)
     assert "bar" in out.getvalue()
+
+
+def test_eta_of_a_resumed_run_counts_only_its_own_rate():
+    """Work done before start() (a resumed run's finished batches) does not speed up the ETA."""
+    p = Progress("sample", total=100, stream=io.StringIO(), interval=60)
+    p.update(done=50)
+    p.start()
+    time.sleep(0.3)
+    p.advance(1)
+    line = p.line()
+    p.close()
+    assert line.startswith("sample: 51/100 (51%)")
+    eta = line.split("ETA ")[1]
+    assert eta != "0s" and not eta.startswith("1s"), line  # ~49 x 0.3 s = ~15 s, not ~0.3 s
