@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from matgen._progress import Progress
 from matgen.crystal import CrystalBatch
 from matgen.training._checkpoint import save_run_checkpoint
 from matgen.training._components import (
@@ -307,13 +308,15 @@ def _metrics_row(run: Run, state: RunState, window: LogWindow, grad_norm: float,
 
 
 # ---------------------------------------------------------------------- the loop
-def _progress_bar(run: Run, state: RunState, progress: bool):
+def _progress_bar(run: Run, state: RunState, progress: bool) -> Progress | None:
+    """Steps done (rank 0): a bar on a terminal, plain periodic lines in a log. A time-driven
+    schedule has no meaningful step total, so its lines show steps and elapsed time only."""
     if not (progress and run.info.is_main):
         return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=run.cfg.max_steps, initial=state.step, desc="train", dynamic_ncols=True,
-                smoothing=0.1)
+    total = None if run.cfg.optim.schedule == "time" else run.cfg.max_steps
+    bar = Progress("train", total=total, unit="steps")
+    bar.update(done=state.step)  # a resumed run's earlier steps are not this call's rate
+    return bar.start()
 
 
 def _run_steps(run: Run, state: RunState, metrics: MetricsCSV | None, progress: bool,
@@ -352,10 +355,11 @@ def _run_steps(run: Run, state: RunState, metrics: MetricsCSV | None, progress: 
                 loss_v, grad_norm, stop_now = _step(run, state, batch, window, stop_requested,
                                                     time_share)
                 if bar is not None:
-                    bar.update(1)
+                    bar.advance(1)
                     if state.step % max(1, min(cfg.log_every, 10)) == 0:
-                        bar.set_postfix(loss=f"{loss_v:.4f}",
-                                        lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+                        bar.update(desc=f"train (loss {loss_v:.4f}, "
+                                        f"lr {run.scheduler.get_last_lr()[0]:.2e})",
+                                   announce=False)
                 final = stop_now or state.step >= cfg.max_steps
                 want_ckpt = final or state.step % cfg.checkpoint_every == 0
                 if metrics is not None and (state.step % cfg.log_every == 0 or final):
@@ -370,7 +374,7 @@ def _run_steps(run: Run, state: RunState, metrics: MetricsCSV | None, progress: 
             if hasattr(it, "close"):
                 it.close()
             if bar is not None:
-                bar.close()
+                bar.close(ok=not flag.get("stop"))
     return stopped, last_ckpt, time.perf_counter() - window.t0
 
 
