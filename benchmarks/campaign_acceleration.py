@@ -367,9 +367,14 @@ def main() -> None:
                     help="one: hits in the window (acceleration); two: qLogNEHVI hypervolume")
     ap.add_argument("--merge", nargs="*", default=None,
                     help="merge the per_seed rows of these result files instead of running")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" /
-                                         "campaign_acceleration.json"))
+    ap.add_argument("--out", default=None,
+                    help="result file (default: results/campaign_acceleration[_SURROGATE].json, "
+                         "no suffix for gp, _mo_SURROGATE for two objectives)")
     args = ap.parse_args()
+    if args.out is None:
+        tag = ("_mo_" + args.surrogate if args.objectives == "two"
+               else "" if args.surrogate == "gp" else "_" + args.surrogate)
+        args.out = str(Path(__file__).parent / "results" / f"campaign_acceleration{tag}.json")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     t0 = time.time()
     pool = load_pool()
