@@ -57,7 +57,8 @@ class RelaxConfig:
             of the batch built there every step (needs an MLIP with ``forward_graph``:
             SevenNet; see :mod:`matgen.surrogates._relax_tensor`); ``structures``: pymatgen
             structures in and out of the MLIP every step (any MLIP; CHGNet); ``auto``: tensor
-            where the MLIP supports it, else structures.
+            where the MLIP supports it and runs on a GPU, else structures (on a CPU the
+            structure path is as fast or a little faster).
     """
 
     fmax: float = 0.1
@@ -291,7 +292,12 @@ def _use_tensor_engine(mlip: MLIP, cfg: RelaxConfig) -> bool:
     if cfg.engine == "tensor" and not able:
         raise ValueError(f"MLIP {getattr(mlip, 'name', mlip)!r} has no tensor engine "
                          "(forward_graph); use engine='structures'")
-    return able and cfg.engine != "structures"
+    if cfg.engine == "auto":
+        # on a CPU the forward dominates and the structure path's neighbour-list reuse is
+        # worth more than the tensor path's savings (measured: 42.0 vs 40.2 s for the same
+        # 10 steps of 16 MP-20 cells, SevenNet-0, one thread)
+        return able and torch.device(getattr(mlip, "device", "cpu")).type != "cpu"
+    return able and cfg.engine == "tensor"
 
 
 def _fire_step(sts: list[_State], grads, cfg: RelaxConfig) -> None:

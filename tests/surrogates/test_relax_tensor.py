@@ -80,7 +80,7 @@ def test_tensor_engine_matches_structure_engine(sevennet, perturbed_pair):
     """The same FIRE trajectory: after 12 steps both engines stand at the same structure."""
     from matgen.surrogates import RelaxConfig, relax
 
-    cfg = RelaxConfig(fmax=1e-4, max_steps=12, batch_size=1)  # in-flight: 2 through 1 slot
+    cfg = RelaxConfig(fmax=1e-4, max_steps=12, batch_size=1, engine="tensor")  # 2 through 1 slot
     tensor = relax(perturbed_pair, sevennet, cfg, ids=["a", "b"])
     ref = relax(perturbed_pair, sevennet, dataclasses.replace(cfg, engine="structures"))
     start = sevennet.predict(perturbed_pair, compute_stress=False).energy_per_atom
@@ -97,7 +97,7 @@ def test_tensor_engine_matches_structure_engine(sevennet, perturbed_pair):
 def test_single_point_equals_predict(sevennet, perturbed_pair):
     from matgen.surrogates import RelaxConfig, relax
 
-    res = relax(perturbed_pair, sevennet, RelaxConfig(max_steps=0))
+    res = relax(perturbed_pair, sevennet, RelaxConfig(max_steps=0, engine="tensor"))
     out = sevennet.predict(perturbed_pair)
     for k, r in enumerate(res):
         assert r.steps == 0 and not r.converged
@@ -112,7 +112,7 @@ def test_tensor_engine_isolates_bad_structures(sevennet, perturbed_pair):
 
     isolated = Structure(Lattice.cubic(15.0), ["Si", "Si"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     unknown = Structure(Lattice.cubic(3.0), ["Es"], [[0, 0, 0]])
-    cfg = RelaxConfig(fmax=0.1, max_steps=100, batch_size=2)
+    cfg = RelaxConfig(fmax=0.1, max_steps=100, batch_size=2, engine="tensor")
     res = relax([perturbed_pair[0], isolated, unknown, perturbed_pair[1]], sevennet, cfg)
     assert res[0].error is None and res[3].error is None
     assert res[0].converged and res[3].converged
@@ -131,12 +131,19 @@ def test_engine_choice():
         name = "fake"
 
     class Tensor(NoTensor):
+        device = torch.device("cpu")
+
         def forward_graph(self):  # pragma: no cover - never called here
             raise AssertionError
 
+    class TensorGPU(Tensor):
+        device = torch.device("cuda")
+
     assert not _use_tensor_engine(NoTensor(), RelaxConfig())
-    assert _use_tensor_engine(Tensor(), RelaxConfig())
-    assert not _use_tensor_engine(Tensor(), RelaxConfig(engine="structures"))
+    assert not _use_tensor_engine(Tensor(), RelaxConfig())  # auto: the structure path on CPU
+    assert _use_tensor_engine(TensorGPU(), RelaxConfig())
+    assert _use_tensor_engine(Tensor(), RelaxConfig(engine="tensor"))
+    assert not _use_tensor_engine(TensorGPU(), RelaxConfig(engine="structures"))
     with pytest.raises(ValueError, match="no tensor engine"):
         relax([], NoTensor(), RelaxConfig(engine="tensor"))
     with pytest.raises(ValueError, match="engine must be"):
@@ -156,7 +163,7 @@ def test_tensor_engine_matches_ase_on_mp20(sevennet, datasets_dir):
     from surrogates_relax import perturbed
 
     structures, ids = perturbed(3, 0, 0.05, 0.03, datasets_dir, max_atoms=12)
-    cfg = RelaxConfig(fmax=0.05, max_steps=300)
+    cfg = RelaxConfig(fmax=0.05, max_steps=300, engine="tensor")
     ours = relax(structures, sevennet, cfg, ids=ids)
     ref = relax_ase(structures, sevennet, cfg, ids=ids)
     for a, b in zip(ours, ref, strict=True):
