@@ -182,9 +182,9 @@ def relax_tensor(
         fmax = torch.zeros(b, dtype=torch.float64, device=dev).scatter_reduce(
             0, owner, g_r.norm(dim=1), "amax")
         fmax = torch.maximum(fmax, g_x.norm(dim=2).amax(1))
-        bad_f = torch.zeros(b, dtype=torch.bool, device=dev).index_put_(
-            (owner,), ~torch.isfinite(forces).all(1), accumulate=True)
-        finite = torch.isfinite(e_pa) & ~bad_f & torch.isfinite(fmax)
+        bad_f = torch.zeros(b, dtype=torch.int64, device=dev).index_add_(
+            0, owner, (~torch.isfinite(forces).all(1)).long())
+        finite = torch.isfinite(e_pa) & (bad_f == 0) & torch.isfinite(fmax)
         if cfg.relax_cell:
             finite &= torch.isfinite(stress).flatten(1).all(1)
         ratio = vol / st.vol0

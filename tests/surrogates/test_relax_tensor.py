@@ -169,3 +169,20 @@ def test_tensor_engine_matches_ase_on_mp20(sevennet, datasets_dir):
     for a, b in zip(ours, ref, strict=True):
         assert a.error is None and a.converged and b.converged
         assert abs(a.energy_per_atom - b.energy_per_atom) < 0.005
+
+
+def test_non_finite_forces_fail_one_structure(sevennet, perturbed_pair, monkeypatch):
+    from matgen.surrogates import RelaxConfig, relax
+
+    forward = sevennet.forward_graph
+
+    def nan_for_second(z, pos, cell, owner, edges=None, compute_stress=True):
+        e, f, s = forward(z, pos, cell, owner, edges)
+        f = f.clone()
+        f[owner == 1] = float("nan")  # the second structure of the batch
+        return e, f, s
+
+    monkeypatch.setattr(sevennet, "forward_graph", nan_for_second)
+    res = relax(perturbed_pair, sevennet, RelaxConfig(max_steps=3, engine="tensor"))
+    assert res[0].error is None and res[0].steps == 3
+    assert "non-finite" in res[1].error and math.isnan(res[1].energy_per_atom)
