@@ -25,6 +25,7 @@ import torch
 from matgen.acquisition import (
     FeatureScaler,
     PoolEnsembleModel,
+    PredictorPrior,
     Target,
     crystal_features,
     fit_gp_models,
@@ -117,6 +118,20 @@ def _select_feasible(model, x_pool, q, targets, props, baseline, groups, kind, s
         sel = select(model, x_pool, q, targets, props, baseline, groups=groups, kind="pof",
                      seed=seed)
     return sel
+
+
+def predictor_columns(rows: Sequence[dict], props: Sequence[str]) -> torch.Tensor | None:
+    """``(n, 2m)``: the scorer's prediction of each property, then its ``_std``, for every row;
+    None unless all are finite and every std positive (what :class:`PredictorPrior` needs)."""
+    vals = []
+    for r in rows:
+        sc = r.get("scores") or {}
+        row = [sc.get(p) for p in props] + [sc.get(f"{p}_std") for p in props]
+        if any(v is None or not np.isfinite(v) for v in row) or any(
+                v <= 0 for v in row[len(props):]):
+            return None
+        vals.append(row)
+    return torch.tensor(vals, dtype=torch.float64).reshape(len(rows), 2 * len(props))
 
 
 def is_suspect_candidate(c: dict) -> bool:
@@ -602,8 +617,20 @@ class Campaign:
                 if len(picks) == q:
                     break
         elif q > 0:
-            x_all = self._features(pool + lab_rows)
-            scaler = FeatureScaler.fit(x_all)
+            prior = None
+            pred = predictor_columns(pool + lab_rows, props)
+            if cfg.acquisition.surrogate == "prior_gp" and pred is None:
+                log.warning("acquisition.surrogate prior_gp: the scorer gave no finite "
+                            "prediction and _std of %s for every candidate; plain GPs this "
+                            "round", ", ".join(props))
+            if pred is not None and cfg.acquisition.surrogate != "gp":
+                x_all = pred  # predicted means, then their standard deviations
+                scaler = FeatureScaler.fit(x_all)
+                m = len(props)
+                prior = PredictorPrior(tuple(range(m)), tuple(range(m, 2 * m)), scaler)
+            else:
+                x_all = self._features(pool + lab_rows)
+                scaler = FeatureScaler.fit(x_all)
             x_pool = scaler(x_all[: len(pool)])
             x_lab = scaler(x_all[len(pool):])
             y_lab = torch.tensor(
@@ -618,7 +645,8 @@ class Campaign:
             model = None
             if enough:
                 try:
-                    model = fit_gp_models(x_lab, y_lab, seed=cfg.round_seed(index))
+                    model = fit_gp_models(x_lab, y_lab, seed=cfg.round_seed(index),
+                                          prior=prior)
                     baseline = x_lab
                 except Exception as exc:  # noqa: BLE001 - fall back to the scorer's posterior
                     log.warning("GP fit failed (%s); using the scorer's predictions", exc)
