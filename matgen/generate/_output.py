@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from matgen._files import atomic_write_text
 from matgen.crystal import CrystalBatch
 
 #: Output suffixes and their format.
@@ -108,9 +109,7 @@ class PartialExtxyz:
                 os.fsync(fh.fileno())
         state = {"fingerprint": self.fingerprint, "batches": self.batches_done,
                  "frames": self.frames_done, "failed": self.failed_done, "bytes": size}
-        tmp = self.journal.with_name(self.journal.name + ".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.journal)
+        atomic_write_text(self.journal, json.dumps(state))
 
     def batch_done(self, frames: int, failed: int = 0) -> None:
         """One more batch is in the file (``frames`` written, ``failed`` not)."""

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from matgen._files import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from pymatgen.analysis.phase_diagram import PhaseDiagram
@@ -55,20 +56,6 @@ def default_cache_dir() -> Path:
     """``$MATGEN_CACHE_DIR/hull`` or ``~/.cache/matgen/hull``."""
     root = os.environ.get("MATGEN_CACHE_DIR") or Path.home() / ".cache" / "matgen"
     return Path(root) / "hull"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _chemsys(elements: Iterable[str]) -> str:

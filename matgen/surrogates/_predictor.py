@@ -214,7 +214,7 @@ class PropertyPredictor:
         """Write ``path/weights.safetensors`` and ``path/predictor.json``."""
         from safetensors.torch import save_file
 
-        from matgen.surrogates._hull import atomic_write_text
+        from matgen._files import atomic_write_text
 
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from matgen.surrogates._hull import ConvexHull, atomic_write_text
+from matgen._files import atomic_write_text
+from matgen.surrogates._hull import ConvexHull
 from matgen.surrogates._predictor import PropertyPredictor
 from matgen.surrogates._relax import RelaxConfig, relax
 
