@@ -163,12 +163,9 @@ def surrogate_inputs(pool: dict, surrogate: str) -> tuple[torch.Tensor, Predicto
     if surrogate == "gp":
         raw = torch.as_tensor(pool["x"])
         return FeatureScaler.fit(raw)(raw), None
-    m = len(PROPS)
     # columns: predicted means (the kernel's inputs), then predicted std deviations
     raw = torch.as_tensor(np.concatenate([pool["prior_mean"], pool["prior_std"]], 1))
-    scaler = FeatureScaler.fit(raw)
-    prior = PredictorPrior(tuple(range(m)), tuple(range(m, 2 * m)), scaler)
-    return scaler(raw), prior
+    return PredictorPrior.standardise(raw)
 
 
 def fit_surrogate(x, y, tested, pool: dict, surrogate: str, prior, seed: int):

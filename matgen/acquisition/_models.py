@@ -84,6 +84,14 @@ class PredictorPrior:
         if len(self.mean_columns) != len(self.std_columns):
             raise ValueError("one mean column and one std column per output")
 
+    @classmethod
+    def standardise(cls, raw: torch.Tensor) -> tuple[torch.Tensor, PredictorPrior]:
+        """``raw (n, 2m)``: the predicted means of ``m`` outputs, then their standard
+        deviations. Returns the standardised features and the prior that reads them."""
+        m = raw.shape[1] // 2
+        scaler = FeatureScaler.fit(raw)
+        return scaler(raw), cls(tuple(range(m)), tuple(range(m, 2 * m)), scaler)
+
 
 class _ColumnMean(Mean):
     """``bias + weight * x[..., column] + offset`` with ``weight`` / ``offset`` fixed."""

@@ -624,15 +624,11 @@ class Campaign:
                             "prediction and _std of %s for every candidate; plain GPs this "
                             "round", ", ".join(props))
             if pred is not None and cfg.acquisition.surrogate != "gp":
-                x_all = pred  # predicted means, then their standard deviations
-                scaler = FeatureScaler.fit(x_all)
-                m = len(props)
-                prior = PredictorPrior(tuple(range(m)), tuple(range(m, 2 * m)), scaler)
+                x_all, prior = PredictorPrior.standardise(pred)
             else:
                 x_all = self._features(pool + lab_rows)
-                scaler = FeatureScaler.fit(x_all)
-            x_pool = scaler(x_all[: len(pool)])
-            x_lab = scaler(x_all[len(pool):])
+                x_all = FeatureScaler.fit(x_all)(x_all)
+            x_pool, x_lab = x_all[: len(pool)], x_all[len(pool):]
             y_lab = torch.tensor(
                 [[labels[c["id"]].get(p) if labels[c["id"]].get(p) is not None else float("nan")
                   for p in props] for c in lab_rows],
