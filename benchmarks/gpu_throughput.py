@@ -51,6 +51,8 @@ def bench_training(
                 "log_every": 10,
                 "checkpoint_every": 10**9,
                 "max_steps": steps,
+                # a fixed step count: a time-driven cosine (ablation configs) needs --max-time
+                "optim": cfg.optim.model_copy(update={"schedule": "steps"}),
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
