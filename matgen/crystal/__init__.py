@@ -3,7 +3,7 @@
 Public API:
     CrystalBatch: the one batch contract (see its docstring for shapes and units).
     read_crystals / validate_crystals: CDVAE CSV, CIF, folder, extxyz -> ReadResult
-        (usable crystals as a CrystalBatch + one EntryError per unusable entry).
+        (usable crystals as a CrystalBatch + one EntryProblem per unusable entry).
     write_extxyz / write_cif: writers.
     check_crystal / check_labels / ValidationOptions: the per-crystal checks.
     reduce_batch: Niggli / primitive reduction.
@@ -12,16 +12,11 @@ Public API:
 from __future__ import annotations
 
 from matgen.crystal._batch import MAX_Z, CrystalBatch
-from matgen.crystal._io import (
-    EntryError,
-    ReadResult,
-    default_workers,
-    read_crystals,
-    reduce_batch,
-    validate_crystals,
-    write_cif,
-    write_extxyz,
-)
+from matgen.crystal._cif import write_cif
+from matgen.crystal._entries import EntryError, EntryProblem, ReadResult
+from matgen.crystal._extxyz import write_extxyz
+from matgen.crystal._io import read_crystals, validate_crystals
+from matgen.crystal._parse import default_workers, reduce_batch
 from matgen.crystal._text import FileProblem
 from matgen.crystal._validate import (
     ValidationOptions,
@@ -34,6 +29,7 @@ __all__ = [
     "MAX_Z",
     "CrystalBatch",
     "EntryError",
+    "EntryProblem",
     "FileProblem",
     "ReadResult",
     "ValidationOptions",
