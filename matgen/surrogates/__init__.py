@@ -20,17 +20,11 @@ Public API:
 
 from __future__ import annotations
 
+from matgen.surrogates._chgnet import CHGNetMLIP
 from matgen.surrogates._elemental import compute_elemental_references, load_elemental_energies
 from matgen.surrogates._features import FeaturizerConfig, feature_dim, featurize
 from matgen.surrogates._hull import ConvexHull, build_hull_asset
-from matgen.surrogates._mlip import (
-    MLIP,
-    CHGNetMLIP,
-    MLIPOutput,
-    SevenNetMLIP,
-    load_mlip,
-    resolve_device,
-)
+from matgen.surrogates._mlip import MLIP, MLIPOutput, load_mlip, resolve_device
 from matgen.surrogates._predictor import (
     Prediction,
     PredictorConfig,
@@ -51,6 +45,7 @@ from matgen.surrogates._score import (
     write_score_columns,
     write_score_csv,
 )
+from matgen.surrogates._sevennet import SevenNetMLIP
 
 __all__ = [
     "MLIP",

@@ -3,7 +3,7 @@
 :func:`relax` runs here for an MLIP that takes a batch as tensors (``forward_graph``, e.g.
 :class:`~matgen.surrogates.SevenNetMLIP`): positions, cells, FIRE state and convergence masks
 are tensors on the model's device, the neighbour lists of the whole batch are built there every
-step (:func:`~matgen.surrogates._mlip.batched_neighbour_list`, exact cutoff, as ASE does), and
+step (:func:`~matgen.surrogates._neighbours.batched_neighbour_list`, exact cutoff, as ASE does), and
 no pymatgen object or per-structure Python is touched between steps: a step is one neighbour
 list, one MLIP forward and one vectorised FIRE update for the batch, plus one small host copy
 of the per-structure flags. The optimizer is the same as the structure path's (ASE ``FIRE`` +
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from matgen.surrogates._mlip import _one_line, batched_neighbour_list
+from matgen.surrogates._mlip import _one_line
+from matgen.surrogates._neighbours import batched_neighbour_list
 from matgen.surrogates._relax import (
     RelaxConfig,
     RelaxResult,

@@ -26,10 +26,11 @@ def test_batched_neighbour_list_matches_matscipy(perturbed_pair, triclinic, one_
                                                  monkeypatch):
     from pymatgen.core import Structure
 
-    from matgen.surrogates import _mlip
-    from matgen.surrogates._mlip import _neighbour_list, batched_neighbour_list
+    from matgen.surrogates import _neighbours
+    from matgen.surrogates._neighbours import batched_neighbour_list
+    from matgen.surrogates._neighbours import matscipy_neighbour_list as _neighbour_list
 
-    monkeypatch.setattr(_mlip, "NEIGHBOUR_CHUNK", chunk)  # many chunks: same edges
+    monkeypatch.setattr(_neighbours, "NEIGHBOUR_CHUNK", chunk)  # many chunks: same edges
 
     t = triclinic
     outside = Structure(t.lattice, t.species, t.frac_coords + [[1.3, -0.6, 2.1]] * len(t))

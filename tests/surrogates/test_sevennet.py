@@ -146,7 +146,8 @@ def test_torch_neighbour_list_gives_matscipys_edges_and_energies(perturbed_pair,
     from pymatgen.core import Structure
 
     from matgen.surrogates import SevenNetMLIP
-    from matgen.surrogates._mlip import _neighbour_list, torch_neighbour_list
+    from matgen.surrogates._neighbours import matscipy_neighbour_list as _neighbour_list
+    from matgen.surrogates._neighbours import torch_neighbour_list
 
     t = triclinic
     outside = Structure(t.lattice, t.species, t.frac_coords + [[1.3, -0.6, 2.1]] * len(t))
