@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from matgen.campaign._checks import CampaignConfigError, ConfigChangedError, check_config
 from matgen.campaign._components import (
+    CandidateGenerator,
     DatasetGenerator,
     DatasetScorer,
-    Generator,
     MissingModelError,
     ModelGenerator,
     Scorer,
@@ -54,12 +54,12 @@ __all__ = [
     "CampaignConfig",
     "CampaignConfigError",
     "CampaignStore",
+    "CandidateGenerator",
     "ConfigChangedError",
     "ConfigError",
     "DatasetGenerator",
     "DatasetOracle",
     "DatasetScorer",
-    "Generator",
     "GeneratorConfig",
     "GuardConfig",
     "ImportReport",

@@ -1,18 +1,17 @@
-"""Generator and scorer protocols and their adapters (model, surrogates, dataset stand-ins)."""
+"""Candidate-generator and scorer protocols and their adapters (model, surrogates, dataset stand-ins)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import shutil
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from matgen._files import atomic_path
 from matgen.crystal import CrystalBatch
 
 
@@ -21,7 +20,7 @@ class MissingModelError(FileNotFoundError):
 
 
 @runtime_checkable
-class Generator(Protocol):
+class CandidateGenerator(Protocol):
     """Makes candidate crystals.
 
     ``__call__(n, conditions, chemsys, seed) -> CrystalBatch`` returns ``n`` crystals (fewer only
@@ -170,7 +169,7 @@ class DatasetScorer:
 
 
 class ModelGenerator:
-    """Adapter: the conditional diffusion model as a :class:`Generator`.
+    """Adapter: the conditional diffusion model as a :class:`CandidateGenerator`.
 
     Calls :func:`matgen.training.generate` (the Python side of ``matgen sample``): de novo
     generation with window conditions (``band_gap=1:3``, ``e_above_hull=:0.1``) for the
@@ -386,16 +385,11 @@ def save_scorer_state(scorer: Any, root: str | Path, round_index: int) -> Path |
     save = getattr(scorer, "save_learning_state", None)
     if save is None:
         return None
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"round_{round_index:04d}"
-    tmp = root / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save(tmp)
-    if target.exists():  # an update redone after a kill before its round was recorded
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    target = Path(root) / f"round_{round_index:04d}"
+    # an update redone after a kill before its round was recorded replaces the old folder
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        save(tmp)
     return target
 
 

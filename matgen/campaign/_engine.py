@@ -33,9 +33,9 @@ from matgen.acquisition import (
 )
 from matgen.campaign._checks import ConfigChangedError, check_config
 from matgen.campaign._components import (
+    CandidateGenerator,
     DatasetGenerator,
     DatasetScorer,
-    Generator,
     ModelGenerator,
     Scorer,
     SurrogateScorer,
@@ -54,7 +54,7 @@ log = logging.getLogger("matgen.campaign")
 
 
 # ---------------------------------------------------------------------------------- factories
-def build_generator(cfg: CampaignConfig) -> Generator:
+def build_generator(cfg: CampaignConfig) -> CandidateGenerator:
     """The generator of ``cfg`` (raises MissingModelError when the model is absent)."""
     g = cfg.generator
     if g.kind == "dataset":
@@ -220,7 +220,7 @@ class Campaign:
     def __init__(
         self,
         cfg: CampaignConfig,
-        generator: Generator | None = None,
+        generator: CandidateGenerator | None = None,
         scorer: Scorer | None = None,
         oracle: Oracle | None = None,
         store: CampaignStore | None = None,
@@ -276,7 +276,7 @@ class Campaign:
 
     # ------------------------------------------------------------------ components
     @property
-    def generator(self) -> Generator:
+    def generator(self) -> CandidateGenerator:
         with self._lock:  # parallel chunks of one process share one loaded model
             if self._generator is None:
                 self._generator = build_generator(self.cfg)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from matgen._files import atomic_write_text
 from matgen.campaign._results import ResultsFile, read_results
 
 
@@ -225,16 +227,15 @@ class LabOracle:
     ) -> dict[str, dict[str, float]]:
         folder = self.outbox / f"round_{round_index:03d}"
         (folder / "cif").mkdir(parents=True, exist_ok=True)
-        path = folder / "request.csv"
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["candidate_id", "formula", "spacegroup", *self.properties])
-            for c in candidates:
-                w.writerow([c["id"], c["formula"], c.get("spacegroup") or "", *[""] * len(
-                    self.properties)])
-                (folder / "cif" / f"{c['id']}.cif").write_text(c.get("relaxed_cif") or c["cif"])
-        tmp.replace(path)  # same request file whatever the number of retries
+        buf = io.StringIO(newline="")
+        w = csv.writer(buf)
+        w.writerow(["candidate_id", "formula", "spacegroup", *self.properties])
+        for c in candidates:
+            w.writerow([c["id"], c["formula"], c.get("spacegroup") or "", *[""] * len(
+                self.properties)])
+            (folder / "cif" / f"{c['id']}.cif").write_text(c.get("relaxed_cif") or c["cif"])
+        # same request file whatever the number of retries
+        atomic_write_text(folder / "request.csv", buf.getvalue())
         return {}
 
     def read_results(self, csv_path: str | Path) -> ResultsFile:
