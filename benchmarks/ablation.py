@@ -19,8 +19,9 @@ instead (round 2's probe measured 6.5 steps/s for a run that then went at 8.6 an
 
 A set file: ``base`` (a train config path), ``minutes`` (budget), optional ``defaults``
 (overrides for every variant) and ``variants``: ``{name: {gpu: 0, overrides: {dotted.key: v},
-samplers: [pc, "fast:50"]}}`` (``gpu`` is taken modulo the GPUs present; ``samplers`` overrides
-``--samplers`` for that run).
+samplers: [pc, "fast:50"], init: CHECKPOINT_DIR}}`` (``gpu`` is taken modulo the GPUs present;
+``samplers`` overrides ``--samplers`` for that run; ``init``, optional, starts the run from a
+checkpoint's weights, as ``matgen train --init``).
 Runs on CPU too (``--device cpu``, tiny budgets; the tests do that).
 """
 
@@ -122,6 +123,8 @@ def train_all(variants: dict, work: Path, data: str | None, minutes: float, max_
                "--max-time", f"{minutes:.3f}", "--no-progress"]
         if data:
             cmd += ["--data", data]
+        if v.get("init"):  # continue from a checkpoint's weights (fresh optimizer and warm-up)
+            cmd += ["--init", str(v["init"])]
         gpu = v.get("gpu", 0) if device == "cuda" else None
         procs[name] = _launch(cmd, gpu, run / f"{suffix}.log")
     return _wait(procs)
@@ -181,7 +184,7 @@ def collect(variants: dict, work: Path, cfg_set: dict, samplers: list[str], prob
             "gpu_share": 1.0 / sum(1 for w in variants.values()
                                    if w.get("gpu", 0) % _gpu_count() == v.get("gpu", 0) % _gpu_count()),
             "samplers": _samplers_of(v, samplers),
-            "overrides": v.get("overrides", {}), "steps": step,
+            "overrides": v.get("overrides", {}), "init": v.get("init"), "steps": step,
             "crystals_seen": step * int(cfg.get("batch_size", 0)),
             "elapsed_s": float(last.get("elapsed_s", 0) or 0),
             "steps_per_s": steps_per_s(metrics), "probe_steps_per_s": probe.get(name),

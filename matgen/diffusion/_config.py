@@ -28,6 +28,9 @@ class DiffusionConfig(BaseModel):
             prior cube's edge ``(N * mean_volume_per_atom)^(1/3)``.
         lattice_cosine_s: offset of the cosine schedule of the variance-preserving lattice process.
         t_min: smallest diffusion time used in training and sampling.
+        t_power: the training loss draws ``t = t_min + (1 - t_min) u^t_power`` (``u``
+            uniform): 1 is uniform, > 1 puts more of the steps near the data (``t = 0``),
+            where the final precision of the structure is decided.
         coord_weight, lattice_weight, type_weight: weights of the per-field losses.
         cond_dropout: probability, per crystal and condition, that a condition is replaced by
             "unconditioned" (NaN) in the loss, for classifier-free guidance.
@@ -46,6 +49,7 @@ class DiffusionConfig(BaseModel):
     lattice_sigma: float = 0.2
     lattice_cosine_s: float = 0.008
     t_min: float = 1e-3
+    t_power: float = Field(default=1.0, gt=0.0)
     coord_weight: float = 1.0
     lattice_weight: float = 1.0
     type_weight: float = 1.0

@@ -101,7 +101,7 @@ class CrystalDiffusion:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Denoising loss of one batch.
 
-        Samples ``t ~ U[t_min, 1]`` per crystal, noises coordinates and lattice (and types
+        Samples ``t = t_min + (1 - t_min) u^t_power`` (``u ~ U[0, 1]``) per crystal, noises coordinates and lattice (and types
         when ``task == "gen"``; in CSP types stay fixed), runs the denoiser and returns the
         weighted sum of the per-field losses. Conditions are dropped with probability
         ``cfg.cond_dropout`` for classifier-free guidance.
@@ -122,6 +122,8 @@ class CrystalDiffusion:
         dev, dt = batch.frac_coords.device, batch.frac_coords.dtype
         gdev = generator.device if generator is not None else dev
         t = torch.rand(batch.num_crystals, generator=generator, device=gdev, dtype=dt).to(dev)
+        if self.cfg.t_power != 1.0:
+            t = t.pow(self.cfg.t_power)
         t = self.cfg.t_min + (1 - self.cfg.t_min) * t
         noisy, coord_target, lat_target, masked = self.noise(batch, t, task, generator)
         cond = self.drop_conditions(cond, self.cfg.cond_dropout, generator)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -138,7 +139,9 @@ class TrainConfig(_Strict):
         data: dataset and splits.
         model: denoiser hyper-parameters (``matgen.models.DenoiserConfig``).
         diffusion: noise processes (``matgen.diffusion.DiffusionConfig``).
-        task: ``csp`` (atom types given), ``gen`` (de novo) or ``both`` (alternating steps).
+        task: ``csp`` (atom types given), ``gen`` (de novo) or ``both`` (steps of both tasks).
+        csp_share: ``both``: the share of steps that train CSP (0.5: alternating steps), spread
+            evenly over the run (see :func:`step_task`).
         conditions: property conditioning.
         optim: optimiser and LR schedule.
         ema_decay: decay of the exponential moving average of the weights (the sampling
@@ -162,6 +165,7 @@ class TrainConfig(_Strict):
     model: DenoiserConfig = Field(default_factory=DenoiserConfig)
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     task: Literal["csp", "gen", "both"] = "csp"
+    csp_share: float = Field(default=0.5, gt=0.0, lt=1.0)
     conditions: ConditionConfig = Field(default_factory=ConditionConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     ema_decay: float = Field(default=0.999, ge=0.0, lt=1.0)
@@ -239,3 +243,12 @@ class TrainConfig(_Strict):
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def step_task(cfg: TrainConfig, step: int) -> str:
+    """The task of optimizer step ``step``: ``cfg.task``, or with ``both`` CSP on a
+    ``csp_share`` of the steps, spread evenly (0.5: ``csp``, ``gen``, ``csp``, ...)."""
+    if cfg.task != "both":
+        return cfg.task
+    gen = 1.0 - cfg.csp_share
+    return "gen" if math.floor((step + 1) * gen + 1e-9) > math.floor(step * gen + 1e-9) else "csp"

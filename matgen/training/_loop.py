@@ -38,7 +38,7 @@ from matgen.training._components import (
     load_init_weights,
 )
 from matgen.training._conditions import training_conditions
-from matgen.training._config import TrainConfig
+from matgen.training._config import TrainConfig, step_task
 from matgen.training._data import (
     StepBatches,
     iterate_batches,
@@ -200,7 +200,7 @@ def _step(run: Run, state: RunState, batch: CrystalBatch, window: LogWindow,
     steps with the same learning rate."""
     cfg, info = run.cfg, run.info
     batch = batch.to(info.device) if info.device.type != "cpu" else batch
-    task = cfg.task if cfg.task != "both" else ("csp", "gen")[state.step % 2]
+    task = step_task(cfg, state.step)
     cond = training_conditions(batch, run.names)
     run.train_model.train()
     with compile_fallback(cfg):

@@ -132,3 +132,25 @@ def test_loss_runs_and_consistency_distillation_refuses_a_flow_teacher():
         assert torch.isfinite(loss) and logs["loss_coord"] > 0 and logs["loss_lattice"] > 0
     with pytest.raises(ValueError, match="score-matching teacher"):
         ConsistencyDistillation(diff, model)
+
+
+def test_t_power_moves_the_loss_times_towards_the_data():
+    """``t_power`` > 1 draws more loss times near t = 0 (the data); 1 leaves them uniform."""
+    seen = {}
+
+    def spy(noisy, t, cond):
+        seen["t"] = t.clone()
+        n = noisy.frac_coords.shape[0]
+        return DenoiserOutput(coord=torch.zeros(n, 3, dtype=t.dtype),
+                              lattice=torch.zeros(t.shape[0], 3, 3, dtype=t.dtype),
+                              type_logits=torch.zeros(n, 94, dtype=t.dtype))
+
+    batch = random_crystals([2] * 4000, torch.Generator().manual_seed(1))
+    means = {}
+    for p in (1.0, 3.0):
+        _flow(t_power=p).loss(spy, batch, task="csp", generator=torch.Generator().manual_seed(0))
+        t = seen["t"]
+        assert float(t.min()) >= 1e-3 and float(t.max()) <= 1.0
+        means[p] = float(t.mean())
+    # E[u] = 1/2, E[u^3] = 1/4 (4,000 draws: standard error < 0.005)
+    assert abs(means[1.0] - 0.5) < 0.02 and abs(means[3.0] - 0.25) < 0.02

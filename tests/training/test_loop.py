@@ -169,6 +169,9 @@ def test_both_tasks_alternate_and_init_loads_weights(tmp_path):
     diff = TinyDiffusion()
     _run(tmp_path / "a", cfg=_cfg(task="both", max_steps=4), diffusion=diff)
     assert diff.tasks == ["csp", "gen", "csp", "gen"]
+    diff = TinyDiffusion()
+    _run(tmp_path / "q", cfg=_cfg(task="both", csp_share=0.75, max_steps=8), diffusion=diff)
+    assert diff.tasks == ["csp", "csp", "csp", "gen"] * 2
     # fine-tune: the same network loads every tensor and trains
     from matgen.training import load_init_weights
     from matgen.training._loop import InitMismatchError
