@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from matgen._files import atomic_path
+
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
@@ -25,10 +27,8 @@ def write_cif_zip(path: str | os.PathLike, crystals: Iterable[tuple[str, Any, li
     from matgen.campaign._export import symmetrised_cif
 
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
     used: set[str] = set()
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with atomic_path(p) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for ident, structure, comments in crystals:
             base = _SAFE.sub("_", str(ident)) or "crystal"
             name, k = base, 1
@@ -45,5 +45,4 @@ def write_cif_zip(path: str | os.PathLike, crystals: Iterable[tuple[str, Any, li
             else:
                 text, _ = symmetrised_cif(structure, name, comments, symprec)
             zf.writestr(f"{name}.cif", text)
-    os.replace(tmp, p)
     return p

@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from matgen._files import atomic_path
 from matgen.crystal import CrystalBatch, EntryError, ReadResult, ValidationOptions, read_crystals
 from matgen.data._download import cache_dir, file_sha256
 from matgen.data._registry import resolve_source
@@ -287,20 +287,10 @@ class CrystalDataset:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the packed tensors atomically (temporary file + ``os.replace``)."""
+        """Write the packed tensors atomically (``matgen._files.atomic_path``)."""
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(self._state(), f)
-            os.replace(tmp, p)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_path(p, suffix=".part") as tmp:
+            torch.save(self._state(), tmp)
         return p
 
     @classmethod

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from matgen._files import atomic_path
 
 log = logging.getLogger("matgen.data")
 
@@ -64,13 +65,11 @@ def download(
         ChecksumError: the content does not match ``sha256`` (nothing is kept).
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     h = hashlib.sha256()
     size = 0
-    try:
+    with atomic_path(dest, suffix=".part") as tmp:
         req = urllib.request.Request(url, headers={"User-Agent": "matgen"})
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             try:
                 with urllib.request.urlopen(req, timeout=timeout) as resp:
                     while chunk := resp.read(_CHUNK):
@@ -87,13 +86,6 @@ def download(
             raise ChecksumError(
                 f"{url}: sha256 mismatch (expected {sha256.lower()}, got {digest}); file not kept"
             )
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     if sha256 is None:
         log.warning("downloaded %s without a pinned checksum (sha256 %s)", url, digest)
         dest.with_name(dest.name + ".sha256").write_text(digest + "\n")

@@ -214,7 +214,7 @@ class PropertyPredictor:
         """Write ``path/weights.safetensors`` and ``path/predictor.json``."""
         from safetensors.torch import save_file
 
-        from matgen._files import atomic_write_text
+        from matgen._files import atomic_path, atomic_write_text
 
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
@@ -225,9 +225,8 @@ class PropertyPredictor:
         if self.ood_ref is not None:
             tensors["ood_ref"] = self.ood_ref.contiguous()
             tensors["ood_ref_knn"] = self.ood_ref_knn.float().contiguous()
-        tmp = out / ".weights.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        tmp.replace(out / "weights.safetensors")
+        with atomic_path(out / "weights.safetensors") as tmp:
+            save_file(tensors, str(tmp))
         meta = {
             "format_version": FORMAT_VERSION,
             "label": self.label,

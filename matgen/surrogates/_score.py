@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from matgen._files import atomic_write_text
+from matgen._files import atomic_path, atomic_write_text
 from matgen.surrogates._hull import ConvexHull
 from matgen.surrogates._predictor import PropertyPredictor
 from matgen.surrogates._relax import RelaxConfig, relax
@@ -365,10 +365,8 @@ def write_relaxed_extxyz(
             atoms.calc = SinglePointCalculator(atoms, energy=float(e) * len(atoms))
         frames.append(atoms)
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    write(str(tmp), frames, format="extxyz")
-    os.replace(tmp, p)
+    with atomic_path(p) as tmp:
+        write(str(tmp), frames, format="extxyz")
     return p
 
 

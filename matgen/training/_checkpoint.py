@@ -19,13 +19,14 @@ import importlib.metadata as md
 import json
 import os
 import shutil
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from matgen._files import atomic_path
 
 # finding and reading checkpoints is the generation layer's; this module writes them
 from matgen.generate import (
@@ -136,14 +137,10 @@ def save_run_checkpoint(
     Returns:
         The ``step_{step}`` folder.
     """
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step}"
-    tmp = ckpt_root / f".tmp_step_{step}_{os.getpid()}_{time.time_ns()}"
-    write_weights(tmp, ema_module, metadata)
-    torch.save(state, tmp / STATE)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        write_weights(tmp, ema_module, metadata)
+        torch.save(state, tmp / STATE)
     _update_last(ckpt_root, final)
     if keep is not None:
         _prune(ckpt_root, keep, protect=final)
@@ -151,20 +148,14 @@ def save_run_checkpoint(
 
 
 def _update_last(ckpt_root: Path, target: Path) -> None:
-    tmp = ckpt_root / f".tmp_last_{os.getpid()}_{time.time_ns()}"
-    tmp.mkdir()
-    for f in target.iterdir():
-        try:
-            os.link(f, tmp / f.name)
-        except OSError:
-            shutil.copy2(f, tmp / f.name)
-    last = ckpt_root / "last"
-    old = ckpt_root / f".old_last_{os.getpid()}_{time.time_ns()}"
-    if last.exists():
-        os.replace(last, old)
-    os.replace(tmp, last)
-    if old.exists():
-        shutil.rmtree(old)
+    """``ckpt_root/last``: hard links to ``target``'s files (copies where links fail)."""
+    with atomic_path(ckpt_root / "last") as tmp:
+        tmp.mkdir()
+        for f in target.iterdir():
+            try:
+                os.link(f, tmp / f.name)
+            except OSError:
+                shutil.copy2(f, tmp / f.name)
 
 
 def _prune(ckpt_root: Path, keep: int, protect: Path) -> None:
