@@ -23,9 +23,9 @@ def sample(num: int = 1, checkpoint: str | Path | None = None, *,
            **options: Any) -> list[Structure]:
     """Generate crystals; returns pymatgen ``Structure`` objects (``out``: also an extxyz file).
 
-    Defaults: the shipped model, de novo, the 1000-step predictor-corrector sampler, seed 0
-    (``matgen sample`` on CPU picks the fast sampler instead; pass ``sampler="fast"`` or
-    ``sampler="auto"`` here for that). ``options`` are the fields of
+    Defaults: the shipped model, de novo, seed 0, and the sampler ``matgen sample`` picks
+    (``auto``: 50 Euler steps of the ODE for a flow-matching model such as the shipped one;
+    for a score model the 1000-step predictor-corrector, or fast 50 steps on CPU). ``options`` are the fields of
     :class:`matgen.generate.SampleSpec`: ``task``, ``compositions``, ``compositions_from``,
     ``formula_units``, ``chemsys``, ``conditions``, ``guidance``, ``steps``, ``sampler``,
     ``seed``, ``batch_size``, ``device``. Each structure's ``properties`` hold ``sample_id``,

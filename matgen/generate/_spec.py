@@ -40,8 +40,9 @@ class SampleSpec:
             ``consistency``).
         sampler: ``pc`` predictor-corrector, ``fast`` the few-step deterministic sampler,
             ``consistency`` the 1-4 step sampler of a consistency-distilled checkpoint,
-            ``auto`` consistency for a distilled checkpoint, fast on CPU when ``steps`` is
-            not given, pc otherwise.
+            ``auto`` (the default, as ``matgen sample``): consistency for a distilled
+            checkpoint, fast for a flow-matching one, fast on CPU when ``steps`` is not
+            given, pc otherwise.
         seed: base seed (batch ``k`` is seeded with ``seed * 1_000_003 + k``).
         batch_size: crystals per denoiser batch.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -62,7 +63,7 @@ class SampleSpec:
     conditions: Sequence[str | ConditionSpec] = ()
     guidance: float = 1.0
     steps: int | None = None
-    sampler: SamplerName = "pc"
+    sampler: SamplerName = "auto"
     seed: int = 0
     batch_size: int = 64
     device: str = "auto"

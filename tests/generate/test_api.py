@@ -48,11 +48,22 @@ def test_sample_returns_what_generate_writes(runs, tmp_path):
     np.testing.assert_allclose(again[1].positions, frames[1].positions)
 
 
-def test_sample_defaults_to_the_pc_sampler():
-    from matgen.generate import DEFAULT_STEPS, SampleSpec
+def test_sample_defaults_to_the_cli_sampler_choice():
+    """The API chooses the sampler as ``matgen sample`` does (``auto``)."""
+    import torch
 
-    assert SampleSpec().sampler == "pc" and DEFAULT_STEPS["pc"] == 1000
-    assert SampleSpec().checkpoint is None
+    from matgen.generate import DEFAULT_STEPS, SampleSpec, choose_sampler
+
+    spec = SampleSpec()
+    assert spec.sampler == "auto" and spec.checkpoint is None and DEFAULT_STEPS["pc"] == 1000
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    notes = []
+    assert choose_sampler(spec, False, gpu, notes.append, flow=True) == "fast"
+    assert choose_sampler(spec, False, cpu, notes.append, flow=True) == "fast"
+    assert choose_sampler(spec, False, gpu, notes.append) == "pc"  # a score model on a GPU
+    assert choose_sampler(spec, False, cpu, notes.append) == "fast"
+    assert choose_sampler(spec, True, gpu, notes.append) == "consistency"
+    assert choose_sampler(SampleSpec(steps=200), False, cpu, notes.append) == "pc"
 
 
 def test_score_returns_structures_with_scores(rock_salt, diamond_si, tmp_path):
