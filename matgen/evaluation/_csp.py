@@ -168,11 +168,56 @@ def evaluate_csp(
         raise ValueError(f"reference material_id values are not unique (e.g. {dup})")
     if k is not None and k < 1:
         raise ValueError("k must be >= 1")
-    ref_index = {mid: i for i, mid in enumerate(reference.ids)}
-    groups: list[list[int]] = [[] for _ in reference.ids]
+    pairing = _pair_frames(generated.ids, reference.ids, k)
+    items = [
+        (
+            reference.cifs[r],
+            [generated.arrays[f] for f in pairing.groups[r]],
+            matcher,
+            smact_rules,
+            fingerprint_check,
+        )
+        for r in range(len(reference))
+    ]
+    results = parallel_map(_csp_one, items, workers=workers, progress=progress, desc="CSP match")
+    if reference_validity == "auto":
+        require_ref = pairing.k_used <= 1
+    else:
+        require_ref = reference_validity == "require"
+    tally = _tally(results, pairing.groups, reference.ids, require_ref)
+    metrics = _csp_metrics(tally, results, pairing, require_ref, len(reference), len(generated))
+    metrics.update(
+        {
+            "rmse_units": "StructureMatcher normalized RMS displacement, divided by (V/N)^(1/3)",
+            "matcher": {"class": "pymatgen StructureMatcher", **asdict(matcher)},
+            "smact_rules": smact_rules,
+            "fingerprint_check": fingerprint_check,
+        }
+    )
+    return CSPResult(
+        metrics=metrics, per_structure=tally.per_structure, per_reference=tally.per_reference
+    )
+
+
+@dataclass
+class _Pairing:
+    """Generated frames grouped by reference (frame indices, the first k each)."""
+
+    groups: list[list[int]]
+    k_used: int
+    unpaired: int
+    missing_id: int
+
+
+def _pair_frames(
+    generated_ids: Sequence[str | None], reference_ids: Sequence[str], k: int | None
+) -> _Pairing:
+    """The frames of each reference by ``material_id``; frames of unknown or no id counted."""
+    ref_index = {mid: i for i, mid in enumerate(reference_ids)}
+    groups: list[list[int]] = [[] for _ in reference_ids]
     unpaired = 0
     missing_id = 0
-    for fi, mid in enumerate(generated.ids):
+    for fi, mid in enumerate(generated_ids):
         if mid is None:
             missing_id += 1
         elif mid in ref_index:
@@ -182,59 +227,61 @@ def evaluate_csp(
     if k is not None:
         groups = [g[:k] for g in groups]
     k_used = max((len(g) for g in groups), default=0)
+    return _Pairing(groups, k_used, unpaired, missing_id)
 
-    items = [
-        (
-            reference.cifs[r],
-            [generated.arrays[f] for f in groups[r]],
-            matcher,
-            smact_rules,
-            fingerprint_check,
-        )
-        for r in range(len(reference))
-    ]
-    results = parallel_map(_csp_one, items, workers=workers, progress=progress, desc="CSP match")
 
-    if reference_validity == "auto":
-        require_ref = k_used <= 1
-    else:
-        require_ref = reference_validity == "require"
+@dataclass
+class _Tally:
+    """Best RMS distance per reference (two validity conventions), the per-row tables and
+    the validity counts of the evaluated frames."""
 
-    best_pred_only: list[float | None] = []
-    best_both: list[float | None] = []
-    per_structure: list[dict[str, Any]] = []
-    per_reference: list[dict[str, Any]] = []
-    reasons: Counter[str] = Counter()
-    n_eval = n_valid = n_comp = n_struct = 0
+    best_pred_only: list[float | None] = field(default_factory=list)
+    best_both: list[float | None] = field(default_factory=list)
+    per_structure: list[dict[str, Any]] = field(default_factory=list)
+    per_reference: list[dict[str, Any]] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
+    n_eval: int = 0
+    n_valid: int = 0
+    n_comp: int = 0
+    n_struct: int = 0
+
+
+def _tally(
+    results: list[dict[str, Any]],
+    groups: list[list[int]],
+    reference_ids: Sequence[str],
+    require_ref: bool,
+) -> _Tally:
+    """Best-of-k per reference and one row per reference and per evaluated frame."""
+    t = _Tally()
     for r, res in enumerate(results):
         rms = [s["rms_dist"] for s in res["samples"]]
         hits = [x for x in rms if x is not None]
         b = min(hits) if hits else None
-        best_pred_only.append(b)
-        best_both.append(b if res["ref_valid"] else None)
-        best_index = rms.index(b) if b is not None else None
-        per_reference.append(
+        t.best_pred_only.append(b)
+        t.best_both.append(b if res["ref_valid"] else None)
+        t.per_reference.append(
             {
-                "material_id": reference.ids[r],
+                "material_id": reference_ids[r],
                 "num_samples": len(rms),
                 "reference_valid": res["ref_valid"],
                 "reference_invalid_reason": res["ref_reason"],
                 "matched": (b is not None) and (res["ref_valid"] or not require_ref),
                 "rms_dist": b,
-                "best_sample_index": best_index,
+                "best_sample_index": rms.index(b) if b is not None else None,
             }
         )
         for j, (fi, s) in enumerate(zip(groups[r], res["samples"])):
-            n_eval += 1
-            n_valid += s["valid"]
-            n_comp += s["comp_valid"]
-            n_struct += s["struct_valid"]
+            t.n_eval += 1
+            t.n_valid += s["valid"]
+            t.n_comp += s["comp_valid"]
+            t.n_struct += s["struct_valid"]
             if s["invalid_reason"]:
-                reasons[s["invalid_reason"]] += 1
-            per_structure.append(
+                t.reasons[s["invalid_reason"]] += 1
+            t.per_structure.append(
                 {
                     "frame_index": fi,
-                    "material_id": reference.ids[r],
+                    "material_id": reference_ids[r],
                     "sample_index": j,
                     "valid": s["valid"],
                     "comp_valid": s["comp_valid"],
@@ -245,13 +292,25 @@ def evaluate_csp(
                     "reference_valid": res["ref_valid"],
                 }
             )
-    per_structure.sort(key=lambda row: row["frame_index"])
+    t.per_structure.sort(key=lambda row: row["frame_index"])
+    return t
 
-    rate_p, rmse_p, nm_p = _summary(best_pred_only)
-    rate_b, rmse_b, nm_b = _summary(best_both)
+
+def _csp_metrics(
+    t: _Tally,
+    results: list[dict[str, Any]],
+    pairing: _Pairing,
+    require_ref: bool,
+    n_ref: int,
+    n_generated: int,
+) -> dict[str, Any]:
+    """The summary of :func:`evaluate_csp` (all but the settings)."""
+    rate_p, rmse_p, nm_p = _summary(t.best_pred_only)
+    rate_b, rmse_b, nm_b = _summary(t.best_both)
     rate, rmse, nm = (rate_b, rmse_b, nm_b) if require_ref else (rate_p, rmse_p, nm_p)
     n_ref_invalid = sum(not x["ref_valid"] for x in results)
-    metrics: dict[str, Any] = {
+    n_eval = t.n_eval
+    return {
         "task": "csp",
         "match_rate": rate,
         "rmse": rmse,
@@ -265,36 +324,31 @@ def evaluate_csp(
         "rmse_pred_validity_only": rmse_p,
         "match_rate_pred_and_reference_validity": rate_b,
         "rmse_pred_and_reference_validity": rmse_b,
-        "k": k_used,
-        "num_references": len(reference),
-        "num_references_without_samples": sum(1 for g in groups if not g),
+        "k": pairing.k_used,
+        "num_references": n_ref,
+        "num_references_without_samples": sum(1 for g in pairing.groups if not g),
         "num_references_invalid": n_ref_invalid,
         # a reference whose own composition is SMACT-invalid cannot be matched by a valid
         # crystal of that composition: the best score the literature's rule allows
         "max_match_rate_given_invalid_references": (
-            (len(reference) - n_ref_invalid) / len(reference) if len(reference) else None
+            (n_ref - n_ref_invalid) / n_ref if n_ref else None
         ),
         "match_rate_over_valid_references": (
-            sum(b is not None for b, x in zip(best_both, results) if x["ref_valid"])
-            / (len(reference) - n_ref_invalid)
-            if len(reference) > n_ref_invalid
+            sum(b is not None for b, x in zip(t.best_both, results) if x["ref_valid"])
+            / (n_ref - n_ref_invalid)
+            if n_ref > n_ref_invalid
             else None
         ),
         "num_references_unparsable": sum(not x["ref_parsed"] for x in results),
-        "num_generated_frames": len(generated),
+        "num_generated_frames": n_generated,
         "num_generated_evaluated": n_eval,
-        "num_generated_unpaired": unpaired,
-        "num_generated_without_id": missing_id,
-        "generated_validity": n_valid / n_eval if n_eval else None,
-        "generated_comp_validity": n_comp / n_eval if n_eval else None,
-        "generated_struct_validity": n_struct / n_eval if n_eval else None,
-        "generated_invalid_reasons": dict(reasons),
-        "rmse_units": "StructureMatcher normalized RMS displacement, divided by (V/N)^(1/3)",
-        "matcher": {"class": "pymatgen StructureMatcher", **asdict(matcher)},
-        "smact_rules": smact_rules,
-        "fingerprint_check": fingerprint_check,
+        "num_generated_unpaired": pairing.unpaired,
+        "num_generated_without_id": pairing.missing_id,
+        "generated_validity": t.n_valid / n_eval if n_eval else None,
+        "generated_comp_validity": t.n_comp / n_eval if n_eval else None,
+        "generated_struct_validity": t.n_struct / n_eval if n_eval else None,
+        "generated_invalid_reasons": dict(t.reasons),
     }
-    return CSPResult(metrics=metrics, per_structure=per_structure, per_reference=per_reference)
 
 
 def csp_match_rate(

@@ -19,27 +19,25 @@
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+# FINGERPRINT_TABLE_DIR and cif_key: read from here by benchmarks/eval_reference_fingerprints.py
+from matgen.evaluation._describe import (  # noqa: F401
+    FINGERPRINT_TABLE_DIR,
+    _describe,
+    _describe_references,
+    cif_key,
+)
 from matgen.evaluation._io import GeneratedSet, ReferenceSet, parse_cif
 from matgen.evaluation._parallel import parallel_map
-from matgen.evaluation._validity import (
-    CrystalArrays,
-    arrays_from_structure,
-    build_structure,
-    check_validity,
-)
+from matgen.evaluation._validity import CrystalArrays, build_structure
 
 #: Published COV cut-offs (structure, composition) per dataset, CDVAE ``COV_Cutoffs``.
 COV_CUTOFFS: dict[str, tuple[float, float]] = {
@@ -113,57 +111,6 @@ class GenConfig:
 
 
 # ----------------------------------------------------------------------------- workers
-def _describe(item: tuple) -> dict[str, Any]:
-    """Worker: validity, density, element count, fingerprints of one crystal.
-
-    ``item = (payload, payload_is_cif, with_fingerprints[, known (struct_fp, comp_fp)
-    [, smact_rules]])``.
-    """
-    payload, is_cif, with_fp = item[:3]
-    known = item[3] if len(item) > 3 else None
-    rules = item[4] if len(item) > 4 else "cdvae"
-    if is_cif:
-        s = parse_cif(payload)
-        v = check_validity(s, None, "unparsable_cif", smact_rules=rules)
-    else:
-        s, why = build_structure(payload)
-        v = check_validity(s, payload[1], why, smact_rules=rules)
-    out: dict[str, Any] = {
-        "constructed": v.constructed,
-        "comp_valid": v.comp_valid,
-        "struct_valid": v.struct_valid,
-        "valid": v.valid,
-        "invalid_reason": v.reason,
-        "density": None,
-        "num_elements": None,
-        "formula": None,
-        "arrays": None,
-        "struct_fp": None,
-        "comp_fp": None,
-    }
-    if s is None:
-        return out
-    out["density"] = float(s.density)
-    out["num_elements"] = len(set(s.species))
-    out["formula"] = s.composition.reduced_formula
-    if is_cif:
-        out["arrays"] = arrays_from_structure(s)
-    if with_fp and known is not None:
-        out["struct_fp"], out["comp_fp"] = list(known[0]), list(known[1])
-    elif with_fp:
-        from matgen.evaluation._fingerprints import composition_fingerprint, structure_fingerprint
-
-        sfp = structure_fingerprint(s)
-        if sfp is None:
-            out["valid"] = False
-            if not out["invalid_reason"]:
-                out["invalid_reason"] = "fingerprint_failed"
-        else:
-            out["struct_fp"] = sfp.tolist()
-            out["comp_fp"] = composition_fingerprint(s.composition).tolist()
-    return out
-
-
 @cache
 def _uniq_matcher(ltol: float, stol: float, angle_tol: float):
     from pymatgen.analysis.structure_matcher import StructureMatcher
@@ -203,104 +150,6 @@ def _unique_novel_group(
     return out
 
 
-# ----------------------------------------------------------------------------- caching
-#: Folder of shipped fingerprint tables (``*.npz``: ``keys`` = sha1 of the CIF text,
-#: ``struct_fp`` (n, 61), ``comp_fp`` (n, 132)), computed by this module from public datasets.
-FINGERPRINT_TABLE_DIR = Path(__file__).resolve().parent / "_data"
-
-
-def cif_key(cif: str) -> str:
-    """Key of a CIF text in fingerprint tables (sha1 hex of its UTF-8 bytes)."""
-    return hashlib.sha1(cif.encode()).hexdigest()
-
-
-@cache
-def _fingerprint_table() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    table: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for f in sorted(FINGERPRINT_TABLE_DIR.glob("*.npz")):
-        try:
-            z = np.load(f, allow_pickle=False)
-            for k, s, c in zip(z["keys"], z["struct_fp"], z["comp_fp"], strict=True):
-                table[str(k)] = (s, c)
-        except Exception:  # noqa: BLE001, S112 - a broken table is ignored (recomputed)
-            continue
-    return table
-
-
-def _cache_dir(cfg: GenConfig) -> Path | None:
-    if cfg.cache_dir == "":
-        return None
-    base = cfg.cache_dir or os.environ.get("MATGEN_CACHE_DIR") or Path.home() / ".cache" / "matgen"
-    return Path(base) / "evaluation"
-
-
-def _describe_references(
-    cifs: Sequence[str], with_fp: bool, cfg: GenConfig, workers: int, progress: bool, desc: str
-) -> list[dict[str, Any]]:
-    """:func:`_describe` of reference CIFs, cached on disk by the hash of all CIF texts.
-
-    The cache is gzipped JSON (data only: nothing read from the cache folder can run code;
-    ``describe_*.pkl`` files of older versions are never opened).
-    """
-    d = _cache_dir(cfg)
-    h = hashlib.sha256()
-    for c in cifs:
-        h.update(c.encode())
-        h.update(b"\0")
-    key = f"describe_{h.hexdigest()[:24]}_{int(with_fp)}_{cfg.smact_rules}.json.gz"
-    if d is not None and (d / key).exists():
-        cached = _read_describe_cache(d / key, len(cifs))
-        if cached is not None:
-            return cached
-    table = _fingerprint_table() if with_fp else {}
-    items = [(c, True, with_fp, table.get(cif_key(c)), cfg.smact_rules) for c in cifs]
-    res = parallel_map(_describe, items, workers=workers, progress=progress, desc=desc)
-    if d is not None:
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            tmp = d / (key + f".{os.getpid()}.tmp")
-            with gzip.open(tmp, "wt", encoding="utf-8") as f:
-                json.dump(res, f, default=_plain)
-            tmp.replace(d / key)
-        except OSError:
-            pass
-    return res
-
-
-def _plain(obj: Any) -> Any:
-    """numpy scalars and arrays as plain JSON values."""
-    if isinstance(obj, np.generic | np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON data: {type(obj).__name__}")
-
-
-_DESCRIBE_KEYS = frozenset(("constructed", "comp_valid", "struct_valid", "valid", "invalid_reason",
-                            "density", "num_elements", "formula", "arrays", "struct_fp",
-                            "comp_fp"))
-
-
-def _read_describe_cache(path: Path, n: int) -> list[dict[str, Any]] | None:
-    """The cached descriptions, or None when the file is unreadable or not of their shape
-    (then they are recomputed)."""
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            rows = json.load(f)
-    except (OSError, EOFError, ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(rows, list) or len(rows) != n:
-        return None
-    for r in rows:
-        if not isinstance(r, dict) or set(r) != _DESCRIBE_KEYS:
-            return None
-        a = r["arrays"]
-        if a is not None:
-            if not (isinstance(a, list) and len(a) == 4):
-                return None
-            r["arrays"] = tuple(a)  # CrystalArrays
-    return rows
-
-
-# ----------------------------------------------------------------------------- metrics
 def coverage(
     gen_struc_fps: np.ndarray,
     gen_comp_fps: np.ndarray,
@@ -387,12 +236,43 @@ def evaluate_generation(
     rres = _describe_references(
         reference.cifs, with_fp, config, workers, progress, desc="reference"
     )
+    metrics, valid_idx = _validity_metrics(gres, len(reference))
+    sample_idx = list(valid_idx)
+    if config.n_samples is not None and len(sample_idx) > config.n_samples:
+        rng = np.random.default_rng(config.seed)
+        sample_idx = sorted(rng.choice(sample_idx, config.n_samples, replace=False).tolist())
+    metrics.update(_distribution_metrics(gres, rres, sample_idx))
+    pg, pr, note = _property_values(
+        generated, reference, sample_idx, property_name, property_generated,
+        property_reference, property_predictor,
+    )  # fmt: skip
+    if note is not None:
+        metrics["wdist_property_note"] = note
+    if pg is not None and pr is not None:
+        metrics["wdist_property"] = wasserstein(pg, pr)
+        metrics["property"] = property_name or "predicted"
+        metrics["num_property_values_generated"] = len(pg)
+    if with_fp:
+        metrics.update(_coverage_metrics(gres, rres, config))
+    first: list[int] = list(range(len(gres)))
+    novel: list[bool | None] = [None] * len(gres)
+    if config.uniqueness or (config.novelty and train is not None):
+        first, novel = _unique_novel(generated, gres, valid_idx, train, config, workers, progress)
+        metrics.update(_unique_novel_metrics(valid_idx, first, novel, train, config))
+    metrics["config"] = asdict(config)
+    return GenResult(metrics=metrics, per_structure=_per_structure(generated, gres, first, novel))
+
+
+def _validity_metrics(
+    gres: list[dict[str, Any]], n_reference: int
+) -> tuple[dict[str, Any], list[int]]:
+    """Counts and validity rates of the generated crystals, and the indices of the valid ones."""
     n = len(gres)
     valid_idx = [i for i, r in enumerate(gres) if r["valid"]]
     metrics: dict[str, Any] = {
         "task": "gen",
         "num_generated": n,
-        "num_reference": len(reference),
+        "num_reference": n_reference,
         "num_valid": len(valid_idx),
         "comp_valid": float(np.mean([r["comp_valid"] for r in gres])) if n else None,
         "struct_valid": float(np.mean([r["struct_valid"] for r in gres])) if n else None,
@@ -403,131 +283,203 @@ def evaluate_generation(
         if r["invalid_reason"]:
             reasons[r["invalid_reason"]] += 1
     metrics["invalid_reasons"] = dict(reasons)
+    return metrics, valid_idx
 
-    # ---- distributions over (a sample of) valid crystals
-    sample_idx = list(valid_idx)
-    if config.n_samples is not None and len(sample_idx) > config.n_samples:
-        rng = np.random.default_rng(config.seed)
-        sample_idx = sorted(rng.choice(sample_idx, config.n_samples, replace=False).tolist())
+
+def _distribution_metrics(
+    gres: list[dict[str, Any]], rres: list[dict[str, Any]], sample_idx: list[int]
+) -> dict[str, Any]:
+    """Wasserstein distances of density and element count (sampled valid crystals)."""
     ref_ok = [r for r in rres if r["constructed"]]
-    metrics["wdist_density"] = wasserstein(
-        [gres[i]["density"] for i in sample_idx], [r["density"] for r in ref_ok]
-    )
-    metrics["wdist_num_elements"] = wasserstein(
-        [gres[i]["num_elements"] for i in sample_idx], [r["num_elements"] for r in ref_ok]
-    )
-    metrics["num_distribution_samples"] = len(sample_idx)
-    pg = pr = None
+    return {
+        "wdist_density": wasserstein(
+            [gres[i]["density"] for i in sample_idx], [r["density"] for r in ref_ok]
+        ),
+        "wdist_num_elements": wasserstein(
+            [gres[i]["num_elements"] for i in sample_idx], [r["num_elements"] for r in ref_ok]
+        ),
+        "num_distribution_samples": len(sample_idx),
+    }
+
+
+def _property_values(
+    generated: GeneratedSet,
+    reference: ReferenceSet,
+    sample_idx: list[int],
+    property_name: str | None,
+    property_generated: Sequence[float] | None,
+    property_reference: Sequence[float] | None,
+    property_predictor: Callable[[list], Sequence[float]] | None,
+) -> tuple[list[float] | None, Sequence[float] | None, str | None]:
+    """Generated and reference values of the property (see :func:`evaluate_generation`), and
+    a note when the reference lacks the named property."""
     if property_generated is not None and property_reference is not None:
         pg = [float(property_generated[i]) for i in sample_idx]
-        pr = [float(x) for x in property_reference]
-    elif property_predictor is not None:
+        return pg, [float(x) for x in property_reference], None
+    if property_predictor is not None:
         pg = list(property_predictor([build_structure(generated.arrays[i])[0] for i in sample_idx]))
-        pr = list(property_predictor([parse_cif(c) for c in reference.cifs]))
-    elif property_name is not None:
+        return pg, list(property_predictor([parse_cif(c) for c in reference.cifs])), None
+    if property_name is not None:
         pg = [
             float(generated.info[i][property_name])
             for i in sample_idx
             if property_name in generated.info[i]
         ]
         pr = reference.properties.get(property_name)
-        if pr is None:
-            metrics["wdist_property_note"] = f"reference has no numeric column {property_name!r}"
-    if pg is not None and pr is not None:
-        metrics["wdist_property"] = wasserstein(pg, pr)
-        metrics["property"] = property_name or "predicted"
-        metrics["num_property_values_generated"] = len(pg)
+        note = f"reference has no numeric column {property_name!r}" if pr is None else None
+        return pg, pr, note
+    return None, None, None
 
-    # ---- coverage
-    if with_fp:
-        sc, cc = config.struc_cutoff, config.comp_cutoff
-        if (sc is None or cc is None) and config.dataset is not None:
-            dsc, dcc = cov_cutoffs(config.dataset)
-            sc = dsc if sc is None else sc
-            cc = dcc if cc is None else cc
-        if sc is None or cc is None:
-            metrics["coverage_note"] = (
+
+def _coverage_metrics(
+    gres: list[dict[str, Any]], rres: list[dict[str, Any]], config: GenConfig
+) -> dict[str, Any]:
+    """COV recall and precision with the configured (or the dataset's) cut-offs."""
+    sc, cc = config.struc_cutoff, config.comp_cutoff
+    if (sc is None or cc is None) and config.dataset is not None:
+        dsc, dcc = cov_cutoffs(config.dataset)
+        sc = dsc if sc is None else sc
+        cc = dcc if cc is None else cc
+    if sc is None or cc is None:
+        return {
+            "coverage_note": (
                 "COV not computed: give a dataset (mp20, perov5, carbon24) or explicit cut-offs"
             )
-        else:
-            from matgen.evaluation._fingerprints import scale_composition_fingerprints
-
-            g_fp = [r for r in gres if r["struct_fp"] is not None]
-            r_fp = [r for r in rres if r["struct_fp"] is not None]
-            gs = np.array([r["struct_fp"] for r in g_fp]).reshape(len(g_fp), -1)
-            gc = scale_composition_fingerprints(np.array([r["comp_fp"] for r in g_fp]))
-            rs = np.array([r["struct_fp"] for r in r_fp]).reshape(len(r_fp), -1)
-            rc = scale_composition_fingerprints(np.array([r["comp_fp"] for r in r_fp]))
-            metrics.update(coverage(gs, gc, rs, rc, sc, cc, num_generated=n))
-            metrics["cov_cutoffs"] = {"struc": sc, "comp": cc, "dataset": config.dataset}
-            metrics["num_reference_fingerprints"] = len(r_fp)
-
-    # ---- uniqueness / novelty
-    first = list(range(n))
-    novel: list[bool | None] = [None] * n
-    if config.uniqueness or (config.novelty and train is not None):
-        do_novel = config.novelty and train is not None
-        train_by_formula: dict[str, list[CrystalArrays]] = defaultdict(list)
-        if do_novel:
-            tres = _describe_references(
-                train.cifs, False, config, workers, progress, desc="training set"
-            )
-            for r in tres:
-                if r["formula"] is not None:
-                    train_by_formula[r["formula"]].append(r["arrays"])
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i in valid_idx:
-            groups[gres[i]["formula"]].append(i)
-        keys = sorted(groups)
-        tol = (config.ltol, config.stol, config.angle_tol)
-        items = [
-            ([generated.arrays[i] for i in groups[f]], train_by_formula.get(f, []), tol, do_novel)
-            for f in keys
-        ]
-        out = parallel_map(
-            _unique_novel_group, items, workers=workers, progress=progress, desc="unique/novel"
-        )
-        for f, res in zip(keys, out):
-            idx = groups[f]
-            for local, (first_local, is_novel) in enumerate(res):
-                first[idx[local]] = idx[first_local]
-                novel[idx[local]] = is_novel if do_novel else None
-        nv = len(valid_idx)
-        n_unique = sum(1 for i in valid_idx if first[i] == i)
-        metrics["uniqueness"] = n_unique / nv if nv else None
-        metrics["num_unique"] = n_unique
-        if do_novel:
-            n_novel = sum(1 for i in valid_idx if novel[i])
-            n_un = sum(1 for i in valid_idx if novel[i] and first[i] == i)
-            metrics["novelty"] = n_novel / nv if nv else None
-            metrics["unique_and_novel"] = n_un / nv if nv else None
-            metrics["num_novel"] = n_novel
-            metrics["num_train"] = len(train)
-        metrics["uniqueness_novelty_denominator"] = "valid generated crystals"
-        metrics["uniqueness_matcher"] = {
-            "class": "pymatgen StructureMatcher",
-            "ltol": config.ltol,
-            "stol": config.stol,
-            "angle_tol": config.angle_tol,
         }
-    metrics["config"] = asdict(config)
+    from matgen.evaluation._fingerprints import scale_composition_fingerprints
 
-    per_structure = []
-    for i, r in enumerate(gres):
-        per_structure.append(
-            {
-                "frame_index": i,
-                "id": generated.ids[i] or generated.info[i].get("sample_id"),
-                "formula": r["formula"],
-                "valid": r["valid"],
-                "comp_valid": r["comp_valid"],
-                "struct_valid": r["struct_valid"],
-                "invalid_reason": r["invalid_reason"],
-                "density": r["density"],
-                "num_elements": r["num_elements"],
-                "unique": (first[i] == i) if r["valid"] else None,
-                "duplicate_of": first[i] if (r["valid"] and first[i] != i) else None,
-                "novel": novel[i],
-            }
+    g_fp = [r for r in gres if r["struct_fp"] is not None]
+    r_fp = [r for r in rres if r["struct_fp"] is not None]
+    gs = np.array([r["struct_fp"] for r in g_fp]).reshape(len(g_fp), -1)
+    gc = scale_composition_fingerprints(np.array([r["comp_fp"] for r in g_fp]))
+    rs = np.array([r["struct_fp"] for r in r_fp]).reshape(len(r_fp), -1)
+    rc = scale_composition_fingerprints(np.array([r["comp_fp"] for r in r_fp]))
+    out = coverage(gs, gc, rs, rc, sc, cc, num_generated=len(gres))
+    out["cov_cutoffs"] = {"struc": sc, "comp": cc, "dataset": config.dataset}
+    out["num_reference_fingerprints"] = len(r_fp)
+    return out
+
+
+def _unique_novel(
+    generated: GeneratedSet,
+    gres: list[dict[str, Any]],
+    valid_idx: list[int],
+    train: ReferenceSet | None,
+    config: GenConfig,
+    workers: int,
+    progress: bool,
+) -> tuple[list[int], list[bool | None]]:
+    """For each generated crystal the first valid one it matches (itself when unique) and
+    whether it is novel (``None``: novelty not computed or the crystal is invalid)."""
+    first = list(range(len(gres)))
+    novel: list[bool | None] = [None] * len(gres)
+    do_novel = config.novelty and train is not None
+    matches = match_within_formulas(
+        {i: generated.arrays[i] for i in valid_idx},
+        {i: gres[i]["formula"] for i in valid_idx},
+        train if do_novel else None,
+        config,
+        workers,
+        progress,
+    )
+    for i, (f, is_novel) in matches.items():
+        first[i] = f
+        novel[i] = is_novel if do_novel else None
+    return first, novel
+
+
+def match_within_formulas(
+    arrays: dict[int, CrystalArrays],
+    formulas: dict[int, str],
+    train: ReferenceSet | None,
+    config: GenConfig,
+    workers: int,
+    progress: bool,
+) -> dict[int, tuple[int, bool]]:
+    """Uniqueness and novelty among crystals of the same reduced formula (the matcher never
+    matches different ones): for each crystal (keyed by its index) the index of the first
+    crystal that matches it (itself when unique) and whether no training crystal matches it
+    (always True without ``train``)."""
+    train_by_formula: dict[str, list[CrystalArrays]] = defaultdict(list)
+    if train is not None:
+        tres = _describe_references(
+            train.cifs, False, config, workers, progress, desc="training set"
         )
-    return GenResult(metrics=metrics, per_structure=per_structure)
+        for r in tres:
+            if r["formula"] is not None:
+                train_by_formula[r["formula"]].append(r["arrays"])
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in arrays:
+        groups[formulas[i]].append(i)
+    keys = sorted(groups)
+    tol = (config.ltol, config.stol, config.angle_tol)
+    items = [
+        ([arrays[i] for i in groups[f]], train_by_formula.get(f, []), tol, train is not None)
+        for f in keys
+    ]
+    out = parallel_map(
+        _unique_novel_group, items, workers=workers, progress=progress, desc="unique/novel"
+    )
+    matches: dict[int, tuple[int, bool]] = {}
+    for f, res in zip(keys, out):
+        idx = groups[f]
+        for local, (first_local, is_novel) in enumerate(res):
+            matches[idx[local]] = (idx[first_local], is_novel)
+    return matches
+
+
+def _unique_novel_metrics(
+    valid_idx: list[int],
+    first: list[int],
+    novel: list[bool | None],
+    train: ReferenceSet | None,
+    config: GenConfig,
+) -> dict[str, Any]:
+    """Uniqueness (and novelty) rates over the valid generated crystals."""
+    nv = len(valid_idx)
+    n_unique = sum(1 for i in valid_idx if first[i] == i)
+    metrics: dict[str, Any] = {
+        "uniqueness": n_unique / nv if nv else None,
+        "num_unique": n_unique,
+    }
+    if config.novelty and train is not None:
+        n_novel = sum(1 for i in valid_idx if novel[i])
+        n_un = sum(1 for i in valid_idx if novel[i] and first[i] == i)
+        metrics["novelty"] = n_novel / nv if nv else None
+        metrics["unique_and_novel"] = n_un / nv if nv else None
+        metrics["num_novel"] = n_novel
+        metrics["num_train"] = len(train)
+    metrics["uniqueness_novelty_denominator"] = "valid generated crystals"
+    metrics["uniqueness_matcher"] = {
+        "class": "pymatgen StructureMatcher",
+        "ltol": config.ltol,
+        "stol": config.stol,
+        "angle_tol": config.angle_tol,
+    }
+    return metrics
+
+
+def _per_structure(
+    generated: GeneratedSet,
+    gres: list[dict[str, Any]],
+    first: list[int],
+    novel: list[bool | None],
+) -> list[dict[str, Any]]:
+    """One row per generated frame."""
+    return [
+        {
+            "frame_index": i,
+            "id": generated.ids[i] or generated.info[i].get("sample_id"),
+            "formula": r["formula"],
+            "valid": r["valid"],
+            "comp_valid": r["comp_valid"],
+            "struct_valid": r["struct_valid"],
+            "invalid_reason": r["invalid_reason"],
+            "density": r["density"],
+            "num_elements": r["num_elements"],
+            "unique": (first[i] == i) if r["valid"] else None,
+            "duplicate_of": first[i] if (r["valid"] and first[i] != i) else None,
+            "novel": novel[i],
+        }
+        for i, r in enumerate(gres)
+    ]

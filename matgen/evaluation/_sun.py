@@ -15,14 +15,14 @@ works; :func:`mlip_scorer` builds the default one from :mod:`matgen.surrogates`.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from matgen.evaluation._gen import GenConfig, _describe, _describe_references, _unique_novel_group
+from matgen.evaluation._describe import _describe
+from matgen.evaluation._gen import GenConfig, match_within_formulas
 from matgen.evaluation._io import GeneratedSet, ReferenceSet
 from matgen.evaluation._parallel import parallel_map
 from matgen.evaluation._validity import arrays_from_structure, build_structure
@@ -62,8 +62,10 @@ def mlip_scorer(
     def scorer(structures: list) -> list[tuple[Any, float]]:
         res = relax(list(structures), mlip, relax_config)
         # on MP's corrected energy scale, as the hull (SevenNet-0 needs the MP2020 corrections)
-        relaxed = [r.structure if r.structure is not None else s
-                   for s, r in zip(structures, res, strict=True)]
+        relaxed = [
+            r.structure if r.structure is not None else s
+            for s, r in zip(structures, res, strict=True)
+        ]
         energies = mp_compatible_energies(mlip, relaxed, [r.energy_per_atom for r in res])
         out = []
         for s, r, e in zip(structures, res, energies, strict=True):
@@ -127,7 +129,6 @@ def evaluate_sun(
         progress: progress bars.
     """
     config = config or GenConfig(coverage=False)
-    n = len(generated)
     desc = parallel_map(
         _describe,
         [(a, False, False, None, config.smact_rules) for a in generated.arrays],
@@ -136,98 +137,105 @@ def evaluate_sun(
         desc="validity",
     )
     valid_idx = [i for i, d in enumerate(desc) if d["valid"]]
-    structures = [build_structure(generated.arrays[i])[0] for i in valid_idx]
-    scored = list(scorer(structures)) if structures else []
-    if len(scored) != len(structures):
-        raise ValueError(f"scorer returned {len(scored)} results for {len(structures)} structures")
-    relaxed: dict[int, Any] = {}
-    ehull: dict[int, float] = {}
-    rmsd: dict[int, float | None] = {}
-    for i, s, (r, e) in zip(valid_idx, structures, scored):
-        e = float(e) if e is not None else math.nan
-        ehull[i] = e
-        if r is not None and math.isfinite(e):
-            relaxed[i] = r
-            rmsd[i] = relaxation_rmsd(s, r)
-
-    # uniqueness / novelty of the relaxed structures, grouped by reduced formula
-    do_novel = train is not None
-    train_by_formula: dict[str, list] = defaultdict(list)
-    if do_novel:
-        tres = _describe_references(train.cifs, False, config, workers, progress, "training set")
-        for r in tres:
-            if r["formula"] is not None:
-                train_by_formula[r["formula"]].append(r["arrays"])
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, r in relaxed.items():
-        groups[r.composition.reduced_formula].append(i)
-    keys = sorted(groups)
-    tol = (config.ltol, config.stol, config.angle_tol)
-    items = [
-        (
-            [arrays_from_structure(relaxed[i]) for i in groups[f]],
-            train_by_formula.get(f, []),
-            tol,
-            do_novel,
-        )
-        for f in keys
-    ]
-    out = parallel_map(
-        _unique_novel_group, items, workers=workers, progress=progress, desc="unique/novel"
+    j = _relax_valid(generated, valid_idx, scorer)
+    matches = match_within_formulas(
+        {i: arrays_from_structure(r) for i, r in j.relaxed.items()},
+        {i: r.composition.reduced_formula for i, r in j.relaxed.items()},
+        train,
+        config,
+        workers,
+        progress,
     )
-    unique: dict[int, bool] = {}
-    novel: dict[int, bool] = {}
-    for f, res in zip(keys, out):
-        idx = groups[f]
-        for local, (first_local, is_novel) in enumerate(res):
-            unique[idx[local]] = first_local == local
-            novel[idx[local]] = bool(is_novel) if do_novel else True
-
+    j.unique = {i: f == i for i, (f, _) in matches.items()}
+    j.novel = {i: bool(is_novel) for i, (_, is_novel) in matches.items()}
+    j.novelty = train is not None
     metrics: dict[str, Any] = {
         "task": "sun",
         "stability_judged_by": STABILITY_NOTE,
         "scorer": scorer_name,
-        "num_generated": n,
+        "num_generated": len(generated),
         "num_valid": len(valid_idx),
-        "num_relaxed": len(relaxed),
-        "novelty_judged": do_novel,
+        "num_relaxed": len(j.relaxed),
+        "novelty_judged": j.novelty,
         "rate_denominator": "all generated crystals",
     }
-    eh = np.array([ehull[i] for i in relaxed], dtype=float)
+    metrics.update(_stability_metrics(j, thresholds, len(generated)))
+    rows = [_sun_row(i, generated, desc[i]["valid"], j, thresholds) for i in range(len(generated))]
+    return SUNResult(metrics=metrics, per_structure=rows)
+
+
+@dataclass
+class _Judged:
+    """By frame index: relaxed structures (valid crystals the scorer relaxed to a finite
+    energy), energies above the hull, relaxation RMSDs, and uniqueness and novelty of the
+    relaxed ones (``novelty``: whether novelty was judged)."""
+
+    relaxed: dict[int, Any] = field(default_factory=dict)
+    ehull: dict[int, float] = field(default_factory=dict)
+    rmsd: dict[int, float | None] = field(default_factory=dict)
+    unique: dict[int, bool] = field(default_factory=dict)
+    novel: dict[int, bool] = field(default_factory=dict)
+    novelty: bool = False
+
+
+def _relax_valid(generated: GeneratedSet, valid_idx: list[int], scorer: Scorer) -> _Judged:
+    """Relax and score the valid crystals (uniqueness and novelty not judged yet)."""
+    structures = [build_structure(generated.arrays[i])[0] for i in valid_idx]
+    scored = list(scorer(structures)) if structures else []
+    if len(scored) != len(structures):
+        raise ValueError(f"scorer returned {len(scored)} results for {len(structures)} structures")
+    j = _Judged()
+    for i, s, (r, e) in zip(valid_idx, structures, scored):
+        e = float(e) if e is not None else math.nan
+        j.ehull[i] = e
+        if r is not None and math.isfinite(e):
+            j.relaxed[i] = r
+            j.rmsd[i] = relaxation_rmsd(s, r)
+    return j
+
+
+def _stability_metrics(j: _Judged, thresholds: Sequence[float], n: int) -> dict[str, Any]:
+    """Energy and RMSD statistics, and the stable / unique / novel / S.U.N. rates over all
+    ``n`` generated crystals."""
+    metrics: dict[str, Any] = {}
+    eh = np.array([j.ehull[i] for i in j.relaxed], dtype=float)
     metrics["e_above_hull_mean"] = float(eh.mean()) if eh.size else None
     metrics["e_above_hull_median"] = float(np.median(eh)) if eh.size else None
-    rm = [v for v in rmsd.values() if v is not None]
+    rm = [v for v in j.rmsd.values() if v is not None]
     metrics["rmsd_generated_vs_relaxed_mean_angstrom"] = float(np.mean(rm)) if rm else None
     metrics["rmsd_generated_vs_relaxed_median_angstrom"] = float(np.median(rm)) if rm else None
-    n_unique = sum(unique.values())
+    n_unique = sum(j.unique.values())
     metrics["unique_rate"] = n_unique / n if n else None
-    if do_novel:
-        metrics["novel_rate"] = sum(novel.values()) / n if n else None
+    if j.novelty:
+        metrics["novel_rate"] = sum(j.novel.values()) / n if n else None
     for t in thresholds:
-        stable = [i for i in relaxed if ehull[i] <= t]
-        sun = [i for i in stable if unique[i] and novel[i]]
+        stable = [i for i in j.relaxed if j.ehull[i] <= t]
+        sun = [i for i in stable if j.unique[i] and j.novel[i]]
         tag = f"{t:g}"
         metrics[f"stable_rate@{tag}"] = len(stable) / n if n else None
         metrics[f"sun_rate@{tag}"] = len(sun) / n if n else None
         metrics[f"num_stable@{tag}"] = len(stable)
         metrics[f"num_sun@{tag}"] = len(sun)
     metrics["thresholds_ev_per_atom"] = list(thresholds)
+    return metrics
 
-    per_structure = []
-    for i in range(n):
-        row = {
-            "frame_index": i,
-            "id": generated.ids[i] or generated.info[i].get("sample_id"),
-            "valid": desc[i]["valid"],
-            "relaxed": i in relaxed,
-            "e_above_hull_mlip": ehull.get(i),
-            "rmsd_to_relaxed": rmsd.get(i),
-            "unique": unique.get(i),
-            "novel": novel.get(i) if do_novel else None,
-        }
-        for t in thresholds:
-            st = i in relaxed and ehull[i] <= t
-            row[f"stable@{t:g}"] = st
-            row[f"sun@{t:g}"] = bool(st and unique.get(i) and novel.get(i))
-        per_structure.append(row)
-    return SUNResult(metrics=metrics, per_structure=per_structure)
+
+def _sun_row(
+    i: int, generated: GeneratedSet, valid: bool, j: _Judged, thresholds: Sequence[float]
+) -> dict[str, Any]:
+    """The per-structure row of frame ``i``."""
+    row = {
+        "frame_index": i,
+        "id": generated.ids[i] or generated.info[i].get("sample_id"),
+        "valid": valid,
+        "relaxed": i in j.relaxed,
+        "e_above_hull_mlip": j.ehull.get(i),
+        "rmsd_to_relaxed": j.rmsd.get(i),
+        "unique": j.unique.get(i),
+        "novel": j.novel.get(i) if j.novelty else None,
+    }
+    for t in thresholds:
+        st = i in j.relaxed and j.ehull[i] <= t
+        row[f"stable@{t:g}"] = st
+        row[f"sun@{t:g}"] = bool(st and j.unique.get(i) and j.novel.get(i))
+    return row

@@ -137,7 +137,7 @@ def test_describe_cache_never_unpickles_and_survives_junk(tmp_path, monkeypatch)
     import gzip
     import pickle
 
-    from matgen.evaluation import _gen
+    from matgen.evaluation import _describe
 
     cifs = ["data_x\n_cell_length_a 1\n"]
     cfg = GenConfig(cache_dir=str(tmp_path))
@@ -151,14 +151,16 @@ def test_describe_cache_never_unpickles_and_survives_junk(tmp_path, monkeypatch)
     for name in ("describe_x.pkl",):
         (d / name).write_bytes(pickle.dumps(Boom()))
     calls = []
-    monkeypatch.setattr(_gen, "parallel_map",
-                        lambda fn, items, **kw: calls.append(1) or [_gen._describe(i)
-                                                                    for i in items])
-    first = _gen._describe_references(cifs, False, cfg, 1, False, "t")
-    again = _gen._describe_references(cifs, False, cfg, 1, False, "t")
+    monkeypatch.setattr(
+        _describe,
+        "parallel_map",
+        lambda fn, items, **kw: calls.append(1) or [_describe._describe(i) for i in items],
+    )
+    first = _describe._describe_references(cifs, False, cfg, 1, False, "t")
+    again = _describe._describe_references(cifs, False, cfg, 1, False, "t")
     assert first == again and len(calls) == 1
     (cached,) = d.glob("describe_*.json.gz")
     for junk in (b"not gzip", gzip.compress(b"[1, 2, 3]"), gzip.compress(b'{"a": 1}')):
         cached.write_bytes(junk)
-        assert _gen._describe_references(cifs, False, cfg, 1, False, "t") == first
+        assert _describe._describe_references(cifs, False, cfg, 1, False, "t") == first
     assert len(calls) == 4
