@@ -10,12 +10,12 @@ from typing import Annotated
 
 import typer
 
-from matgen.cli._app import app
+from matgen.cli._app import MatgenTyper, app, fail
 
 # Prefect's server would otherwise send usage telemetry from `campaign run` / `serve`
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-campaign_app = typer.Typer(
+campaign_app = MatgenTyper(
     help="Closed-loop discovery campaigns (Prefect flows over a crash-safe state store).",
     no_args_is_help=True,
 )
@@ -26,22 +26,17 @@ ConfigOpt = Annotated[
 ]
 
 
-def _fail(msg: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {msg}", err=True)
-    return typer.Exit(code)
-
-
 def _load(config: Path):
     from pydantic import ValidationError
 
     from matgen.campaign import ConfigError, load_config
 
     if not config.exists():
-        raise _fail(f"no such config file: {config}", 2)
+        fail(f"no such config file: {config}", 2)
     try:
         return load_config(config)
     except ConfigError as exc:
-        raise _fail(str(exc), 2) from None
+        fail(str(exc), 2)
     except ValidationError as exc:
         for err in exc.errors():
             loc = ".".join(str(x) for x in err["loc"])
@@ -59,11 +54,14 @@ def _store_errors():
     try:
         yield
     except StoreError as exc:
-        raise _fail(str(exc), 1) from None
+        fail(str(exc), 1)
     except DatabaseError as exc:
         why = str(getattr(exc, "orig", exc)).splitlines()[0]
-        raise _fail(f"state database: {why} (move the campaign's state.db aside to start "
-                    "afresh, or restore a backup)", 1) from None
+        fail(
+            f"state database: {why} (move the campaign's state.db aside to start "
+            "afresh, or restore a backup)",
+            1,
+        )
 
 
 def _require_state(cfg, config: Path, what: str) -> None:
@@ -72,9 +70,12 @@ def _require_state(cfg, config: Path, what: str) -> None:
     db = cfg.work_path() / "state.db"
     if cfg.state_url or db.exists():
         return
-    raise _fail(f"campaign {cfg.name!r} has no state yet ({db}; work_dir is relative to "
-                f"{config.name}'s folder); {what}: run it first with matgen campaign run "
-                f"--config {config}", 1)
+    fail(
+        f"campaign {cfg.name!r} has no state yet ({db}; work_dir is relative to "
+        f"{config.name}'s folder); {what}: run it first with matgen campaign run "
+        f"--config {config}",
+        1,
+    )
 
 
 def _open(cfg, accept_config_change: bool = False):
@@ -84,14 +85,16 @@ def _open(cfg, accept_config_change: bool = False):
     try:
         return Campaign(cfg, accept_config_change=accept_config_change)
     except ConfigChangedError as exc:
-        raise _fail(str(exc), 2) from None
+        fail(str(exc), 2)
 
 
 AcceptOpt = Annotated[
     bool,
-    typer.Option("--accept-config-change",
-                 help="apply a changed config from the next round on (recorded as a new "
-                      "config version) instead of refusing it"),
+    typer.Option(
+        "--accept-config-change",
+        help="apply a changed config from the next round on (recorded as a new "
+        "config version) instead of refusing it",
+    ),
 ]
 
 
@@ -111,9 +114,13 @@ def run(
         ),
     ] = True,
     accept_config_change: AcceptOpt = False,
-    progress: Annotated[bool, typer.Option(
-        help="Progress on stderr: the step under way and a line every 20 s (--no-prefect: "
-             "a bar on a terminal), beside Prefect's task logs.")] = True,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            help="Progress on stderr: the step under way and a line every 20 s (--no-prefect: "
+            "a bar on a terminal), beside Prefect's task logs."
+        ),
+    ] = True,
 ) -> None:
     """Run the campaign (resumes where it stopped).
 
@@ -125,7 +132,7 @@ def run(
 
     cfg = _load(config)
     if export_dir is not None and export_dir.exists() and not export_dir.is_dir():
-        raise _fail(f"--export-dir {export_dir} exists and is not a folder", 2)
+        fail(f"--export-dir {export_dir} exists and is not a folder", 2)
     with _store_errors():
         camp = _open(cfg, accept_config_change)
         try:
@@ -142,10 +149,13 @@ def run(
 
                 _where_to_watch(
                     "Prefect: a temporary server for this run (no UI to follow it; for one: "
-                    f"prefect server start, then export PREFECT_API_URL={_LOCAL_API})")
+                    f"prefect server start, then export PREFECT_API_URL={_LOCAL_API})"
+                )
                 out = run_campaign(
-                    str(config), rounds=rounds,
-                    export_dir=str(export_dir) if export_dir else None, progress=progress,
+                    str(config),
+                    rounds=rounds,
+                    export_dir=str(export_dir) if export_dir else None,
+                    progress=progress,
                 )
             else:
                 rows = camp.run(rounds, progress=progress)
@@ -154,12 +164,13 @@ def run(
                 if cfg.export_on_finish and camp.next_round() >= total:
                     out["export"] = str(
                         export_campaign(
-                            camp.store, export_dir or cfg.work_path() / "exports",
-                            cfg.property_names()
+                            camp.store,
+                            export_dir or cfg.work_path() / "exports",
+                            cfg.property_names(),
                         )
                     )
         except MissingModelError as exc:
-            raise _fail(str(exc), 1) from None
+            fail(str(exc), 1)
     _print_rounds(out["rounds"])
     if out.get("export"):
         typer.echo(f"lab candidate list: {Path(out['export']) / 'candidates.csv'}")
@@ -188,13 +199,20 @@ def _print_rounds(rows: list[dict]) -> None:
 @campaign_app.command("serve")
 def serve(
     config: ConfigOpt,
-    cron: Annotated[str, typer.Option(
-        "--cron", help='cron schedule, e.g. "0 2 * * *" (02:00 every day)')],
-    rounds: Annotated[int | None, typer.Option(
-        "--rounds", min=0, help="total rounds; later scheduled runs do nothing (default: "
-                                "the config's rounds)")] = None,
-    timezone: Annotated[str, typer.Option(
-        "--timezone", help="IANA time zone of --cron, e.g. Europe/Berlin")] = "UTC",
+    cron: Annotated[
+        str, typer.Option("--cron", help='cron schedule, e.g. "0 2 * * *" (02:00 every day)')
+    ],
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            "--rounds",
+            min=0,
+            help="total rounds; later scheduled runs do nothing (default: the config's rounds)",
+        ),
+    ] = None,
+    timezone: Annotated[
+        str, typer.Option("--timezone", help="IANA time zone of --cron, e.g. Europe/Berlin")
+    ] = "UTC",
 ) -> None:
     """Serve a scheduled deployment (one round per scheduled run) until interrupted.
 
@@ -209,15 +227,21 @@ def serve(
 
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise _fail(f"--timezone {timezone!r} is not an IANA time zone (e.g. UTC, "
-                    "Europe/Berlin, America/New_York)", 2) from None
+        fail(
+            f"--timezone {timezone!r} is not an IANA time zone (e.g. UTC, "
+            "Europe/Berlin, America/New_York)",
+            2,
+        )
     from prefect.client.schemas.schedules import CronSchedule
 
     try:
         CronSchedule(cron=cron, timezone=timezone)
     except ValueError:
-        raise _fail(f"--cron {cron!r} is not a cron schedule (five fields: minute hour "
-                    'day-of-month month day-of-week, e.g. "0 2 * * *")', 2) from None
+        fail(
+            f"--cron {cron!r} is not a cron schedule (five fields: minute hour "
+            'day-of-month month day-of-week, e.g. "0 2 * * *")',
+            2,
+        )
     cfg = _load(config)
     with _store_errors():
         try:
@@ -231,7 +255,8 @@ def serve(
     _where_to_watch(
         "warning: no PREFECT_API_URL: serving on a temporary Prefect server; the schedule "
         "lasts only while this command runs and no UI shows it. For a lasting schedule: "
-        f"prefect server start, then export PREFECT_API_URL={_LOCAL_API}")
+        f"prefect server start, then export PREFECT_API_URL={_LOCAL_API}"
+    )
     serve_campaign(str(config), cron, rounds, timezone=timezone)
 
 
@@ -242,9 +267,12 @@ def _flows():
     except ModuleNotFoundError as exc:
         if exc.name != "matgen_flows":
             raise
-        raise _fail("matgen_flows (the flows/ folder) is not installed: an install from "
-                    "before it was renamed; reinstall matgen (pip install -e . in the "
-                    "repository, or bash scripts/setup.sh), or use --no-prefect", 2) from None
+        fail(
+            "matgen_flows (the flows/ folder) is not installed: an install from "
+            "before it was renamed; reinstall matgen (pip install -e . in the "
+            "repository, or bash scripts/setup.sh), or use --no-prefect",
+            2,
+        )
     return matgen_flows.campaign
 
 
@@ -288,8 +316,12 @@ def status(
 @campaign_app.command("export")
 def export(
     config: ConfigOpt,
-    out: Annotated[Path, typer.Option(
-        "--out", help="a new folder <name>_<all|roundNNN>_<UTC stamp> is created inside")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="a new folder <name>_<all|roundNNN>_<UTC stamp> is created inside"
+        ),
+    ],
     round_index: Annotated[
         int | None, typer.Option("--round", min=0, help="one round (default: all)")
     ] = None,
@@ -300,18 +332,23 @@ def export(
 
     cfg = _load(config)
     if out.exists() and not out.is_dir():
-        raise _fail(f"--out {out} exists and is not a folder (a new folder is made inside it)",
-                    2)
+        fail(f"--out {out} exists and is not a folder (a new folder is made inside it)", 2)
     _require_state(cfg, config, "nothing to export")
     with _store_errors():
         store = CampaignStore(cfg.database_url(), cfg.name, cfg.model_dump(mode="json"))
         have = [r["index"] for r in store.rounds()]
         if not store.candidates(selected=True):
-            raise _fail(f"campaign {cfg.name!r} has selected no candidates yet (rounds: "
-                        f"{', '.join(map(str, have)) or 'none'}); nothing to export", 2)
+            fail(
+                f"campaign {cfg.name!r} has selected no candidates yet (rounds: "
+                f"{', '.join(map(str, have)) or 'none'}); nothing to export",
+                2,
+            )
         if round_index is not None and round_index not in have:
-            raise _fail(f"campaign {cfg.name!r} has no round {round_index} (rounds: "
-                        f"{', '.join(map(str, have)) or 'none yet'})", 2)
+            fail(
+                f"campaign {cfg.name!r} has no round {round_index} (rounds: "
+                f"{', '.join(map(str, have)) or 'none yet'})",
+                2,
+            )
         folder = export_campaign(store, out, cfg.property_names(), round_index)
     typer.echo(str(folder))
 
@@ -324,8 +361,11 @@ def import_results(
     ],
     correct: Annotated[
         bool,
-        typer.Option("--correct", help="replace labels that differ from the stored ones "
-                                       "(each change is kept in the label history)"),
+        typer.Option(
+            "--correct",
+            help="replace labels that differ from the stored ones "
+            "(each change is kept in the label history)",
+        ),
     ] = False,
     reason: Annotated[
         str | None, typer.Option("--reason", help="why (stored with each corrected label)")
@@ -342,21 +382,27 @@ def import_results(
 
     cfg = _load(config)
     if not csv.exists():
-        raise _fail(f"no such file: {csv}", 2)
+        fail(f"no such file: {csv}", 2)
     if csv.is_dir():
-        raise _fail(f"--csv {csv} is a folder, not a CSV file", 2)
+        fail(f"--csv {csv} is a folder, not a CSV file", 2)
     with _store_errors():
         _require_state(cfg, config, "no results to import into")
         camp = _open(cfg, accept_config_change)
         try:
             res = camp.import_results(str(csv), correct=correct, reason=reason)
         except ResultsFileError as exc:
-            raise _fail(str(exc), 1) from None
+            fail(str(exc), 1)
     for e in res.errors:
         typer.echo(f"error: {e}", err=True)
-    extra = "".join(f", {n} {what}" for n, what in (
-        (res.filled, "filled in"), (res.corrected, "corrected"), (res.unchanged, "unchanged"))
-        if n)
+    extra = "".join(
+        f", {n} {what}"
+        for n, what in (
+            (res.filled, "filled in"),
+            (res.corrected, "corrected"),
+            (res.unchanged, "unchanged"),
+        )
+        if n
+    )
     typer.echo(f"accepted {res.accepted} rows{extra}, rejected {res.rejected}")
     if res.rejected:
         raise typer.Exit(1)

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from matgen.cli._app import app
+from matgen.cli._app import MatgenTyper, app, fail
 
-data_app = typer.Typer(
+data_app = MatgenTyper(
     help="Check and inspect crystal data (CDVAE CSV, CIF, folder of CIFs, extxyz).",
     no_args_is_help=True,
 )
@@ -84,13 +84,11 @@ def validate(
 
         key = str(path).lower().replace("-", "").replace("_", "")
         if key not in REGISTRY:
-            _err.print(f"error: no such file or folder: {escape(str(path))}")
-            raise typer.Exit(2)
+            fail(f"no such file or folder: {path}", 2)
         try:
             path = resolve_source(key, split, allow_download=False)
         except DatasetNotFound as exc:
-            _err.print(f"error: {escape(str(exc))}")
-            raise typer.Exit(2) from None
+            fail(str(exc), 2)
     try:
         bar, cb = _progress()
         with bar:
@@ -129,8 +127,7 @@ def validate(
                     w.writerow([e.entry, e.reason])
             _out.print(f"wrote {bad} bad entries to {escape(str(report))}")
         except OSError as exc:
-            _err.print(f"error: cannot write report {escape(str(report))}: {exc.strerror}")
-            raise typer.Exit(2) from None
+            fail(f"cannot write report {report}: {exc.strerror}", 2)
     raise typer.Exit(1 if bad else 0)
 
 
@@ -168,11 +165,9 @@ def info(
                 name_or_path, split, max_atoms=max_atoms, cache=not no_cache, progress=cb
             )
     except (DatasetNotFound, ValueError) as exc:
-        _err.print(f"error: {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc), 2)
     except DownloadError as exc:
-        _err.print(f"error: {escape(str(exc))}")
-        raise typer.Exit(1) from None
+        fail(str(exc), 1)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)

@@ -17,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from matgen.cli._app import app
+from matgen._errors import MatgenError
+from matgen.cli._app import app, fail
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -34,11 +35,6 @@ class Sampler(str, Enum):
     consistency = "consistency"
 
 
-def _fail(msg: str, code: int) -> None:
-    _err.print(f"error: {escape(msg)}")
-    raise typer.Exit(code)
-
-
 def _formula_units(text: str):
     if text in ("as-written", "auto"):
         return text
@@ -47,129 +43,160 @@ def _formula_units(text: str):
     except ValueError:
         z = 0
     if z < 1:
-        _fail(f"--formula-units must be as-written, auto or a positive integer (got {text!r})", 2)
+        fail(f"--formula-units must be as-written, auto or a positive integer (got {text!r})", 2)
     return z
+
+
+OutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output file: .extxyz (or .xyz) with per-crystal metadata, or .cif "
+        "(one data block per crystal, metadata as comments).",
+    ),
+]
+CheckpointOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Checkpoint folder (RUN_DIR/checkpoints/last), its model.safetensors, "
+        "or a run dir; default: the shipped model."
+    ),
+]
+NumOpt = Annotated[
+    int,
+    typer.Option(
+        "--num", "-n", min=1, help="De novo: structures in all; CSP: per composition / CSV row."
+    ),
+]
+TaskOpt = Annotated[Task, typer.Option(help="gen (de novo) or csp.")]
+CompositionOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="Formula for CSP (repeat the option, or comma-separate)."),
+]
+CompositionsFromOpt = Annotated[
+    Path | None,
+    typer.Option(help="CSV with material_id and cif or formula columns (CSP)."),
+]
+FormulaUnitsOpt = Annotated[
+    str,
+    typer.Option(
+        help="Formula -> cell: as-written (exact counts), N (reduced formula x N), "
+        "or auto (Z drawn from the training distribution)."
+    ),
+]
+ChemsysOpt = Annotated[str | None, typer.Option(help="De novo: only these elements, e.g. Li-Fe-O.")]
+ConditionOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="KEY=VALUE, KEY=LO:HI, KEY=:HI or KEY=LO: (repeatable)."),
+]
+GuidanceOpt = Annotated[float, typer.Option(help="Classifier-free guidance scale.")]
+StepsOpt = Annotated[
+    int | None, typer.Option(min=1, help="Sampler steps (default 1000 pc, 50 fast, 2 consistency).")
+]
+SamplerOpt = Annotated[
+    Sampler | None,
+    typer.Option(
+        help="pc (predictor-corrector), fast (few-step ODE/DDIM) or consistency "
+        "(1-4 steps, a distilled checkpoint); default: consistency for a "
+        "distilled checkpoint, fast on CPU without --steps, else pc."
+    ),
+]
+SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
+BatchSizeOpt = Annotated[int, typer.Option(min=1, help="Crystals per batch.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+FlowSlopeOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Flow-matching checkpoints: coordinate anti-annealing slope (default: the "
+        "checkpoint's)."
+    ),
+]
+PrecisionOpt = Annotated[
+    str, typer.Option(help="Denoiser arithmetic: auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32.")
+]
+CifZipOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cif-zip",
+        help="Also write the crystals as symmetrised CIFs (SAMPLE_ID.cif, "
+        "sampling metadata as comments) in this zip, beside an extxyz --out.",
+    ),
+]
+ProgressOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Progress on stderr per sampler step, with an ETA: a bar on a terminal, a line "
+        "every 20 s otherwise."
+    ),
+]
+MoreArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="MORE",
+        show_default=False,
+        help="More formulas after --composition's first, or more KEY=... "
+        "after --condition's first.",
+    ),
+]
 
 
 @app.command("sample")
 def sample(
-    out: Annotated[Path, typer.Option(
-        "--out", "-o", help="Output file: .extxyz (or .xyz) with per-crystal metadata, or .cif "
-        "(one data block per crystal, metadata as comments).")],
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(help="Checkpoint folder (RUN_DIR/checkpoints/last), its model.safetensors, "
-                     "or a run dir; default: the shipped model."),
-    ] = None,
-    num: Annotated[
-        int, typer.Option("--num", "-n", min=1,
-                          help="De novo: structures in all; CSP: per composition / CSV row.")
-    ] = 1,
-    task: Annotated[Task, typer.Option(help="gen (de novo) or csp.")] = Task.gen,
-    composition: Annotated[
-        list[str] | None,
-        typer.Option(help="Formula for CSP (repeat the option, or comma-separate)."),
-    ] = None,
-    compositions_from: Annotated[
-        Path | None,
-        typer.Option(help="CSV with material_id and cif or formula columns (CSP)."),
-    ] = None,
-    formula_units: Annotated[
-        str,
-        typer.Option(help="Formula -> cell: as-written (exact counts), N (reduced formula x N), "
-                     "or auto (Z drawn from the training distribution)."),
-    ] = "as-written",
-    chemsys: Annotated[
-        str | None, typer.Option(help="De novo: only these elements, e.g. Li-Fe-O.")
-    ] = None,
-    condition: Annotated[
-        list[str] | None,
-        typer.Option(help="KEY=VALUE, KEY=LO:HI, KEY=:HI or KEY=LO: (repeatable)."),
-    ] = None,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 1.0,
-    steps: Annotated[
-        int | None, typer.Option(min=1, help="Sampler steps (default 1000 pc, 50 fast, "
-                                 "2 consistency).")
-    ] = None,
-    sampler: Annotated[
-        Sampler | None,
-        typer.Option(help="pc (predictor-corrector), fast (few-step ODE/DDIM) or consistency "
-                     "(1-4 steps, a distilled checkpoint); default: consistency for a "
-                     "distilled checkpoint, fast on CPU without --steps, else pc."),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Crystals per batch.")] = 64,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    flow_slope: Annotated[float | None, typer.Option(
-        help="Flow-matching checkpoints: coordinate anti-annealing slope (default: the "
-             "checkpoint's).")] = None,
-    precision: Annotated[str, typer.Option(
-        help="Denoiser arithmetic: auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32.")] = "auto",
-    cif_zip: Annotated[Path | None, typer.Option(
-        "--cif-zip", help="Also write the crystals as symmetrised CIFs (SAMPLE_ID.cif, "
-        "sampling metadata as comments) in this zip, beside an extxyz --out.")] = None,
-    progress: Annotated[bool, typer.Option(
-        help="Progress on stderr per sampler step, with an ETA: a bar on a terminal, a line "
-        "every 20 s otherwise.")] = True,
-    more: Annotated[
-        list[str] | None,
-        typer.Argument(metavar="MORE", show_default=False,
-                       help="More formulas after --composition's first, or more KEY=... "
-                       "after --condition's first."),
-    ] = None,
+    out: OutOpt,
+    checkpoint: CheckpointOpt = None,
+    num: NumOpt = 1,
+    task: TaskOpt = Task.gen,
+    composition: CompositionOpt = None,
+    compositions_from: CompositionsFromOpt = None,
+    formula_units: FormulaUnitsOpt = "as-written",
+    chemsys: ChemsysOpt = None,
+    condition: ConditionOpt = None,
+    guidance: GuidanceOpt = 1.0,
+    steps: StepsOpt = None,
+    sampler: SamplerOpt = None,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 64,
+    device: DeviceOpt = "auto",
+    flow_slope: FlowSlopeOpt = None,
+    precision: PrecisionOpt = "auto",
+    cif_zip: CifZipOpt = None,
+    progress: ProgressOpt = True,
+    more: MoreArg = None,
 ) -> None:
     """Generate crystals from a trained checkpoint into an extxyz or CIF file.
 
     --composition A B C and --condition K=V K2=LO:HI also take several values after one flag.
     """
-    from matgen.cli._paths import output_file_problem
     from matgen.generate import SampleInputError, generate
 
-    if out.suffix.lower() not in (".extxyz", ".xyz", ".cif"):
-        _fail(f"--out {out}: unknown output format {out.suffix or '(no suffix)'!r}; "
-              "use .extxyz (or .xyz) or .cif", 2)
-    if cif_zip is not None and cif_zip.suffix.lower() != ".zip":
-        _fail(f"--cif-zip {cif_zip}: give a .zip file name", 2)
-    if cif_zip is not None and out.suffix.lower() == ".cif":
-        _fail("--cif-zip goes with an .extxyz --out (a .cif --out already holds one CIF per "
-              "crystal)", 2)
-    for flag, path in (("--out", out), ("--cif-zip", cif_zip)):
-        why = output_file_problem(path, flag) if path is not None else None
-        if why is not None:  # before loading the model and sampling, not after
-            _fail(why, 2)
+    _check_outputs(out, cif_zip)
     if device not in ("auto", "cpu", "cuda"):
-        _fail(f"--device must be auto, cpu or cuda (got {device!r})", 2)
+        fail(f"--device must be auto, cpu or cuda (got {device!r})", 2)
     if precision not in ("auto", "bf16", "fp32"):
-        _fail(f"--precision must be auto, bf16 or fp32 (got {precision!r})", 2)
-    composition, condition = list(composition or []), list(condition or [])
-    for extra in more or []:
-        if "=" in extra and condition:
-            condition.append(extra)
-        elif "=" not in extra and composition:
-            composition.append(extra)
-        else:
-            _fail(f"unexpected argument {extra!r}", 2)
-    formulas = [f.strip() for c in composition for f in c.split(",") if f.strip()]
+        fail(f"--precision must be auto, bf16 or fp32 (got {precision!r})", 2)
+    formulas, condition = _split_more(composition, condition, more)
     if compositions_from is not None and not compositions_from.is_file():
-        _fail(f"--compositions-from {compositions_from}: not found", 2)
+        fail(f"--compositions-from {compositions_from}: not found", 2)
     if checkpoint is not None and not checkpoint.exists():
-        _fail(f"--checkpoint {checkpoint}: not found", 2)
+        fail(f"--checkpoint {checkpoint}: not found", 2)
     try:
         res = generate(
             out, checkpoint, num, task=task.value, compositions=formulas,
             compositions_from=compositions_from, formula_units=_formula_units(formula_units),
             chemsys=chemsys, conditions=condition, guidance=guidance, steps=steps,
-            sampler=sampler.value if sampler is not None else "auto", seed=seed, batch_size=batch_size, device=device,
-            precision=precision, flow_slope=flow_slope,
+            sampler=sampler.value if sampler is not None else "auto", seed=seed,
+            batch_size=batch_size, device=device, precision=precision, flow_slope=flow_slope,
             progress=progress, log=lambda m: _err.print(escape(m)),
-        )
+        )  # fmt: skip
+    except MatgenError:
+        raise  # its kind says the exit code (matgen.cli._app)
     except SampleInputError as e:
-        code = 1 if compositions_from is not None and "CSV" in str(e) else 2
-        _fail(str(e), code)
-    except FileNotFoundError as e:
-        _fail(str(e), 2)
-    except ValueError as e:  # bad condition syntax, unknown chemsys element, bad checkpoint
-        _fail(str(e), 2)
+        # a bad --compositions-from CSV is bad data; the generation layer's SampleInputError
+        # does not say so by its kind yet, only by its message
+        fail(str(e), 1 if compositions_from is not None and "CSV" in str(e) else 2)
+    except (FileNotFoundError, ValueError) as e:  # bad condition, chemsys element, checkpoint
+        fail(str(e), 2)
     _out.print(
         f"wrote {res.num_structures} structures to {escape(str(res.path))} "
         f"({res.structures_per_s:.2f} structures/s, checkpoint {res.checkpoint_id})"
@@ -178,6 +205,41 @@ def sample(
     if cif_zip is not None:
         n = _write_cif_zip(cif_zip, res.path, progress)
         _out.print(f"wrote {n} symmetrised CIFs to {escape(str(cif_zip))}")
+
+
+def _check_outputs(out: Path, cif_zip: Path | None) -> None:
+    """Output names and paths checked before loading the model and sampling (exit 2)."""
+    from matgen.cli._paths import output_file_problem
+
+    if out.suffix.lower() not in (".extxyz", ".xyz", ".cif"):
+        fail(f"--out {out}: unknown output format {out.suffix or '(no suffix)'!r}; "
+             "use .extxyz (or .xyz) or .cif", 2)  # fmt: skip
+    if cif_zip is not None and cif_zip.suffix.lower() != ".zip":
+        fail(f"--cif-zip {cif_zip}: give a .zip file name", 2)
+    if cif_zip is not None and out.suffix.lower() == ".cif":
+        fail("--cif-zip goes with an .extxyz --out (a .cif --out already holds one CIF per "
+             "crystal)", 2)  # fmt: skip
+    for flag, path in (("--out", out), ("--cif-zip", cif_zip)):
+        why = output_file_problem(path, flag) if path is not None else None
+        if why is not None:
+            fail(why, 2)
+
+
+def _split_more(
+    composition: list[str] | None, condition: list[str] | None, more: list[str] | None
+) -> tuple[list[str], list[str]]:
+    """The formulas (comma-separated ones split) and conditions, with the extra arguments
+    after ``--composition``'s or ``--condition``'s first value added to them."""
+    composition, condition = list(composition or []), list(condition or [])
+    for extra in more or []:
+        if "=" in extra and condition:
+            condition.append(extra)
+        elif "=" not in extra and composition:
+            composition.append(extra)
+        else:
+            fail(f"unexpected argument {extra!r}", 2)
+    formulas = [f.strip() for c in composition for f in c.split(",") if f.strip()]
+    return formulas, condition
 
 
 def _write_cif_zip(path: Path, extxyz: Path, progress: bool) -> int:
@@ -192,8 +254,9 @@ def _write_cif_zip(path: Path, extxyz: Path, progress: bool) -> int:
     from matgen.crystal import CrystalBatch
 
     frames = read(str(extxyz), index=":", format="extxyz") if extxyz.stat().st_size else []
-    ids = [str(a.info.get("sample_id") or a.info.get("material_id") or i)
-           for i, a in enumerate(frames)]
+    ids = [
+        str(a.info.get("sample_id") or a.info.get("material_id") or i) for i, a in enumerate(frames)
+    ]
     structures = CrystalBatch.from_atoms(frames, ids=ids).to_structures() if frames else []
 
     def items():
@@ -204,8 +267,10 @@ def _write_cif_zip(path: Path, extxyz: Path, progress: bool) -> int:
             bar.advance()
 
     # pymatgen's CIF rounding warnings are noise here: every CIF is re-read and matched
-    with Progress("cif zip", total=len(frames), unit="structures", enabled=progress) as bar, \
-            warnings.catch_warnings():
+    with (
+        Progress("cif zip", total=len(frames), unit="structures", enabled=progress) as bar,
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         write_cif_zip(path, items())
     return len(frames)

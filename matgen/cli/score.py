@@ -11,52 +11,75 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from matgen.cli._app import app
+from matgen.cli._app import app, fail
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 _FRAME = re.compile(r"(?:frame|row) (\d+)")
 _ID = re.compile(r"\(([^()]*)\)\s*$")
 
 
+InOpt = Annotated[Path, typer.Option("--in", help="Candidates (extxyz; also CSV/CIF/folder).")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Output CSV (written atomically).")]
+NoRelaxOpt = Annotated[
+    bool, typer.Option("--no-relax", help="Single-point energies of the input structures.")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Structures per MLIP forward.")
+]
+MaxStepsOpt = Annotated[int, typer.Option("--max-steps", min=0, help="FIRE steps per structure.")]
+FmaxOpt = Annotated[
+    float, typer.Option("--fmax", min=0.0, help="Force convergence threshold, eV/Å.")
+]
+MlipOpt = Annotated[
+    str,
+    typer.Option(
+        "--mlip",
+        help="sevennet (SevenNet-0, MP2020-corrected; default) or chgnet (4-6x faster on CPU).",
+    ),
+]
+PredictorsOpt = Annotated[
+    Path | None,
+    typer.Option("--predictors", help="Folder of predictors (default: the shipped ones)."),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+RelaxedOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--relaxed-out",
+        help="Also write the relaxed structures (extxyz): the "
+        "input frame's fields, sample_id, the scores, and the MLIP's total "
+        "energy (atoms.get_potential_energy(), eV).",
+    ),
+]
+CifZipOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cif-zip",
+        help="Also write the relaxed structures as symmetrised CIFs "
+        "(sample_id.cif, scores as comments) in this zip.",
+    ),
+]
+ProgressOpt = Annotated[
+    bool, typer.Option(help="Progress on stderr: a bar on a terminal, a line every 20 s otherwise.")
+]
+
+
 @app.command("score")
 def score(
-    inp: Annotated[Path, typer.Option("--in", help="Candidates (extxyz; also CSV/CIF/folder).")],
-    out: Annotated[Path, typer.Option("--out", help="Output CSV (written atomically).")],
-    no_relax: Annotated[
-        bool, typer.Option("--no-relax", help="Single-point energies of the input structures.")
-    ] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Structures per MLIP forward.")
-    ] = 64,
-    max_steps: Annotated[
-        int, typer.Option("--max-steps", min=0, help="FIRE steps per structure.")
-    ] = 500,
-    fmax: Annotated[
-        float, typer.Option("--fmax", min=0.0, help="Force convergence threshold, eV/Å.")
-    ] = 0.1,
-    mlip: Annotated[str, typer.Option(
-        "--mlip",
-        help="sevennet (SevenNet-0, MP2020-corrected; default) or chgnet (4-6x faster on CPU).")
-    ] = "sevennet",  # = matgen.surrogates._mlip.DEFAULT_MLIP (tested; no torch import here)
-    predictors: Annotated[
-        Path | None,
-        typer.Option("--predictors", help="Folder of predictors (default: the shipped ones)."),
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    relaxed_out: Annotated[
-        Path | None,
-        typer.Option("--relaxed-out", help="Also write the relaxed structures (extxyz): the "
-                     "input frame's fields, sample_id, the scores, and the MLIP's total "
-                     "energy (atoms.get_potential_energy(), eV)."),
-    ] = None,
-    cif_zip: Annotated[
-        Path | None,
-        typer.Option("--cif-zip", help="Also write the relaxed structures as symmetrised CIFs "
-                     "(sample_id.cif, scores as comments) in this zip."),
-    ] = None,
-    progress: Annotated[bool, typer.Option(
-        help="Progress on stderr: a bar on a terminal, a line every 20 s otherwise.")] = True,
+    inp: InOpt,
+    out: OutOpt,
+    no_relax: NoRelaxOpt = False,
+    device: DeviceOpt = "auto",
+    batch_size: BatchSizeOpt = 64,
+    max_steps: MaxStepsOpt = 500,
+    fmax: FmaxOpt = 0.1,
+    mlip: MlipOpt = "sevennet",  # = matgen.surrogates._mlip.DEFAULT_MLIP (tested; no torch here)
+    predictors: PredictorsOpt = None,
+    seed: SeedOpt = 0,
+    relaxed_out: RelaxedOutOpt = None,
+    cif_zip: CifZipOpt = None,
+    progress: ProgressOpt = True,
 ) -> None:
     """Score structures: energy per atom, formation energy, energy above the MP hull, relax
     status, predicted properties with standard deviations, and an out-of-distribution score.
@@ -71,88 +94,22 @@ def score(
     Exit code 0 when every input entry could be read, 1 when some could not (the CSV is
     written either way), 2 on usage errors.
     """
-    from matgen._progress import Progress
     from matgen.crystal import read_crystals
-    from matgen.surrogates import RelaxConfig, load_mlip
-    from matgen.surrogates._score import (
-        ScoreConfig,
-        columns_of,
-        load_default_predictors,
-        score_structures,
-        write_relaxed_extxyz,
-        write_score_columns,
-        write_score_csv,
-    )
+    from matgen.surrogates import RelaxConfig
+    from matgen.surrogates._score import ScoreConfig
 
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        _err.print(f"error: --device must be auto, cpu or cuda, not {escape(device)!r}")
-        raise typer.Exit(2)
-    if not inp.exists():
-        _err.print(f"error: no such file: {escape(str(inp))}")
-        raise typer.Exit(2)
-    from matgen.cli._paths import output_file_problem
-
-    if cif_zip is not None and cif_zip.suffix.lower() != ".zip":
-        _err.print(f"error: --cif-zip {escape(str(cif_zip))}: give a .zip file name")
-        raise typer.Exit(2)
-    for flag, path in (("--out", out), ("--relaxed-out", relaxed_out), ("--cif-zip", cif_zip)):
-        why = output_file_problem(path, flag) if path is not None else None
-        if why:
-            _err.print(f"error: {escape(why)}")
-            raise typer.Exit(2)
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            _err.print("error: --device cuda but no CUDA device is available")
-            raise typer.Exit(2)
+    _check_usage(inp, out, device, relaxed_out, cif_zip)
     res = read_crystals(inp)
     for e in res.errors:
         _err.print(f"bad entry {escape(str(e))}")
-    batch = res.batch
-    rows = []
-    model = None
-    if batch.num_crystals:
-        try:
-            model = load_mlip(mlip, device=device)
-        except (ImportError, ValueError) as exc:
-            _err.print(f"error: {escape(str(exc))}")
-            raise typer.Exit(2) from None
-        preds = (load_default_predictors(predictors) if predictors is not None
-                 else load_default_predictors())
-        cfg = ScoreConfig(
-            relax=not no_relax,
-            relax_config=RelaxConfig(fmax=fmax, max_steps=max_steps, batch_size=batch_size),
-            seed=seed,
-        )
-        with Progress("relax" if not no_relax else "score", total=batch.num_crystals,
-                      unit="structures", enabled=progress) as bar, _quiet():
-            rows = score_structures(
-                batch, mlip=model, predictors=preds, config=cfg, progress=bar.advance,
-            )
-        order = [_frame_of(e) for e in res.entries]
-    else:
-        order = []
-    # failed entries get a row too, in input order
-    bad_rows = []
-    for e in res.errors:
-        m = _ID.search(e.entry)
-        bad_rows.append({"id": m.group(1) if m else e.entry, "error": e.reason})
-    keyed = list(zip(order, rows, strict=True)) + [
-        (_frame_of(e.entry), r) for e, r in zip(res.errors, bad_rows, strict=True)
-    ]
-    keyed.sort(key=lambda kr: kr[0])
-    all_rows = [r for _, r in keyed]
-    write_score_csv(out, all_rows)
+    cfg = ScoreConfig(
+        relax=not no_relax,
+        relax_config=RelaxConfig(fmax=fmax, max_steps=max_steps, batch_size=batch_size),
+        seed=seed,
+    )
+    rows, model = _score_batch(res, mlip, device, predictors, cfg, progress)
     mlip_name = str(getattr(model, "name", mlip)) if rows else mlip
-    write_score_columns(out.with_name(f"{_stem(out)}.columns.csv"), columns_of(all_rows),
-                        mlip_name)
-    if relaxed_out is not None:
-        with _quiet():
-            write_relaxed_extxyz(relaxed_out, rows, _source_info(inp, res), mlip_name)
-    if cif_zip is not None:
-        with _quiet():
-            _write_cif_zip(cif_zip, rows, mlip_name)
+    _write_outputs(out, relaxed_out, cif_zip, inp, res, rows, mlip_name)
     n_fail = sum(1 for r in rows if r.get("error"))
     _err.print(
         f"scored {len(rows) - n_fail} of {res.num_entries} entries; "
@@ -163,6 +120,90 @@ def score(
             _err.print(f"failed {escape(str(r['id']))}: {escape(str(r['error']))}")
     if res.errors or not rows:
         raise typer.Exit(1)
+
+
+def _check_usage(
+    inp: Path, out: Path, device: str, relaxed_out: Path | None, cif_zip: Path | None
+) -> None:
+    """Bad options and unwritable outputs end the command before any work (exit 2)."""
+    from matgen.cli._paths import output_file_problem
+
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        fail(f"--device must be auto, cpu or cuda, not {device!r}", 2)
+    if not inp.exists():
+        fail(f"no such file: {inp}", 2)
+    if cif_zip is not None and cif_zip.suffix.lower() != ".zip":
+        fail(f"--cif-zip {cif_zip}: give a .zip file name", 2)
+    for flag, path in (("--out", out), ("--relaxed-out", relaxed_out), ("--cif-zip", cif_zip)):
+        why = output_file_problem(path, flag) if path is not None else None
+        if why:
+            fail(why, 2)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            fail("--device cuda but no CUDA device is available", 2)
+
+
+def _score_batch(res, mlip: str, device: str, predictors: Path | None, cfg, progress: bool):
+    """Score rows of the readable entries (none when there are none) and the MLIP used."""
+    from matgen._progress import Progress
+    from matgen.surrogates import load_mlip
+    from matgen.surrogates._score import load_default_predictors, score_structures
+
+    batch = res.batch
+    if not batch.num_crystals:
+        return [], None
+    try:
+        model = load_mlip(mlip, device=device)
+    except (ImportError, ValueError) as exc:
+        fail(str(exc), 2)
+    preds = (load_default_predictors(predictors) if predictors is not None
+             else load_default_predictors())  # fmt: skip
+    with Progress("relax" if cfg.relax else "score", total=batch.num_crystals,
+                  unit="structures", enabled=progress) as bar, _quiet():  # fmt: skip
+        rows = score_structures(batch, mlip=model, predictors=preds, config=cfg,
+                                progress=bar.advance)  # fmt: skip
+    return rows, model
+
+
+def _write_outputs(
+    out: Path, relaxed_out: Path | None, cif_zip: Path | None, inp: Path, res,
+    rows: list[dict], mlip_name: str,
+) -> None:  # fmt: skip
+    """The score CSV (a row per entry, unreadable ones too, in input order), its column
+    dictionary, and the relaxed structures (extxyz, CIF zip) when asked for."""
+    from matgen.surrogates._score import (
+        columns_of,
+        write_relaxed_extxyz,
+        write_score_columns,
+        write_score_csv,
+    )
+
+    all_rows = _rows_in_input_order(res, rows)
+    write_score_csv(out, all_rows)
+    write_score_columns(out.with_name(f"{_stem(out)}.columns.csv"), columns_of(all_rows),
+                        mlip_name)  # fmt: skip
+    if relaxed_out is not None:
+        with _quiet():
+            write_relaxed_extxyz(relaxed_out, rows, _source_info(inp, res), mlip_name)
+    if cif_zip is not None:
+        with _quiet():
+            _write_cif_zip(cif_zip, rows, mlip_name)
+
+
+def _rows_in_input_order(res, rows: list[dict]) -> list[dict]:
+    """The scored rows and a row for each unreadable entry, sorted by input position."""
+    order = [_frame_of(e) for e in res.entries] if rows else []
+    bad_rows = []
+    for e in res.errors:
+        m = _ID.search(e.entry)
+        bad_rows.append({"id": m.group(1) if m else e.entry, "error": e.reason})
+    keyed = list(zip(order, rows, strict=True)) + [
+        (_frame_of(e.entry), r) for e, r in zip(res.errors, bad_rows, strict=True)
+    ]
+    keyed.sort(key=lambda kr: kr[0])
+    return [r for _, r in keyed]
 
 
 def _frame_of(entry: str) -> int:

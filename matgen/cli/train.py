@@ -17,15 +17,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from matgen.cli._app import app
+from matgen.cli._app import app, fail
 
 _out = Console(highlight=False, soft_wrap=True)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(msg: str, code: int) -> None:
-    _err.print(f"error: {escape(msg)}")
-    raise typer.Exit(code)
 
 
 @app.command("train")
@@ -70,27 +64,27 @@ def train(
     from matgen.training import train as run_training
 
     if not config.is_file():
-        _fail(f"config {config} not found", 2)
+        fail(f"config {config} not found", 2)
     try:
         cfg = TrainConfig.from_yaml(config)
     except ValidationError as e:
-        _fail(f"{config}: invalid config: {config_error_line(e)}", 2)
+        fail(f"{config}: invalid config: {config_error_line(e)}", 2)
     except ConfigFileError as e:  # not YAML, empty, not a mapping, unreadable
-        _fail(str(e), 2)
+        fail(str(e), 2)
     if max_time is not None and not math.isfinite(max_time):
-        _fail(f"--max-time must be a finite number of minutes (got {max_time})", 2)
+        fail(f"--max-time must be a finite number of minutes (got {max_time})", 2)
     if cfg.optim.schedule == "time" and max_time is None:
-        _fail(f"{config}: optim.schedule: time needs a time budget (--max-time MINUTES)", 2)
+        fail(f"{config}: optim.schedule: time needs a time budget (--max-time MINUTES)", 2)
     if init is not None and not init.exists():
-        _fail(f"--init {init}: not found", 2)
+        fail(f"--init {init}: not found", 2)
     if device not in ("auto", "cpu", "cuda"):
-        _fail(f"--device must be auto, cpu or cuda (got {device!r})", 2)
+        fail(f"--device must be auto, cpu or cuda (got {device!r})", 2)
     if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            _fail("--device cuda: CUDA is not available on this machine (use --device cpu "
-                  "or auto)", 2)
+            fail("--device cuda: CUDA is not available on this machine (use --device cpu "
+                 "or auto)", 2)
     run_dir = out if out is not None else Path("runs") / config.stem
     source = f"--data {data}" if data is not None else f"data.dataset {cfg.data.dataset!r}"
     is_main = os.environ.get("RANK", "0") == "0"
@@ -102,16 +96,16 @@ def train(
             log=lambda m: _out.print(escape(m)),
         )
     except (FileExistsError, ResumeMismatchError) as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
     except NonFiniteLossError as e:
-        _fail(f"training diverged: {e}", 1)
+        fail(f"training diverged: {e}", 1)
     except TrainDataError as e:
-        _fail(f"data ({source}): {e}", 1)
+        fail(f"data ({source}): {e}", 1)
     except FileNotFoundError as e:  # --init or distill.teacher that is not a checkpoint
-        _fail(" ".join(str(e).split()), 2)
+        fail(" ".join(str(e).split()), 2)
     except (KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        _fail(" ".join(str(msg).split()), 1)
+        fail(" ".join(str(msg).split()), 1)
     if is_main:
         tail = [v for _, v in res.losses[-50:] if math.isfinite(v)]
         last = sum(tail) / len(tail) if tail else float("nan")

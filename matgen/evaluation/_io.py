@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from matgen._errors import DataError
 from matgen.evaluation._validity import CrystalArrays, arrays_from_atoms, arrays_from_structure
 
 #: Info keys that may carry the id of the reference a generated frame belongs to.
 ID_KEYS = ("material_id", "mp_id", "id")
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(DataError, ValueError):
     """Bad input file for evaluation (one line, names the file and the entry)."""
 
 
