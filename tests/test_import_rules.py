@@ -18,8 +18,11 @@ ALLOWED["surrogates"] = {"crystal", "data", "nn", "surrogates"}
 ALLOWED["acquisition"] = {"crystal", "data", "nn", "acquisition"}
 ALLOWED["evaluation"] = set(CHAIN) | {"surrogates", "evaluation"}
 ALLOWED["testing"] = set(CHAIN) | {"surrogates", "testing"}
+# the DFT oracle (GPAW) sits beside the MLIP surrogates: a higher-fidelity judge of the same
+# structures, used by campaign and cli
+ALLOWED["dft"] = {"crystal", "data", "dft"}
 EVERYTHING = set(CHAIN) | {
-    "generate", "training", "surrogates", "acquisition", "evaluation", "testing"
+    "generate", "training", "surrogates", "acquisition", "evaluation", "testing", "dft"
 }
 ALLOWED["campaign"] = EVERYTHING | {"campaign"}
 # The CLI is an application layer beside flows/: it may start flows (campaign run/serve).

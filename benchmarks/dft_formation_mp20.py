@@ -1,0 +1,160 @@
+"""GPAW formation energies vs the Materials Project on small MP-20 intermetallics (issue 21).
+
+Picks the MP-20 test structures (``mp20_reduced/test.csv``) of chemical systems where the
+Materials Project applies no energy corrections, smallest cells first, relaxes each (cell and
+positions) with the DFT service under the convergence-tested settings, computes the formation
+energy against GPAW elemental references relaxed the same way, and compares with the CSV's
+``formation_energy_per_atom``. One core (OMP_NUM_THREADS=1, one worker process at a time).
+
+Selection rule (deterministic, written into the result):
+- every element is a metal without an MP correction: no anion that MP2020 or the legacy scheme
+  corrects (O, S, Se, Te, F, Cl, Br, I, N, H, Si, Sb, ...), no metalloid (B, C, Si, Ge, As, Sb,
+  Te), and no element that gets +U in MP (those get it only in oxides / fluorides, which are
+  excluded anyway);
+- no f-block element (MP runs them with special setups; 4f physics is not what this checks),
+  none of the elements whose MP reference structure is large or magnetically complex (Mn: 29
+  atoms; Cr: antiferromagnetic; B, Ga, Hg, In, Sn, P, ... cost or ambiguity), and no noble gas;
+- at least two elements; sorted by the number of atoms in the cell, then by material_id.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dft_formation_mp20.py --n 12 \
+        --out benchmarks/results/dft_formation_mp20.json
+
+The result JSON is rewritten after every structure, so a killed run keeps its rows, and a
+second run takes finished calculations from the cache (``--cache``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# metals MP corrects in no compound of metals only (+U applies only with O or F present)
+ALLOWED = frozenset(
+    {"Li", "Be", "Na", "Mg", "Al", "K", "Ca", "Sc", "Ti", "V", "Fe", "Co", "Ni", "Cu", "Zn",
+     "Rb", "Sr", "Y", "Zr", "Nb", "Mo", "Tc", "Ru", "Rh", "Pd", "Ag", "Cd", "Cs", "Ba", "Hf",
+     "Ta", "W", "Re", "Os", "Ir", "Pt", "Au", "Pb", "Bi"}
+)  # fmt: skip
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("MATGEN_DATA_DIR", ROOT.parent / "shared" / "datasets"))
+
+
+def load_rows(split: str = "test", ids=None):
+    """MP-20 rows (only ``ids`` if given, else those whose elements are all in ALLOWED), with
+    their structures as ASE Atoms (column ``atoms``), atom counts and element sets."""
+    import ast
+
+    import pandas as pd
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    df = pd.read_csv(data_dir() / "mp20_reduced" / f"{split}.csv")
+    if ids is not None:
+        df = df[df.material_id.isin(ids)].copy()
+    else:
+        els = [frozenset(ast.literal_eval(e)) for e in df.elements]
+        df = df[[e <= ALLOWED for e in els]].copy()
+    df["atoms"] = [AseAtomsAdaptor.get_atoms(Structure.from_str(c, fmt="cif")) for c in df.cif]
+    df["natoms"] = [len(a) for a in df.atoms]
+    df["element_set"] = [frozenset(a.get_chemical_symbols()) for a in df.atoms]
+    return df
+
+
+def select(df, n: int, magnetic: bool):
+    """The first ``n`` rows of the selection rule (module doc); ``magnetic`` False also leaves
+    out systems with a spin-polarised element (Fe, Co, Ni)."""
+    keep = df[[len(s) >= 2 and s <= ALLOWED for s in df.element_set]]
+    if not magnetic:
+        keep = keep[[not (s & {"Fe", "Co", "Ni"}) for s in keep.element_set]]
+    return keep.sort_values(["natoms", "material_id"]).head(n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=12)
+    p.add_argument("--magnetic", action="store_true", help="allow Fe, Co, Ni systems")
+    p.add_argument("--cache", default=str(ROOT / "runs" / "dft_cache"))
+    p.add_argument("--time-limit", type=float, default=900.0, help="seconds per calculation")
+    p.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / "dft_formation_mp20.json")
+    )
+    args = p.parse_args(argv)
+
+    from matgen._files import atomic_write_text
+    from matgen.dft import DFTService, DFTSettings, ElementalReferences, FormationEnergyError
+    from matgen.dft._references import ReferenceStructures
+
+    settings = DFTSettings(time_limit_s=args.time_limit)
+    service = DFTService(args.cache, settings)
+    refs = ElementalReferences(service, ReferenceStructures(data_dir()))
+    rows = select(load_rows("test"), args.n, args.magnetic)
+    out: dict = {
+        "command": "OMP_NUM_THREADS=1 " + " ".join([".venv/bin/python", *sys.argv]),
+        "machine": f"{os.cpu_count()}-core CPU, one worker process, OMP_NUM_THREADS=1",
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "settings": settings.physics(),
+        "versions": service.versions,
+        "selection": "MP-20 test rows, elements all in ALLOWED (benchmarks/dft_formation_mp20.py),"
+        " >= 2 elements, sorted by atoms per cell then material_id"
+        + ("" if args.magnetic else ", no Fe/Co/Ni"),
+        "rows": [],
+        "references": {},
+    }
+    for r in rows.itertuples(index=False):
+        t0 = time.perf_counter()
+        res = service.run(r.atoms, label=r.material_id)
+        row = {
+            "material_id": r.material_id,
+            "formula": r.pretty_formula,
+            "natoms": int(r.natoms),
+            "mp_e_form": float(r.formation_energy_per_atom),
+            "status": res.status,
+            "message": res.message,
+            "compound_wall_s": round(res.wall_s, 1),
+            "relax_steps": res.relax_steps,
+            "spin_polarised": res.spin_polarised,
+        }
+        try:
+            e_form = refs.formation_energy_per_atom(res)
+            row["gpaw_e_form"] = round(e_form, 4)
+            row["error"] = round(e_form - row["mp_e_form"], 4)
+        except FormationEnergyError as exc:
+            row["gpaw_e_form"] = None
+            row["failure"] = str(exc)
+        row["total_wall_s_incl_new_refs"] = round(time.perf_counter() - t0, 1)
+        out["rows"].append(row)
+        for el in sorted(r.element_set):
+            ref = refs.result(el)
+            out["references"][el] = {
+                "source": refs.sources[el],
+                "status": ref.status,
+                "energy_per_atom": ref.energy_per_atom,
+                "natoms": ref.natoms,
+                "wall_s": round(ref.wall_s, 1),
+            }
+        errs = [x["error"] for x in out["rows"] if x.get("gpaw_e_form") is not None]
+        out["n_done"] = len(out["rows"])
+        out["n_ok"] = len(errs)
+        out["mae_ev_per_atom"] = round(sum(map(abs, errs)) / len(errs), 4) if errs else None
+        out["mean_signed_error"] = round(sum(errs) / len(errs), 4) if errs else None
+        out["max_abs_error"] = round(max(map(abs, errs)), 4) if errs else None
+        walls = [x["compound_wall_s"] for x in out["rows"]]
+        out["compound_wall_s_median"] = sorted(walls)[len(walls) // 2]
+        atomic_write_text(Path(args.out), json.dumps(out, indent=1) + "\n")
+        print(
+            f"{r.material_id} {r.pretty_formula}: {res.status} mp {row['mp_e_form']:+.3f} "
+            f"gpaw {row['gpaw_e_form']} ({row['total_wall_s_incl_new_refs']} s); "
+            f"MAE so far {out['mae_ev_per_atom']} on {out['n_ok']}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

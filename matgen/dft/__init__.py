@@ -1,0 +1,64 @@
+"""The DFT oracle: GPAW (PBE, plane waves) calculations that verify MLIP-judged candidates.
+
+Optional: needs the ``dft`` extra (``bash scripts/install_dft.sh``); importing this package does
+not import GPAW, only running a calculation does (in a worker process).
+
+>>> from matgen.dft import DFTService, ElementalReferences
+>>> service = DFTService("runs/dft_cache")            # convergence-tested settings
+>>> result = service.run(structure)                  # relax + energy, cached on disk
+>>> refs = ElementalReferences(service)              # GPAW elemental references, same cache
+>>> refs.formation_energy_per_atom(result)           # eV/atom; raises if a calculation failed
+
+Public API:
+    DFTSettings: cutoff, k-point density, smearing, SCF and relaxation limits, time limit.
+    DFTService / DFTResult: one calculation per worker process through an on-disk cache;
+        a failure is a labelled ``status`` (``scf_not_converged``, ``timeout``, ...), never a number.
+    ReferenceStructures / ElementalReferences: elemental ground states from the MP data and
+        their GPAW energies; formation energy per atom on that one scale.
+"""
+
+from __future__ import annotations
+
+from matgen.dft._references import (
+    ElementalReferences,
+    FormationEnergyError,
+    ReferenceStructure,
+    ReferenceStructures,
+)
+from matgen.dft._service import CRASHED, TIMEOUT, DFTResult, DFTService, structure_key
+from matgen.dft._settings import (
+    CONVERGED_ECUT_EV,
+    CONVERGED_KPT_DENSITY,
+    DEFAULT_MAGMOMS,
+    DFTSettings,
+)
+from matgen.dft._worker import ERROR, OK, RELAX_NOT_CONVERGED, SCF_NOT_CONVERGED
+
+
+def gpaw_available() -> bool:
+    """Whether the ``dft`` extra (GPAW and its PAW setups) is installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("gpaw", "gpaw_data"))
+
+
+__all__ = [
+    "CONVERGED_ECUT_EV",
+    "CONVERGED_KPT_DENSITY",
+    "CRASHED",
+    "DEFAULT_MAGMOMS",
+    "ERROR",
+    "OK",
+    "RELAX_NOT_CONVERGED",
+    "SCF_NOT_CONVERGED",
+    "TIMEOUT",
+    "DFTResult",
+    "DFTService",
+    "DFTSettings",
+    "ElementalReferences",
+    "FormationEnergyError",
+    "ReferenceStructure",
+    "ReferenceStructures",
+    "gpaw_available",
+    "structure_key",
+]

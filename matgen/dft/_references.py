@@ -1,0 +1,151 @@
+"""GPAW elemental references and formation energies on one consistent DFT scale.
+
+The formation energy of a compound is only meaningful when its elements' energies come from the
+same code, functional, PAW setups and numerical settings as the compound's. So each element's
+ground-state structure (the one the Materials Project uses as its elemental reference) is
+relaxed and computed with GPAW under the same :class:`DFTSettings`, through the same cache.
+
+Where the reference structure comes from, in order:
+
+1. the MP-20 row (``mp20_reduced/{train,val,test}.csv``) whose ``material_id`` is the MP
+   elemental reference entry's (``hull_refs/2023-02-07-mp-elemental-reference-entries.json.gz``);
+2. else the lowest-``e_above_hull`` single-element MP-20 row of that element;
+3. else ASE's reference crystal structure of the element (``ase.build.bulk``), which the
+   relaxation brings to the PBE lattice constant.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from matgen.dft._service import DFTResult, DFTService
+
+ELEMENTAL_FILE = "2023-02-07-mp-elemental-reference-entries.json.gz"
+MP20_SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ReferenceStructure:
+    """An element's ground-state structure and where it came from."""
+
+    symbol: str
+    atoms: object  # ase.Atoms
+    source: str  # e.g. "mp20:mp-13 (MP elemental reference)", "ase:bulk fcc"
+
+
+class ReferenceStructures:
+    """Finds elemental ground-state structures in the shared MP data (see the module doc).
+
+    Args:
+        data_dir: the datasets root (``hull_refs/``, ``mp20_reduced/``); default
+            ``$MATGEN_DATA_DIR``. Without it every element falls back to ASE's structures.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike | None = None):
+        from matgen.data import resolve_data_dir  # here: matgen.data imports torch
+
+        self.data_dir = resolve_data_dir(data_dir)
+        self._unaries: dict[str, list[tuple[float, str, str]]] | None = None
+        self._mp_ids: dict[str, str] | None = None
+
+    def _load(self) -> None:
+        if self._unaries is not None:
+            return
+        self._unaries, self._mp_ids = {}, {}
+        if self.data_dir is None:
+            return
+        refs = Path(self.data_dir) / "hull_refs" / ELEMENTAL_FILE
+        if refs.exists():
+            with gzip.open(refs, "rt") as fh:
+                for el, entry in json.load(fh).items():
+                    mid = (entry.get("data") or {}).get("material_id")
+                    if mid:
+                        self._mp_ids[el] = mid
+        import pandas as pd
+        from pymatgen.core import Composition
+
+        for split in MP20_SPLITS:
+            path = Path(self.data_dir) / "mp20_reduced" / f"{split}.csv"
+            if not path.exists():
+                continue
+            df = pd.read_csv(path, usecols=["material_id", "pretty_formula", "e_above_hull", "cif"])
+            for row in df.itertuples(index=False):
+                comp = Composition(row.pretty_formula)
+                if len(comp.elements) == 1:
+                    el = comp.elements[0].symbol
+                    self._unaries.setdefault(el, []).append(
+                        (float(row.e_above_hull), row.material_id, row.cif)
+                    )
+
+    def get(self, symbol: str) -> ReferenceStructure:
+        self._load()
+        rows = sorted(self._unaries.get(symbol, []))
+        mid = self._mp_ids.get(symbol)
+        chosen = next((r for r in rows if r[1] == mid), None)
+        note = "MP elemental reference"
+        if chosen is None and rows:
+            chosen, note = rows[0], f"lowest e_above_hull {rows[0][0]:.3f} eV/atom in MP-20"
+        if chosen is not None:
+            from pymatgen.core import Structure
+            from pymatgen.io.ase import AseAtomsAdaptor
+
+            st = Structure.from_str(chosen[2], fmt="cif").get_primitive_structure()
+            return ReferenceStructure(
+                symbol, AseAtomsAdaptor.get_atoms(st), f"mp20:{chosen[1]} ({note})"
+            )
+        from ase.build import bulk
+        from ase.data import chemical_symbols, reference_states
+
+        state = reference_states[chemical_symbols.index(symbol)] or {}
+        atoms = bulk(symbol)  # raises for elements without a simple reference crystal
+        return ReferenceStructure(symbol, atoms, f"ase:bulk {state.get('symmetry', '?')}")
+
+
+class FormationEnergyError(RuntimeError):
+    """A formation energy could not be computed (a calculation failed); the message says which."""
+
+
+class ElementalReferences:
+    """GPAW energies per atom of the elemental references, computed once and cached.
+
+    Args:
+        service: the DFT service (its cache and settings are used for the references too).
+        structures: where the reference structures come from.
+    """
+
+    def __init__(self, service: DFTService, structures: ReferenceStructures | None = None):
+        self.service = service
+        self.structures = structures or ReferenceStructures()
+        self._results: dict[str, DFTResult] = {}
+        self.sources: dict[str, str] = {}
+
+    def result(self, symbol: str) -> DFTResult:
+        if symbol not in self._results:
+            ref = self.structures.get(symbol)
+            self.sources[symbol] = ref.source
+            self._results[symbol] = self.service.run(ref.atoms, label=f"ref_{symbol}")
+        return self._results[symbol]
+
+    def energy_per_atom(self, symbol: str) -> float:
+        r = self.result(symbol)
+        if not r.ok:
+            raise FormationEnergyError(f"reference {symbol}: {r.status} ({r.message})")
+        return float(r.energy_per_atom)
+
+    def formation_energy_per_atom(self, result: DFTResult) -> float:
+        """Formation energy (eV/atom) of a finished compound calculation on this scale.
+
+        Raises:
+            FormationEnergyError: the compound's or a reference's calculation is not ``ok``.
+        """
+        if not result.ok:
+            raise FormationEnergyError(f"{result.formula}: {result.status} ({result.message})")
+        atoms = result.relaxed_atoms()
+        counts = Counter(atoms.get_chemical_symbols())
+        e_ref = sum(n * self.energy_per_atom(el) for el, n in counts.items())
+        return (float(result.energy_ev) - e_ref) / len(atoms)

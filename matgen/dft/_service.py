@@ -1,0 +1,240 @@
+"""The DFT calculator service: cache lookup, one worker process per calculation, time limits.
+
+Every finished calculation (a success or a labelled failure of the calculation itself) is
+written to the cache folder as one JSON file, atomically, before the next one starts: a job
+killed at any moment loses at most the calculation that was running. A timed-out or crashed
+worker is reported but not cached, so a later run with a longer limit tries again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matgen._files import atomic_write_text
+from matgen.dft._settings import DFTSettings
+from matgen.dft._worker import OK
+
+TIMEOUT = "timeout"
+CRASHED = "crashed"
+# bump when the record format or the way a calculation is run changes the numbers
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DFTResult:
+    """One DFT calculation's outcome.
+
+    ``energy_ev`` / ``energy_per_atom`` are set only when every SCF converged; ``status`` says
+    what happened: ``ok``, ``scf_not_converged``, ``relax_not_converged`` (the last SCF converged
+    but the structure did not relax within ``max_relax_steps``: energy kept, not ``ok``),
+    ``error`` (GPAW or ASE raised), ``timeout`` or ``crashed`` (the worker was killed / died).
+    """
+
+    key: str
+    status: str
+    formula: str
+    natoms: int
+    message: str = ""
+    energy_ev: float | None = None
+    energy_per_atom: float | None = None
+    relaxed: dict[str, Any] | None = None  # numbers, cell (Å), positions (Å)
+    magmom: float | None = None
+    max_force: float | None = None
+    max_stress: float | None = None
+    spin_polarised: bool = False
+    relax_steps: int = 0
+    wall_s: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    from_cache: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def relaxed_atoms(self):
+        """The relaxed structure as ASE Atoms (None when the calculation gave none)."""
+        if self.relaxed is None:
+            return None
+        from ase import Atoms
+
+        return Atoms(
+            numbers=self.relaxed["numbers"],
+            cell=self.relaxed["cell"],
+            positions=self.relaxed["positions"],
+            pbc=True,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("from_cache")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], from_cache: bool = False) -> DFTResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names}, from_cache=from_cache)
+
+
+def _as_atoms(structure):
+    """ASE Atoms from Atoms or a pymatgen Structure (a copy, without calculator)."""
+    from ase import Atoms
+
+    if isinstance(structure, Atoms):
+        atoms = structure.copy()
+    else:
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.calc = None
+    atoms.pbc = True
+    return atoms
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("gpaw", "gpaw-data", "ase"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def structure_key(atoms, settings: DFTSettings, versions: dict[str, str]) -> str:
+    """Cache key: the structure (cell and wrapped fractional coordinates to 1e-5), the settings
+    that change the numbers, and the GPAW / PAW-data versions."""
+    import numpy as np
+
+    frac = np.mod(np.round(atoms.get_scaled_positions(wrap=True), 5), 1.0)
+    blob = json.dumps(
+        {
+            "v": RECORD_VERSION,
+            "numbers": atoms.numbers.tolist(),
+            "cell": np.round(atoms.cell.array, 5).tolist(),
+            "frac": np.round(frac, 5).tolist(),
+            "settings": settings.physics(),
+            "versions": {k: versions[k] for k in ("gpaw", "gpaw-data")},
+        },
+        sort_keys=True,
+    ).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+class DFTService:
+    """Runs GPAW calculations one at a time, each in its own process, through an on-disk cache.
+
+    Args:
+        cache_dir: folder of the cache (one ``<key>.json`` per finished calculation, GPAW text
+            logs in ``logs/``). Point it into a campaign's work folder to keep it with the
+            campaign store.
+        settings: numerical settings (default: the convergence-tested ones).
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, settings: DFTSettings | None = None):
+        self.cache_dir = Path(cache_dir)
+        self.settings = settings or DFTSettings()
+        self.versions = _versions()
+
+    def key(self, structure) -> str:
+        return structure_key(_as_atoms(structure), self.settings, self.versions)
+
+    def _path(self, key: str) -> Path:
+        return self.cache_dir / f"{key}.json"
+
+    def cached(self, structure) -> DFTResult | None:
+        """The cached result for ``structure`` under these settings, or None."""
+        path = self._path(self.key(structure))
+        if not path.exists():
+            return None
+        return DFTResult.from_dict(json.loads(path.read_text()), from_cache=True)
+
+    def run(self, structure, label: str = "") -> DFTResult:
+        """Relax (per the settings) and compute ``structure``; never raises for a failed
+        calculation. ``label`` only names the GPAW log file."""
+        atoms = _as_atoms(structure)
+        key = structure_key(atoms, self.settings, self.versions)
+        path = self._path(key)
+        if path.exists():
+            return DFTResult.from_dict(json.loads(path.read_text()), from_cache=True)
+        record, cacheable = self._compute(atoms, key, label)
+        result = DFTResult.from_dict(record)
+        if cacheable:
+            atomic_write_text(path, json.dumps(result.to_dict(), indent=1))
+        return result
+
+    def _compute(self, atoms, key: str, label: str) -> tuple[dict[str, Any], bool]:
+        jobs = self.cache_dir / "jobs"
+        logs = self.cache_dir / "logs"
+        jobs.mkdir(parents=True, exist_ok=True)
+        logs.mkdir(parents=True, exist_ok=True)
+        job_path, out_path = jobs / f"{key}.job.json", jobs / f"{key}.out.json"
+        out_path.unlink(missing_ok=True)
+        stem = f"{label}_{key}" if label else key
+        job = {
+            "structure": {
+                "numbers": atoms.numbers.tolist(),
+                "cell": atoms.cell.array.tolist(),
+                "positions": atoms.positions.tolist(),
+            },
+            "settings": self.settings.physics() | {"threads": self.settings.threads},
+            "txt": str(logs / f"{stem}.txt"),
+        }
+        atomic_write_text(job_path, json.dumps(job))
+        env = dict(os.environ)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(self.settings.threads)
+        env["MATGEN_DFT_PARENT_PID"] = str(os.getpid())  # the worker dies with this process
+        base: dict[str, Any] = {
+            "key": key,
+            "formula": atoms.get_chemical_formula(mode="metal", empirical=False),
+            "natoms": len(atoms),
+            "settings": self.settings.physics(),
+            "versions": self.versions,
+        }
+        t0 = time.perf_counter()
+        # own session: a timeout kills the worker and anything it started, not the caller
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "matgen.dft._worker", str(job_path), str(out_path)],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _, err = proc.communicate(timeout=self.settings.time_limit_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            base.update(
+                status=TIMEOUT,
+                message=f"killed at the time limit of {self.settings.time_limit_s:g} s",
+                wall_s=time.perf_counter() - t0,
+            )
+            return base, False
+        finally:
+            job_path.unlink(missing_ok=True)
+        base["wall_s"] = time.perf_counter() - t0
+        if proc.returncode != 0 or not out_path.exists():
+            tail = (err or b"").decode(errors="replace").strip().splitlines()[-3:]
+            base.update(
+                status=CRASHED,
+                message=f"worker exit code {proc.returncode}: " + " | ".join(tail),
+            )
+            return base, False
+        record = json.loads(out_path.read_text())
+        out_path.unlink(missing_ok=True)
+        record.pop("traceback", None)
+        return base | record, True
