@@ -166,97 +166,120 @@ def relax(
         from matgen.surrogates._relax_tensor import relax_tensor
 
         return relax_tensor(structures, mlip, cfg, ids, progress)
-    results: list[RelaxResult | None] = [None] * len(structures)
-    states: dict[int, _State] = {}
-    waiting = list(range(len(structures)))
-    waiting.reverse()  # pop() from the end takes the first structure first
-    active: list[int] = []
+    return _InFlightRelax(structures, mlip, cfg, ids, progress).run()
 
-    reuse = hasattr(mlip, "forget")  # the MLIP can keep neighbour graphs between steps
-    token = uuid.uuid4().hex
 
-    def finish(i: int, res: RelaxResult) -> None:
-        results[i] = res
-        states.pop(i, None)
-        if reuse:
-            mlip.forget([(token, i)])
-        if progress is not None:
-            progress(1)
+class _InFlightRelax:
+    """Batched FIRE with in-flight batching: a structure joins the batch as soon as another
+    finishes, within ``batch_size`` structures and ``max_atoms_per_batch`` atoms."""
 
-    while waiting or active:
-        # fill the batch (in-flight batching)
-        n_atoms = sum(states[i].n for i in active)
-        while waiting and len(active) < cfg.batch_size:
-            j = waiting[-1]
-            nj = len(structures[j])
-            if active and n_atoms + nj > cfg.max_atoms_per_batch:
+    def __init__(
+        self,
+        structures: list[Structure],
+        mlip: MLIP,
+        cfg: RelaxConfig,
+        ids: list[str],
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.structures, self.mlip, self.cfg, self.ids = structures, mlip, cfg, ids
+        self.progress = progress
+        self.results: list[RelaxResult | None] = [None] * len(structures)
+        self.states: dict[int, _State] = {}
+        self.waiting = list(range(len(structures)))
+        self.waiting.reverse()  # pop() from the end takes the first structure first
+        self.active: list[int] = []
+        self.reuse = hasattr(mlip, "forget")  # the MLIP can keep neighbour graphs between steps
+        self.token = uuid.uuid4().hex
+
+    def run(self) -> list[RelaxResult]:
+        while self.waiting or self.active:
+            self._fill()
+            if self.active:
+                self._step()
+        return [r for r in self.results if r is not None]
+
+    def _finish(self, i: int, res: RelaxResult) -> None:
+        self.results[i] = res
+        self.states.pop(i, None)
+        if self.reuse:
+            self.mlip.forget([(self.token, i)])
+        if self.progress is not None:
+            self.progress(1)
+
+    def _fill(self) -> None:
+        """Start waiting structures while the batch has room."""
+        cfg = self.cfg
+        n_atoms = sum(self.states[i].n for i in self.active)
+        while self.waiting and len(self.active) < cfg.batch_size:
+            j = self.waiting[-1]
+            nj = len(self.structures[j])
+            if self.active and n_atoms + nj > cfg.max_atoms_per_batch:
                 break
-            waiting.pop()
+            self.waiting.pop()
             try:
-                states[j] = _State(structures[j], cfg)
+                self.states[j] = _State(self.structures[j], cfg)
             except Exception as exc:  # noqa: BLE001
-                finish(j, _failed(ids[j], f"bad structure: {exc}", None, 0))
+                self._finish(j, _failed(self.ids[j], f"bad structure: {exc}", None, 0))
                 continue
-            active.append(j)
+            self.active.append(j)
             n_atoms += nj
-        if not active:
-            continue
+
+    def _step(self) -> None:
+        """One MLIP evaluation of the batch, then one FIRE step of the unfinished ones."""
+        states, active = self.states, self.active
         deform = _deformations([states[i] for i in active])
         cur = [states[i].structure(deform[k]) for k, i in enumerate(active)]
-        if reuse:
-            out = mlip.predict(cur, compute_stress=cfg.relax_cell,
-                               keys=[(token, i) for i in active])
+        if self.reuse:
+            out = self.mlip.predict(cur, compute_stress=self.cfg.relax_cell,
+                                    keys=[(self.token, i) for i in active])  # fmt: skip
         else:
-            out = mlip.predict(cur, compute_stress=cfg.relax_cell)
+            out = self.mlip.predict(cur, compute_stress=self.cfg.relax_cell)
         fresh = out.fresh or [True] * len(active)
         offsets = np.cumsum([0] + [states[i].n for i in active])
         still: list[int] = []
         stepping: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         for k, i in enumerate(active):
-            st = states[i]
-            err = out.errors[k]
-            e_pa = float(out.energy_per_atom[k])
-            f = out.forces[offsets[k] : offsets[k + 1]]
-            if err is None:
-                err = _explosion(st, cur[k], e_pa, cfg)
-            if err is not None:
-                finish(i, _failed(ids[i], err, cur[k] if st.steps else None, st.steps))
-                continue
-            fd = deform[k]
-            g_r = f @ fd  # forces on the reference-cell positions
-            if cfg.relax_cell:
-                vol = float(cur[k].volume)
-                virial = -vol * out.stress[k]
-                g_x = frechet_cell_forces(virial[None], st.x_cell[None] / st.ecf,
-                                          fd[None])[0] / st.ecf
-            else:
-                g_x = torch.zeros(3, 3, dtype=torch.float64)
-            fmax = float(torch.cat([g_r, g_x]).norm(dim=1).max())
-            done = fmax < cfg.fmax or st.steps >= cfg.max_steps
-            if done and not fresh[k]:
-                # final numbers always come from a freshly built graph: re-evaluate
-                mlip.forget([(token, i)])
-                still.append(i)
-                continue
-            if done:
-                finish(
-                    i,
-                    RelaxResult(
-                        id=ids[i],
-                        energy_per_atom=e_pa,
-                        converged=fmax < cfg.fmax,
-                        steps=st.steps,
-                        max_force=fmax,
-                        structure=cur[k],
-                    ),
-                )
+            grads = self._settle(k, i, out, cur[k], deform[k], offsets, fresh[k])
+            if grads is None:
                 continue
             still.append(i)
-            stepping.append((i, g_r, g_x))
+            if grads:
+                stepping.append((i, *grads))
         if stepping:
-            _fire_step([states[i] for i, _, _ in stepping], stepping, cfg)
-        active = still
-    return [r for r in results if r is not None]
+            _fire_step([states[i] for i, _, _ in stepping], stepping, self.cfg)
+        self.active = still
+
+    def _settle(self, k: int, i: int, out, s: Structure, fd: torch.Tensor, offsets, fresh: bool):
+        """Structure ``i`` (``k``-th of the batch, at ``s``) after an evaluation: None when it
+        finished (failed, converged or out of steps), ``()`` to evaluate it again on a fresh
+        graph, else its gradients ``(positions, cell)`` for the FIRE step."""
+        cfg, st = self.cfg, self.states[i]
+        err = out.errors[k]
+        e_pa = float(out.energy_per_atom[k])
+        f = out.forces[offsets[k] : offsets[k + 1]]
+        if err is None:
+            err = _explosion(st, s, e_pa, cfg)
+        if err is not None:
+            self._finish(i, _failed(self.ids[i], err, s if st.steps else None, st.steps))
+            return None
+        g_r = f @ fd  # forces on the reference-cell positions
+        if cfg.relax_cell:
+            virial = -float(s.volume) * out.stress[k]
+            g_x = frechet_cell_forces(virial[None], st.x_cell[None] / st.ecf, fd[None])[0] / st.ecf
+        else:
+            g_x = torch.zeros(3, 3, dtype=torch.float64)
+        fmax = float(torch.cat([g_r, g_x]).norm(dim=1).max())
+        done = fmax < cfg.fmax or st.steps >= cfg.max_steps
+        if done and not fresh:
+            # final numbers always come from a freshly built graph: re-evaluate
+            self.mlip.forget([(self.token, i)])
+            return ()
+        if done:
+            res = RelaxResult(id=self.ids[i], energy_per_atom=e_pa, converged=fmax < cfg.fmax,
+                              steps=st.steps, max_force=fmax, structure=s)  # fmt: skip
+            self._finish(i, res)
+            return None
+        return g_r, g_x
 
 
 def frechet_cell_forces(
@@ -290,8 +313,10 @@ def _use_tensor_engine(mlip: MLIP, cfg: RelaxConfig) -> bool:
         raise ValueError(f"engine must be auto, tensor or structures, not {cfg.engine!r}")
     able = callable(getattr(mlip, "forward_graph", None))
     if cfg.engine == "tensor" and not able:
-        raise ValueError(f"MLIP {getattr(mlip, 'name', mlip)!r} has no tensor engine "
-                         "(forward_graph); use engine='structures'")
+        raise ValueError(
+            f"MLIP {getattr(mlip, 'name', mlip)!r} has no tensor engine "
+            "(forward_graph); use engine='structures'"
+        )
     if cfg.engine == "auto":
         # on a CPU the forward dominates and the structure path's neighbour-list reuse is
         # worth more than the tensor path's savings (measured: 42.0 vs 40.2 s for the same

@@ -15,6 +15,7 @@ place. Results (pymatgen structures) are built once, when a structure finishes.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -78,27 +79,31 @@ class _Batch:
         dev = self.device
         n = [len(s) for s in structures]
         b0 = self.size
-        z = torch.as_tensor(np.concatenate([s.atomic_numbers for s in structures]),
-                            dtype=torch.int64, device=dev)
-        cart = torch.as_tensor(np.concatenate([s.cart_coords for s in structures]),
-                               dtype=torch.float64, device=dev)
-        cell0 = torch.as_tensor(np.stack([s.lattice.matrix for s in structures]),
-                                dtype=torch.float64, device=dev)
+        z = torch.as_tensor(
+            np.concatenate([s.atomic_numbers for s in structures]), dtype=torch.int64, device=dev
+        )
+        cart = torch.as_tensor(
+            np.concatenate([s.cart_coords for s in structures]), dtype=torch.float64, device=dev
+        )
+        cell0 = torch.as_tensor(
+            np.stack([s.lattice.matrix for s in structures]), dtype=torch.float64, device=dev
+        )
         nn = torch.as_tensor(n, dtype=torch.int64, device=dev)
         k = len(structures)
         self.z = torch.cat([self.z, z])
         self.r_ref = torch.cat([self.r_ref, cart])
         self.v_r = torch.cat([self.v_r, torch.zeros_like(cart)])
-        self.owner = torch.cat([self.owner, b0 + torch.repeat_interleave(
-            torch.arange(k, device=dev), nn)])
+        self.owner = torch.cat(
+            [self.owner, b0 + torch.repeat_interleave(torch.arange(k, device=dev), nn)]
+        )
         self.index = torch.cat([self.index, torch.as_tensor(index, device=dev)])
         self.cell0 = torch.cat([self.cell0, cell0])
         self.x = torch.cat([self.x, torch.zeros_like(cell0)])
         self.v_x = torch.cat([self.v_x, torch.zeros_like(cell0)])
-        self.dt = torch.cat([self.dt, torch.full((k,), cfg.dt, dtype=torch.float64,
-                                                 device=dev)])
-        self.alpha = torch.cat([self.alpha, torch.full((k,), cfg.alpha_start,
-                                                       dtype=torch.float64, device=dev)])
+        self.dt = torch.cat([self.dt, torch.full((k,), cfg.dt, dtype=torch.float64, device=dev)])
+        self.alpha = torch.cat(
+            [self.alpha, torch.full((k,), cfg.alpha_start, dtype=torch.float64, device=dev)]
+        )
         self.n_pos = torch.cat([self.n_pos, torch.zeros_like(nn)])
         self.steps = torch.cat([self.steps, torch.zeros_like(nn)])
         self.n = torch.cat([self.n, nn])
@@ -111,8 +116,7 @@ class _Batch:
         self.owner = new_id[self.owner[atom]]
         for name in ("z", "r_ref", "v_r"):
             setattr(self, name, getattr(self, name)[atom])
-        for name in ("index", "cell0", "x", "v_x", "dt", "alpha", "n_pos", "steps", "n",
-                     "vol0"):
+        for name in ("index", "cell0", "x", "v_x", "dt", "alpha", "n_pos", "steps", "n", "vol0"):
             setattr(self, name, getattr(self, name)[mask])
 
 
@@ -129,8 +133,6 @@ def relax_tensor(
     matches (same FIRE rule, cell filter, convergence and failure rules, tested); ``ids`` is
     already a list of strings.
     """
-    from pymatgen.core import Lattice, Structure
-
     dev = mlip.device
     results: list[RelaxResult | None] = [None] * len(structures)
     waiting = deque(range(len(structures)))
@@ -142,104 +144,166 @@ def relax_tensor(
             progress(1)
 
     while waiting or st.size:
-        # fill the batch (in-flight batching)
-        new: list[int] = []
-        n_atoms = st.atoms
-        while waiting and st.size + len(new) < cfg.batch_size:
-            j = waiting[0]
-            nj = len(structures[j])
-            if (st.size or new) and n_atoms + nj > cfg.max_atoms_per_batch:
-                break
-            waiting.popleft()
-            err = _admission_error(structures[j], mlip)
-            if err is not None:
-                finish(j, _failed(ids[j], err, None, 0))
-                continue
-            new.append(j)
-            n_atoms += nj
-        if new:
-            st.append(new, [structures[j] for j in new], cfg)
+        _fill(
+            st, waiting, structures, mlip, cfg, lambda j, e: finish(j, _failed(ids[j], e, None, 0))
+        )
         if not st.size:
             continue
-        b, owner = st.size, st.owner
-        ecf = st.n.to(torch.float64)[:, None, None]  # ASE's exp_cell_factor: atoms
-        deform = torch.linalg.matrix_exp(st.x / ecf)
-        cell = st.cell0 @ deform.transpose(1, 2)
-        pos = torch.einsum("ni,nji->nj", st.r_ref, deform[owner])
-        edges = batched_neighbour_list(cell, pos, owner, mlip.cutoff)
-        bonded = torch.zeros(st.atoms, dtype=torch.bool, device=dev)
-        bonded[edges[0]] = True
-        lonely = torch.zeros(b, dtype=torch.int64, device=dev).index_add_(
-            0, owner, (~bonded).long())
-        energy, forces, stress = mlip.forward_graph(st.z, pos, cell, owner, edges,
-                                                    compute_stress=cfg.relax_cell)
-        e_pa = energy / st.n
-        g_r = torch.einsum("ni,nij->nj", forces, deform[owner])
-        vol = torch.linalg.det(cell).abs()
-        if cfg.relax_cell:
-            g_x = frechet_cell_forces(-vol[:, None, None] * stress, st.x / ecf, deform) / ecf
-        else:
-            g_x = torch.zeros_like(cell)
-        fmax = torch.zeros(b, dtype=torch.float64, device=dev).scatter_reduce(
-            0, owner, g_r.norm(dim=1), "amax")
-        fmax = torch.maximum(fmax, g_x.norm(dim=2).amax(1))
-        bad_f = torch.zeros(b, dtype=torch.int64, device=dev).index_add_(
-            0, owner, (~torch.isfinite(forces).all(1)).long())
-        finite = torch.isfinite(e_pa) & (bad_f == 0) & torch.isfinite(fmax)
-        if cfg.relax_cell:
-            finite &= torch.isfinite(stress).flatten(1).all(1)
-        ratio = vol / st.vol0
-        # one host copy of the per-structure flags and numbers of this step
-        host = torch.stack([
-            e_pa, fmax, ratio, lonely.double(), finite.double(), st.steps.double(),
-        ]).cpu().numpy()
-        e_h, fmax_h, ratio_h, lonely_h, finite_h, steps_h = host
-        done = np.zeros(b, dtype=bool)
-        reasons: dict[int, str] = {}
-        for k in range(b):
-            err = _step_error(int(lonely_h[k]), bool(finite_h[k]), float(e_h[k]),
-                              float(ratio_h[k]), mlip.cutoff, cfg)
-            if err is not None:
-                reasons[k] = err
-                done[k] = True
-            elif fmax_h[k] < cfg.fmax or steps_h[k] >= cfg.max_steps:
-                done[k] = True
+        ev = _evaluate(st, mlip, cfg)
+        done, reasons = _done(ev, mlip.cutoff, cfg)
         if done.any():
-            fin = torch.as_tensor(done, device=dev)
-            atom = fin[owner]
-            frac = torch.einsum("ni,nij->nj", st.r_ref[atom],
-                                torch.linalg.inv(st.cell0)[owner[atom]])
-            frac_h = np.split(frac.cpu().numpy(),
-                              np.cumsum(st.n[fin].cpu().numpy())[:-1])
-            cell_h = cell[fin].cpu().numpy()
-            index_h = st.index[fin].cpu().numpy()
-            for m, k in enumerate(np.flatnonzero(done)):
-                i = int(index_h[m])
-                s = Structure(Lattice(cell_h[m]), structures[i].species, frac_h[m])
-                steps = int(steps_h[k])
-                if k in reasons:
-                    finish(i, _failed(ids[i], reasons[k], s if steps else None, steps))
-                else:
-                    finish(i, RelaxResult(id=ids[i], energy_per_atom=float(e_h[k]),
-                                          converged=bool(fmax_h[k] < cfg.fmax), steps=steps,
-                                          max_force=float(fmax_h[k]), structure=s))
+            for i, res in _finished(st, ev, done, reasons, structures, ids, cfg):
+                finish(i, res)
         if done.all():
-            st.keep(torch.zeros(b, dtype=torch.bool, device=dev))
+            st.keep(torch.zeros(st.size, dtype=torch.bool, device=dev))
             continue
-        # one FIRE step for every structure (finished ones are dropped right after)
-        rows_owner = torch.cat([owner, torch.arange(b, device=dev).repeat_interleave(3)])
-        f_rows = torch.cat([g_r, g_x.reshape(-1, 3)])
-        v_rows = torch.cat([st.v_r, st.v_x.reshape(-1, 3)])
-        dr, v, st.dt, st.alpha, st.n_pos = fire_update(
-            f_rows, v_rows, st.dt, st.alpha, st.n_pos, st.steps == 0, rows_owner, cfg)
-        n = st.atoms
-        st.r_ref = st.r_ref + dr[:n]
-        st.x = st.x + dr[n:].reshape(b, 3, 3)
-        st.v_r, st.v_x = v[:n], v[n:].reshape(b, 3, 3)
-        st.steps = st.steps + 1
+        _fire_step(st, ev, cfg)  # every structure (finished ones are dropped right after)
         if done.any():
             st.keep(torch.as_tensor(~done, device=dev))
     return [r for r in results if r is not None]
+
+
+def _fill(
+    st: _Batch,
+    waiting: deque[int],
+    structures: list[Structure],
+    mlip,
+    cfg: RelaxConfig,
+    reject: Callable[[int, str], None],
+) -> None:
+    """Move waiting structures into the batch while it has room (in-flight batching);
+    ``reject(index, reason)`` for those the MLIP cannot take."""
+    new: list[int] = []
+    n_atoms = st.atoms
+    while waiting and st.size + len(new) < cfg.batch_size:
+        j = waiting[0]
+        nj = len(structures[j])
+        if (st.size or new) and n_atoms + nj > cfg.max_atoms_per_batch:
+            break
+        waiting.popleft()
+        err = _admission_error(structures[j], mlip)
+        if err is not None:
+            reject(j, err)
+            continue
+        new.append(j)
+        n_atoms += nj
+    if new:
+        st.append(new, [structures[j] for j in new], cfg)
+
+
+@dataclass
+class _Eval:
+    """One evaluation of the batch: the cells, the gradients on positions and cell, and the
+    per-structure numbers copied to the host (energy per atom, max force, volume ratio,
+    atoms without neighbours, finite flag, steps taken)."""
+
+    cell: torch.Tensor
+    g_r: torch.Tensor
+    g_x: torch.Tensor
+    host: np.ndarray
+
+
+def _evaluate(st: _Batch, mlip, cfg: RelaxConfig) -> _Eval:
+    """Neighbour lists, one MLIP forward and the FIRE gradients of the whole batch."""
+    dev = st.x.device
+    b, owner = st.size, st.owner
+    ecf = st.n.to(torch.float64)[:, None, None]  # ASE's exp_cell_factor: atoms
+    deform = torch.linalg.matrix_exp(st.x / ecf)
+    cell = st.cell0 @ deform.transpose(1, 2)
+    pos = torch.einsum("ni,nji->nj", st.r_ref, deform[owner])
+    edges = batched_neighbour_list(cell, pos, owner, mlip.cutoff)
+    bonded = torch.zeros(st.atoms, dtype=torch.bool, device=dev)
+    bonded[edges[0]] = True
+    lonely = torch.zeros(b, dtype=torch.int64, device=dev).index_add_(
+        0, owner, (~bonded).long())  # fmt: skip
+    energy, forces, stress = mlip.forward_graph(st.z, pos, cell, owner, edges,
+                                                compute_stress=cfg.relax_cell)  # fmt: skip
+    e_pa = energy / st.n
+    g_r = torch.einsum("ni,nij->nj", forces, deform[owner])
+    vol = torch.linalg.det(cell).abs()
+    if cfg.relax_cell:
+        g_x = frechet_cell_forces(-vol[:, None, None] * stress, st.x / ecf, deform) / ecf
+    else:
+        g_x = torch.zeros_like(cell)
+    fmax = torch.zeros(b, dtype=torch.float64, device=dev).scatter_reduce(
+        0, owner, g_r.norm(dim=1), "amax")  # fmt: skip
+    fmax = torch.maximum(fmax, g_x.norm(dim=2).amax(1))
+    bad_f = torch.zeros(b, dtype=torch.int64, device=dev).index_add_(
+        0, owner, (~torch.isfinite(forces).all(1)).long())  # fmt: skip
+    finite = torch.isfinite(e_pa) & (bad_f == 0) & torch.isfinite(fmax)
+    if cfg.relax_cell:
+        finite &= torch.isfinite(stress).flatten(1).all(1)
+    ratio = vol / st.vol0
+    # one host copy of the per-structure flags and numbers of this step
+    host = torch.stack([
+        e_pa, fmax, ratio, lonely.double(), finite.double(), st.steps.double(),
+    ]).cpu().numpy()  # fmt: skip
+    return _Eval(cell, g_r, g_x, host)
+
+
+def _done(ev: _Eval, cutoff: float, cfg: RelaxConfig) -> tuple[np.ndarray, dict[int, str]]:
+    """Which structures of the batch finish now, and why those that failed did."""
+    e_h, fmax_h, ratio_h, lonely_h, finite_h, steps_h = ev.host
+    done = np.zeros(len(e_h), dtype=bool)
+    reasons: dict[int, str] = {}
+    for k in range(len(e_h)):
+        err = _step_error(int(lonely_h[k]), bool(finite_h[k]), float(e_h[k]),
+                          float(ratio_h[k]), cutoff, cfg)  # fmt: skip
+        if err is not None:
+            reasons[k] = err
+            done[k] = True
+        elif fmax_h[k] < cfg.fmax or steps_h[k] >= cfg.max_steps:
+            done[k] = True
+    return done, reasons
+
+
+def _finished(
+    st: _Batch,
+    ev: _Eval,
+    done: np.ndarray,
+    reasons: dict[int, str],
+    structures: list[Structure],
+    ids: list[str],
+    cfg: RelaxConfig,
+) -> list[tuple[int, RelaxResult]]:
+    """``(input index, result)`` of the structures that finish now (pymatgen built here)."""
+    from pymatgen.core import Lattice, Structure
+
+    e_h, fmax_h, _, _, _, steps_h = ev.host
+    fin = torch.as_tensor(done, device=st.x.device)
+    atom = fin[st.owner]
+    frac = torch.einsum("ni,nij->nj", st.r_ref[atom],
+                        torch.linalg.inv(st.cell0)[st.owner[atom]])  # fmt: skip
+    frac_h = np.split(frac.cpu().numpy(), np.cumsum(st.n[fin].cpu().numpy())[:-1])
+    cell_h = ev.cell[fin].cpu().numpy()
+    index_h = st.index[fin].cpu().numpy()
+    out = []
+    for m, k in enumerate(np.flatnonzero(done)):
+        i = int(index_h[m])
+        s = Structure(Lattice(cell_h[m]), structures[i].species, frac_h[m])
+        steps = int(steps_h[k])
+        if k in reasons:
+            out.append((i, _failed(ids[i], reasons[k], s if steps else None, steps)))
+        else:
+            out.append((i, RelaxResult(id=ids[i], energy_per_atom=float(e_h[k]),
+                                       converged=bool(fmax_h[k] < cfg.fmax), steps=steps,
+                                       max_force=float(fmax_h[k]), structure=s)))  # fmt: skip
+    return out
+
+
+def _fire_step(st: _Batch, ev: _Eval, cfg: RelaxConfig) -> None:
+    """One FIRE step of positions and cells for every structure of the batch."""
+    b, dev = st.size, st.x.device
+    rows_owner = torch.cat([st.owner, torch.arange(b, device=dev).repeat_interleave(3)])
+    f_rows = torch.cat([ev.g_r, ev.g_x.reshape(-1, 3)])
+    v_rows = torch.cat([st.v_r, st.v_x.reshape(-1, 3)])
+    dr, v, st.dt, st.alpha, st.n_pos = fire_update(
+        f_rows, v_rows, st.dt, st.alpha, st.n_pos, st.steps == 0, rows_owner, cfg)  # fmt: skip
+    n = st.atoms
+    st.r_ref = st.r_ref + dr[:n]
+    st.x = st.x + dr[n:].reshape(b, 3, 3)
+    st.v_r, st.v_x = v[:n], v[n:].reshape(b, 3, 3)
+    st.steps = st.steps + 1
 
 
 def _admission_error(s: Structure, mlip) -> str | None:
@@ -253,22 +317,32 @@ def _admission_error(s: Structure, mlip) -> str | None:
         if not np.isfinite(np.array(s.cart_coords)).all():
             return "bad structure: non-finite coordinates"
         z = torch.as_tensor(np.array(s.atomic_numbers), dtype=torch.int64)
-        unknown = sorted({el.symbol for el, u in zip(s.species, mlip.unknown_species(z).tolist(),
-                                                     strict=True) if u})
+        unknown = sorted(
+            {
+                el.symbol
+                for el, u in zip(s.species, mlip.unknown_species(z).tolist(), strict=True)
+                if u
+            }
+        )
         if unknown:
-            return (f"graph construction failed: ValueError: {mlip.name} has no type for "
-                    f"{', '.join(unknown)}")
+            return (
+                f"graph construction failed: ValueError: {mlip.name} has no type for "
+                f"{', '.join(unknown)}"
+            )
     except Exception as exc:  # noqa: BLE001 - any bad input is per structure
         return f"bad structure: {_one_line(exc)}"
     return None
 
 
-def _step_error(lonely: int, finite: bool, e_pa: float, ratio: float, cutoff: float,
-                cfg: RelaxConfig) -> str | None:
+def _step_error(
+    lonely: int, finite: bool, e_pa: float, ratio: float, cutoff: float, cfg: RelaxConfig
+) -> str | None:
     """The structure path's failure rules (:func:`~matgen.surrogates._relax._explosion`)."""
     if lonely:
-        return (f"graph construction failed: ValueError: {lonely} isolated atom(s): no "
-                f"neighbour within {cutoff:g} Å")
+        return (
+            f"graph construction failed: ValueError: {lonely} isolated atom(s): no "
+            f"neighbour within {cutoff:g} Å"
+        )
     if not finite:
         return "non-finite energy, forces or stress"
     return explosion_reason(e_pa, ratio, cfg)

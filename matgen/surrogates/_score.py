@@ -39,8 +39,16 @@ SUSPECT_BELOW_HULL = 0.05
 #: The fixed leading columns of a score table (score rows call the first one ``id``; files
 #: call it :data:`ID_KEY`).
 BASE_COLUMNS = (
-    "id", "formula", "num_atoms", "energy_per_atom", "e_form_per_atom", "e_above_hull",
-    "suspect", "converged", "relax_steps", "max_force",
+    "id",
+    "formula",
+    "num_atoms",
+    "energy_per_atom",
+    "e_form_per_atom",
+    "e_above_hull",
+    "suspect",
+    "converged",
+    "relax_steps",
+    "max_force",
 )
 
 #: The id key of score CSVs and relaxed extxyz frames: the key ``matgen sample`` writes.
@@ -49,24 +57,54 @@ ID_KEY = "sample_id"
 #: Unit and meaning of the score columns (``<label>`` columns of predictors: see
 #: :func:`describe_score_column`).
 SCORE_COLUMNS: dict[str, tuple[str, str]] = {
-    ID_KEY: ("", ("the scored entry's id (sample_id of a generated file, else material_id, "
-                 "the CIF block / file name, or the frame / row number)")),
+    ID_KEY: (
+        "",
+        (
+            "the scored entry's id (sample_id of a generated file, else material_id, "
+            "the CIF block / file name, or the frame / row number)"
+        ),
+    ),
     "formula": ("", "reduced formula"),
     "num_atoms": ("", "atoms in the cell"),
-    "energy_per_atom": ("eV/atom", ("{mlip} energy of the relaxed structure (input structure "
-                                   "with --no-relax), the MLIP's own scale (no corrections)")),
-    "e_form_per_atom": ("eV/atom", ("formation energy from the {mlip} energy (MLIP), on MP's "
-                                   "MP2020-corrected scale against the hull's elemental "
-                                   "references")),
-    "e_above_hull": ("eV/atom", ("{mlip} energy above the MP reference convex hull (signed: "
-                                "negative is below it), MP2020-corrected scale")),
-    "suspect": ("", (f"True when e_above_hull < -{SUSPECT_BELOW_HULL} eV/atom: more often an MLIP "
-                    "error than a discovery; only an oracle / DFT can vouch for it")),
+    "energy_per_atom": (
+        "eV/atom",
+        (
+            "{mlip} energy of the relaxed structure (input structure "
+            "with --no-relax), the MLIP's own scale (no corrections)"
+        ),
+    ),
+    "e_form_per_atom": (
+        "eV/atom",
+        (
+            "formation energy from the {mlip} energy (MLIP), on MP's "
+            "MP2020-corrected scale against the hull's elemental "
+            "references"
+        ),
+    ),
+    "e_above_hull": (
+        "eV/atom",
+        (
+            "{mlip} energy above the MP reference convex hull (signed: "
+            "negative is below it), MP2020-corrected scale"
+        ),
+    ),
+    "suspect": (
+        "",
+        (
+            f"True when e_above_hull < -{SUSPECT_BELOW_HULL} eV/atom: more often an MLIP "
+            "error than a discovery; only an oracle / DFT can vouch for it"
+        ),
+    ),
     "converged": ("", "the relaxation reached --fmax within --max-steps"),
     "relax_steps": ("", "FIRE steps taken"),
     "max_force": ("eV/Å", "largest remaining force (cell forces included) at the end"),
-    "ood_score": ("", ("out-of-distribution score in [0, 1] of the property predictors "
-                      "(1: far from their training data; their predictions are less reliable)")),
+    "ood_score": (
+        "",
+        (
+            "out-of-distribution score in [0, 1] of the property predictors "
+            "(1: far from their training data; their predictions are less reliable)"
+        ),
+    ),
     "error": ("", "why the entry could not be scored (its other values are empty)"),
 }
 
@@ -126,9 +164,7 @@ def load_default_predictors(folder: str | Path | None = None) -> list[PropertyPr
     root = Path(folder) if folder is not None else PREDICTOR_DIR
     if not root.exists():
         return []
-    return [
-        PropertyPredictor.load(p.parent) for p in sorted(root.glob("*/predictor.json"))
-    ]
+    return [PropertyPredictor.load(p.parent) for p in sorted(root.glob("*/predictor.json"))]
 
 
 def score_structures(
@@ -185,64 +221,82 @@ def score_structures(
         rcfg = RelaxConfig(**{**rcfg.__dict__, "max_steps": 0})
     results = relax(structures, mlip, rcfg, ids=ids, progress=progress)
     e_hull = mp_compatible_energies(
-        mlip, [r.structure if r.structure is not None else s
-               for s, r in zip(structures, results, strict=True)],
-        [r.energy_per_atom for r in results])
+        mlip,
+        [
+            r.structure if r.structure is not None else s
+            for s, r in zip(structures, results, strict=True)
+        ],
+        [r.energy_per_atom for r in results],
+    )
     rows: list[dict[str, Any]] = []
     final: list[Structure] = []
     for s, r, e_corr in zip(structures, results, e_hull, strict=True):
-        e = r.energy_per_atom
-        comp = s.composition
-        row: dict[str, Any] = {
-            "id": r.id,
-            "formula": comp.reduced_formula,
-            "num_atoms": len(s),
-            "energy_per_atom": e,
-            "e_form_per_atom": math.nan,
-            "e_above_hull": math.nan,
-            "suspect": False,
-            "converged": r.converged,
-            "relax_steps": r.steps,
-            "max_force": r.max_force,
-            "error": r.error or "",
-        }
-        if r.error is None and not math.isfinite(e_corr):
-            row["error"] = "MP2020 energy correction rejected the structure"
-        elif r.error is None:
-            row["e_form_per_atom"] = hull.e_form_per_atom(comp, e_corr)
-            try:
-                row["e_above_hull"] = hull.e_above_hull(comp, e_corr)
-            except Exception as exc:  # noqa: BLE001 - a hull failure is per structure
-                row["error"] = f"hull failed: {exc}"
-            row["suspect"] = is_suspect(row["e_above_hull"])
-            if not math.isfinite(row["e_form_per_atom"]):
-                missing = [el.symbol for el in comp.elements
-                           if el.symbol not in hull.elemental_energies]
-                row["error"] = f"no hull reference for {', '.join(missing)}"
-        rows.append(row)
+        rows.append(_energy_row(s, r, e_corr, hull))
         final.append(r.structure if r.structure is not None and r.error is None else s)
-        row["relaxed_cif"] = _cif(final[-1]) if r.error is None else ""
+        rows[-1]["relaxed_cif"] = _cif(final[-1]) if r.error is None else ""
     if predictors:
-        from matgen.surrogates._features import featurize
-
-        feats_by_cfg: dict[Any, torch.Tensor] = {}
-        oods = []
-        for p in predictors:
-            key = tuple(sorted(p.featurizer.to_dict().items()))
-            if key not in feats_by_cfg:
-                feats_by_cfg[key] = featurize(final, p.featurizer)
-            pr = p.predict_features(feats_by_cfg[key])
-            for i, row in enumerate(rows):
-                row[p.label] = float(pr.mean[i])
-                row[f"{p.label}_std"] = float(pr.std[i])
-                row[f"{p.label}_disagreement"] = float(pr.epistemic_std[i])
-            oods.append(pr.ood_score)
-        ood = np.nanmean(np.stack(oods), 0) if oods else np.full(len(rows), np.nan)
-        for i, row in enumerate(rows):
-            row["ood_score"] = float(ood[i])
-            if not np.isfinite(ood[i]) and not row["error"]:
-                row["error"] = "descriptor failed (no neighbours within the cutoff?)"
+        _add_predictions(rows, final, predictors)
     return rows
+
+
+def _energy_row(s: Structure, r, e_corr: float, hull: ConvexHull) -> dict[str, Any]:
+    """The base columns of one structure from its relaxation result ``r`` and its energy
+    per atom on MP's corrected scale ``e_corr`` (NaN: the correction rejected it)."""
+    e = r.energy_per_atom
+    comp = s.composition
+    row: dict[str, Any] = {
+        "id": r.id,
+        "formula": comp.reduced_formula,
+        "num_atoms": len(s),
+        "energy_per_atom": e,
+        "e_form_per_atom": math.nan,
+        "e_above_hull": math.nan,
+        "suspect": False,
+        "converged": r.converged,
+        "relax_steps": r.steps,
+        "max_force": r.max_force,
+        "error": r.error or "",
+    }
+    if r.error is None and not math.isfinite(e_corr):
+        row["error"] = "MP2020 energy correction rejected the structure"
+    elif r.error is None:
+        row["e_form_per_atom"] = hull.e_form_per_atom(comp, e_corr)
+        try:
+            row["e_above_hull"] = hull.e_above_hull(comp, e_corr)
+        except Exception as exc:  # noqa: BLE001 - a hull failure is per structure
+            row["error"] = f"hull failed: {exc}"
+        row["suspect"] = is_suspect(row["e_above_hull"])
+        if not math.isfinite(row["e_form_per_atom"]):
+            missing = [el.symbol for el in comp.elements
+                       if el.symbol not in hull.elemental_energies]  # fmt: skip
+            row["error"] = f"no hull reference for {', '.join(missing)}"
+    return row
+
+
+def _add_predictions(
+    rows: list[dict[str, Any]], final: list[Structure], predictors: Sequence[PropertyPredictor]
+) -> None:
+    """Predicted properties, their spreads and the OOD score of the ``final`` structures
+    (descriptors computed once per featurizer setting)."""
+    from matgen.surrogates._features import featurize
+
+    feats_by_cfg: dict[Any, torch.Tensor] = {}
+    oods = []
+    for p in predictors:
+        key = tuple(sorted(p.featurizer.to_dict().items()))
+        if key not in feats_by_cfg:
+            feats_by_cfg[key] = featurize(final, p.featurizer)
+        pr = p.predict_features(feats_by_cfg[key])
+        for i, row in enumerate(rows):
+            row[p.label] = float(pr.mean[i])
+            row[f"{p.label}_std"] = float(pr.std[i])
+            row[f"{p.label}_disagreement"] = float(pr.epistemic_std[i])
+        oods.append(pr.ood_score)
+    ood = np.nanmean(np.stack(oods), 0) if oods else np.full(len(rows), np.nan)
+    for i, row in enumerate(rows):
+        row["ood_score"] = float(ood[i])
+        if not np.isfinite(ood[i]) and not row["error"]:
+            row["error"] = "descriptor failed (no neighbours within the cutoff?)"
 
 
 def default_hull(mlip: MLIP | str) -> ConvexHull:
@@ -278,8 +332,10 @@ def relaxed_structures(rows: Sequence[dict[str, Any]]) -> list[Structure | None]
     """The relaxed structures of score rows (``None`` where a row has none)."""
     from pymatgen.core import Structure
 
-    return [Structure.from_str(r["relaxed_cif"], fmt="cif") if r.get("relaxed_cif") else None
-            for r in rows]
+    return [
+        Structure.from_str(r["relaxed_cif"], fmt="cif") if r.get("relaxed_cif") else None
+        for r in rows
+    ]
 
 
 def describe_score_column(column: str, mlip: str = "the MLIP") -> tuple[str, str]:
@@ -287,20 +343,27 @@ def describe_score_column(column: str, mlip: str = "the MLIP") -> tuple[str, str
     if column in SCORE_COLUMNS:
         unit, text = SCORE_COLUMNS[column]
         return unit, text.format(mlip=mlip)
-    for suffix, what in (("_std", "calibrated standard deviation of the predicted {p}"),
-                         ("_disagreement", ("spread of the predictor ensemble's {p} (epistemic "
-                                           "part of _std)"))):
+    for suffix, what in (
+        ("_std", "calibrated standard deviation of the predicted {p}"),
+        ("_disagreement", ("spread of the predictor ensemble's {p} (epistemic part of _std)")),
+    ):
         if column.endswith(suffix):
             p = column[: -len(suffix)]
             return PROPERTY_UNITS.get(p, ""), what.format(p=p)
-    extra = (" (predicted from the structure; not the MLIP's e_form_per_atom)"
-             if column == "formation_energy_per_atom" else "")
-    return PROPERTY_UNITS.get(column, ""), (f"{column} predicted by the property predictor "
-                                            f"(ensemble mean, trained on DFT labels){extra}")
+    extra = (
+        " (predicted from the structure; not the MLIP's e_form_per_atom)"
+        if column == "formation_energy_per_atom"
+        else ""
+    )
+    return PROPERTY_UNITS.get(column, ""), (
+        f"{column} predicted by the property predictor "
+        f"(ensemble mean, trained on DFT labels){extra}"
+    )
 
 
-def write_score_columns(path: str | os.PathLike, columns: Sequence[str],
-                        mlip: str = "the MLIP") -> Path:
+def write_score_columns(
+    path: str | os.PathLike, columns: Sequence[str], mlip: str = "the MLIP"
+) -> Path:
     """Write the column dictionary of a score table (``column,unit,meaning``)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -357,8 +420,7 @@ def write_relaxed_extxyz(
                 continue
             if isinstance(v, bool | np.bool_):
                 atoms.info[k] = bool(v)
-            elif isinstance(v, float | int | np.floating | np.integer) \
-                    and math.isfinite(float(v)):
+            elif isinstance(v, float | int | np.floating | np.integer) and math.isfinite(float(v)):
                 atoms.info[k] = v.item() if hasattr(v, "item") else v
         e = row.get("energy_per_atom")
         if isinstance(e, float | int) and math.isfinite(float(e)):
