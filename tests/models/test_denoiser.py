@@ -1,4 +1,4 @@
-"""CrystalDenoiser: symmetries in float64, shapes, batch independence, conditioning."""
+"""CrystalDenoiser: symmetries in float32 and float64, shapes, batch independence, conditioning."""
 
 from __future__ import annotations
 
@@ -33,16 +33,23 @@ def _randomise(model):
     return model
 
 
+#: Largest symmetry error allowed, relative to the output's size: 50x-250x the largest
+#: error measured (float64 ~4e-15, float32 ~2e-6; seeds 0-2). Each block alone:
+#: tests/nn/test_block_equivariance.py.
+SYMMETRY_TOL = {torch.float32: 1e-4, torch.float64: 1e-12}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_fresh_denoiser_passes_all_symmetries_float64(seed):
+def test_fresh_denoiser_passes_all_symmetries(seed, dtype):
     torch.manual_seed(seed)
-    model = _randomise(build_denoiser(TINY)).double()
+    model = _randomise(build_denoiser(TINY)).to(dtype)
     g = torch.Generator().manual_seed(seed)
-    batch = random_crystals([1, 2, 5, 52], g)
+    batch = random_crystals([1, 2, 5, 52], g, dtype=dtype)
     batch.atomic_numbers[::3] = 0  # masked types (de novo) are allowed inputs
     cond = {
-        "band_gap": torch.tensor([0.5, float("nan"), 3.0, 1.0], dtype=torch.float64),
-        "spacegroup": torch.tensor([225.0, 12.0, float("nan"), 1.0], dtype=torch.float64),
+        "band_gap": torch.tensor([0.5, float("nan"), 3.0, 1.0], dtype=dtype),
+        "spacegroup": torch.tensor([225.0, 12.0, float("nan"), 1.0], dtype=dtype),
     }
     errs = check_symmetries(
         lambda b, t: model(b, t, cond),
@@ -51,7 +58,7 @@ def test_fresh_denoiser_passes_all_symmetries_float64(seed):
         symmetries=("rotation", "reflection", "permutation", "translation", "basis_change"),
     )
     assert set(errs) == {"rotation", "reflection", "permutation", "translation", "basis_change"}
-    assert max(errs.values()) < 1e-10, errs
+    assert max(errs.values()) < SYMMETRY_TOL[dtype], errs
 
 
 def test_outputs_shapes_and_tiny_size():
