@@ -17,8 +17,10 @@ import typer
 
 from matgen._errors import DataError, MatgenError, UserError
 
-#: Exit code of each kind of error, most specific first (any other MatgenError: 1).
-EXIT_CODES: tuple[tuple[type[MatgenError], int], ...] = ((UserError, 2), (DataError, 1))
+#: Exit code of each kind of error, the first kind that matches (any other MatgenError: 1).
+#: Bad data wins: a family of usage errors may have a bad-data member (a bad input CSV)
+#: that subclasses both.
+EXIT_CODES: tuple[tuple[type[MatgenError], int], ...] = ((DataError, 1), (UserError, 2))
 
 
 def fail(msg: str, code: int) -> NoReturn:

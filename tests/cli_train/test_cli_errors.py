@@ -19,6 +19,17 @@ def test_exit_code_of_each_kind(exc, code):
     assert exit_code(exc) == code
 
 
+def test_a_bad_data_member_of_a_usage_error_family_is_bad_data():
+    class BadInput(UserError, ValueError):
+        pass
+
+    class BadInputFile(BadInput, DataError):
+        pass
+
+    assert exit_code(BadInput("x")) == 2
+    assert exit_code(BadInputFile("x")) == 1
+
+
 def test_evaluation_input_error_is_bad_data():
     from matgen.evaluation import EvaluationInputError
 
