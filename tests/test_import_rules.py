@@ -19,8 +19,8 @@ ALLOWED["acquisition"] = {"crystal", "data", "nn", "acquisition"}
 ALLOWED["evaluation"] = set(CHAIN) | {"surrogates", "evaluation"}
 ALLOWED["testing"] = set(CHAIN) | {"surrogates", "testing"}
 # the DFT oracle (GPAW) sits beside the MLIP surrogates: a higher-fidelity judge of the same
-# structures, used by campaign and cli
-ALLOWED["dft"] = {"crystal", "data", "dft"}
+# structures (it asks surrogates' MP hull which phases compete), used by campaign and cli
+ALLOWED["dft"] = {"crystal", "data", "surrogates", "dft"}
 EVERYTHING = set(CHAIN) | {
     "generate", "training", "surrogates", "acquisition", "evaluation", "testing", "dft"
 }

@@ -8,20 +8,25 @@ not import GPAW, only running a calculation does (in a worker process).
 >>> result = service.run(structure)                  # relax + energy, cached on disk
 >>> refs = ElementalReferences(service)              # GPAW elemental references, same cache
 >>> refs.formation_energy_per_atom(result)           # eV/atom; raises if a calculation failed
+>>> DFTHull(refs).e_above_hull(result)               # + competing phases, same cache
 
 Public API:
     DFTSettings: cutoff, k-point density, smearing, SCF and relaxation limits, time limit.
     DFTService / DFTResult: one calculation per worker process through an on-disk cache;
         a failure is a labelled ``status`` (``scf_not_converged``, ``timeout``, ...), never a number.
-    ReferenceStructures / ElementalReferences: elemental ground states from the MP data and
-        their GPAW energies; formation energy per atom on that one scale.
+    MP20Index / ReferenceStructures / ElementalReferences: elemental ground states from the MP
+        data and their GPAW energies; formation energy per atom on that one scale.
+    DFTHull / DFTHullResult: energy above the GPAW hull of the competing phases that MP's hull
+        names (structures from MP-20), signed, with what was (not) computed.
 """
 
 from __future__ import annotations
 
+from matgen.dft._hull import DFTHull, DFTHullResult
 from matgen.dft._references import (
     ElementalReferences,
     FormationEnergyError,
+    MP20Index,
     ReferenceStructure,
     ReferenceStructures,
 )
@@ -52,11 +57,14 @@ __all__ = [
     "RELAX_NOT_CONVERGED",
     "SCF_NOT_CONVERGED",
     "TIMEOUT",
+    "DFTHull",
+    "DFTHullResult",
     "DFTResult",
     "DFTService",
     "DFTSettings",
     "ElementalReferences",
     "FormationEnergyError",
+    "MP20Index",
     "ReferenceStructure",
     "ReferenceStructures",
     "gpaw_available",

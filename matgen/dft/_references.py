@@ -9,9 +9,11 @@ Where the reference structure comes from, in order:
 
 1. the MP-20 row (``mp20_reduced/{train,val,test}.csv``) whose ``material_id`` is the MP
    elemental reference entry's (``hull_refs/2023-02-07-mp-elemental-reference-entries.json.gz``);
-2. else the lowest-``e_above_hull`` single-element MP-20 row of that element;
-3. else ASE's reference crystal structure of the element (``ase.build.bulk``), which the
-   relaxation brings to the PBE lattice constant.
+2. else a single-element MP-20 row of that element on MP's hull (``e_above_hull`` 0);
+3. else ASE's reference crystal structure of the element (``ase.build.bulk``, the experimental
+   ground state: fcc Al, bcc Li, ...), which the relaxation brings to PBE's lattice constant.
+   (A metastable MP-20 polymorph is never used: its energy above the ground state would go
+   straight into every formation energy.)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from matgen.dft._service import DFTResult, DFTService
 
 ELEMENTAL_FILE = "2023-02-07-mp-elemental-reference-entries.json.gz"
 MP20_SPLITS = ("train", "val", "test")
+ON_HULL_EV = 1e-3  # an MP-20 row this close to MP's hull counts as the ground state
 
 
 @dataclass(frozen=True)
@@ -38,27 +41,27 @@ class ReferenceStructure:
     source: str  # e.g. "mp20:mp-13 (MP elemental reference)", "ase:bulk fcc"
 
 
-class ReferenceStructures:
-    """Finds elemental ground-state structures in the shared MP data (see the module doc).
+class MP20Index:
+    """The shared MP-20 rows (train, val, test) by material_id and by reduced formula.
 
     Args:
         data_dir: the datasets root (``hull_refs/``, ``mp20_reduced/``); default
-            ``$MATGEN_DATA_DIR``. Without it every element falls back to ASE's structures.
+            ``$MATGEN_DATA_DIR``. Without it the index is empty.
     """
 
     def __init__(self, data_dir: str | os.PathLike | None = None):
         from matgen.data import resolve_data_dir  # here: matgen.data imports torch
 
         self.data_dir = resolve_data_dir(data_dir)
-        self._unaries: dict[str, list[tuple[float, str, str]]] | None = None
-        self._mp_ids: dict[str, str] | None = None
+        self._by_formula: dict[str, list[tuple[float, str, str]]] | None = None
+        self._mp_ids: dict[str, str] = {}
 
-    def _load(self) -> None:
-        if self._unaries is not None:
-            return
-        self._unaries, self._mp_ids = {}, {}
+    def _load(self) -> dict[str, list[tuple[float, str, str]]]:
+        if self._by_formula is not None:
+            return self._by_formula
+        self._by_formula = {}
         if self.data_dir is None:
-            return
+            return self._by_formula
         refs = Path(self.data_dir) / "hull_refs" / ELEMENTAL_FILE
         if refs.exists():
             with gzip.open(refs, "rt") as fh:
@@ -75,28 +78,55 @@ class ReferenceStructures:
                 continue
             df = pd.read_csv(path, usecols=["material_id", "pretty_formula", "e_above_hull", "cif"])
             for row in df.itertuples(index=False):
-                comp = Composition(row.pretty_formula)
-                if len(comp.elements) == 1:
-                    el = comp.elements[0].symbol
-                    self._unaries.setdefault(el, []).append(
-                        (float(row.e_above_hull), row.material_id, row.cif)
-                    )
+                formula = Composition(row.pretty_formula).reduced_formula
+                self._by_formula.setdefault(formula, []).append(
+                    (float(row.e_above_hull), row.material_id, row.cif)
+                )
+        for rows in self._by_formula.values():
+            rows.sort()
+        return self._by_formula
+
+    def rows(self, formula: str) -> list[tuple[float, str, str]]:
+        """``(e_above_hull, material_id, cif)`` of every row of that composition, lowest first."""
+        from pymatgen.core import Composition
+
+        return self._load().get(Composition(formula).reduced_formula, [])
+
+    def mp_reference_id(self, symbol: str) -> str | None:
+        """The material_id of MP's elemental reference entry for ``symbol``."""
+        self._load()
+        return self._mp_ids.get(symbol)
+
+
+def _atoms_from_cif(cif: str):
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    st = Structure.from_str(cif, fmt="cif").get_primitive_structure()
+    return AseAtomsAdaptor.get_atoms(st)
+
+
+class ReferenceStructures:
+    """Finds elemental ground-state structures in the shared MP data (see the module doc).
+
+    Args:
+        data_dir: the datasets root (default ``$MATGEN_DATA_DIR``); without it every element
+            falls back to ASE's structures. Or an :class:`MP20Index` to share one.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike | MP20Index | None = None):
+        self.index = data_dir if isinstance(data_dir, MP20Index) else MP20Index(data_dir)
 
     def get(self, symbol: str) -> ReferenceStructure:
-        self._load()
-        rows = sorted(self._unaries.get(symbol, []))
-        mid = self._mp_ids.get(symbol)
+        rows = self.index.rows(symbol)
+        mid = self.index.mp_reference_id(symbol)
         chosen = next((r for r in rows if r[1] == mid), None)
         note = "MP elemental reference"
-        if chosen is None and rows:
-            chosen, note = rows[0], f"lowest e_above_hull {rows[0][0]:.3f} eV/atom in MP-20"
+        if chosen is None and rows and rows[0][0] <= ON_HULL_EV:
+            chosen, note = rows[0], "on MP's hull in MP-20"
         if chosen is not None:
-            from pymatgen.core import Structure
-            from pymatgen.io.ase import AseAtomsAdaptor
-
-            st = Structure.from_str(chosen[2], fmt="cif").get_primitive_structure()
             return ReferenceStructure(
-                symbol, AseAtomsAdaptor.get_atoms(st), f"mp20:{chosen[1]} ({note})"
+                symbol, _atoms_from_cif(chosen[2]), f"mp20:{chosen[1]} ({note})"
             )
         from ase.build import bulk
         from ase.data import chemical_symbols, reference_states
