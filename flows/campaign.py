@@ -24,7 +24,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from matgen.campaign import Campaign, CampaignConfig, export_campaign, load_config
+from matgen.campaign import (
+    ROUND_PLAN,
+    Campaign,
+    CampaignConfig,
+    ChunkRunner,
+    export_campaign,
+    load_config,
+)
 from matgen_flows._server import guard_ephemeral_server
 
 _CAMPAIGNS: dict[tuple[str, str], Campaign] = {}
@@ -59,8 +66,7 @@ def build_task_runner(cfg: CampaignConfig):
     if tr.address:
         return RayTaskRunner(address=tr.address)
     return RayTaskRunner(
-        init_kwargs={"num_cpus": tr.num_workers, "include_dashboard": False,
-                     "log_to_driver": False}
+        init_kwargs={"num_cpus": tr.num_workers, "include_dashboard": False, "log_to_driver": False}
     )
 
 
@@ -70,8 +76,9 @@ def _resources(cfg: CampaignConfig):
         return contextlib.nullcontext()
     from prefect_ray.context import remote_options
 
-    return remote_options(num_cpus=cfg.task_runner.cpus_per_task,
-                          num_gpus=cfg.task_runner.gpus_per_task)
+    return remote_options(
+        num_cpus=cfg.task_runner.cpus_per_task, num_gpus=cfg.task_runner.gpus_per_task
+    )
 
 
 # ---------------------------------------------------------------------------------- tasks
@@ -111,18 +118,8 @@ def score_chunk(config_path: str, config_digest: str, rows: list[dict], seed: in
 
 
 @task
-def commit_generated(config_path: str, index: int, chunks: list) -> int:
-    return campaign_for(config_path).commit_generated(index, chunks)
-
-
-@task
 def dedup(config_path: str, index: int) -> None:
     campaign_for(config_path).dedup(index)
-
-
-@task
-def commit_scores(config_path: str, index: int, plan: list, scores: list) -> None:
-    campaign_for(config_path).commit_scores(index, plan, scores)
 
 
 @task
@@ -160,82 +157,77 @@ def _artifacts(camp: Campaign, index: int, metrics: dict) -> None:
     labels = camp.store.labels()
     for c in camp.selected(index):
         sc = c.get("scores") or {}
-        row = {"id": c["id"], "formula": c["reduced_formula"], "spacegroup": c["spacegroup"],
-               "acq_value": c["acq_value"]}
+        row = {
+            "id": c["id"],
+            "formula": c["reduced_formula"],
+            "spacegroup": c["spacegroup"],
+            "acq_value": c["acq_value"],
+        }
         for p in camp.cfg.property_names():
             row[f"pred_{p}"] = sc.get(p)
             row[f"oracle_{p}"] = labels.get(c["id"], {}).get(p)
         rows.append(row)
-    create_table_artifact(rows, key=f"{key}-round-{index}-batch",
-                          description=f"selected batch of round {index}")
-    md = [f"# {camp.cfg.name}: round {index}", "",
-          f"- hits in batch: {metrics.get('hits')} / {metrics.get('batch_size')}",
-          f"- cumulative hits: {metrics.get('cumulative_hits')}",
-          (f"- generated {metrics.get('generated')}, invalid {metrics.get('invalid')}, "
-           f"duplicates {metrics.get('duplicates')}"),
-          f"- diversity: {json.dumps(metrics.get('diversity'))}",
-          f"- stability/synthesizability: {json.dumps(metrics.get('stability_synthesizability'))}",
-          f"- exploitation: {json.dumps(metrics.get('exploitation'))}", ""]
+    create_table_artifact(
+        rows, key=f"{key}-round-{index}-batch", description=f"selected batch of round {index}"
+    )
+    md = [
+        f"# {camp.cfg.name}: round {index}",
+        "",
+        f"- hits in batch: {metrics.get('hits')} / {metrics.get('batch_size')}",
+        f"- cumulative hits: {metrics.get('cumulative_hits')}",
+        (
+            f"- generated {metrics.get('generated')}, invalid {metrics.get('invalid')}, "
+            f"duplicates {metrics.get('duplicates')}"
+        ),
+        f"- diversity: {json.dumps(metrics.get('diversity'))}",
+        f"- stability/synthesizability: {json.dumps(metrics.get('stability_synthesizability'))}",
+        f"- exploitation: {json.dumps(metrics.get('exploitation'))}",
+        "",
+    ]
     md += [f"**ALERT**: {a}" for a in metrics.get("alerts", [])]
-    create_markdown_artifact("\n".join(md), key=f"{key}-round-{index}-report",
-                             description=f"guards and metrics of round {index}")
+    create_markdown_artifact(
+        "\n".join(md),
+        key=f"{key}-round-{index}-report",
+        description=f"guards and metrics of round {index}",
+    )
 
 
 # ---------------------------------------------------------------------------------- flows
-@contextlib.contextmanager
-def _step(camp: Campaign, index: int, what: str):
-    """Show the step under way on the progress of :func:`run_campaign` (if any)."""
-    camp._note(index, what)
-    yield
-    if camp._progress is not None:
-        camp._progress.advance()
+def _chunk_tasks(config_path: str, cfg: CampaignConfig) -> ChunkRunner:
+    """Generation and scoring chunks as tasks on the task runner, in parallel."""
+
+    def run(kind: str, jobs) -> list:
+        with _resources(cfg):
+            if kind == "generate":
+                futs = [generate_chunk.submit(config_path, *job) for job in jobs]
+            else:
+                futs = [score_chunk.submit(config_path, cfg.digest(), *job) for job in jobs]
+        return [f.result() for f in futs]
+
+    return run
 
 
 def _run_round(config_path: str, index: int) -> str:
+    """The engine's round plan with its steps as tasks. Generation and scoring fan out to
+    tasks while this run holds the step's lease in the store: a concurrent run of the same
+    campaign waits instead of repeating the work."""
     camp = campaign_for(config_path)
-    cfg = camp.cfg
-    what = iter(Campaign._ROUND_STEPS)
-    camp.store.ensure_round(index, cfg.round_seed(index))
-    # generation and scoring fan out to tasks while this run holds the step's lease in the
-    # store: a concurrent run of the same campaign waits instead of repeating the work
-    with _step(camp, index, next(what)), camp.claim(index, "generated") as todo:
-        if todo:
-            cond = camp.conditions()
-            with _resources(cfg):
-                futs = [generate_chunk.submit(config_path, n, seed, cond)
-                        for _, n, seed in camp.chunk_plan(index)]
-            commit_generated(config_path, index, [f.result() for f in futs])
-    with _step(camp, index, next(what)):
-        if not camp._done(index, "deduped"):
-            dedup(config_path, index)
-    with _step(camp, index, next(what)), camp.claim(index, "scored") as todo:
-        if todo:
-            plan = camp.score_plan(index)
-            seed = cfg.round_seed(index)
-            with _resources(cfg):
-                futs = [score_chunk.submit(config_path, cfg.digest(), rows, seed + 7 * k)
-                        for k, rows in enumerate(plan)]
-            commit_scores(config_path, index, plan, [f.result() for f in futs])
-    with _step(camp, index, next(what)):
-        if not camp._done(index, "selected"):
-            select_batch(config_path, index)
-    with _step(camp, index, next(what)):
-        if not camp._done(index, "submitted"):
-            submit(config_path, index)
-    camp._note(index, next(what))
-    if not label(config_path, index):
+    steps = {
+        "deduped": lambda i: dedup(config_path, i),
+        "selected": lambda i: select_batch(config_path, i),
+        "submitted": lambda i: submit(config_path, i),
+        "labelled": lambda i: label(config_path, i),
+        "updated": lambda i: update(config_path, i),
+        "reported": lambda i: report(config_path, i),
+    }
+    status = camp.run_round(index, steps=steps, run_chunks=_chunk_tasks(config_path, camp.cfg))
+    if status != "reported":
         get_run_logger().info(
             "round %d waits for lab results: matgen campaign import-results --config %s --csv ..",
-            index, config_path)
-        return camp.status(index) or "submitted"
-    if camp._progress is not None:
-        camp._progress.advance()
-    with _step(camp, index, next(what)):
-        if not camp._done(index, "updated"):
-            update(config_path, index)
-    with _step(camp, index, next(what)):
-        report(config_path, index)
-    return "reported"
+            index,
+            config_path,
+        )
+    return status or "submitted"
 
 
 @flow(name="campaign-round", log_prints=True)
@@ -245,8 +237,12 @@ def campaign_round(config_path: str, index: int) -> str:
 
 
 @flow(name="campaign", log_prints=True)
-def campaign_flow(config_path: str, rounds: int | None = None,
-                  max_new_rounds: int | None = None, export_dir: str | None = None) -> dict:
+def campaign_flow(
+    config_path: str,
+    rounds: int | None = None,
+    max_new_rounds: int | None = None,
+    export_dir: str | None = None,
+) -> dict:
     """Run a campaign until ``rounds`` (default: the config's) are reported; resumes.
 
     Args:
@@ -294,8 +290,12 @@ def preflight(cfg: CampaignConfig) -> None:
         verify_checkpoint(ModelGenerator(cfg.generator.checkpoint_path()).checkpoint)
 
 
-def run_campaign(config_path: str, rounds: int | None = None,
-                 export_dir: str | None = None, progress: bool = False) -> dict:
+def run_campaign(
+    config_path: str,
+    rounds: int | None = None,
+    export_dir: str | None = None,
+    progress: bool = False,
+) -> dict:
     """Run :func:`campaign_flow` (rounds run on the task runner named in the config); a
     temporary Prefect server it starts stops when this process ends, even by ``kill -9``.
 
@@ -309,19 +309,23 @@ def run_campaign(config_path: str, rounds: int | None = None,
     path = str(Path(config_path).resolve())
     camp = campaign_for(path)
     total = rounds if rounds is not None else camp.cfg.rounds
-    todo = max(0, total - camp.next_round()) * len(Campaign._ROUND_STEPS)
-    with Progress(f"campaign {camp.cfg.name}", total=todo, unit="steps", bar=False,
-                  enabled=progress and todo > 0) as bar:
-        camp._progress = bar if progress else None
+    todo = max(0, total - camp.next_round()) * len(ROUND_PLAN)
+    with Progress(
+        f"campaign {camp.cfg.name}",
+        total=todo,
+        unit="steps",
+        bar=False,
+        enabled=progress and todo > 0,
+    ) as bar:
+        camp.progress = bar if progress else None
         try:
             return campaign_flow(config_path=path, rounds=rounds, export_dir=export_dir)
         finally:
-            camp._progress = None
+            camp.progress = None
             bar.update(desc=f"campaign {camp.cfg.name}", announce=False)
 
 
-def build_deployment(config_path: str, cron: str, rounds: int | None = None,
-                     timezone: str = "UTC"):
+def build_deployment(config_path: str, cron: str, rounds: int | None = None, timezone: str = "UTC"):
     """A deployment of :func:`campaign_flow` on a cron schedule (in ``timezone``, an IANA
     name), one round per run."""
     from prefect.schedules import Cron
@@ -331,14 +335,18 @@ def build_deployment(config_path: str, cron: str, rounds: int | None = None,
     return campaign_flow.to_deployment(
         name=f"{cfg.name}-scheduled",
         schedule=Cron(cron, timezone=timezone),
-        parameters={"config_path": str(Path(config_path).resolve()), "rounds": rounds,
-                    "max_new_rounds": 1},
+        parameters={
+            "config_path": str(Path(config_path).resolve()),
+            "rounds": rounds,
+            "max_new_rounds": 1,
+        },
         description=f"matgen campaign {cfg.name}: one round per scheduled run",
     )
 
 
-def serve_campaign(config_path: str, cron: str, rounds: int | None = None,
-                   timezone: str = "UTC") -> None:
+def serve_campaign(
+    config_path: str, cron: str, rounds: int | None = None, timezone: str = "UTC"
+) -> None:
     """Serve the scheduled deployment in this process (blocks until interrupted)."""
     from prefect import serve
 

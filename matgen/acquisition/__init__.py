@@ -33,6 +33,8 @@ from matgen.acquisition._select import (
     margin_objective,
     select,
     select_batch,
+    select_feasible,
+    select_random,
 )
 
 __all__ = [
@@ -53,5 +55,7 @@ __all__ = [
     "margin_objective",
     "select",
     "select_batch",
+    "select_feasible",
+    "select_random",
     "structure_features",
 ]

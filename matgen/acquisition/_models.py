@@ -120,19 +120,22 @@ class _ColumnScaleKernel(Kernel):
 
 def _prior_gp(x: torch.Tensor, y: torch.Tensor, k: int, prior: PredictorPrior) -> SingleTaskGP:
     """The GP of output ``k`` around the predictor (see :class:`PredictorPrior`)."""
-    gp = SingleTaskGP(x, y, train_Yvar=torch.full_like(y, prior.label_noise),
-                      outcome_transform=Standardize(m=1))
+    gp = SingleTaskGP(
+        x, y, train_Yvar=torch.full_like(y, prior.label_noise), outcome_transform=Standardize(m=1)
+    )
     # the GP works on standardised labels: map property units through the outcome transform
     y_mean = float(gp.outcome_transform.means.squeeze())
     y_std = float(gp.outcome_transform.stdvs.squeeze())
     sc = prior.scaler
     cm, cs = prior.mean_columns[k], prior.std_columns[k]
-    gp.mean_module = _ColumnMean(cm, float(sc.scale[cm]) / y_std,
-                                 (float(sc.mean[cm]) - y_mean) / y_std)
+    gp.mean_module = _ColumnMean(
+        cm, float(sc.scale[cm]) / y_std, (float(sc.mean[cm]) - y_mean) / y_std
+    )
     dims = [j for j in range(x.shape[-1]) if j not in set(prior.std_columns)]
     matern = MaternKernel(nu=2.5, ard_num_dims=len(dims), active_dims=dims)
     gp.covar_module = ScaleKernel(matern) * _ColumnScaleKernel(
-        cs, float(sc.scale[cs]) / y_std, float(sc.mean[cs]) / y_std)
+        cs, float(sc.scale[cs]) / y_std, float(sc.mean[cs]) / y_std
+    )
     return gp.to(torch.float64)
 
 
@@ -208,6 +211,18 @@ class PoolEnsembleModel(EnsembleModel):
         self.choices = choices.to(torch.float64)
         self.members = mean.to(torch.float64) + std.to(torch.float64).clamp_min(0) * eps
         self._num_outputs = mean.shape[-1]
+
+    @classmethod
+    def from_predictions(
+        cls, choices: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, seed: int = 0
+    ) -> PoolEnsembleModel:
+        """The posterior a scorer's predictions give when no GP can be fitted (too few labels,
+        or a failed fit): a missing mean (NaN) becomes the column's mean over the pool (0 when
+        the whole column is missing) with three times its std."""
+        fill = torch.nanmean(mean, 0).nan_to_num(0.0).expand_as(mean)
+        std = torch.where(torch.isnan(mean), std * 3, std)
+        mean = torch.where(torch.isnan(mean), fill, mean)
+        return cls(choices, mean, std, seed=seed)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """``batch x n x d`` inputs -> ``batch x s x n x m`` member values."""

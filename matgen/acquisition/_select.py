@@ -6,6 +6,8 @@ acquisition -> :func:`botorch.optim.optimize_acqf_discrete` over the pool.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -29,6 +31,8 @@ from botorch.sampling import SobolQMCNormalSampler
 from botorch.sampling.index_sampler import IndexSampler
 
 from matgen.acquisition._models import PoolEnsembleModel
+
+log = logging.getLogger("matgen.acquisition")
 
 AcquisitionKind = Literal["auto", "nei", "nehvi", "pof", "qpof", "margin_nei"]
 
@@ -196,96 +200,98 @@ def build_acquisition(
         seed: sampler seed (fixed seed: reproducible selection).
     """
     goals = [t for t in targets if t.goal is not None]
-    cons, eta = build_constraints(targets, output_names)
-    if isinstance(model, PoolEnsembleModel):
-        sampler = IndexSampler(sample_shape=torch.Size([model.members.shape[0]]), seed=seed)
-    else:
-        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([num_samples]), seed=seed)
     if kind == "auto":
         kind = "nehvi" if len(goals) >= 2 else ("nei" if goals else "margin_nei")
-    eta_arg = eta if len(cons) else 1e-3
     if kind == "pof":
-        bounds = {
-            list(output_names).index(t.name): (t.minimum, t.maximum)
-            for t in targets
-            if t.minimum is not None or t.maximum is not None
-        }
-        if not bounds:
-            raise ValueError("'pof' needs at least one window target")
-        return LogProbabilityOfFeasibility(model, bounds), kind
+        return _log_pof(model, targets, output_names), kind
+    cons, eta = build_constraints(targets, output_names)
+    mc = {"sampler": _sampler(model, num_samples, seed), "eta": eta if len(cons) else 1e-3}
     if kind == "qpof":
         if not cons:
             raise ValueError("'qpof' needs at least one window target")
-        return qLogProbabilityOfFeasibility(model, cons, sampler=sampler, eta=eta_arg), kind
+        return qLogProbabilityOfFeasibility(model, cons, **mc), kind
+    if kind == "nehvi":
+        return _nehvi(model, goals, output_names, x_baseline, cons, mc), kind
     if kind == "margin_nei" or (kind == "nei" and not goals):
         if not cons:
             raise ValueError("no goal and no window: nothing to optimise")
-        return (
-            qLogNoisyExpectedImprovement(
-                model,
-                x_baseline,
-                sampler=sampler,
-                objective=margin_objective(targets, output_names),
-                constraints=cons,
-                eta=eta_arg,
-                prune_baseline=True,
-                cache_root=False if isinstance(model, PoolEnsembleModel) else None,
-            ),
-            "margin_nei",
-        )
-    if kind == "nei":
+        objective, kind = margin_objective(targets, output_names), "margin_nei"
+    elif kind == "nei":
         g = goals[0]
         k = list(output_names).index(g.name)
         objective = GenericMCObjective(lambda s, X=None: g.objective(s[..., k]))
-        return (
-            qLogNoisyExpectedImprovement(
-                model,
-                x_baseline,
-                sampler=sampler,
-                objective=objective,
-                constraints=cons or None,
-                eta=eta_arg,
-                prune_baseline=True,
-                cache_root=False if isinstance(model, PoolEnsembleModel) else None,
-            ),
-            "nei",
-        )
-    if kind == "nehvi":
-        if len(goals) < 2:
-            raise ValueError("'nehvi' needs at least two goals")
-        idx = [list(output_names).index(g.name) for g in goals]
+    else:
+        raise ValueError(f"unknown acquisition {kind!r}")
+    acqf = qLogNoisyExpectedImprovement(
+        model,
+        x_baseline,
+        objective=objective,
+        constraints=cons or None,
+        prune_baseline=True,
+        cache_root=_cache_root(model),
+        **mc,
+    )
+    return acqf, kind
 
-        def goal_values(s: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
-            return torch.stack([g.objective(s[..., k]) for g, k in zip(goals, idx, strict=True)],
-                               -1)
 
-        objective = GenericMCMultiOutputObjective(goal_values)
-        with torch.no_grad():
-            mean = goal_values(model.posterior(x_baseline.to(torch.float64)).mean)
-        span = (mean.max(0).values - mean.min(0).values).clamp_min(1e-6)
-        ref_point = mean.min(0).values - 0.1 * span
-        return (
-            qLogNoisyExpectedHypervolumeImprovement(
-                model,
-                ref_point=ref_point.tolist(),
-                X_baseline=x_baseline,
-                sampler=sampler,
-                objective=objective,
-                constraints=cons or None,
-                eta=eta_arg,
-                prune_baseline=True,
-                cache_root=False if isinstance(model, PoolEnsembleModel) else None,
-            ),
-            "nehvi",
-        )
-    raise ValueError(f"unknown acquisition {kind!r}")
+def _sampler(model: Model, num_samples: int, seed: int):
+    """The ensemble's members for :class:`PoolEnsembleModel`, else Sobol QMC normal draws."""
+    if isinstance(model, PoolEnsembleModel):
+        return IndexSampler(sample_shape=torch.Size([model.members.shape[0]]), seed=seed)
+    return SobolQMCNormalSampler(sample_shape=torch.Size([num_samples]), seed=seed)
+
+
+def _cache_root(model: Model) -> bool | None:
+    """No Cholesky root caching for the ensemble (its posterior is not Gaussian)."""
+    return False if isinstance(model, PoolEnsembleModel) else None
+
+
+def _log_pof(model: Model, targets: Sequence[Target], output_names: Sequence[str]):
+    """Analytic log-probability that every window holds."""
+    bounds = {
+        list(output_names).index(t.name): (t.minimum, t.maximum)
+        for t in targets
+        if t.minimum is not None or t.maximum is not None
+    }
+    if not bounds:
+        raise ValueError("'pof' needs at least one window target")
+    return LogProbabilityOfFeasibility(model, bounds)
+
+
+def _nehvi(model, goals, output_names, x_baseline, cons, mc):
+    """qLogNEHVI over the goals, its reference point just below the baseline's worst means."""
+    if len(goals) < 2:
+        raise ValueError("'nehvi' needs at least two goals")
+    idx = [list(output_names).index(g.name) for g in goals]
+
+    def goal_values(s: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack([g.objective(s[..., k]) for g, k in zip(goals, idx, strict=True)], -1)
+
+    with torch.no_grad():
+        mean = goal_values(model.posterior(x_baseline.to(torch.float64)).mean)
+    span = (mean.max(0).values - mean.min(0).values).clamp_min(1e-6)
+    ref_point = mean.min(0).values - 0.1 * span
+    return qLogNoisyExpectedHypervolumeImprovement(
+        model,
+        ref_point=ref_point.tolist(),
+        X_baseline=x_baseline,
+        objective=GenericMCMultiOutputObjective(goal_values),
+        constraints=cons or None,
+        prune_baseline=True,
+        cache_root=_cache_root(model),
+        **mc,
+    )
 
 
 def _values(acqf, x: torch.Tensor, max_batch_size: int) -> torch.Tensor:
     """Acquisition value of each row of ``x`` alone (``q = 1``): ``(n,)``."""
     with torch.no_grad():
-        return torch.cat([acqf(x[i : i + max_batch_size].unsqueeze(-2))
-                          for i in range(0, x.shape[0], max_batch_size)])
+        return torch.cat(
+            [
+                acqf(x[i : i + max_batch_size].unsqueeze(-2))
+                for i in range(0, x.shape[0], max_batch_size)
+            ]
+        )
 
 
 def select_batch(
@@ -391,3 +397,59 @@ def select(
         torch.manual_seed(seed)
         idx, vals = select_batch(acqf, choices, q, exclude=exclude, groups=groups)
     return Selection(idx, vals, name)
+
+
+def select_feasible(
+    model: Model,
+    choices: torch.Tensor,
+    q: int,
+    targets: Sequence[Target],
+    output_names: Sequence[str],
+    x_baseline: torch.Tensor,
+    groups: Sequence[str] | None = None,
+    kind: AcquisitionKind = "auto",
+    seed: int = 0,
+) -> Selection:
+    """:func:`select`, falling back to the probability of a hit (``pof``) when BoTorch finds no
+    baseline point inside the hit windows ("all training points are infeasible": early rounds
+    with no hit yet). The improvement over the best feasible point is then undefined and
+    BoTorch itself advises probability of feasibility; the selection names ``pof`` as its
+    acquisition."""
+    from botorch.exceptions.warnings import BotorchWarning
+
+    def pick(how: AcquisitionKind) -> Selection:
+        return select(
+            model, choices, q, targets, output_names, x_baseline, groups=groups, kind=how, seed=seed
+        )
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BotorchWarning)
+        sel = pick(kind)
+    infeasible = any("training points are infeasible" in str(w.message) for w in caught)
+    for w in caught:
+        if "training points are infeasible" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    windows = any(t.minimum is not None or t.maximum is not None for t in targets)
+    if infeasible and windows and kind in ("auto", "nei", "margin_nei"):
+        log.info(
+            "no labelled candidate is inside the hit windows yet: selecting by the "
+            "probability of a hit (pof)"
+        )
+        sel = pick("pof")
+    return sel
+
+
+def select_random(groups: Sequence[str], q: int, seed: int, diverse: bool = False) -> Selection:
+    """``q`` pool positions in a random order (``numpy.random.default_rng(seed)``), at most one
+    per group when ``diverse``: the baseline BO is measured against. Values are NaN."""
+    rng = np.random.default_rng(seed)
+    seen: set[str] = set()
+    picks: list[int] = []
+    for i in rng.permutation(len(groups)):
+        if len(picks) >= q:
+            break
+        if diverse and groups[i] in seen:
+            continue
+        seen.add(groups[i])
+        picks.append(int(i))
+    return Selection(picks, [float("nan")] * len(picks), "random")

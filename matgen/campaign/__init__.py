@@ -34,8 +34,11 @@ from matgen.campaign._config import (
     load_config,
 )
 from matgen.campaign._engine import (
+    ROUND_PLAN,
     Campaign,
+    ChunkRunner,
     ImportReport,
+    RoundStep,
     build_generator,
     build_oracle,
     build_scorer,
@@ -44,10 +47,11 @@ from matgen.campaign._export import export_campaign
 from matgen.campaign._metrics import round_metrics
 from matgen.campaign._oracles import DatasetOracle, LabOracle, MLIPOracle, Oracle
 from matgen.campaign._results import ResultsFileError, read_results
-from matgen.campaign._store import STEPS, CampaignStore, StepConflict, StoreError
+from matgen.campaign._store import STEPS, CampaignStore, CandidateRow, StepConflict, StoreError
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
+    "ROUND_PLAN",
     "STEPS",
     "AcquisitionConfig",
     "Campaign",
@@ -55,6 +59,8 @@ __all__ = [
     "CampaignConfigError",
     "CampaignStore",
     "CandidateGenerator",
+    "CandidateRow",
+    "ChunkRunner",
     "ConfigChangedError",
     "ConfigError",
     "DatasetGenerator",
@@ -71,6 +77,7 @@ __all__ = [
     "Oracle",
     "OracleConfig",
     "ResultsFileError",
+    "RoundStep",
     "Scorer",
     "ScorerConfig",
     "StepConflict",

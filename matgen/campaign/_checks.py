@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from matgen.campaign._config import CampaignConfig
+from matgen.campaign._config import CampaignConfig, config_changes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matgen.campaign._store import CampaignStore
+
+log = logging.getLogger("matgen.campaign")
 
 #: What the surrogate scorer returns besides its property predictors.
 SURROGATE_OUTPUTS = ("energy_per_atom", "e_form_per_atom", "e_above_hull")
@@ -96,8 +104,9 @@ def check_config(cfg: CampaignConfig) -> list[str]:
         oracle_name = f"the dataset oracle ({Path(o.csv or '?').name})"
         for p in o.properties:
             if p not in oracle_out:
-                problems.append(f"oracle.properties: {oracle_name} has no column {p!r}"
-                                f"{_hint(p, oracle_out)}")
+                problems.append(
+                    f"oracle.properties: {oracle_name} has no column {p!r}{_hint(p, oracle_out)}"
+                )
     elif o.kind == "mlip":
         oracle_out = set(MLIP_ORACLE_OUTPUTS)
         oracle_name = "the mlip oracle"
@@ -113,18 +122,49 @@ def check_config(cfg: CampaignConfig) -> list[str]:
                 problems.append(
                     f"{where}: {oracle_name} does not label it (it labels "
                     f"{', '.join(sorted(oracle_out)) or 'nothing'}), so no candidate can be "
-                    "judged a hit")
+                    "judged a hit"
+                )
             else:
-                problems.append(f"{where}: produced by neither {scorer_name} nor "
-                                f"{oracle_name}{_hint(p, known)}")
+                problems.append(
+                    f"{where}: produced by neither {scorer_name} nor {oracle_name}{_hint(p, known)}"
+                )
         elif p not in scorer_out:
             if oracle_out is None:
                 problems.append(
                     f"{where}: {scorer_name} does not predict it{_hint(p, known)}; a property "
-                    "only the lab measures must be listed in oracle.properties")
+                    "only the lab measures must be listed in oracle.properties"
+                )
             else:
-                warnings.append(f"{where}: {scorer_name} does not predict it; selection "
-                                "learns it from oracle labels only")
+                warnings.append(
+                    f"{where}: {scorer_name} does not predict it; selection "
+                    "learns it from oracle labels only"
+                )
     if problems:
         raise CampaignConfigError(problems)
     return warnings
+
+
+def settle_config(
+    store: CampaignStore, cfg: CampaignConfig, next_round: Callable[[], int], accept: bool
+) -> int:
+    """The config version a campaign runs with: the stored one when ``cfg`` equals it (up to
+    operational keys), else a new version from round ``next_round()`` on when ``accept``.
+
+    Raises:
+        ConfigChangedError: ``cfg`` differs from the stored config and ``accept`` is not set.
+    """
+    changes = config_changes(store.stored_config(), cfg)
+    if not changes:
+        return store.config_version()
+    nxt = next_round()
+    if not accept:
+        raise ConfigChangedError(
+            f"campaign {cfg.name!r} was started with another config: "
+            f"{'; '.join(changes)} (pass --accept-config-change to use the new config from "
+            f"round {nxt} on, or give the campaign a new name)"
+        )
+    v = store.record_config(cfg.model_dump(mode="json"), "; ".join(changes), nxt)
+    log.warning(
+        "campaign %s: config version %d from round %d: %s", cfg.name, v, nxt, "; ".join(changes)
+    )
+    return v

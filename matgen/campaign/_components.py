@@ -1,4 +1,5 @@
-"""Candidate-generator and scorer protocols and their adapters (model, surrogates, dataset stand-ins)."""
+"""Candidate generator and scorer protocols, their adapters (model, surrogates, dataset
+stand-ins) and building the components a campaign config names."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from matgen._files import atomic_path
+from matgen.campaign._config import CampaignConfig
+from matgen.campaign._oracles import DatasetOracle, LabOracle, MLIPOracle, Oracle
 from matgen.crystal import CrystalBatch
 
 
@@ -156,8 +159,9 @@ class DatasetScorer:
 
     def save_learning_state(self, folder: Path) -> None:
         """Write what :meth:`update` learnt (its count and version) to ``folder``."""
-        _write_json(folder / STATE_FILE, {"updates": self.updates,
-                                          "model_version": self.model_version})
+        _write_json(
+            folder / STATE_FILE, {"updates": self.updates, "model_version": self.model_version}
+        )
 
     def load_learning_state(self, folder: Path) -> None:
         """Inverse of :meth:`save_learning_state`."""
@@ -213,8 +217,12 @@ class ModelGenerator:
         self.known_conditions = set((meta.get("conditions") or {}).keys())
         self.steps, self.guidance, self.sampler = steps, guidance, sampler
         self.device, self.batch_size = device, batch_size
-        self.version = str(meta.get("run_name") or meta.get("step") and
-                           f"{self.checkpoint.name}@{meta.get('step')}" or self.checkpoint.name)
+        self.version = str(
+            meta.get("run_name")
+            or meta.get("step")
+            and f"{self.checkpoint.name}@{meta.get('step')}"
+            or self.checkpoint.name
+        )
 
     def condition_strings(self, conditions: dict[str, Any]) -> list[str]:
         """``KEY=VALUE`` / ``KEY=LO:HI`` strings for the conditions the model knows."""
@@ -242,15 +250,26 @@ class ModelGenerator:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "samples.extxyz"
             generate(
-                out, self.checkpoint, n, task="gen",
-                chemsys="-".join(chemsys) if chemsys else None, conditions=conds,
-                guidance=self.guidance if conds else 1.0, steps=self.steps,
-                sampler=self.sampler, seed=seed, batch_size=self.batch_size,
-                device=self.device, progress=False, log=None,
+                out,
+                self.checkpoint,
+                n,
+                task="gen",
+                chemsys="-".join(chemsys) if chemsys else None,
+                conditions=conds,
+                guidance=self.guidance if conds else 1.0,
+                steps=self.steps,
+                sampler=self.sampler,
+                seed=seed,
+                batch_size=self.batch_size,
+                device=self.device,
+                progress=False,
+                log=None,
             )
             frames = read(out, index=":")
-        ids = [str(a.info.get("sample_id") or a.info.get("material_id") or i)
-               for i, a in enumerate(frames)]
+        ids = [
+            str(a.info.get("sample_id") or a.info.get("material_id") or i)
+            for i, a in enumerate(frames)
+        ]
         return CrystalBatch.from_atoms(frames, ids=ids)
 
 
@@ -263,8 +282,14 @@ class SurrogateScorer:
     otherwise on the labels alone, and keeps the updated predictors in memory.
     """
 
-    def __init__(self, relax: bool = True, relax_steps: int = 100, fmax: float = 0.1,
-                 device: str = "auto", mlip: str = "chgnet") -> None:
+    def __init__(
+        self,
+        relax: bool = True,
+        relax_steps: int = 100,
+        fmax: float = 0.1,
+        device: str = "auto",
+        mlip: str = "chgnet",
+    ) -> None:
         import matgen.surrogates as sur
 
         self._sur = sur
@@ -273,8 +298,11 @@ class SurrogateScorer:
         self._mlip = None
         self._hull = None
         self.predictors = list(sur.load_default_predictors())
-        self.model_version = f"{mlip}+" + ",".join(
-            f"{p.label}" for p in self.predictors) if self.predictors else mlip
+        self.model_version = (
+            f"{mlip}+" + ",".join(f"{p.label}" for p in self.predictors)
+            if self.predictors
+            else mlip
+        )
         self.hull_version = "mp-legacy-hull"
         self.updates = 0
 
@@ -292,8 +320,9 @@ class SurrogateScorer:
             relax_config=self._sur.RelaxConfig(fmax=self.fmax, max_steps=self.relax_steps),
             seed=seed,
         )
-        rows = self._sur.score_structures(batch, mlip=mlip, hull=hull,
-                                          predictors=self.predictors, config=cfg)
+        rows = self._sur.score_structures(
+            batch, mlip=mlip, hull=hull, predictors=self.predictors, config=cfg
+        )
         out = []
         for r in rows:
             d: dict[str, Any] = {}
@@ -313,8 +342,11 @@ class SurrogateScorer:
         new = []
         changed = []
         for p in self.predictors:
-            pairs = [(s, lab[p.label]) for s, lab in zip(structures, labels, strict=True)
-                     if lab.get(p.label) is not None]
+            pairs = [
+                (s, lab[p.label])
+                for s, lab in zip(structures, labels, strict=True)
+                if lab.get(p.label) is not None
+            ]
             if len(pairs) < 4:
                 new.append(p)
                 continue
@@ -336,15 +368,22 @@ class SurrogateScorer:
         version to ``folder``."""
         for k, p in enumerate(self.predictors):
             p.save(folder / f"predictor_{k}")
-        _write_json(folder / STATE_FILE, {"updates": self.updates,
-                                          "model_version": self.model_version,
-                                          "predictors": [p.label for p in self.predictors]})
+        _write_json(
+            folder / STATE_FILE,
+            {
+                "updates": self.updates,
+                "model_version": self.model_version,
+                "predictors": [p.label for p in self.predictors],
+            },
+        )
 
     def load_learning_state(self, folder: Path) -> None:
         """Inverse of :meth:`save_learning_state`."""
         st = _read_json(folder / STATE_FILE)
-        self.predictors = [self._sur.PropertyPredictor.load(folder / f"predictor_{k}")
-                           for k in range(len(st["predictors"]))]
+        self.predictors = [
+            self._sur.PropertyPredictor.load(folder / f"predictor_{k}")
+            for k in range(len(st["predictors"]))
+        ]
         self.updates, self.model_version = int(st["updates"]), str(st["model_version"])
 
 
@@ -405,17 +444,22 @@ def load_scorer_state(scorer: Any, root: str | Path, updated_through: int | None
     root = Path(root)
     if load is None or updated_through is None or not root.is_dir():
         return None
-    found = sorted((r, p) for p in root.iterdir()
-                   if p.is_dir() and (r := _round_of(p)) is not None and r <= updated_through)
+    found = sorted(
+        (r, p)
+        for p in root.iterdir()
+        if p.is_dir() and (r := _round_of(p)) is not None and r <= updated_through
+    )
     if not found:
         return None
     r, folder = found[-1]
     try:
         load(folder)
     except Exception as exc:  # noqa: BLE001 - any damage is one line naming the folder
-        raise ValueError(f"{folder}: scorer learning state unreadable ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())}); move the folder away to resume from "
-                         "an earlier round's state") from None
+        raise ValueError(
+            f"{folder}: scorer learning state unreadable ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}); move the folder away to resume from "
+            "an earlier round's state"
+        ) from None
     return r
 
 
@@ -426,3 +470,47 @@ def finite(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+# ---------------------------------------------------------------------------------- factories
+def build_generator(cfg: CampaignConfig) -> CandidateGenerator:
+    """The generator of ``cfg`` (raises MissingModelError when the model is absent)."""
+    g = cfg.generator
+    if g.kind == "dataset":
+        if not g.pool_csv:
+            raise ValueError("generator.kind: dataset needs generator.pool_csv")
+        return DatasetGenerator(g.pool_csv)
+    return ModelGenerator(
+        g.checkpoint_path(),
+        steps=g.steps,
+        guidance=g.guidance,
+        sampler=g.sampler,
+        batch_size=g.chunk_size,
+    )
+
+
+def build_scorer(cfg: CampaignConfig) -> Scorer:
+    """The scorer of ``cfg``."""
+    s = cfg.scorer
+    if s.kind == "dataset":
+        if not s.labels_csv:
+            raise ValueError("scorer.kind: dataset needs scorer.labels_csv")
+        props = list(dict.fromkeys([*cfg.property_names(), "e_above_hull"]))
+        import pandas as pd
+
+        cols = set(pd.read_csv(s.labels_csv, nrows=1).columns)
+        return DatasetScorer(s.labels_csv, [p for p in props if p in cols], s.noise)
+    return SurrogateScorer(relax=s.relax, relax_steps=s.relax_steps, fmax=s.fmax, mlip=s.mlip)
+
+
+def build_oracle(cfg: CampaignConfig) -> Oracle:
+    """The oracle of ``cfg``."""
+    o = cfg.oracle
+    props = o.properties or cfg.property_names()
+    if o.kind == "dataset":
+        if not o.csv:
+            raise ValueError("oracle.kind: dataset needs oracle.csv")
+        return DatasetOracle(o.csv, props, id_column=o.id_column, match=o.match)
+    if o.kind == "mlip":
+        return MLIPOracle(fmax=o.fmax, steps=o.steps, mlip=o.mlip)
+    return LabOracle(cfg.work_path() / "outbox", props)

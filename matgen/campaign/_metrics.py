@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matgen.acquisition import Target
+    from matgen.campaign._config import CampaignConfig
+    from matgen.campaign._store import CampaignStore
 
 
 def _smact_ok(formula: str) -> bool:
@@ -116,3 +121,63 @@ def round_metrics(
     out["hits"] = int(sum(bool(hit_fn(lab)) for lab in labelled))
     out["hit_rate"] = out["hits"] / n
     return out
+
+
+def inside_windows(targets: Sequence[Target], lab: Mapping[str, float | None]) -> bool:
+    """Whether labels put a candidate inside every window target (a missing label is not)."""
+    for t in targets:
+        if t.minimum is None and t.maximum is None:
+            continue
+        v = lab.get(t.name)
+        if (
+            v is None
+            or (t.minimum is not None and v < t.minimum)
+            or (t.maximum is not None and v > t.maximum)
+        ):
+            return False
+    return True
+
+
+def is_suspect_candidate(c: Mapping) -> bool:
+    """A candidate the scorer put more than 0.05 eV/atom below the known hull (the score
+    row's ``suspect`` flag, or its ``e_above_hull`` for scorers that set no flag)."""
+    from matgen.surrogates._score import is_suspect
+
+    sc = c.get("scores") or {}
+    return bool(sc.get("suspect")) or is_suspect(sc.get("e_above_hull"))
+
+
+def campaign_metrics(
+    store: CampaignStore,
+    index: int,
+    batch: Sequence[Mapping[str, Any]],
+    cfg: CampaignConfig,
+    hit_fn: Callable[[Mapping[str, float | None]], bool],
+) -> dict[str, Any]:
+    """:func:`round_metrics` of round ``index``'s selected ``batch``, plus the round's counts
+    (generated, invalid, duplicates, scored, suspects) and the cumulative hits and labels."""
+    labels = store.labels()
+    suspects = [c for c in batch if is_suspect_candidate(c)]
+    # the MLIP cannot vouch for a suspect: without an oracle label it does not count as
+    # stable (round_metrics falls back to the scorer's e_above_hull for unlabelled ones)
+    drop = {c["id"] for c in suspects if c["id"] not in labels}
+    batch = [
+        c
+        if c["id"] not in drop
+        else {
+            **c,
+            "scores": {k: v for k, v in (c.get("scores") or {}).items() if k != "e_above_hull"},
+        }
+        for c in batch
+    ]
+    m = round_metrics(batch, labels, cfg.property_names(), hit_fn, cfg.guards)
+    m["suspects"] = len(suspects)
+    m["suspects_unlabelled"] = len(drop)
+    cands = store.candidates(index)
+    m["generated"] = len(cands)
+    m["invalid"] = sum(c["status"] == "invalid" for c in cands)
+    m["duplicates"] = sum(c["status"] == "duplicate" for c in cands)
+    m["scored"] = sum(c["status"] == "scored" for c in cands)
+    m["cumulative_hits"] = int(sum(hit_fn(v) for v in labels.values()))
+    m["cumulative_labelled"] = len(labels)
+    return m

@@ -6,195 +6,60 @@ accepted config of the campaign; rounds record the version they started with) an
 (who is working on which step). Each step of a round writes its outputs and advances the
 round's status in ONE transaction, so a crash leaves the round either before or after the step,
 never half-way. Oracle submissions are recorded (``UNIQUE(candidate_id)``) before anything is
-sent, and so is the id of the oracle request that carries them. On SQLite a write transaction starts with ``BEGIN IMMEDIATE``: read-then-write steps (a
-lease claim, an import) are serialised between processes instead of failing with "database is
-locked" on the upgrade from reader to writer.
+sent, and so is the id of the oracle request that carries them. On SQLite a write transaction
+starts with ``BEGIN IMMEDIATE``: read-then-write steps (a lease claim, an import) are
+serialised between processes instead of failing with "database is locked" on the upgrade from
+reader to writer.
 
-Leases: a step that does expensive or external work (generation, scoring, the oracle) is
-claimed first (:meth:`CampaignStore.hold`): one row per (campaign, key) with its owner
-(``host:pid:token``) and an expiry that a heartbeat thread pushes forward while the owner works.
-Another worker waits; it takes the lease over once it expired, or at once when the owner's
-process is gone on this host (a ``kill -9``).
+The tables are in :mod:`matgen.campaign._schema`, the leases (who works on which step) in
+:mod:`matgen.campaign._leases`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import random
-import socket
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    insert,
-    inspect,
-    select,
-    update,
-)
+from sqlalchemy import create_engine, event, insert, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from matgen.campaign._leases import Leases, owner_alive
+from matgen.campaign._schema import (
+    STEPS,
+    CandidateRow,
+    add_missing_columns,
+    campaigns,
+    candidates,
+    config_versions,
+    label_history,
+    labels,
+    metadata,
+    rounds,
+    sqlite_begin,
+    sqlite_pragmas,
+    submissions,
+    utcnow,
+)
+
+__all__ = [
+    "STEPS",
+    "CampaignStore",
+    "CandidateRow",
+    "StepConflict",
+    "StoreError",
+    "owner_alive",
+    "rounds",
+    "submissions",
+]
 
 log = logging.getLogger("matgen.campaign")
-
-#: The round's step status machine, in order.
-STEPS: tuple[str, ...] = (
-    "started",
-    "generated",
-    "deduped",
-    "scored",
-    "selected",
-    "submitted",
-    "labelled",
-    "updated",
-    "reported",
-)
-
-metadata = MetaData()
-
-campaigns = Table(
-    "campaigns",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(200), nullable=False, unique=True),
-    Column("config", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-rounds = Table(
-    "rounds",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("campaign_id", ForeignKey("campaigns.id"), nullable=False),
-    Column("index", Integer, nullable=False),
-    Column("status", String(20), nullable=False),
-    Column("seed", Integer, nullable=False),
-    Column("model_version", String(200)),
-    Column("hull_version", String(200)),
-    Column("acquisition", String(40)),
-    Column("metrics", JSON),
-    Column("config_version", Integer),  # the campaign config version the round started with
-    Column("started_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("campaign_id", "index", name="uq_round"),
-)
-
-candidates = Table(
-    "candidates",
-    metadata,
-    Column("id", String(120), primary_key=True),
-    Column("campaign_id", ForeignKey("campaigns.id"), nullable=False),
-    Column("round_index", Integer, nullable=False),
-    Column("position", Integer, nullable=False),
-    Column("source_id", String(200)),
-    Column("formula", String(200), nullable=False),
-    Column("reduced_formula", String(200), nullable=False),
-    Column("spacegroup", String(40)),
-    Column("cif", Text, nullable=False),
-    Column("status", String(20), nullable=False),  # generated | invalid | duplicate | scored
-    Column("reason", String(300)),
-    Column("scores", JSON),
-    Column("selected", Boolean, nullable=False, default=False),
-    Column("selected_round", Integer),
-    Column("rank", Integer),
-    Column("acq_value", Float),
-    UniqueConstraint("campaign_id", "round_index", "position", name="uq_candidate_pos"),
-)
-
-submissions = Table(
-    "submissions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("candidate_id", ForeignKey("candidates.id"), nullable=False, unique=True),
-    Column("campaign_id", ForeignKey("campaigns.id"), nullable=False),
-    Column("round_index", Integer, nullable=False),
-    Column("oracle", String(40), nullable=False),
-    Column("status", String(20), nullable=False),  # pending | sent | done | failed
-    Column("detail", String(300)),
-    # the oracle request that carries it, recorded before the oracle is called: a request cut
-    # off by a crash is re-sent under the same id (the oracle can answer it from its records)
-    Column("request_id", String(80)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-
-labels = Table(
-    "labels",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("candidate_id", ForeignKey("candidates.id"), nullable=False),
-    Column("name", String(80), nullable=False),
-    Column("value", Float),
-    Column("source", String(80), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("candidate_id", "name", name="uq_label"),
-)
-
-label_history = Table(
-    "label_history",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("candidate_id", ForeignKey("candidates.id"), nullable=False),
-    Column("name", String(80), nullable=False),
-    Column("old_value", Float),
-    Column("new_value", Float),
-    Column("action", String(20), nullable=False),  # import | fill | correct
-    Column("source", String(80), nullable=False),
-    Column("detail", String(500)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-config_versions = Table(
-    "config_versions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("campaign_id", ForeignKey("campaigns.id"), nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("config", JSON, nullable=False),
-    Column("changes", Text),
-    Column("from_round", Integer, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("campaign_id", "version", name="uq_config_version"),
-)
-
-leases = Table(
-    "leases",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("campaign_id", ForeignKey("campaigns.id"), nullable=False),
-    Column("key", String(80), nullable=False),
-    Column("owner", String(200)),  # host:pid:token, NULL when free
-    Column("expires_at", Float, nullable=False),  # unix seconds
-    Column("acquired_at", Float),
-    Column("previous_owner", String(200)),
-    UniqueConstraint("campaign_id", "key", name="uq_lease"),
-)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class StepConflict(RuntimeError):
@@ -205,53 +70,7 @@ class StoreError(RuntimeError):
     """The state database cannot be opened or read (the message names the file and the fix)."""
 
 
-def _owner_token() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:10]}"
-
-
-def owner_alive(owner: str) -> bool:
-    """Whether the process of a lease owner (``host:pid:token``) may still run.
-
-    Only a process on this host can be checked; one elsewhere counts as alive (its lease then
-    ends at its expiry). A zombie (killed, not yet reaped) counts as dead.
-    """
-    try:
-        host, pid_s, _ = owner.rsplit(":", 2)
-        pid = int(pid_s)
-    except ValueError:
-        return True
-    if host != socket.gethostname():
-        return True
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Add nullable columns that a store written by an older matgen lacks (ALTER TABLE)."""
-    with engine.begin() as conn:
-        insp = inspect(conn)
-        for table in metadata.sorted_tables:
-            have = {c["name"] for c in insp.get_columns(table.name)}
-            for col in table.columns:
-                if col.name not in have and col.nullable:
-                    kind = col.type.compile(dialect=engine.dialect)
-                    conn.exec_driver_sql(
-                        f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'
-                    )
-
-
-class CampaignStore:
+class CampaignStore(Leases):
     """Campaign state in a SQL database.
 
     Args:
@@ -268,8 +87,8 @@ class CampaignStore:
         self.url = url
         self.engine: Engine = create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "begin", _sqlite_begin)
+            event.listen(self.engine, "connect", sqlite_pragmas)
+            event.listen(self.engine, "begin", sqlite_begin)
         self.name = name
         # several runs opening one new database at once: the schema set-up upgrades a read to
         # a write, which SQLite answers with "database is locked" at once; it is idempotent,
@@ -292,21 +111,25 @@ class CampaignStore:
         if self.path is not None and self.path.exists():
             self._check_integrity()
         metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
+        add_missing_columns(self.engine)
         with self.transaction() as conn:
             row = conn.execute(select(campaigns.c.id).where(campaigns.c.name == name)).first()
             if row is None:
-                conn.execute(insert(campaigns).values(
-                    name=name, config=config or {}, created_at=_now()))
-                row = conn.execute(
-                    select(campaigns.c.id).where(campaigns.c.name == name)).first()
+                conn.execute(
+                    insert(campaigns).values(name=name, config=config or {}, created_at=utcnow())
+                )
+                row = conn.execute(select(campaigns.c.id).where(campaigns.c.name == name)).first()
         return row
 
     def _unreadable(self, exc: Exception) -> StoreError:
         why = str(getattr(exc, "orig", exc)).splitlines()[0]
         where = self.path if self.path is not None else self.url
-        fix = ("move it (and its -wal/-shm files) aside to start the campaign afresh, or "
-               "restore a backup" if self.path is not None else "check the database server")
+        fix = (
+            "move it (and its -wal/-shm files) aside to start the campaign afresh, or "
+            "restore a backup"
+            if self.path is not None
+            else "check the database server"
+        )
         return StoreError(f"{where}: not a readable campaign state database ({why}); {fix}")
 
     def _check_integrity(self) -> None:
@@ -369,8 +192,8 @@ class CampaignStore:
                         status="started",
                         seed=seed,
                         config_version=self._config_version(conn),
-                        started_at=_now(),
-                        updated_at=_now(),
+                        started_at=utcnow(),
+                        updated_at=utcnow(),
                     )
                 )
         return self.round(index)  # type: ignore[return-value]
@@ -397,7 +220,7 @@ class CampaignStore:
                 rounds.c.index == index,
                 rounds.c.status == prev,
             )
-            .values(status=step, updated_at=_now(), **fields)
+            .values(status=step, updated_at=utcnow(), **fields)
         )
         if res.rowcount != 1:
             raise StepConflict(f"round {index}: cannot move to {step!r} (expected {prev!r})")
@@ -415,7 +238,7 @@ class CampaignStore:
         round_index: int | None = None,
         status: str | Iterable[str] | None = None,
         selected: bool | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[CandidateRow]:
         q = select(candidates).where(candidates.c.campaign_id == self.campaign_id)
         if round_index is not None:
             q = q.where(candidates.c.round_index == round_index)
@@ -426,7 +249,7 @@ class CampaignStore:
             q = q.where(candidates.c.selected == selected)
         q = q.order_by(candidates.c.round_index, candidates.c.position)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q).all()]
+            return [CandidateRow.from_mapping(r._mapping) for r in conn.execute(q).all()]
 
     def update_candidate(self, conn: Connection, candidate_id: str, **fields: Any) -> None:
         conn.execute(update(candidates).where(candidates.c.id == candidate_id).values(**fields))
@@ -455,8 +278,8 @@ class CampaignStore:
                         "round_index": round_index,
                         "oracle": oracle,
                         "status": "pending",
-                        "created_at": _now(),
-                        "updated_at": _now(),
+                        "created_at": utcnow(),
+                        "updated_at": utcnow(),
                     }
                     for c in new
                 ],
@@ -475,25 +298,35 @@ class CampaignStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q.order_by(submissions.c.id)).all()]
 
-    def assign_request(self, conn: Connection, candidate_ids: Sequence[str],
-                       request_id: str) -> None:
+    def assign_request(
+        self, conn: Connection, candidate_ids: Sequence[str], request_id: str
+    ) -> None:
         """Record ``request_id`` on pending submissions that have none (before the call)."""
         if candidate_ids:
-            conn.execute(update(submissions).where(
-                submissions.c.campaign_id == self.campaign_id,
-                submissions.c.candidate_id.in_(list(candidate_ids)),
-                submissions.c.status == "pending", submissions.c.request_id.is_(None),
-            ).values(request_id=request_id, updated_at=_now()))
+            conn.execute(
+                update(submissions)
+                .where(
+                    submissions.c.campaign_id == self.campaign_id,
+                    submissions.c.candidate_id.in_(list(candidate_ids)),
+                    submissions.c.status == "pending",
+                    submissions.c.request_id.is_(None),
+                )
+                .values(request_id=request_id, updated_at=utcnow())
+            )
 
     def set_submission(
-        self, conn: Connection, candidate_id: str, status: str, detail: str | None = None,
+        self,
+        conn: Connection,
+        candidate_id: str,
+        status: str,
+        detail: str | None = None,
         expect: Iterable[str] | None = None,
     ) -> bool:
         """Set a submission's status (only from a status in ``expect`` when given)."""
         q = update(submissions).where(submissions.c.candidate_id == candidate_id)
         if expect is not None:
             q = q.where(submissions.c.status.in_(list(expect)))
-        res = conn.execute(q.values(status=status, detail=detail, updated_at=_now()))
+        res = conn.execute(q.values(status=status, detail=detail, updated_at=utcnow()))
         return res.rowcount == 1
 
     # ------------------------------------------------------------------ labels
@@ -513,7 +346,7 @@ class CampaignStore:
                 "name": k,
                 "value": None if v is None or math.isnan(float(v)) else float(v),
                 "source": source,
-                "created_at": _now(),
+                "created_at": utcnow(),
             }
             for k, v in values.items()
             if k not in have
@@ -545,43 +378,81 @@ class CampaignStore:
         labs: dict[str, dict[str, float | None]] = {}
         for k in range(0, len(ids), 500):
             part = ids[k : k + 500]
-            known.update(r[0] for r in conn.execute(select(candidates.c.id).where(
-                candidates.c.campaign_id == self.campaign_id, candidates.c.id.in_(part))))
-            for r in conn.execute(select(submissions).where(
+            known.update(
+                r[0]
+                for r in conn.execute(
+                    select(candidates.c.id).where(
+                        candidates.c.campaign_id == self.campaign_id, candidates.c.id.in_(part)
+                    )
+                )
+            )
+            for r in conn.execute(
+                select(submissions).where(
                     submissions.c.campaign_id == self.campaign_id,
-                    submissions.c.candidate_id.in_(part))):
+                    submissions.c.candidate_id.in_(part),
+                )
+            ):
                 subs[r.candidate_id] = dict(r._mapping)
             for cid, name, value in conn.execute(
-                    select(labels.c.candidate_id, labels.c.name, labels.c.value)
-                    .where(labels.c.candidate_id.in_(part))):
+                select(labels.c.candidate_id, labels.c.name, labels.c.value).where(
+                    labels.c.candidate_id.in_(part)
+                )
+            ):
                 labs.setdefault(cid, {})[name] = value
         return known, subs, labs
 
     def write_label(
-        self, conn: Connection, candidate_id: str, name: str, value: float, source: str,
-        action: str, detail: str | None = None,
+        self,
+        conn: Connection,
+        candidate_id: str,
+        name: str,
+        value: float,
+        source: str,
+        action: str,
+        detail: str | None = None,
     ) -> None:
         """Insert or replace one label and append the change to ``label_history``."""
         old = conn.execute(
             select(labels.c.id, labels.c.value).where(
-                labels.c.candidate_id == candidate_id, labels.c.name == name)
+                labels.c.candidate_id == candidate_id, labels.c.name == name
+            )
         ).first()
         if old is None:
-            conn.execute(insert(labels).values(candidate_id=candidate_id, name=name,
-                                               value=value, source=source, created_at=_now()))
+            conn.execute(
+                insert(labels).values(
+                    candidate_id=candidate_id,
+                    name=name,
+                    value=value,
+                    source=source,
+                    created_at=utcnow(),
+                )
+            )
         else:
-            conn.execute(update(labels).where(labels.c.id == old[0])
-                         .values(value=value, source=source, created_at=_now()))
-        conn.execute(insert(label_history).values(
-            candidate_id=candidate_id, name=name, old_value=None if old is None else old[1],
-            new_value=value, action=action, source=source, detail=(detail or "")[:500],
-            created_at=_now()))
+            conn.execute(
+                update(labels)
+                .where(labels.c.id == old[0])
+                .values(value=value, source=source, created_at=utcnow())
+            )
+        conn.execute(
+            insert(label_history).values(
+                candidate_id=candidate_id,
+                name=name,
+                old_value=None if old is None else old[1],
+                new_value=value,
+                action=action,
+                source=source,
+                detail=(detail or "")[:500],
+                created_at=utcnow(),
+            )
+        )
 
     def label_history(self, candidate_id: str | None = None) -> list[dict[str, Any]]:
         """The audit trail of imported and corrected labels, oldest first."""
-        q = (select(label_history)
-             .join(candidates, candidates.c.id == label_history.c.candidate_id)
-             .where(candidates.c.campaign_id == self.campaign_id))
+        q = (
+            select(label_history)
+            .join(candidates, candidates.c.id == label_history.c.candidate_id)
+            .where(candidates.c.campaign_id == self.campaign_id)
+        )
         if candidate_id is not None:
             q = q.where(label_history.c.candidate_id == candidate_id)
         with self.engine.connect() as conn:
@@ -591,21 +462,35 @@ class CampaignStore:
     def stored_config(self) -> dict[str, Any]:
         """The config the campaign runs with now (the latest accepted version)."""
         with self.engine.connect() as conn:
-            return dict(conn.execute(select(campaigns.c.config).where(
-                campaigns.c.id == self.campaign_id)).scalar_one() or {})
+            return dict(
+                conn.execute(
+                    select(campaigns.c.config).where(campaigns.c.id == self.campaign_id)
+                ).scalar_one()
+                or {}
+            )
 
     def _config_version(self, conn: Connection) -> int:
         """The current config version; version 1 (the stored config) is created on demand."""
-        v = conn.execute(select(config_versions.c.version)
-                         .where(config_versions.c.campaign_id == self.campaign_id)
-                         .order_by(config_versions.c.version.desc())).first()
+        v = conn.execute(
+            select(config_versions.c.version)
+            .where(config_versions.c.campaign_id == self.campaign_id)
+            .order_by(config_versions.c.version.desc())
+        ).first()
         if v is not None:
             return int(v[0])
-        cfg = conn.execute(select(campaigns.c.config)
-                           .where(campaigns.c.id == self.campaign_id)).scalar_one()
-        conn.execute(insert(config_versions).values(
-            campaign_id=self.campaign_id, version=1, config=cfg or {}, changes=None,
-            from_round=0, created_at=_now()))
+        cfg = conn.execute(
+            select(campaigns.c.config).where(campaigns.c.id == self.campaign_id)
+        ).scalar_one()
+        conn.execute(
+            insert(config_versions).values(
+                campaign_id=self.campaign_id,
+                version=1,
+                config=cfg or {},
+                changes=None,
+                from_round=0,
+                created_at=utcnow(),
+            )
+        )
         return 1
 
     def config_version(self) -> int:
@@ -615,119 +500,33 @@ class CampaignStore:
     def config_versions(self) -> list[dict[str, Any]]:
         self.config_version()
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(
-                select(config_versions)
-                .where(config_versions.c.campaign_id == self.campaign_id)
-                .order_by(config_versions.c.version))]
+            return [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(config_versions)
+                    .where(config_versions.c.campaign_id == self.campaign_id)
+                    .order_by(config_versions.c.version)
+                )
+            ]
 
     def record_config(self, config: dict[str, Any], changes: str, from_round: int) -> int:
         """Make ``config`` the campaign's config (a new version); return the version."""
         with self.transaction() as conn:
             v = self._config_version(conn) + 1
-            conn.execute(insert(config_versions).values(
-                campaign_id=self.campaign_id, version=v, config=config, changes=changes,
-                from_round=from_round, created_at=_now()))
-            conn.execute(update(campaigns).where(campaigns.c.id == self.campaign_id)
-                         .values(config=config))
+            conn.execute(
+                insert(config_versions).values(
+                    campaign_id=self.campaign_id,
+                    version=v,
+                    config=config,
+                    changes=changes,
+                    from_round=from_round,
+                    created_at=utcnow(),
+                )
+            )
+            conn.execute(
+                update(campaigns).where(campaigns.c.id == self.campaign_id).values(config=config)
+            )
         return v
-
-    # ------------------------------------------------------------------ leases
-    def try_lease(self, key: str, owner: str, ttl: float) -> tuple[bool, str | None]:
-        """Take lease ``key`` for ``owner`` if it is free, expired, already ``owner``'s, or
-        held by a process that is gone (compare-and-set in one transaction).
-
-        Returns:
-            ``(taken, other)``: ``other`` is the holder that keeps it (not taken) or the
-            previous holder whose claim was taken over (taken), else None.
-        """
-        now = time.time()
-        try:
-            with self.transaction() as conn:
-                row = conn.execute(select(leases).where(
-                    leases.c.campaign_id == self.campaign_id, leases.c.key == key)).first()
-                if row is None:
-                    conn.execute(insert(leases).values(
-                        campaign_id=self.campaign_id, key=key, owner=owner,
-                        expires_at=now + ttl, acquired_at=now))
-                    return True, None
-                holder = row.owner
-                if (holder is not None and holder != owner and row.expires_at > now
-                        and owner_alive(holder)):
-                    return False, holder
-                same = leases.c.owner.is_(None) if holder is None else leases.c.owner == holder
-                res = conn.execute(
-                    update(leases)
-                    .where(leases.c.id == row.id, same, leases.c.expires_at == row.expires_at)
-                    .values(owner=owner, expires_at=now + ttl, acquired_at=now,
-                            previous_owner=holder if holder != owner else row.previous_owner))
-                if res.rowcount != 1:
-                    return False, None
-                return True, (holder if holder != owner else None)
-        except IntegrityError:  # another worker inserted the row first (PostgreSQL)
-            return False, None
-
-    def renew_lease(self, key: str, owner: str, ttl: float) -> bool:
-        """Push the expiry of ``owner``'s lease forward; False when it is no longer held."""
-        with self.transaction() as conn:
-            res = conn.execute(update(leases).where(
-                leases.c.campaign_id == self.campaign_id, leases.c.key == key,
-                leases.c.owner == owner).values(expires_at=time.time() + ttl))
-        return res.rowcount == 1
-
-    def release_lease(self, key: str, owner: str) -> None:
-        with self.transaction() as conn:
-            conn.execute(update(leases).where(
-                leases.c.campaign_id == self.campaign_id, leases.c.key == key,
-                leases.c.owner == owner).values(owner=None, expires_at=0.0))
-
-    def lease(self, key: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(leases).where(
-                leases.c.campaign_id == self.campaign_id, leases.c.key == key)).first()
-        return dict(row._mapping) if row else None
-
-    @contextmanager
-    def hold(self, key: str, ttl: float = 60.0, stop: Callable[[], bool] | None = None,
-             poll: float = 0.5):
-        """Hold lease ``key`` for the ``with`` block (renewed every ``ttl / 3`` seconds).
-
-        Waits while another live worker holds it. Yields True once held, or False when
-        ``stop()`` became true while waiting (the other worker finished the work).
-        """
-        owner = _owner_token()
-        said = False
-        while True:
-            taken, other = self.try_lease(key, owner, ttl)
-            if taken:
-                if other:
-                    log.warning("%s: taking over the claim of %s (gone or expired)", key, other)
-                break
-            if stop is not None and stop():
-                yield False
-                return
-            if not said and other:
-                log.info("%s: waiting for %s, which is working on it", key, other)
-                said = True
-            time.sleep(poll)
-        beat = threading.Event()
-
-        def heartbeat() -> None:
-            while not beat.wait(max(ttl / 3.0, 0.05)):
-                try:
-                    if not self.renew_lease(key, owner, ttl):
-                        log.warning("%s: lease lost to another worker", key)
-                        return
-                except Exception as exc:  # noqa: BLE001 - keep working; the CAS guards writes
-                    log.warning("%s: lease renewal failed: %s", key, exc)
-
-        t = threading.Thread(target=heartbeat, name=f"lease {key}", daemon=True)
-        t.start()
-        try:
-            yield True
-        finally:
-            beat.set()
-            t.join()
-            self.release_lease(key, owner)
 
     def summary(self) -> dict[str, Any]:
         """Counts per round for ``matgen campaign status``."""
@@ -751,22 +550,3 @@ class CampaignStore:
                 }
             )
         return {"campaign": self.name, "url": self.url, "rounds": out}
-
-
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    dbapi_conn.isolation_level = None  # transactions are begun by _sqlite_begin_immediate
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL waits for other openers
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("immediate") else "BEGIN")
-
-
-def dumps(obj: Any) -> str:
-    """JSON for metrics/scores (NaN -> null)."""
-    return json.dumps(obj, default=float, allow_nan=False)

@@ -44,6 +44,8 @@ class ValidationOptions:
         max_atoms: reject crystals with more atoms per cell (None: no limit).
         min_distance: smallest allowed interatomic distance in Å, periodic images included.
         min_volume_per_atom: smallest allowed cell volume per atom in Å^3.
+        max_volume_per_atom: largest allowed cell volume per atom in Å^3 (None: no limit;
+            the campaign rejects generated cells above 200 Å^3 per atom as not physical).
         max_z: largest supported atomic number (default ``MAX_Z`` = 94, Pu).
         allow_nan_labels: keep a crystal whose property label is NaN (a missing label,
             fine for unconditional training); when False (``matgen data validate``) a NaN
@@ -53,6 +55,7 @@ class ValidationOptions:
     max_atoms: int | None = None
     min_distance: float = 0.5
     min_volume_per_atom: float = 1.0
+    max_volume_per_atom: float | None = None
     max_z: int = MAX_Z
     allow_nan_labels: bool = True
 
@@ -167,6 +170,11 @@ def check_crystal(
         return (
             f"near-zero cell volume {vol:.3g} Å^3 for {n} atoms "
             f"(< {options.min_volume_per_atom:g} Å^3 per atom)"
+        )
+    if options.max_volume_per_atom is not None and abs(vol) > options.max_volume_per_atom * n:
+        return (
+            f"cell volume {vol:.3g} Å^3 for {n} atoms "
+            f"(> {options.max_volume_per_atom:g} Å^3 per atom)"
         )
     if options.min_distance > 0:
         d, i, j = min_image_distance(fc, lat, cutoff=options.min_distance)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from matgen.campaign import Campaign, load_config
-from matgen.campaign._engine import predictor_columns
+from matgen.campaign._selection import predictor_columns
 
 
 def test_predictor_columns_need_finite_predictions_and_positive_stds():
@@ -29,16 +29,16 @@ def test_selection_uses_the_predictor_prior_when_it_can(tmp_path, toy_csv, monke
                                                        surrogate, want_prior):
     from _toy import write_toy_config
 
-    import matgen.campaign._engine as engine
+    import matgen.campaign._selection as selection
 
     seen = []
-    real = engine.fit_gp_models
+    real = selection.fit_gp_models
 
     def spy(x, y, seed=0, prior=None):
         seen.append((prior, x.shape[1]))
         return real(x, y, seed=seed, prior=prior)
 
-    monkeypatch.setattr(engine, "fit_gp_models", spy)
+    monkeypatch.setattr(selection, "fit_gp_models", spy)
     path = write_toy_config(tmp_path, toy_csv, rounds=3, pool=12, batch=3)
     path.write_text(path.read_text().replace(
         "min_labels_for_gp: 4", f"min_labels_for_gp: 3, surrogate: {surrogate}"))
