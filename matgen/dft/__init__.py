@@ -18,6 +18,8 @@ Public API:
         data and their GPAW energies; formation energy per atom on that one scale.
     DFTHull / DFTHullResult: energy above the GPAW hull of the competing phases that MP's hull
         names (structures from MP-20), signed, with what was (not) computed.
+    verify / DFTVerifier: all of it for a list of candidates, one flat ``dft_*`` row each (what
+        a campaign oracle or ``matgen score`` adds).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from matgen.dft._settings import (
     DEFAULT_MAGMOMS,
     DFTSettings,
 )
+from matgen.dft._verify import JUDGE, DFTVerifier, verify
 from matgen.dft._worker import ERROR, OK, RELAX_NOT_CONVERGED, SCF_NOT_CONVERGED
 
 
@@ -53,6 +56,7 @@ __all__ = [
     "CRASHED",
     "DEFAULT_MAGMOMS",
     "ERROR",
+    "JUDGE",
     "OK",
     "RELAX_NOT_CONVERGED",
     "SCF_NOT_CONVERGED",
@@ -62,6 +66,7 @@ __all__ = [
     "DFTResult",
     "DFTService",
     "DFTSettings",
+    "DFTVerifier",
     "ElementalReferences",
     "FormationEnergyError",
     "MP20Index",
@@ -69,4 +74,5 @@ __all__ = [
     "ReferenceStructures",
     "gpaw_available",
     "structure_key",
+    "verify",
 ]

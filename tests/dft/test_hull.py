@@ -5,7 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from matgen.dft import DFTHull, DFTResult, ElementalReferences, MP20Index, ReferenceStructures
+from matgen.dft import (
+    DFTHull,
+    DFTResult,
+    DFTVerifier,
+    ElementalReferences,
+    MP20Index,
+    ReferenceStructures,
+)
 
 E_ELEMENT = {"Al": -3.7, "Ni": -5.5}  # eV/atom on the stub's scale
 E_FORM = {"AlNi": -0.60, "Al3Ni": -0.40}  # the stub's formation energies, eV/atom
@@ -133,3 +140,24 @@ def test_failed_candidate_gives_no_number(data_dir):
     bad = DFTResult(key="k", status="timeout", formula="AlNi", natoms=2, message="killed")
     r = hull.e_above_hull(bad)
     assert r.e_above_hull is None and r.e_form_per_atom is None and "timeout" in r.message
+
+
+def test_verifier_rows_say_who_judged_and_why_not(data_dir, tmp_path):
+    from ase import Atoms
+
+    v = DFTVerifier(tmp_path, data_dir=data_dir, service=StubService(), mp_hull=StubMPHull())
+    good = Atoms("AlNi", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]], cell=[2.9] * 3, pbc=True)
+    v_bad = DFTVerifier(
+        tmp_path, data_dir=data_dir, service=StubService(frozenset({"AlNi"})), mp_hull=StubMPHull()
+    )
+    (row,) = v.verify([good])
+    assert row["judge"] == "dft:gpaw-pbe" and row["dft_status"] == "ok"
+    assert row["dft_e_form_per_atom"] == pytest.approx(-0.60)
+    assert row["dft_e_above_hull"] == pytest.approx(0.0, abs=1e-9)
+    assert (
+        row["dft_hull_complete"] is False
+        and "AlNi3=no MP-20 structure" in row["dft_competing_phases"]
+    )
+    (bad,) = v_bad.verify([good])
+    assert bad["dft_status"] == "scf_not_converged"
+    assert bad["dft_energy_per_atom"] is None and bad["dft_e_above_hull"] is None
