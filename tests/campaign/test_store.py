@@ -8,8 +8,15 @@ from matgen.campaign import CampaignStore, StepConflict
 
 
 def _row(i: int) -> dict:
-    return {"id": f"c{i}", "round_index": 0, "position": i, "formula": "NaCl",
-            "reduced_formula": "NaCl", "cif": "x", "status": "generated"}
+    return {
+        "id": f"c{i}",
+        "round_index": 0,
+        "position": i,
+        "formula": "NaCl",
+        "reduced_formula": "NaCl",
+        "cif": "x",
+        "status": "generated",
+    }
 
 
 def test_steps_advance_in_order_only(tmp_path):
@@ -36,6 +43,24 @@ def test_a_failed_step_leaves_nothing_behind(tmp_path):
     assert st.candidates(0) == [] and st.round(0)["status"] == "started"
 
 
+def test_candidates_are_typed_rows_that_still_read_like_dicts(tmp_path):
+    from matgen.campaign import CandidateRow
+
+    st = CampaignStore(f"sqlite:///{tmp_path / 's.db'}", "c")
+    st.ensure_round(0, seed=1)
+    with st.transaction() as conn:
+        st.add_candidates(conn, [_row(i) for i in range(2)])
+        st.update_candidate(conn, "c1", status="scored", scores={"band_gap": 1.5})
+    a, b = st.candidates(0)
+    assert isinstance(a, CandidateRow) and (a.id, a.position, a.selected) == ("c0", 0, False)
+    assert b.scores == {"band_gap": 1.5} and b["scores"] is b.scores
+    assert a.get("scores") is None and a.get("no such column", 7) == 7 and "cif" in a
+    assert {**b, "rank": 3}["rank"] == 3 and dict(b)["status"] == "scored"
+    with pytest.raises(KeyError):
+        a["no such column"]
+    assert [c.id for c in st.candidates(status="scored")] == ["c1"]
+
+
 def test_submissions_are_unique_per_candidate(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     st = CampaignStore(url, "c")
@@ -51,12 +76,22 @@ def test_submissions_are_unique_per_candidate(tmp_path):
     from matgen.campaign._store import submissions
 
     with pytest.raises(IntegrityError), st.transaction() as conn:  # the DB itself refuses
-        conn.execute(submissions.insert().values(
-            candidate_id="c0", campaign_id=st.campaign_id, round_index=0, oracle="o",
-            status="pending", created_at=st.round(0)["started_at"],
-            updated_at=st.round(0)["started_at"]))
+        conn.execute(
+            submissions.insert().values(
+                candidate_id="c0",
+                campaign_id=st.campaign_id,
+                round_index=0,
+                oracle="o",
+                status="pending",
+                created_at=st.round(0)["started_at"],
+                updated_at=st.round(0)["started_at"],
+            )
+        )
     assert sorted(s["candidate_id"] for s in CampaignStore(url, "c").submissions()) == [
-        "c0", "c1", "c2"]
+        "c0",
+        "c1",
+        "c2",
+    ]
 
 
 def test_two_workers_racing_on_a_step_commit_it_once(toy_config):

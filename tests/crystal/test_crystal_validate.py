@@ -55,6 +55,10 @@ def test_reasons(one_atom, rock_salt):
     assert "zero cell volume" in check_crystal(z, f, np.zeros((3, 3)))
     assert "near-zero" in check_crystal(z, f, lat * 0.05)
     assert check_crystal(np.array([], dtype=int), np.zeros((0, 3)), lat) == "no atoms"
+    # an upper volume bound only when asked for (the campaign's generated crystals)
+    assert check_crystal(z, f, lat * 10) is None
+    roomy = check_crystal(z, f, lat * 10, ValidationOptions(max_volume_per_atom=200.0))
+    assert "> 200 Å^3 per atom" in roomy
     # a tighter threshold accepts what the default rejects
     z1, f1, lat1 = _arrays(one_atom)
     small = lat1 * (0.45 / 2.87)
