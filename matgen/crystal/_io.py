@@ -50,7 +50,6 @@ NON_DATA_SUFFIXES = frozenset(
         ".sha256",
     ]
 )
-#: Share of parseable values from which a CSV column counts as a numeric property (the
 
 
 def _split_file(path: Path, label: str, stem: str) -> list[RawEntry]:
