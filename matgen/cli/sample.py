@@ -99,7 +99,8 @@ SamplerOpt = Annotated[
     typer.Option(
         help="pc (predictor-corrector), fast (few-step ODE/DDIM) or consistency "
         "(1-4 steps, a distilled checkpoint); default: consistency for a "
-        "distilled checkpoint, fast on CPU without --steps, else pc."
+        "distilled checkpoint, fast for a flow-matching one (the shipped model), "
+        "fast on CPU without --steps, else pc."
     ),
 ]
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
