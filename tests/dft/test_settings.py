@@ -41,6 +41,7 @@ def test_digest_follows_physics_not_time_limits():
     s = DFTSettings()
     assert s.digest() == s.replace(time_limit_s=5.0, threads=2).digest()
     assert s.digest() != s.replace(ecut_ev=s.ecut_ev + 50).digest()
+    assert s.replace(ecut_ev=400).digest() == s.replace(ecut_ev=400.0).digest()
     assert s.magmom_of("Fe") > 0 and s.magmom_of("Al") == 0.0
 
 
