@@ -60,6 +60,21 @@ __all__ = [
 log = logging.getLogger("matgen.campaign")
 
 
+
+def _reads_back(cif: str, num_sites: int) -> bool:
+    """True when ``cif`` parses back to ``num_sites`` sites (pymatgen merges atoms that sit on
+    one spot into one partly occupied site, or refuses the file)."""
+    import warnings
+
+    from pymatgen.core import Structure
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return len(Structure.from_str(cif, fmt="cif")) == num_sites
+    except ValueError:
+        return False
+
 class Campaign:
     """A campaign bound to its config, state store and components.
 
@@ -239,10 +254,15 @@ class Campaign:
             gen.exclude([c.source_id for c in self.store.candidates() if c.source_id])
         chemsys = self.cfg.generator.chemsys or None
         batch = gen(n, conditions, chemsys, seed)
-        return [
-            {"source_id": sid, "cif": s.to(fmt="cif")}
-            for sid, s in zip(batch.ids, batch.to_structures(), strict=True)
-        ]
+        rows = []
+        for sid, s in zip(batch.ids, batch.to_structures(), strict=True):
+            cif = s.to(fmt="cif")
+            if _reads_back(cif, len(s)):
+                rows.append({"source_id": sid, "cif": cif})
+            else:  # atoms on one spot: no CIF can hold it, and no crystal has it
+                log.warning("generated crystal %s (%s) dropped: atoms coincide, its CIF does not "
+                            "read back", sid, s.composition.reduced_formula)
+        return rows
 
     def commit_generated(self, index: int, chunks: Sequence[Sequence[dict]]) -> int:
         """Write the generated candidates and advance to ``generated`` (one transaction)."""
