@@ -34,7 +34,12 @@ from matgen.campaign._components import (
     save_scorer_state,
 )
 from matgen.campaign._config import CampaignConfig
-from matgen.campaign._generation import candidate_rows, chunk_plan, generation_conditions
+from matgen.campaign._generation import (
+    candidate_rows,
+    chunk_plan,
+    generated_rows,
+    generation_conditions,
+)
 from matgen.campaign._labelling import ImportReport, import_rows, send_pending
 from matgen.campaign._metrics import campaign_metrics, inside_windows, is_suspect_candidate
 from matgen.campaign._novelty import novelty_verdicts, training_formulas
@@ -59,21 +64,6 @@ __all__ = [
 
 log = logging.getLogger("matgen.campaign")
 
-
-
-def _reads_back(cif: str, num_sites: int) -> bool:
-    """True when ``cif`` parses back to ``num_sites`` sites (pymatgen merges atoms that sit on
-    one spot into one partly occupied site, or refuses the file)."""
-    import warnings
-
-    from pymatgen.core import Structure
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return len(Structure.from_str(cif, fmt="cif")) == num_sites
-    except ValueError:
-        return False
 
 class Campaign:
     """A campaign bound to its config, state store and components.
@@ -253,16 +243,7 @@ class Campaign:
         if isinstance(gen, DatasetGenerator):
             gen.exclude([c.source_id for c in self.store.candidates() if c.source_id])
         chemsys = self.cfg.generator.chemsys or None
-        batch = gen(n, conditions, chemsys, seed)
-        rows = []
-        for sid, s in zip(batch.ids, batch.to_structures(), strict=True):
-            cif = s.to(fmt="cif")
-            if _reads_back(cif, len(s)):
-                rows.append({"source_id": sid, "cif": cif})
-            else:  # atoms on one spot: no CIF can hold it, and no crystal has it
-                log.warning("generated crystal %s (%s) dropped: atoms coincide, its CIF does not "
-                            "read back", sid, s.composition.reduced_formula)
-        return rows
+        return generated_rows(gen(n, conditions, chemsys, seed))
 
     def commit_generated(self, index: int, chunks: Sequence[Sequence[dict]]) -> int:
         """Write the generated candidates and advance to ``generated`` (one transaction)."""

@@ -3,11 +3,14 @@ rows made from what it returns."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from matgen.campaign._config import CampaignConfig
+
+log = logging.getLogger("matgen.campaign")
 
 
 def generation_conditions(
@@ -41,6 +44,36 @@ def chunk_plan(cfg: CampaignConfig, index: int) -> list[tuple[int, int, int]]:
         left -= n
         k += 1
     return out
+
+
+def _reads_back(cif: str, num_sites: int) -> bool:
+    """True when ``cif`` parses back to ``num_sites`` sites (pymatgen merges atoms that sit on
+    one spot into one partly occupied site, or refuses the file)."""
+    from pymatgen.core import Structure
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return len(Structure.from_str(cif, fmt="cif")) == num_sites
+    except ValueError:
+        return False
+
+
+def generated_rows(batch) -> list[dict[str, Any]]:
+    """``{source_id, cif}`` of each crystal of a generated batch (ids + structures); a crystal
+    whose CIF does not read back (atoms on one spot) is dropped with a warning."""
+    rows = []
+    for sid, s in zip(batch.ids, batch.to_structures(), strict=True):
+        cif = s.to(fmt="cif")
+        if _reads_back(cif, len(s)):
+            rows.append({"source_id": sid, "cif": cif})
+        else:  # atoms on one spot: no CIF can hold it, and no crystal has it
+            log.warning(
+                "generated crystal %s (%s) dropped: atoms coincide, its CIF does not read back",
+                sid,
+                s.composition.reduced_formula,
+            )
+    return rows
 
 
 def describe(structure) -> tuple[str, str, str | None]:
