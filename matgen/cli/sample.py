@@ -169,7 +169,7 @@ def sample(
 
     --composition A B C and --condition K=V K2=LO:HI also take several values after one flag.
     """
-    from matgen.generate import SampleInputError, generate
+    from matgen.generate import generate
 
     _check_outputs(out, cif_zip)
     if device not in ("auto", "cpu", "cuda"):
@@ -191,11 +191,7 @@ def sample(
             progress=progress, log=lambda m: _err.print(escape(m)),
         )  # fmt: skip
     except MatgenError:
-        raise  # its kind says the exit code (matgen.cli._app)
-    except SampleInputError as e:
-        # a bad --compositions-from CSV is bad data; the generation layer's SampleInputError
-        # does not say so by its kind yet, only by its message
-        fail(str(e), 1 if compositions_from is not None and "CSV" in str(e) else 2)
+        raise  # its kind says the exit code (matgen.cli._app): SampleDataError 1, others 2
     except (FileNotFoundError, ValueError) as e:  # bad condition, chemsys element, checkpoint
         fail(str(e), 2)
     _out.print(

@@ -50,6 +50,7 @@ from matgen.generate._generate import (
 )
 from matgen.generate._requests import (
     Request,
+    SampleDataError,
     SampleInputError,
     expand_formula,
     requests_de_novo,
@@ -67,6 +68,7 @@ __all__ = [
     "WEIGHTS",
     "ConditionSpec",
     "Request",
+    "SampleDataError",
     "SampleInputError",
     "SamplePlan",
     "SampleResult",

@@ -12,15 +12,20 @@ from typing import Literal
 
 import torch
 
+from matgen._errors import DataError, UserError
 from matgen.crystal import MAX_Z
 
 
-class SampleInputError(ValueError):
+class SampleInputError(UserError, ValueError):
     """Bad sampling input (one line, meant for the user: line breaks in a message, e.g. from
-    a library's error about the user's text, become spaces)."""
+    a library's error about the user's text, become spaces). Bad usage (exit 2)."""
 
     def __init__(self, message: object = "", *args: object) -> None:
         super().__init__(" ".join(str(message).split()), *args)
+
+
+class SampleDataError(SampleInputError, DataError):
+    """A compositions CSV that cannot be read or lacks its columns: bad data (exit 1)."""
 
 
 #: Largest cell a formula may ask for: far beyond any training set here (MP-20: 20 atoms,
@@ -191,10 +196,10 @@ def requests_from_csv(
     try:
         df = pd.read_csv(path)
     except (OSError, ValueError) as e:
-        raise SampleInputError(f"{path}: cannot read CSV ({e})") from None
+        raise SampleDataError(f"{path}: cannot read CSV ({e})") from None
     cols = set(df.columns)
     if "cif" not in cols and "formula" not in cols:
-        raise SampleInputError(f"{path}: needs a 'cif' or 'formula' column (has {sorted(cols)})")
+        raise SampleDataError(f"{path}: needs a 'cif' or 'formula' column (has {sorted(cols)})")
     ids = (df["material_id"].astype(str).tolist() if "material_id" in cols
            else [str(i) for i in range(len(df))])
     out: list[Request] = []
