@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=12)
     p.add_argument("--magnetic", action="store_true", help="allow Fe, Co, Ni systems")
+    p.add_argument("--ids", nargs="+", help="these material_ids instead of the selection rule")
     p.add_argument("--cache", default=str(ROOT / "runs" / "dft_cache"))
     p.add_argument("--time-limit", type=float, default=900.0, help="seconds per calculation")
     p.add_argument(
@@ -106,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.static_compounds:
         settings = settings.replace(relax=False)
     service = DFTService(args.cache, settings)
-    rows = select(load_rows("test"), args.n, args.magnetic)
+    if args.ids:
+        rows = load_rows("test", ids=args.ids).sort_values(["natoms", "material_id"])
+    else:
+        rows = select(load_rows("test"), args.n, args.magnetic)
     out: dict = {
         "command": "OMP_NUM_THREADS=1 " + " ".join([".venv/bin/python", *sys.argv]),
         "machine": f"{os.cpu_count()}-core CPU, one worker process, OMP_NUM_THREADS=1",
@@ -119,9 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "elemental references: relaxed the same way, then a fresh SCF",
         "versions": service.versions,
-        "selection": "MP-20 test rows, elements all in ALLOWED (benchmarks/dft_formation_mp20.py),"
-        " >= 2 elements, sorted by atoms per cell then material_id"
-        + ("" if args.magnetic else ", no Fe/Co/Ni"),
+        "selection": (
+            f"--ids {' '.join(args.ids)}"
+            if args.ids
+            else "MP-20 test rows, elements all in ALLOWED (benchmarks/dft_formation_mp20.py),"
+            " >= 2 elements, sorted by atoms per cell then material_id"
+            + ("" if args.magnetic else ", no Fe/Co/Ni")
+        ),
         "rows": [],
         "references": {},
         "reference_settings": refs.service.settings.physics(),
