@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from matgen.crystal._batch import MAX_Z, CrystalBatch
 from matgen.crystal._cif import write_cif
-from matgen.crystal._entries import EntryError, EntryProblem, ReadResult
+from matgen.crystal._entries import EntryProblem, ReadResult
 from matgen.crystal._extxyz import write_extxyz
 from matgen.crystal._io import read_crystals, validate_crystals
 from matgen.crystal._parse import default_workers, reduce_batch
@@ -28,7 +28,6 @@ from matgen.crystal._validate import (
 __all__ = [
     "MAX_Z",
     "CrystalBatch",
-    "EntryError",
     "EntryProblem",
     "FileProblem",
     "ReadResult",

@@ -35,10 +35,6 @@ class EntryProblem:
         return f"{self.entry}: {self.reason}"
 
 
-#: The former name (a record, not an exception); kept until every caller says EntryProblem.
-EntryError = EntryProblem
-
-
 @dataclass
 class ReadResult:
     """What a reader found.

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from matgen._files import atomic_path
-from matgen.crystal import CrystalBatch, EntryError, ReadResult, ValidationOptions, read_crystals
+from matgen.crystal import CrystalBatch, EntryProblem, ReadResult, ValidationOptions, read_crystals
 from matgen.data._download import cache_dir, file_sha256
 from matgen.data._registry import resolve_source
 
@@ -77,7 +77,7 @@ class CrystalDataset:
         split: str = "",
         source: str = "",
         sha256: str = "",
-        errors: Sequence[EntryError] = (),
+        errors: Sequence[EntryProblem] = (),
         num_entries: int | None = None,
         nan_labels: dict[str, int] | None = None,
     ) -> None:
@@ -310,7 +310,7 @@ class CrystalDataset:
             {k: _unpack(v) for k, v in st["metadata"].items()},
             sha256=st["sha256"],
             errors=[
-                EntryError(a, b)
+                EntryProblem(a, b)
                 for a, b in zip(_unpack(st["error_entries"]), _unpack(st["error_reasons"]))
             ],
             num_entries=st["num_entries"],
@@ -356,14 +356,13 @@ def _reader_fingerprint() -> str:
 
     h = hashlib.sha256()
     folder = Path(matgen.crystal.__file__).parent
-    for name in ("_io.py", "_validate.py", "_text.py", "_batch.py"):
-        f = folder / name
-        if f.is_file():
-            h.update(f.read_bytes())
+    for f in sorted(folder.glob("*.py")):  # every reader, writer and check of the crystal layer
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 
-def _log_errors(label: str, errors: Sequence[EntryError], total: int) -> None:
+def _log_errors(label: str, errors: Sequence[EntryProblem], total: int) -> None:
     if not errors:
         return
     log.warning("%s: skipped %d of %d entries", label, len(errors), total)
