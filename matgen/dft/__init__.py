@@ -32,7 +32,15 @@ from matgen.dft._references import (
     ReferenceStructure,
     ReferenceStructures,
 )
-from matgen.dft._service import CRASHED, TIMEOUT, DFTResult, DFTService, structure_key
+from matgen.dft._service import (
+    CRASHED,
+    NO_SETUP,
+    TIMEOUT,
+    DFTResult,
+    DFTService,
+    missing_setups,
+    structure_key,
+)
 from matgen.dft._settings import (
     CONVERGED_ECUT_EV,
     CONVERGED_KPT_DENSITY,
@@ -57,6 +65,7 @@ __all__ = [
     "DEFAULT_MAGMOMS",
     "ERROR",
     "JUDGE",
+    "NO_SETUP",
     "OK",
     "RELAX_NOT_CONVERGED",
     "SCF_NOT_CONVERGED",
@@ -73,6 +82,7 @@ __all__ = [
     "ReferenceStructure",
     "ReferenceStructures",
     "gpaw_available",
+    "missing_setups",
     "structure_key",
     "verify",
 ]

@@ -26,6 +26,7 @@ from matgen.dft._worker import OK
 
 TIMEOUT = "timeout"
 CRASHED = "crashed"
+NO_SETUP = "no_paw_setup"  # an element gpaw-data has no PAW dataset for (Tc, Po, Ac, ...)
 # bump when the record format or the way a calculation is run changes the numbers
 RECORD_VERSION = 1
 
@@ -37,7 +38,8 @@ class DFTResult:
     ``energy_ev`` / ``energy_per_atom`` are set only when every SCF converged; ``status`` says
     what happened: ``ok``, ``scf_not_converged``, ``relax_not_converged`` (the last SCF converged
     but the structure did not relax within ``max_relax_steps``: energy kept, not ``ok``),
-    ``error`` (GPAW or ASE raised), ``timeout`` or ``crashed`` (the worker was killed / died).
+    ``error`` (GPAW or ASE raised), ``timeout`` or ``crashed`` (the worker was killed / died),
+    ``no_paw_setup`` (gpaw-data has no PAW dataset for an element: nothing was run).
     """
 
     key: str
@@ -113,6 +115,24 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def missing_setups(symbols, xc: str = "PBE") -> list[str]:
+    """Elements of ``symbols`` without a ``<symbol>.<xc>`` PAW dataset in gpaw-data (empty when
+    gpaw-data is not installed: then GPAW's own error says so)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gpaw_data")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    folder = Path(next(iter(spec.submodule_search_locations))) / "setups"
+    if not folder.is_dir():
+        return []
+    return sorted(
+        el
+        for el in set(symbols)
+        if not any((folder / f"{el}.{xc}{ext}").exists() for ext in (".gz", ""))
+    )
+
+
 def structure_key(atoms, settings: DFTSettings, versions: dict[str, str]) -> str:
     """Cache key: the structure (cell and wrapped fractional coordinates to 1e-5), the settings
     that change the numbers, and the GPAW / PAW-data versions."""
@@ -169,6 +189,17 @@ class DFTService:
         path = self._path(key)
         if path.exists():
             return DFTResult.from_dict(json.loads(path.read_text()), from_cache=True)
+        missing = missing_setups(atoms.get_chemical_symbols(), self.settings.xc)
+        if missing:  # not cached: installing setups later makes it computable
+            return DFTResult(
+                key=key,
+                status=NO_SETUP,
+                formula=atoms.get_chemical_formula(mode="metal", empirical=False),
+                natoms=len(atoms),
+                message=f"no GPAW {self.settings.xc} PAW dataset for {', '.join(missing)}",
+                settings=self.settings.physics(),
+                versions=self.versions,
+            )
         record, cacheable = self._compute(atoms, key, label)
         result = DFTResult.from_dict(record)
         if cacheable:

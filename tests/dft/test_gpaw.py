@@ -66,6 +66,17 @@ def test_time_limit_kills_the_worker_and_caches_nothing(tmp_path):
     assert not (tmp_path / f"{r.key}.json").exists()  # a later, longer run tries again
 
 
+def test_element_without_paw_setup_is_labelled_before_running(tmp_path):
+    from ase.build import bulk
+
+    from matgen.dft import NO_SETUP, missing_setups
+
+    assert missing_setups(["Tc", "Al"]) == ["Tc"]  # gpaw-data ships no Tc dataset
+    r = DFTService(tmp_path, CHEAP).run(bulk("Tc", "hcp", a=2.74, c=4.4))
+    assert r.status == NO_SETUP and "Tc" in r.message and r.energy_ev is None
+    assert not list(tmp_path.glob("*.json"))
+
+
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys
