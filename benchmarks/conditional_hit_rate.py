@@ -109,9 +109,9 @@ def main() -> None:
     import torch
 
     from matgen.evaluation import compare_to_base_rate
+    from matgen.generate import DEFAULT_MODEL_DIR, generate, read_metadata, resolve_checkpoint
     from matgen.guidance import parse_chemsys
     from matgen.surrogates import PropertyPredictor
-    from matgen.training import DEFAULT_MODEL_DIR, generate, read_metadata, resolve_checkpoint
 
     ckpt = resolve_checkpoint(args.checkpoint or DEFAULT_MODEL_DIR)
     meta = read_metadata(ckpt)

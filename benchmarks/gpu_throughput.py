@@ -25,7 +25,8 @@ import torch
 
 from matgen.data import load_dataset
 from matgen.diffusion import sample, sample_consistency, sample_fast
-from matgen.training import TrainConfig, load_for_sampling, train
+from matgen.generate import load_for_sampling
+from matgen.training import TrainConfig, train
 
 
 def _steps_per_s(metrics: Path, warmup: int) -> float:

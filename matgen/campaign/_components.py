@@ -175,7 +175,7 @@ class DatasetScorer:
 class ModelGenerator:
     """Adapter: the conditional diffusion model as a :class:`CandidateGenerator`.
 
-    Calls :func:`matgen.training.generate` (the Python side of ``matgen sample``): de novo
+    Calls :func:`matgen.generate.generate` (the Python side of ``matgen sample``): de novo
     generation with window conditions (``band_gap=1:3``, ``e_above_hull=:0.1``) for the
     properties the checkpoint was trained on, classifier-free guidance, and the chemical system
     as a hard type mask.
@@ -203,7 +203,7 @@ class ModelGenerator:
         batch_size: int = 64,
     ) -> None:
         path = Path(checkpoint)
-        from matgen.training import read_metadata, resolve_checkpoint
+        from matgen.generate import read_metadata, resolve_checkpoint
 
         try:
             self.checkpoint = resolve_checkpoint(path)
@@ -244,7 +244,7 @@ class ModelGenerator:
 
         from ase.io import read
 
-        from matgen.training import generate
+        from matgen.generate import generate
 
         conds = self.condition_strings(conditions)
         with tempfile.TemporaryDirectory() as tmp:

@@ -10,7 +10,7 @@ Public API:
         run, for callers that consume batches themselves.
     Requests: Request, build_requests, expand_formula, requests_from_formulas,
         requests_from_csv, requests_de_novo; SampleInputError (bad input, one line).
-    Targets: ConditionSpec, parse_condition (``KEY=VALUE | LO:HI | :HI | LO:``).
+    Targets: ConditionTarget, parse_condition (``KEY=VALUE | LO:HI | :HI | LO:``).
     Checkpoints: DEFAULT_MODEL_DIR (the shipped model), load_for_sampling, cached_diffusion,
         resolve_checkpoint, latest_checkpoint, step_checkpoints, read_metadata, weights_id,
         and the file names WEIGHTS, METADATA, STATE.
@@ -58,7 +58,7 @@ from matgen.generate._requests import (
     requests_from_formulas,
 )
 from matgen.generate._spec import DEFAULT_STEPS, SampleSpec
-from matgen.generate._targets import ConditionSpec, parse_condition
+from matgen.generate._targets import ConditionTarget, parse_condition
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -66,7 +66,7 @@ __all__ = [
     "METADATA",
     "STATE",
     "WEIGHTS",
-    "ConditionSpec",
+    "ConditionTarget",
     "Request",
     "SampleDataError",
     "SampleInputError",

@@ -33,7 +33,7 @@ from matgen.generate._requests import (
     requests_from_formulas,
 )
 from matgen.generate._spec import DEFAULT_STEPS, SampleSpec
-from matgen.generate._targets import ConditionSpec
+from matgen.generate._targets import ConditionTarget
 
 Log = Callable[[str], None]
 #: A sampler's ``callback(step, steps, state)`` (see :func:`matgen.diffusion.sample`).
@@ -84,7 +84,7 @@ class SamplePlan:
     device: torch.device
     sampler: str
     steps: int
-    targets: list[ConditionSpec]
+    targets: list[ConditionTarget]
     values: dict[str, torch.Tensor]
     type_mask: torch.Tensor | None
     requests: list[Request]
@@ -148,7 +148,7 @@ def choose_sampler(spec: SampleSpec, distilled: bool, device: torch.device, say:
     return sampler
 
 
-def _check_targets(targets: list[ConditionSpec], model) -> None:
+def _check_targets(targets: list[ConditionTarget], model) -> None:
     cfg = getattr(model, "cfg", None)
     known = [c.name for c in getattr(cfg, "conditions", [])]
     for s in targets:

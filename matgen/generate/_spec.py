@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from matgen.generate._requests import SampleInputError, check_formula
-from matgen.generate._targets import ConditionSpec, parse_condition
+from matgen.generate._targets import ConditionTarget, parse_condition
 
 SamplerName = Literal["pc", "fast", "consistency", "auto"]
 
@@ -33,7 +33,7 @@ class SampleSpec:
             :func:`matgen.generate.expand_formula`).
         chemsys: ``A-B-C``: de novo atoms are restricted to these elements.
         conditions: ``KEY=VALUE``, ``KEY=LO:HI``, ``KEY=:HI``, ``KEY=LO:`` targets (or
-            :class:`ConditionSpec`); a range is sampled uniformly per structure (the drawn
+            :class:`ConditionTarget`); a range is sampled uniformly per structure (the drawn
             value is recorded).
         guidance: classifier-free guidance scale (1: plain conditional model).
         steps: sampler steps (default 1000 for ``pc``, 50 for ``fast``, 2 for
@@ -60,7 +60,7 @@ class SampleSpec:
     compositions_from: str | Path | None = None
     formula_units: int | Literal["as-written", "auto"] = "as-written"
     chemsys: str | None = None
-    conditions: Sequence[str | ConditionSpec] = ()
+    conditions: Sequence[str | ConditionTarget] = ()
     guidance: float = 1.0
     steps: int | None = None
     sampler: SamplerName = "auto"
@@ -114,7 +114,7 @@ class SampleSpec:
             raise SampleInputError("use --composition or --compositions-from, not both")
         return replace(self, task=task)
 
-    def targets(self) -> list[ConditionSpec]:
+    def targets(self) -> list[ConditionTarget]:
         """The parsed conditions (a name given twice is refused)."""
         specs = [parse_condition(c) if isinstance(c, str) else c for c in self.conditions]
         if len({s.name for s in specs}) != len(specs):

@@ -11,7 +11,7 @@ import torch
 
 
 @dataclass(frozen=True)
-class ConditionSpec:
+class ConditionTarget:
     """A target for one property, parsed from ``KEY=VALUE``, ``KEY=LO:HI``, ``KEY=:HI``,
     ``KEY=LO:``.
 
@@ -65,7 +65,7 @@ _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _SPEC = re.compile(rf"^\s*([A-Za-z_][\w.\-]*)\s*=\s*({_NUM})?\s*(:)?\s*({_NUM})?\s*$")
 
 
-def parse_condition(text: str) -> ConditionSpec:
+def parse_condition(text: str) -> ConditionTarget:
     """Parse ``KEY=VALUE``, ``KEY=LO:HI``, ``KEY=:HI`` or ``KEY=LO:``.
 
     Raises:
@@ -83,11 +83,11 @@ def parse_condition(text: str) -> ConditionSpec:
         if lo is None or hi is not None:
             raise ValueError(f"bad condition {text!r}: missing value")
         v = float(lo)
-        return ConditionSpec(name, v, v)
+        return ConditionTarget(name, v, v)
     if lo is None and hi is None:
         raise ValueError(f"bad condition {text!r}: a range needs at least one bound")
     low = float(lo) if lo is not None else -math.inf
     high = float(hi) if hi is not None else math.inf
     if low > high:
         raise ValueError(f"bad condition {text!r}: low bound above high bound")
-    return ConditionSpec(name, low, high)
+    return ConditionTarget(name, low, high)

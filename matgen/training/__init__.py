@@ -13,10 +13,8 @@ Public API:
         loop trains (plain diffusion and consistency distillation implement it).
     Checkpoint helpers: read_weights, load_init_weights (writing: save_run_checkpoint).
 
-Kept here for existing callers, defined in :mod:`matgen.generate` (the sampling layer):
-    generate, SampleResult, Request, SampleInputError, expand_formula, load_for_sampling,
-    DEFAULT_MODEL_DIR, ConditionSpec, parse_condition, resolve_checkpoint, latest_checkpoint,
-    read_metadata, weights_id.
+Sampling (``generate``, checkpoint lookup, the default model, condition targets) lives in
+:mod:`matgen.generate` only.
 
 Run directory written by :func:`train`::
 
@@ -37,21 +35,6 @@ kept (each rank takes ``batch_size / world_size``), rank 0 writes checkpoints.
 
 from __future__ import annotations
 
-from matgen.generate import (
-    DEFAULT_MODEL_DIR,
-    ConditionSpec,
-    Request,
-    SampleInputError,
-    SampleResult,
-    expand_formula,
-    generate,
-    latest_checkpoint,
-    load_for_sampling,
-    parse_condition,
-    read_metadata,
-    resolve_checkpoint,
-    weights_id,
-)
 from matgen.training._checkpoint import read_weights
 from matgen.training._components import (
     ResumeMismatchError,
@@ -76,10 +59,8 @@ from matgen.training._loop import NonFiniteLossError, RunResult, train
 from matgen.training._schedule import warmup_cosine
 
 __all__ = [
-    "DEFAULT_MODEL_DIR",
     "EMA",
     "ConditionConfig",
-    "ConditionSpec",
     "ConfigFileError",
     "DataConfig",
     "DistInfo",
@@ -87,29 +68,18 @@ __all__ = [
     "IndexStream",
     "NonFiniteLossError",
     "OptimConfig",
-    "Request",
     "ResumeMismatchError",
     "RunResult",
-    "SampleInputError",
-    "SampleResult",
     "TrainConfig",
     "TrainDataError",
     "TrainingObjective",
     "build_components",
     "config_error_line",
     "dataset_stats",
-    "expand_formula",
-    "generate",
-    "latest_checkpoint",
-    "load_for_sampling",
     "load_init_weights",
-    "parse_condition",
-    "read_metadata",
     "read_weights",
-    "resolve_checkpoint",
     "setup_distributed",
     "train",
     "training_conditions",
     "warmup_cosine",
-    "weights_id",
 ]

@@ -1,6 +1,6 @@
 """Property conditions of a training batch (raw labels, dropout for classifier-free guidance).
 
-The sampling targets (``ConditionSpec``, ``parse_condition``) live in :mod:`matgen.generate`."""
+The sampling targets (``ConditionTarget``, ``parse_condition``) live in :mod:`matgen.generate`."""
 
 from __future__ import annotations
 

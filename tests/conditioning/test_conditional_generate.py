@@ -7,7 +7,7 @@ import math
 import pytest
 from ase.io import read
 
-from matgen.training import generate
+from matgen.generate import generate
 
 
 def test_chemsys_is_a_hard_constraint(cond_workdir, pretrained):
@@ -48,7 +48,7 @@ def test_value_range_inequality_targets(cond_workdir, pretrained, text, low, hig
 
 
 def test_unknown_condition_is_refused(cond_workdir, pretrained):
-    from matgen.training import SampleInputError
+    from matgen.generate import SampleInputError
 
     with pytest.raises(SampleInputError, match="hardness"):
         generate(cond_workdir / "x.extxyz", pretrained, num=2, conditions=["hardness=3"],

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from matgen.cli import app
 from matgen.data import load_dataset
+from matgen.generate import resolve_checkpoint
 from matgen.models import load_checkpoint
 from matgen.testing import random_crystals
 from matgen.training import (
@@ -22,7 +23,6 @@ from matgen.training import (
     dataset_stats,
     load_init_weights,
     read_weights,
-    resolve_checkpoint,
 )
 from matgen.training._loop import inherited_conditions
 

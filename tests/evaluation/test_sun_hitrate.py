@@ -130,8 +130,8 @@ def test_mlip_scorer_puts_energies_on_the_mp_scale_before_the_hull(monkeypatch):
         monkeypatch.setattr(sur, "relax", lambda structs, m, cfg: [
             SimpleNamespace(energy_per_atom=-5.0, error=None, structure=x) for x in structs])
         monkeypatch.setattr(score_mod, "mp_compatible_energies",
-                            lambda m, structs, e: [x + (shift if m.energy_correction else 0.0)
-                                                   for x in e])
+                            lambda m, structs, e, shift=shift: [
+                                x + (shift if m.energy_correction else 0.0) for x in e])
         scorer, _ = mlip_scorer("whatever", hull=Hull())
         (_, ehull), = scorer([s])
         assert ehull == -5.0 + shift and seen["e"] == -5.0 + shift

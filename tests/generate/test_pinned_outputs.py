@@ -88,7 +88,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_sampled_outputs_are_pinned(runs, name):
-    from matgen.training import generate
+    from matgen.generate import generate
 
     teacher, student, d = runs
     kw = dict(CASES[name])

@@ -8,7 +8,8 @@ import pytest
 import torch
 from _standin import tiny_crystals
 
-from matgen.training import parse_condition, training_conditions
+from matgen.generate import parse_condition
+from matgen.training import training_conditions
 
 
 @pytest.mark.parametrize(

@@ -12,13 +12,13 @@ import pytest
 import torch
 from _standin import TinyDenoiser, TinyDiffusion, tiny_crystals
 
+from matgen.generate import latest_checkpoint
 from matgen.training import (
     EMA,
     IndexStream,
     NonFiniteLossError,
     ResumeMismatchError,
     TrainConfig,
-    latest_checkpoint,
     train,
     warmup_cosine,
 )
