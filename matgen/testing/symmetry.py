@@ -1,4 +1,5 @@
-"""The symmetry checker of DESIGN.md section 5, for any denoiser or surrogate.
+"""The symmetry checker every denoiser and surrogate runs through (rotations, reflections,
+permutations, translations, lattice changes of basis).
 
 A model ``fn(batch, t) -> output`` is run on a batch and on transformed copies of it; the
 outputs must transform as their kind says. Output fields are read by name from an object with
