@@ -10,7 +10,13 @@ import torch
 from matgen.crystal import CrystalBatch
 from matgen.diffusion._config import DatasetStats, DiffusionConfig
 from matgen.diffusion._flow import LatticeFlow, TorusFlow
-from matgen.diffusion._processes import LatticeProcess, MaskedTypeProcess, TorusProcess
+from matgen.diffusion._processes import (
+    CoordinatePath,
+    LatticePath,
+    LatticeProcess,
+    MaskedTypeProcess,
+    TorusProcess,
+)
 from matgen.nn import DenoiserOutput, scatter_mean
 
 #: A denoiser: ``(noisy batch, t (B,), cond {name: (B,)} | None) -> DenoiserOutput``.
@@ -31,8 +37,8 @@ class CrystalDiffusion:
 
     def __init__(self, cfg: DiffusionConfig, stats: DatasetStats) -> None:
         self.cfg, self.stats = cfg, stats
-        self.coords: TorusProcess | TorusFlow
-        self.lattice: LatticeProcess | LatticeFlow
+        self.coords: CoordinatePath  # TorusProcess or TorusFlow
+        self.lattice: LatticePath  # LatticeProcess or LatticeFlow
         if cfg.objective == "flow":
             self.coords = TorusFlow()
             self.lattice = LatticeFlow(stats.mean_volume_per_atom, cfg.lattice_sigma)

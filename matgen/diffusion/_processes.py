@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Protocol
 
 import torch
 
@@ -50,6 +51,31 @@ def _norm_table(sigma_min: float, sigma_max: float, k: int) -> tuple[torch.Tenso
     proc.sigma_min, proc.sigma_max, proc.k = sigma_min, sigma_max, k
     grid = torch.linspace(0.0, 1.0, 513, dtype=torch.float64)
     return grid, proc._score_norm_quadrature(proc.sigma(grid))
+
+
+class CoordinatePath(Protocol):
+    """What training needs of a fractional-coordinate process (:class:`TorusProcess`, score;
+    :class:`matgen.diffusion._flow.TorusFlow`, flow). Their sampler steps differ (a noise
+    generator vs an anti-annealing slope) and are called by objective."""
+
+    def prior(self, num: int, like: torch.Tensor, generator=None) -> torch.Tensor: ...
+
+    def add_noise(self, f0: torch.Tensor, t: torch.Tensor, generator=None): ...
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+
+
+class LatticePath(Protocol):
+    """What training needs of a lattice process (:class:`LatticeProcess`, score;
+    :class:`matgen.diffusion._flow.LatticeFlow`, flow): per-crystal, so the atom counts come
+    along."""
+
+    def prior(self, num_atoms: torch.Tensor, like: torch.Tensor, generator=None) -> torch.Tensor: ...
+
+    def add_noise(self, l0: torch.Tensor, t: torch.Tensor, num_atoms: torch.Tensor,
+                  generator=None): ...
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
 
 
 class TorusProcess:
