@@ -54,11 +54,11 @@ class DenoiserConfig(BaseModel):
         size_groups: ``dense``: split each batch into this many groups of similar crystal
             size, each padded to its own largest crystal (same outputs, about half the work
             at 4 groups on MP-20; 1 = one padded batch). On a GPU the extra kernel launches
-            cost more than the saved work (H200, h512 x 6, batch 512: 9.24 steps/s at 4
-            groups, 18.31 at 1), so 1 suits GPUs.
+            cost more than the saved work (twice the speed at 1 group on an H200: README),
+            so 1 suits GPUs.
         cpu_size_groups: ``dense``: the groups used instead when the model runs on a CPU,
-            where the arithmetic is what costs (2.2x less CPU time per forward at 4 groups
-            than at 1 on MP-20 sizes, h512 x 6, one thread). Outputs do not depend on it.
+            where the arithmetic is what costs (4 groups halve the CPU time per forward on
+            MP-20 sizes). Outputs do not depend on it.
         dropout: ``dense``: dropout on each layer's residual update (training only).
     """
 
