@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -172,16 +172,19 @@ class CrystalBatch:
         dtype: torch.dtype = torch.float32,
     ) -> CrystalBatch:
         """Build from ordered pymatgen structures (a disordered site raises ValueError)."""
-        zs, fc, lat, na = [], [], [], []
         for i, s in enumerate(structures):
             if not s.is_ordered:
                 name = ids[i] if ids is not None else str(i)
                 raise ValueError(f"{name}: partial occupancies (disordered sites) not supported")
-            zs.append(np.array([site.specie.Z for site in s], dtype=np.int64))
-            fc.append(np.mod(s.frac_coords, 1.0))
-            lat.append(s.lattice.matrix)
-            na.append(len(s))
-        return cls._from_arrays(zs, fc, lat, na, ids, properties, dtype)
+        return cls._from_items(
+            structures,
+            lambda s: (
+                np.array([site.specie.Z for site in s], dtype=np.int64),
+                s.frac_coords,
+                s.lattice.matrix,
+            ),
+            ids, properties, dtype,
+        )
 
     @classmethod
     def from_atoms(
@@ -192,12 +195,27 @@ class CrystalBatch:
         dtype: torch.dtype = torch.float32,
     ) -> CrystalBatch:
         """Build from periodic ASE ``Atoms``."""
+        return cls._from_items(
+            atoms_list,
+            lambda a: (
+                np.asarray(a.numbers, dtype=np.int64),
+                a.get_scaled_positions(wrap=False),
+                np.asarray(a.cell[:], dtype=float),
+            ),
+            ids, properties, dtype,
+        )
+
+    @classmethod
+    def _from_items(cls, items, arrays, ids, properties, dtype) -> CrystalBatch:
+        """Build from any crystals; ``arrays(item)`` gives its ``(Z, frac, lattice)`` arrays
+        (fractional coordinates are wrapped into ``[0, 1)`` here)."""
         zs, fc, lat, na = [], [], [], []
-        for a in atoms_list:
-            zs.append(np.asarray(a.numbers, dtype=np.int64))
-            fc.append(np.mod(a.get_scaled_positions(wrap=False), 1.0))
-            lat.append(np.asarray(a.cell[:], dtype=float))
-            na.append(len(a))
+        for item in items:
+            z, frac, lattice = arrays(item)
+            zs.append(z)
+            fc.append(np.mod(frac, 1.0))
+            lat.append(lattice)
+            na.append(len(z))
         return cls._from_arrays(zs, fc, lat, na, ids, properties, dtype)
 
     @classmethod
@@ -225,12 +243,8 @@ class CrystalBatch:
         from pymatgen.core import Lattice, Structure
 
         out = []
-        z = self.atomic_numbers.cpu().numpy()
-        f = self.frac_coords.detach().cpu().double().numpy()
-        lat = self.lattice.detach().cpu().double().numpy()
-        ptr = self.ptr.tolist()
-        for i in range(self.num_crystals):
-            s = Structure(Lattice(lat[i]), z[ptr[i] : ptr[i + 1]].tolist(), f[ptr[i] : ptr[i + 1]])
+        for i, z, f, lat in self._numpy_crystals():
+            s = Structure(Lattice(lat), z.tolist(), f)
             s.properties = {k: float(v[i]) for k, v in self.properties.items()}
             s.properties["material_id"] = self.ids[i]
             out.append(s)
@@ -241,19 +255,20 @@ class CrystalBatch:
         from ase import Atoms
 
         out = []
-        z = self.atomic_numbers.cpu().numpy()
-        f = self.frac_coords.detach().cpu().double().numpy()
-        lat = self.lattice.detach().cpu().double().numpy()
-        ptr = self.ptr.tolist()
-        for i in range(self.num_crystals):
-            a = Atoms(
-                numbers=z[ptr[i] : ptr[i + 1]],
-                scaled_positions=f[ptr[i] : ptr[i + 1]],
-                cell=lat[i],
-                pbc=True,
-            )
+        for i, z, f, lat in self._numpy_crystals():
+            a = Atoms(numbers=z, scaled_positions=f, cell=lat, pbc=True)
             a.info["material_id"] = self.ids[i]
             for k, v in self.properties.items():
                 a.info[k] = float(v[i])
             out.append(a)
         return out
+
+    def _numpy_crystals(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """``(i, Z (n,), frac (n, 3), lattice (3, 3))`` of each crystal as NumPy arrays (float64
+        coordinates and lattice)."""
+        z = self.atomic_numbers.cpu().numpy()
+        f = self.frac_coords.detach().cpu().double().numpy()
+        lat = self.lattice.detach().cpu().double().numpy()
+        ptr = self.ptr.tolist()
+        for i in range(self.num_crystals):
+            yield i, z[ptr[i] : ptr[i + 1]], f[ptr[i] : ptr[i + 1]], lat[i]
