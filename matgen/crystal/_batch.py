@@ -172,19 +172,16 @@ class CrystalBatch:
         dtype: torch.dtype = torch.float32,
     ) -> CrystalBatch:
         """Build from ordered pymatgen structures (a disordered site raises ValueError)."""
-        for i, s in enumerate(structures):
+
+        def arrays(item):
+            i, s = item
             if not s.is_ordered:
                 name = ids[i] if ids is not None else str(i)
                 raise ValueError(f"{name}: partial occupancies (disordered sites) not supported")
-        return cls._from_items(
-            structures,
-            lambda s: (
-                np.array([site.specie.Z for site in s], dtype=np.int64),
-                s.frac_coords,
-                s.lattice.matrix,
-            ),
-            ids, properties, dtype,
-        )
+            z = np.array([site.specie.Z for site in s], dtype=np.int64)
+            return z, s.frac_coords, s.lattice.matrix
+
+        return cls._from_items(enumerate(structures), arrays, ids, properties, dtype)
 
     @classmethod
     def from_atoms(
