@@ -172,16 +172,7 @@ class ConsistencyDistillation:
         w = self.lattice.alpha_bar(t).view(-1, 1, 1).float()
         unit = self.lattice_scale * self.cfg.lattice_sigma * c
         l_lat = (w * ((l_pred.float() - l_tgt) / unit).pow(2)).mean()
-        loss = self.cfg.coord_weight * l_coord + self.cfg.lattice_weight * l_lat
-        if masked is not None:
-            l_type = self.types.loss(out.type_logits, batch.atomic_numbers, masked)
-            loss = loss + self.type_weight * l_type
-        else:
-            l_type = torch.zeros_like(l_coord)
-            loss = loss + 0.0 * out.type_logits.sum()
-        vals = torch.stack([loss, l_coord, l_lat, l_type]).detach().float().cpu().tolist()
-        return loss, dict(zip(["loss", "loss_coord", "loss_lattice", "loss_type"], vals,
-                              strict=True))
+        return self.base.combine_losses(out, batch, masked, l_coord, l_lat, self.type_weight)
 
 
 def consistency_times(steps: int) -> list[float]:

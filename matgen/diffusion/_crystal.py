@@ -136,10 +136,24 @@ class CrystalDiffusion:
         out = denoiser(noisy, t, cond)
         l_coord = self.coords.loss(out.coord, coord_target)
         l_lat = self.lattice.loss(out.lattice, lat_target)
+        return self.combine_losses(out, batch, masked, l_coord, l_lat, self.cfg.type_weight)
+
+    def combine_losses(
+        self,
+        out: DenoiserOutput,
+        batch: CrystalBatch,
+        masked: torch.Tensor | None,
+        l_coord: torch.Tensor,
+        l_lat: torch.Tensor,
+        type_weight: float,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(loss, logs)``: the weighted sum of the coordinate and lattice losses and, where
+        types are ``masked`` (de novo), the type cross-entropy; float logs ``loss``,
+        ``loss_coord``, ``loss_lattice``, ``loss_type``."""
         loss = self.cfg.coord_weight * l_coord + self.cfg.lattice_weight * l_lat
         if masked is not None:
             l_type = self.types.loss(out.type_logits, batch.atomic_numbers, masked)
-            loss = loss + self.cfg.type_weight * l_type
+            loss = loss + type_weight * l_type
         else:
             # types are fixed in CSP; the zero term keeps every parameter in the graph (DDP)
             l_type = torch.zeros_like(l_coord)
