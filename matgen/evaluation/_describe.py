@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -102,8 +101,9 @@ def _fingerprint_table() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def _cache_dir(cfg: GenConfig) -> Path | None:
     if cfg.cache_dir == "":
         return None
-    base = cfg.cache_dir or os.environ.get("MATGEN_CACHE_DIR") or Path.home() / ".cache" / "matgen"
-    return Path(base) / "evaluation"
+    from matgen.data import cache_dir
+
+    return Path(cfg.cache_dir or cache_dir()) / "evaluation"
 
 
 def _describe_references(

@@ -91,7 +91,7 @@ class GenConfig:
             CDVAE draws 1,000; ``None`` uses all valid crystals.
         seed: for ``n_samples``.
         cache_dir: where reference fingerprints are cached (keyed by CIF-text hash);
-            ``None`` = ``$MATGEN_CACHE_DIR`` or ``~/.cache/matgen``; ``""`` disables.
+            ``None`` = ``evaluation`` in matgen.data.cache_dir(); ``""`` disables.
         smact_rules: ``"cdvae"`` or ``"smact4"`` (see :func:`matgen.evaluation.smact_validity`).
     """
 

@@ -14,11 +14,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from matgen.models import META, WEIGHTS
+
 #: The model ``matgen sample`` and :func:`matgen.sample` use without a checkpoint.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "default"
 
-WEIGHTS = "model.safetensors"
-METADATA = "model.json"  # {"denoiser": DenoiserConfig | None, "metadata": {...}}
+METADATA = META  # {"denoiser": DenoiserConfig | None, "metadata": {...}}
 STATE = "training_state.pt"
 _STEP_RE = re.compile(r"^step_(\d+)$")
 

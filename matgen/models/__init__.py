@@ -8,12 +8,15 @@ Public API:
     DenoiserOutput, ConditionSpec: re-exported from :mod:`matgen.nn`.
     save_checkpoint, load_checkpoint, load_pretrained_weights: safetensors + JSON checkpoints;
         verify_checkpoint, read_checkpoint_json, read_checked_weights, CheckpointError (a
-        damaged checkpoint, one line naming the file).
+        damaged checkpoint, one line naming the file); WEIGHTS, META: the checkpoint's file
+        names (``model.safetensors``, ``model.json``).
 """
 
 from __future__ import annotations
 
 from matgen.models._checkpoint import (
+    META,
+    WEIGHTS,
     CheckpointError,
     load_checkpoint,
     load_pretrained_weights,
@@ -30,6 +33,8 @@ DENOISER_CLASSES = (CrystalDenoiser, DenseDenoiser)
 
 __all__ = [
     "DENOISER_CLASSES",
+    "META",
+    "WEIGHTS",
     "CheckpointError",
     "ConditionSpec",
     "CrystalDenoiser",

@@ -53,9 +53,10 @@ _MP_HULLS: dict[tuple[str, str], ConvexHull] = {}  # one per process and source
 
 
 def default_cache_dir() -> Path:
-    """``$MATGEN_CACHE_DIR/hull`` or ``~/.cache/matgen/hull``."""
-    root = os.environ.get("MATGEN_CACHE_DIR") or Path.home() / ".cache" / "matgen"
-    return Path(root) / "hull"
+    """``hull`` in matgen's cache folder (:func:`matgen.data.cache_dir`)."""
+    from matgen.data import cache_dir
+
+    return cache_dir() / "hull"
 
 
 def _chemsys(elements: Iterable[str]) -> str:

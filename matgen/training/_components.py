@@ -89,10 +89,10 @@ def inherited_conditions(path: str | Path) -> tuple[list[Any], dict[str, dict]]:
     (``model.json`` -> ``denoiser.conditions``) and their label statistics
     (``metadata.conditions``: mean, std, count, min, max; mean / std from the spec where the
     metadata lacks an entry)."""
-    from matgen.models import CheckpointError, ConditionSpec, read_checkpoint_json
+    from matgen.models import META, CheckpointError, ConditionSpec, read_checkpoint_json
 
     folder = resolve_checkpoint(path)
-    raw = read_checkpoint_json(folder / "model.json")
+    raw = read_checkpoint_json(folder / META)
     den = raw.get("denoiser") or {}
     if not isinstance(den, dict):
         raise CheckpointError(f"{folder / 'model.json'}: 'denoiser' must be a JSON object")
