@@ -28,7 +28,7 @@ ALLOWED["campaign"] = EVERYTHING | {"campaign"}
 # The CLI is an application layer beside flows/: it may start flows (campaign run/serve).
 ALLOWED["cli"] = EVERYTHING | {"campaign", "cli", "flows"}
 # top-level helpers any layer may use (standard library only at import)
-SHARED = {"_progress", "_files", "_errors"}
+SHARED = {"_progress", "_files", "_errors", "_pool"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -7,7 +7,6 @@ Each raw entry is parsed (pymatgen for CIF text; arrays as they are), checked by
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -107,17 +106,10 @@ def _run_all(items: list, workers: int, progress: Callable[[int, int], None] | N
             if progress is not None and (i % 256 == 0 or i == n - 1):
                 progress(i + 1, n)
         return out
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from matgen._pool import process_pool
 
-    # fork is cheapest (pymatgen already imported) but unsafe once other threads exist
-    methods = mp.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
-        ctx = mp.get_context("fork")
-    else:
-        ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
     out = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+    with process_pool(workers) as ex:
         for i, res in enumerate(ex.map(_process_one, items, chunksize=64)):
             out.append(res)
             if progress is not None and (i % 256 == 0 or i == n - 1):

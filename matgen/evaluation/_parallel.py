@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
+
+from matgen._pool import process_pool
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -55,7 +56,7 @@ def parallel_map(
         return out
     if chunksize is None:
         chunksize = max(1, min(64, n // (workers * 8) or 1))
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as ex:
+    with process_pool(workers, initializer=_init_worker) as ex:
         # map submits everything now, so the workers exist (forked) before the progress
         # thread starts: a fork never copies a lock that thread holds
         results = ex.map(fn, items, chunksize=chunksize)

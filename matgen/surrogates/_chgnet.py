@@ -82,15 +82,14 @@ class CHGNetMLIP:
         """CrystalGraphs (or one-line error strings), in a process pool when configured."""
         if self.graph_workers > 0 and len(structures) >= 2 * self.graph_workers:
             if self._pool is None:
-                import concurrent.futures
-                import multiprocessing
+                from matgen._pool import process_pool
 
                 conv = self.model.graph_converter
-                self._pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=self.graph_workers,
-                    mp_context=multiprocessing.get_context("spawn"),
+                self._pool = process_pool(  # workers import torch + CHGNet: fresh processes
+                    self.graph_workers,
                     initializer=_init_graph_worker,
                     initargs=(conv.atom_graph_cutoff, conv.bond_graph_cutoff, conv.algorithm),
+                    fresh=True,
                 )
             args = [
                 (s.atomic_numbers, np.array(s.lattice.matrix), np.array(s.frac_coords))
