@@ -20,6 +20,7 @@ from matgen.surrogates._mlip import (
     MLIPOutput,
     _one_line,
     _output,
+    fill_outputs,
     nan_outputs,
     resolve_device,
 )
@@ -171,15 +172,11 @@ class CHGNetMLIP:
                     e, f_all, s_all = self._forward_vectorized(graphs, compute_stress)
                 else:
                     e, f_all, s_all = self._forward_chgnet(graphs, compute_stress)
-            e = e.detach().double().cpu()  # one device -> host copy per output
-            f_split = torch.split(f_all.detach().double().cpu(), [n_at[i] for i in ok])
-            if s_all is not None:
-                s_all = s_all.detach().double().cpu()
-            for k, i in enumerate(ok):
-                energy[i] = e[k]
-                forces[i] = f_split[k]
-                if s_all is not None:
-                    stress[i] = s_all[k]
+            fill_outputs(  # one device -> host copy per output
+                (energy, forces, stress), ok, n_at, e.detach().double().cpu(),
+                f_all.detach().double().cpu(),
+                s_all.detach().double().cpu() if s_all is not None else None,
+            )
         return _output(energy, forces, stress, errors, fresh, compute_stress)
 
     def _forward_chgnet(self, graphs, compute_stress: bool):

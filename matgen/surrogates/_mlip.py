@@ -82,6 +82,19 @@ def nan_outputs(n_at: list[int]) -> tuple[torch.Tensor, list[torch.Tensor], torc
     return energy, forces, stress
 
 
+def fill_outputs(outputs: tuple, ok: list[int], n_at: list[int], e_per_atom: torch.Tensor,
+                 f_all: torch.Tensor, s_all: torch.Tensor | None) -> None:
+    """Copy a backend's batched results (structures ``ok`` only: energies per atom ``(K,)``,
+    forces ``(sum n, 3)``, stresses ``(K, 3, 3)`` or None) into the ``nan_outputs`` slots."""
+    energy, forces, stress = outputs
+    f_split = torch.split(f_all, [n_at[i] for i in ok])
+    for k, i in enumerate(ok):
+        energy[i] = e_per_atom[k]
+        forces[i] = f_split[k]
+        if s_all is not None:
+            stress[i] = s_all[k]
+
+
 def _output(energy, forces: list, stress, errors: list, fresh: list, compute_stress: bool):
     """:class:`MLIPOutput` with a reason in ``errors`` wherever an output is not finite."""
     for i in range(len(errors)):

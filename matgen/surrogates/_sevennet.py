@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from matgen.surrogates._mlip import MLIPOutput, _one_line, _output, nan_outputs, resolve_device
+from matgen.surrogates._mlip import (
+    MLIPOutput,
+    _one_line,
+    _output,
+    fill_outputs,
+    nan_outputs,
+    resolve_device,
+)
 from matgen.surrogates._neighbours import (
     batched_neighbour_list,
     matscipy_neighbour_list,
@@ -155,13 +162,11 @@ class SevenNetMLIP:
                 ),
                 compute_stress,
             )
-            e, s_all = e.cpu(), s_all.cpu()  # one device -> host copy per output
-            f_split = torch.split(f_all.cpu(), [n_at[i] for i in ok])
-            for k, i in enumerate(ok):
-                energy[i] = e[k] / n_at[i]
-                forces[i] = f_split[k]
-                if compute_stress:
-                    stress[i] = s_all[k]
+            per_atom = e.cpu() / torch.tensor([n_at[i] for i in ok], dtype=e.dtype)
+            fill_outputs(  # one device -> host copy per output
+                (energy, forces, stress), ok, n_at, per_atom, f_all.cpu(),
+                s_all.cpu() if compute_stress else None,
+            )
         return _output(energy, forces, stress, errors, fresh, compute_stress)
 
     def unknown_species(self, z: torch.Tensor) -> torch.Tensor:
