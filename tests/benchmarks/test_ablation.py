@@ -43,6 +43,29 @@ def test_sampler_specs_and_steps_per_second():
     assert h.steps_per_s(rows[:2]) is None
 
 
+def test_a_variant_with_init_starts_from_that_checkpoint(tmp_path, monkeypatch):
+    """``init: DIR`` in a variant becomes ``matgen train --init DIR`` (round 4 continues the
+    shipped default); variants without it start from scratch."""
+    h = _harness()
+    launched = {}
+
+    class _Done:
+        def wait(self, timeout=None):
+            return 0
+
+    def fake_launch(cmd, gpu, log, threads=2):
+        launched[Path(log).parent.name] = cmd
+        return _Done()
+
+    monkeypatch.setattr(h, "_launch", fake_launch)
+    variants = {"cont": {"init": "matgen/assets/models/default"}, "scratch": {}}
+    codes = h.train_all(variants, tmp_path, None, 1.0, {"cont": 5, "scratch": 5}, "cpu", "run")
+    assert codes == {"cont": 0, "scratch": 0}
+    cmd = launched["cont"]
+    assert cmd[cmd.index("--init") + 1] == "matgen/assets/models/default"
+    assert "--init" not in launched["scratch"]
+
+
 @pytest.mark.slow
 def test_a_tiny_round_trains_probes_and_scores_both_variants(tmp_path, datasets_dir):
     h = _harness()
