@@ -13,7 +13,7 @@ Public API:
     Targets: ConditionTarget, parse_condition (``KEY=VALUE | LO:HI | :HI | LO:``).
     Checkpoints: DEFAULT_MODEL_DIR (the shipped model), load_for_sampling, cached_diffusion,
         resolve_checkpoint, latest_checkpoint, step_checkpoints, read_metadata, weights_id,
-        and the file names WEIGHTS, METADATA, STATE.
+        and STATE, the training-state file name (the model files are matgen.models.WEIGHTS / META).
 
 Layer: below :mod:`matgen.training` (which writes the checkpoints this layer reads and trains
 the diffusion it caches), above crystal / data / nn / diffusion / models / guidance.
@@ -23,9 +23,7 @@ from __future__ import annotations
 
 from matgen.generate._checkpoints import (
     DEFAULT_MODEL_DIR,
-    METADATA,
     STATE,
-    WEIGHTS,
     cached_diffusion,
     latest_checkpoint,
     load_for_sampling,
@@ -63,9 +61,7 @@ from matgen.generate._targets import ConditionTarget, parse_condition
 __all__ = [
     "DEFAULT_MODEL_DIR",
     "DEFAULT_STEPS",
-    "METADATA",
     "STATE",
-    "WEIGHTS",
     "ConditionTarget",
     "Request",
     "SampleDataError",

@@ -19,7 +19,6 @@ from matgen.models import META, WEIGHTS
 #: The model ``matgen sample`` and :func:`matgen.sample` use without a checkpoint.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "default"
 
-METADATA = META  # {"denoiser": DenoiserConfig | None, "metadata": {...}}
 STATE = "training_state.pt"
 _STEP_RE = re.compile(r"^step_(\d+)$")
 
@@ -33,7 +32,7 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
     from matgen.models import read_checkpoint_json
 
     folder = Path(folder)
-    p = folder / METADATA if folder.is_dir() else folder.with_name(METADATA)
+    p = folder / META if folder.is_dir() else folder.with_name(META)
     return dict(read_checkpoint_json(p).get("metadata", {}))
 
 

@@ -30,9 +30,7 @@ from matgen._files import atomic_path
 
 # finding and reading checkpoints is the generation layer's; this module writes them
 from matgen.generate import (
-    METADATA,
     STATE,
-    WEIGHTS,
     latest_checkpoint,
     read_metadata,
     resolve_checkpoint,
@@ -40,11 +38,10 @@ from matgen.generate import (
     weights_file,
     weights_id,
 )
+from matgen.models import META, WEIGHTS
 
 __all__ = [
-    "METADATA",
     "STATE",
-    "WEIGHTS",
     "checkpoint_damage",
     "latest_checkpoint",
     "library_versions",
@@ -93,7 +90,7 @@ def write_weights(folder: Path, module: nn.Module, metadata: dict[str, Any]) -> 
         save_file(_plain_state_dict(module), str(folder / WEIGHTS))
         meta = {"denoiser": None, "metadata": metadata,
                 SHA_KEY: file_sha256(folder / WEIGHTS)}
-        (folder / METADATA).write_text(json.dumps(meta, indent=2, default=str))
+        (folder / META).write_text(json.dumps(meta, indent=2, default=str))
 
 
 def _models_saver(module: nn.Module):
@@ -174,7 +171,7 @@ def checkpoint_damage(folder: Path) -> str | None:
     from matgen.models import CheckpointError, read_checked_weights, read_checkpoint_json
 
     try:
-        read_checkpoint_json(folder / METADATA)
+        read_checkpoint_json(folder / META)
     except CheckpointError as exc:
         return str(exc)
     state = folder / STATE

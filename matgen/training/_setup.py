@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from matgen.crystal import CrystalBatch
-from matgen.generate import STATE, WEIGHTS, read_metadata, step_checkpoints
+from matgen.generate import STATE, read_metadata, step_checkpoints
+from matgen.models import WEIGHTS
 from matgen.training._checkpoint import checkpoint_damage, library_versions, load_training_state
 from matgen.training._components import (
     ResumeMismatchError,
