@@ -1,7 +1,8 @@
 """Prefect orchestration of discovery campaigns (the engine is :class:`matgen.campaign.Campaign`).
 
-One round is a set of tasks: generation chunks and scoring chunks run in parallel on the task
-runner (threads, or Ray via prefect-ray) and are retried on transient failures; scoring chunks
+One round is a set of tasks: generation chunks and scoring chunks (and, with the DFT oracle, one
+calculation per selected candidate) run in parallel on the task runner (threads, or Ray via
+prefect-ray) and are retried on transient failures; scoring chunks
 are cached by their inputs (config digest, candidate rows, seed). Models are loaded inside the
 tasks (a per-process cache of :class:`Campaign` objects built from the config path), never
 passed as arguments. Cached scoring results are persisted as JSON (data only: nothing read back
@@ -138,6 +139,14 @@ def label(config_path: str, index: int) -> bool:
     return campaign_for(config_path).label(index)
 
 
+@task(retries=1, retry_delay_seconds=1, retry_condition_fn=_transient)
+def dft_candidate(config_path: str, row: dict) -> dict:
+    """DFT-verify one candidate (``oracle: {kind: dft}``): GPAW in its own worker process,
+    every calculation cached in ``<work_dir>/dft_cache``, so a retry or a resumed campaign
+    takes finished calculations from there. Returns the candidate's ``dft_*`` row."""
+    return campaign_for(config_path).oracle.verify_row(row)
+
+
 @task
 def update(config_path: str, index: int) -> None:
     campaign_for(config_path).update(index)
@@ -207,6 +216,18 @@ def _chunk_tasks(config_path: str, cfg: CampaignConfig) -> ChunkRunner:
     return run
 
 
+def _dft_tasks(config_path: str, cfg: CampaignConfig):
+    """The DFT oracle's ``map_fn``: one :func:`dft_candidate` task per candidate, in parallel on
+    the task runner (a Ray worker each with ``task_runner.kind: ray``)."""
+
+    def run(_fn, rows: list[dict]) -> list[dict]:
+        with _resources(cfg):
+            futs = [dft_candidate.submit(config_path, dict(row)) for row in rows]
+        return [f.result() for f in futs]
+
+    return run
+
+
 def _run_round(config_path: str, index: int) -> str:
     """The engine's round plan with its steps as tasks. Generation and scoring fan out to
     tasks while this run holds the step's lease in the store: a concurrent run of the same
@@ -220,6 +241,10 @@ def _run_round(config_path: str, index: int) -> str:
         "updated": lambda i: update(config_path, i),
         "reported": lambda i: report(config_path, i),
     }
+    if camp.cfg.oracle.kind == "dft":
+        # labelled in the flow itself, so each candidate's calculation is its own task
+        camp.oracle.map_fn = _dft_tasks(config_path, camp.cfg)
+        steps["labelled"] = camp.label
     status = camp.run_round(index, steps=steps, run_chunks=_chunk_tasks(config_path, camp.cfg))
     if status != "reported":
         get_run_logger().info(

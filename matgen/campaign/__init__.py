@@ -45,7 +45,7 @@ from matgen.campaign._engine import (
 )
 from matgen.campaign._export import export_campaign
 from matgen.campaign._metrics import round_metrics
-from matgen.campaign._oracles import DatasetOracle, LabOracle, MLIPOracle, Oracle
+from matgen.campaign._oracles import DatasetOracle, DFTOracle, LabOracle, MLIPOracle, Oracle
 from matgen.campaign._results import ResultsFileError, read_results
 from matgen.campaign._store import STEPS, CampaignStore, CandidateRow, StepConflict, StoreError
 
@@ -63,6 +63,7 @@ __all__ = [
     "ChunkRunner",
     "ConfigChangedError",
     "ConfigError",
+    "DFTOracle",
     "DatasetGenerator",
     "DatasetOracle",
     "DatasetScorer",

@@ -26,6 +26,8 @@ log = logging.getLogger("matgen.campaign")
 SURROGATE_OUTPUTS = ("energy_per_atom", "e_form_per_atom", "e_above_hull")
 #: What the MLIP oracle labels (e_above_hull through the MP reference hull).
 MLIP_ORACLE_OUTPUTS = ("energy_per_atom", "e_above_hull")
+#: What the DFT oracle labels (GPAW PBE; e_above_hull on the GPAW hull of the competing phases).
+DFT_ORACLE_OUTPUTS = ("energy_per_atom", "e_form_per_atom", "e_above_hull")
 PREDICTOR_DIR = Path(__file__).resolve().parents[1] / "assets" / "predictors"
 
 
@@ -110,6 +112,16 @@ def check_config(cfg: CampaignConfig) -> list[str]:
     elif o.kind == "mlip":
         oracle_out = set(MLIP_ORACLE_OUTPUTS)
         oracle_name = "the mlip oracle"
+    elif o.kind == "dft":
+        oracle_out = set(DFT_ORACLE_OUTPUTS)
+        oracle_name = "the dft oracle"
+        from matgen.dft import gpaw_available
+
+        if not gpaw_available():
+            problems.append(
+                "oracle.kind: dft needs GPAW and its PAW datasets (the dft extra): "
+                "bash scripts/install_dft.sh"
+            )
     else:
         oracle_out = set(o.properties) if o.properties else None
         oracle_name = "the lab oracle (oracle.properties)"

@@ -14,7 +14,7 @@ import numpy as np
 
 from matgen._files import atomic_path
 from matgen.campaign._config import CampaignConfig
-from matgen.campaign._oracles import DatasetOracle, LabOracle, MLIPOracle, Oracle
+from matgen.campaign._oracles import DatasetOracle, DFTOracle, LabOracle, MLIPOracle, Oracle
 from matgen.crystal import CrystalBatch
 
 
@@ -513,4 +513,6 @@ def build_oracle(cfg: CampaignConfig) -> Oracle:
         return DatasetOracle(o.csv, props, id_column=o.id_column, match=o.match)
     if o.kind == "mlip":
         return MLIPOracle(fmax=o.fmax, steps=o.steps, mlip=o.mlip)
+    if o.kind == "dft":
+        return DFTOracle(cfg.work_path() / "dft_cache", o.dft_settings(), hull=o.dft_hull)
     return LabOracle(cfg.work_path() / "outbox", props)

@@ -98,10 +98,16 @@ class OracleConfig(_Frozen):
     ``dataset``: a held-out labelled CSV, matched by id or by structure (simulated lab);
     ``mlip``: a higher-fidelity MLIP relaxation (tighter ``fmax``, more ``steps``);
     ``lab``: the batch is exported to ``outbox`` and the round resumes after
-    ``matgen campaign import-results``.
+    ``matgen campaign import-results``;
+    ``dft``: GPAW DFT (the ``dft`` extra, :class:`matgen.campaign.DFTOracle`), one calculation
+    per candidate (a Prefect task each in ``matgen campaign run``), cached in
+    ``<work_dir>/dft_cache``; ``ecut_ev`` / ``kpt_density`` override the convergence-tested
+    settings, ``dft_time_limit_s`` is the wall-clock limit of one calculation, ``dft_relax``
+    relaxes cell and positions from the scorer's structure, ``dft_hull`` also computes the
+    energy above the GPAW hull (the competing phases' calculations are the costly part).
     """
 
-    kind: Literal["dataset", "mlip", "lab"] = "dataset"
+    kind: Literal["dataset", "mlip", "lab", "dft"] = "dataset"
     csv: str | None = None
     id_column: str = "material_id"
     match: Literal["id", "structure"] = "id"
@@ -109,6 +115,19 @@ class OracleConfig(_Frozen):
     mlip: Literal["chgnet", "sevennet"] = "sevennet"  # = DEFAULT_MLIP (tested)
     fmax: float = 0.02
     steps: int = 500
+    ecut_ev: float | None = Field(None, gt=0)
+    kpt_density: float | None = Field(None, gt=0)
+    dft_time_limit_s: float = Field(1800.0, gt=0)
+    dft_relax: bool = True
+    dft_hull: bool = True
+
+    def dft_settings(self):
+        """The :class:`matgen.dft.DFTSettings` of ``kind: dft``."""
+        from matgen.dft import DFTSettings
+
+        base = DFTSettings(time_limit_s=self.dft_time_limit_s, relax=self.dft_relax)
+        over = {"ecut_ev": self.ecut_ev, "kpt_density": self.kpt_density}
+        return base.replace(**{k: v for k, v in over.items() if v is not None})
 
 
 class AcquisitionConfig(_Frozen):

@@ -85,7 +85,10 @@ def send_pending(
                 if cid not in result:
                     store.set_submission(conn, cid, "sent", expect=["pending"])
                     continue
-                if not store.set_submission(conn, cid, *outcome(result[cid]), expect=["pending"]):
+                status, detail = outcome(result[cid])
+                if status == "failed":  # an oracle that says why (the DFT status) is heard
+                    detail = (getattr(oracle, "failures", None) or {}).get(cid, detail)
+                if not store.set_submission(conn, cid, status, detail, expect=["pending"]):
                     continue  # labelled meanwhile (an import): keep that
                 store.add_labels(conn, cid, result[cid], oracle.name)
 

@@ -20,10 +20,13 @@ Public API:
         names (structures from MP-20), signed, with what was (not) computed.
     verify / DFTVerifier: all of it for a list of candidates, one flat ``dft_*`` row each (what
         a campaign oracle or ``matgen score`` adds).
+    mp2020_corrections / mp2020_note: the Materials Project corrections of a composition, i.e.
+        whether a (plain PBE) GPAW number compares with MP's and the MLIPs' corrected scale.
 """
 
 from __future__ import annotations
 
+from matgen.dft._corrections import mp2020_corrections, mp2020_note
 from matgen.dft._hull import DFTHull, DFTHullResult
 from matgen.dft._references import (
     ElementalReferences,
@@ -83,6 +86,8 @@ __all__ = [
     "ReferenceStructures",
     "gpaw_available",
     "missing_setups",
+    "mp2020_corrections",
+    "mp2020_note",
     "structure_key",
     "verify",
 ]

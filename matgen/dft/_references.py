@@ -29,7 +29,10 @@ from matgen.dft._service import DFTResult, DFTService
 
 ELEMENTAL_FILE = "2023-02-07-mp-elemental-reference-entries.json.gz"
 MP20_SPLITS = ("train", "val", "test")
-ON_HULL_EV = 1e-3  # an MP-20 row this close to MP's hull counts as the ground state
+ON_HULL_EV = 1e-3
+#: status of an element with no reference structure (a molecular element such as O, N, H when
+#: MP-20 has no crystal of it: ASE's ``bulk`` has none either)
+NO_REFERENCE = "no_reference_structure"  # an MP-20 row this close to MP's hull counts as the ground state
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,17 @@ class ElementalReferences:
 
     def result(self, symbol: str) -> DFTResult:
         if symbol not in self._results:
-            ref = self.structures.get(symbol)
+            try:
+                ref = self.structures.get(symbol)
+            except Exception as exc:  # noqa: BLE001 - ASE has no crystal for O, N, H, ...
+                self.sources[symbol] = "none"
+                return DFTResult(
+                    key=f"ref_{symbol}",
+                    status=NO_REFERENCE,
+                    formula=symbol,
+                    natoms=0,
+                    message=f"no reference structure for {symbol} in MP-20 or ASE ({exc})",
+                )
             self.sources[symbol] = ref.source
             self._results[symbol] = self.service.run(ref.atoms, label=f"ref_{symbol}")
         return self._results[symbol]

@@ -8,6 +8,7 @@ worker is reported but not cached, so a later run with a longer limit tries agai
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -153,6 +154,23 @@ def structure_key(atoms, settings: DFTSettings, versions: dict[str, str]) -> str
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
+@contextlib.contextmanager
+def _key_lock(cache_dir: Path, key: str):
+    """An exclusive ``flock`` on ``<cache>/locks/<key>.lock``: two campaign tasks (threads, Ray
+    workers on one file system) asking for the same structure run it once; the lock dies with
+    its holder, so a killed run never leaves it taken."""
+    import fcntl
+
+    folder = cache_dir / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{key}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class DFTService:
     """Runs GPAW calculations one at a time, each in its own process, through an on-disk cache.
 
@@ -189,6 +207,12 @@ class DFTService:
         path = self._path(key)
         if path.exists():
             return DFTResult.from_dict(json.loads(path.read_text()), from_cache=True)
+        with _key_lock(self.cache_dir, key):  # one run per key, across threads and processes
+            if path.exists():  # finished by whoever held the lock
+                return DFTResult.from_dict(json.loads(path.read_text()), from_cache=True)
+            return self._run_unlocked(atoms, key, path, label)
+
+    def _run_unlocked(self, atoms, key: str, path: Path, label: str) -> DFTResult:
         missing = missing_setups(atoms.get_chemical_symbols(), self.settings.xc)
         if missing:  # not cached: installing setups later makes it computable
             return DFTResult(

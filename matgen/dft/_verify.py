@@ -12,12 +12,25 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from matgen.dft._corrections import mp2020_note
 from matgen.dft._hull import DFTHull
 from matgen.dft._references import ElementalReferences, MP20Index, ReferenceStructures
 from matgen.dft._service import DFTService
 from matgen.dft._settings import DFTSettings
 
 JUDGE = "dft:gpaw-pbe"
+
+
+def _correction_note(structure) -> str:
+    """:func:`mp2020_note` of a pymatgen Structure or ASE Atoms (``"unknown"`` if it fails)."""
+    try:
+        if not hasattr(structure, "composition"):
+            from pymatgen.io.ase import AseAtomsAdaptor
+
+            structure = AseAtomsAdaptor.get_structure(structure)
+        return mp2020_note(structure)
+    except Exception as exc:  # noqa: BLE001 - a note, never a reason to lose the row
+        return f"unknown ({type(exc).__name__})"
 
 
 class DFTVerifier:
@@ -61,6 +74,7 @@ class DFTVerifier:
             "dft_wall_s": round(res.wall_s, 1),
             "dft_cached": res.from_cache,
             "dft_key": res.key,
+            "dft_mp_correction": _correction_note(structure),
             "judge": JUDGE,
         }
         if not res.ok:
