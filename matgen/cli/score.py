@@ -60,6 +60,28 @@ CifZipOpt = Annotated[
         "(sample_id.cif, scores as comments) in this zip.",
     ),
 ]
+OracleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--oracle",
+        help="dft: after MLIP scoring, verify the --top best rows (lowest e_above_hull) with "
+        "GPAW DFT (the dft extra) and add dft_* columns.",
+    ),
+]
+TopOpt = Annotated[
+    int | None, typer.Option("--top", min=1, help="Rows verified by --oracle (default 3).")
+]
+DftCacheOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--dft-cache",
+        help="Folder of the DFT calculations (default: OUT's name + .dft_cache beside it); a "
+        "second run recomputes nothing.",
+    ),
+]
+DftTimeOpt = Annotated[
+    float, typer.Option("--dft-time-limit", min=1.0, help="Seconds per DFT calculation.")
+]
 ProgressOpt = Annotated[
     bool, typer.Option(help="Progress on stderr: a bar on a terminal, a line every 20 s otherwise.")
 ]
@@ -79,6 +101,10 @@ def score(
     seed: SeedOpt = 0,
     relaxed_out: RelaxedOutOpt = None,
     cif_zip: CifZipOpt = None,
+    oracle: OracleOpt = None,
+    top: TopOpt = None,
+    dft_cache: DftCacheOpt = None,
+    dft_time_limit: DftTimeOpt = 1800.0,
     progress: ProgressOpt = True,
 ) -> None:
     """Score structures: energy per atom, formation energy, energy above the MP hull, relax
@@ -90,6 +116,12 @@ def score(
     come from the property predictors. e_above_hull is signed (negative: below the MP hull);
     suspect is True more than 0.05 eV/atom below it (the MLIP cannot vouch for that).
 
+    --oracle dft --top K: the K rows with the lowest MLIP e_above_hull are relaxed and computed
+    with GPAW (PBE; formation energy and energy above the GPAW hull of the competing phases)
+    and get dft_* columns; every stability number gets a judge column (e_above_hull_judge:
+    the MLIP, dft_e_above_hull_judge: dft:gpaw-pbe). A failed calculation is a dft_status
+    (scf_not_converged, timeout, ...), never a number.
+
     Malformed or failing structures get a row with the reason in error; the rest are scored.
     Exit code 0 when every input entry could be read, 1 when some could not (the CSV is
     written either way), 2 on usage errors.
@@ -99,6 +131,7 @@ def score(
     from matgen.surrogates._score import ScoreConfig
 
     _check_usage(inp, out, device, relaxed_out, cif_zip)
+    dft = _dft_options(oracle, top, dft_cache, out, dft_time_limit)
     res = read_crystals(inp)
     for e in res.errors:
         _err.print(f"bad entry {escape(str(e))}")
@@ -109,6 +142,10 @@ def score(
     )
     rows, model = _score_batch(res, mlip, device, predictors, cfg, progress)
     mlip_name = str(getattr(model, "name", mlip)) if rows else mlip
+    if dft is not None:
+        from matgen.cli._dft import verify_rows
+
+        verify_rows(rows, dft, mlip_name, progress, _err)
     _write_outputs(out, relaxed_out, cif_zip, inp, res, rows, mlip_name)
     n_fail = sum(1 for r in rows if r.get("error"))
     _err.print(
@@ -143,6 +180,19 @@ def _check_usage(
 
         if not torch.cuda.is_available():
             fail("--device cuda but no CUDA device is available", 2)
+
+
+def _dft_options(oracle, top, cache, out: Path, time_limit: float):
+    """The DFT verification asked for (None without ``--oracle``); bad combinations exit 2."""
+    if oracle is None:
+        if top is not None or cache is not None:
+            fail("--top and --dft-cache go with --oracle dft", 2)
+        return None
+    if oracle != "dft":
+        fail(f"--oracle must be dft, not {oracle!r}", 2)
+    from matgen.cli._dft import DFTOptions
+
+    return DFTOptions.build(top or 3, cache or out.with_name(f"{_stem(out)}.dft_cache"), time_limit)
 
 
 def _score_batch(res, mlip: str, device: str, predictors: Path | None, cfg, progress: bool):
@@ -182,8 +232,10 @@ def _write_outputs(
 
     all_rows = _rows_in_input_order(res, rows)
     write_score_csv(out, all_rows)
+    from matgen.dft._scores import DFT_SCORE_COLUMNS  # no GPAW import: column texts only
+
     write_score_columns(out.with_name(f"{_stem(out)}.columns.csv"), columns_of(all_rows),
-                        mlip_name)  # fmt: skip
+                        mlip_name, DFT_SCORE_COLUMNS)  # fmt: skip
     if relaxed_out is not None:
         with _quiet():
             write_relaxed_extxyz(relaxed_out, rows, _source_info(inp, res), mlip_name)

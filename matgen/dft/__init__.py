@@ -20,6 +20,8 @@ Public API:
         names (structures from MP-20), signed, with what was (not) computed.
     verify / DFTVerifier: all of it for a list of candidates, one flat ``dft_*`` row each (what
         a campaign oracle or ``matgen score`` adds).
+    add_dft_scores / rank_for_dft / DFT_SCORE_COLUMNS: verify the best rows of a score table
+        (``matgen score --oracle dft --top K``), with a judge column per stability number.
     mp2020_corrections / mp2020_note: the Materials Project corrections of a composition, i.e.
         whether a (plain PBE) GPAW number compares with MP's and the MLIPs' corrected scale.
 """
@@ -35,6 +37,7 @@ from matgen.dft._references import (
     ReferenceStructure,
     ReferenceStructures,
 )
+from matgen.dft._scores import DFT_SCORE_COLUMNS, add_dft_scores, rank_for_dft
 from matgen.dft._service import (
     CRASHED,
     NO_SETUP,
@@ -66,6 +69,7 @@ __all__ = [
     "CONVERGED_KPT_DENSITY",
     "CRASHED",
     "DEFAULT_MAGMOMS",
+    "DFT_SCORE_COLUMNS",
     "ERROR",
     "JUDGE",
     "NO_SETUP",
@@ -84,10 +88,12 @@ __all__ = [
     "MP20Index",
     "ReferenceStructure",
     "ReferenceStructures",
+    "add_dft_scores",
     "gpaw_available",
     "missing_setups",
     "mp2020_corrections",
     "mp2020_note",
+    "rank_for_dft",
     "structure_key",
     "verify",
 ]

@@ -362,14 +362,18 @@ def describe_score_column(column: str, mlip: str = "the MLIP") -> tuple[str, str
 
 
 def write_score_columns(
-    path: str | os.PathLike, columns: Sequence[str], mlip: str = "the MLIP"
+    path: str | os.PathLike,
+    columns: Sequence[str],
+    mlip: str = "the MLIP",
+    extra: dict[str, tuple[str, str]] | None = None,
 ) -> Path:
-    """Write the column dictionary of a score table (``column,unit,meaning``)."""
+    """Write the column dictionary of a score table (``column,unit,meaning``); ``extra``
+    describes columns another judge added (e.g. :data:`matgen.dft.DFT_SCORE_COLUMNS`)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["column", "unit", "meaning"])
     for c in columns:
-        w.writerow([c, *describe_score_column(c, mlip)])
+        w.writerow([c, *((extra or {}).get(c) or describe_score_column(c, mlip))])
     p = Path(path)
     atomic_write_text(p, buf.getvalue())
     return p
