@@ -52,12 +52,38 @@ class ObjectiveConfig(_Frozen):
         return self.minimum
 
 
+class FinetuneConfig(_Frozen):
+    """The generator learns from the labels (:mod:`matgen.campaign._finetune`).
+
+    Before round ``k * every`` (k >= 1) the generator is fine-tuned (``matgen.training.train``
+    with ``init`` = the current version) for ``steps`` steps on the oracle hits so far, their
+    labels attached as conditions, plus rows of its training data (``replay_csv``, default
+    ``$MATGEN_DATA_DIR/mp20_reduced/train.csv``) making up the ``replay`` share of the set, so
+    it does not forget. Each version is written atomically and recorded in the store before
+    the round that uses it generates. Diversity guard: when the distinct reduced-formula share
+    of the newest pool a fine-tuned version generated falls below ``min_distinct_share``, the
+    campaign goes back to the version before it and stops fine-tuning (reported per round).
+    """
+
+    every: int = Field(2, ge=1)
+    steps: int = Field(20, ge=1)
+    replay: float = Field(0.5, ge=0.0, lt=1.0)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    min_hits: int = Field(1, ge=1)
+    min_distinct_share: float = Field(0.5, ge=0.0, le=1.0)
+    replay_csv: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 class GeneratorConfig(_Frozen):
     """How candidates are generated each round.
 
     ``kind: model`` samples the diffusion model at ``checkpoint`` (default: the shipped model);
     ``kind: dataset`` draws candidates from a CDVAE-style CSV (``pool_csv``), the simulated
-    setting of benchmarks and tests.
+    setting of benchmarks and tests. ``conditioned: false`` samples without conditions (the
+    objectives' windows are not passed to the model); ``finetune`` lets the generator learn
+    from the labels (:class:`FinetuneConfig`).
     """
 
     kind: Literal["model", "dataset"] = "model"
@@ -69,6 +95,8 @@ class GeneratorConfig(_Frozen):
     conditions: dict[str, float] = Field(default_factory=dict)
     pool_csv: str | None = None
     chunk_size: int = Field(64, gt=0)
+    conditioned: bool = True
+    finetune: FinetuneConfig | None = None
 
     def checkpoint_path(self) -> Path:
         return Path(self.checkpoint) if self.checkpoint else DEFAULT_MODEL_DIR
@@ -333,6 +361,10 @@ def load_config(path: str | Path, **overrides) -> CampaignConfig:
                 sec[k] = _resolve(base, expand(sec[k]))
         if sec:
             raw[section] = sec
+    gen = raw.get("generator")
+    ft = gen.get("finetune") if isinstance(gen, dict) else None
+    if isinstance(ft, dict) and isinstance(ft.get("replay_csv"), str) and ft["replay_csv"]:
+        ft["replay_csv"] = _resolve(base, expand(ft["replay_csv"]))
     for k in ("train_csv",):
         if isinstance(raw.get(k), str) and raw[k]:
             raw[k] = _resolve(base, expand(raw[k]))

@@ -34,6 +34,7 @@ from matgen.campaign._components import (
     save_scorer_state,
 )
 from matgen.campaign._config import CampaignConfig
+from matgen.campaign._finetune import current_generator, finetune_step, round_generator_version
 from matgen.campaign._generation import (
     candidate_rows,
     chunk_plan,
@@ -140,9 +141,8 @@ class Campaign:
     # ------------------------------------------------------------------ components
     @property
     def generator(self) -> CandidateGenerator:
-        with self._lock:  # parallel chunks of one process share one loaded model
-            if self._generator is None:
-                self._generator = build_generator(self.cfg)
+        with self._lock:  # one loaded model per version, shared by a process's parallel chunks
+            self._generator = current_generator(self, self._generator)
         return self._generator
 
     @property
@@ -249,13 +249,15 @@ class Campaign:
         """Write the generated candidates and advance to ``generated`` (one transaction)."""
         rows = candidate_rows(self.cfg.name, index, chunks)
         with self._step_tx(index, "generated") as conn:
-            self.store.advance(conn, index, "generated")  # first: a lost race writes nothing
+            self.store.advance(conn, index, "generated",  # first: a lost race writes nothing
+                               generator_version=round_generator_version(self, index))
             self.store.add_candidates(conn, rows)
         return len(rows)
 
     def generate(self, index: int, run_chunks: ChunkRunner | None = None) -> None:
         """Generate round ``index``'s pool (chunks run by ``run_chunks``, default here)."""
         self.store.ensure_round(index, self.cfg.round_seed(index))
+        finetune_step(self, index)  # generator.finetune: learn from the labels first, when due
         with self.claim(index, "generated") as todo:
             if todo:
                 run = run_chunks or self._run_here(index)

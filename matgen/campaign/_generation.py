@@ -20,8 +20,10 @@ def generation_conditions(
 
     A window asks for the window (``(lo, hi)``, sampled uniformly by the generator); a goal
     asks for the best oracle value seen so far (or the value in ``generator.conditions``
-    before any label).
+    before any label). ``generator.conditioned: false``: no conditions at all.
     """
+    if not cfg.generator.conditioned:
+        return {}
     cond: dict[str, Any] = dict(cfg.generator.conditions)
     for o in cfg.objectives:
         if o.minimum is not None or o.maximum is not None:

@@ -178,6 +178,10 @@ def campaign_metrics(
     m["invalid"] = sum(c["status"] == "invalid" for c in cands)
     m["duplicates"] = sum(c["status"] == "duplicate" for c in cands)
     m["scored"] = sum(c["status"] == "scored" for c in cands)
+    if cfg.generator.finetune is not None:  # the learning generator's version and guard
+        from matgen.campaign._finetune import generator_metrics
+
+        m["generator"] = generator_metrics(store, index)
     m["cumulative_hits"] = int(sum(hit_fn(v) for v in labels.values()))
     m["cumulative_labelled"] = len(labels)
     return m

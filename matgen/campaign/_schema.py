@@ -62,6 +62,7 @@ rounds = Table(
     Column("acquisition", String(40)),
     Column("metrics", JSON),
     Column("config_version", Integer),  # the campaign config version the round started with
+    Column("generator_version", String(200)),  # the generator version its pool came from
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("campaign_id", "index", name="uq_round"),
@@ -143,6 +144,22 @@ config_versions = Table(
     Column("from_round", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("campaign_id", "version", name="uq_config_version"),
+)
+
+#: Generator versions made by fine-tuning on the labels (``generator.finetune``): at most one
+#: per round, recorded only once its checkpoint folder is complete.
+generator_versions = Table(
+    "generator_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", ForeignKey("campaigns.id"), nullable=False),
+    Column("round_index", Integer, nullable=False),  # the first round that generates with it
+    Column("version", String(200), nullable=False),
+    Column("checkpoint", Text),  # folder of the weights (NULL: the configured generator)
+    Column("parent", String(200)),
+    Column("details", JSON),  # hits, replay rows, steps, loss, diversity guard
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("campaign_id", "round_index", name="uq_generator_round"),
 )
 
 leases = Table(

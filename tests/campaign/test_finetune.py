@@ -1,0 +1,132 @@
+"""generator.finetune: the generator learns from the labels as a versioned, resumable step."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from matgen.campaign import load_config
+from matgen.campaign._finetune import (
+    _record,
+    finetune_step,
+    recorded_versions,
+    version_for_round,
+)
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory, toy_csv):
+    from _finetune_setup import tiny_checkpoint
+
+    d = tmp_path_factory.mktemp("ft_ckpt")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MATGEN_CACHE_DIR", str(d / "cache"))
+    yield tiny_checkpoint(d, toy_csv)
+    mp.undo()
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MATGEN_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_finetune_records_a_version_that_the_next_round_generates_with(
+    tmp_path, toy_csv, tiny_ckpt, cache
+):
+    from _finetune_setup import campaign, write_config
+
+    camp = campaign(write_config(tmp_path, toy_csv, tiny_ckpt, rounds=2), toy_csv)
+    camp.run(rounds=1)
+    assert recorded_versions(camp.store) == []
+    finetune_step(camp, 1)
+    (rec,) = recorded_versions(camp.store)
+    assert rec["round_index"] == 1 and rec["version"] == "ft-r001"
+    assert rec["details"]["hits"] == 2  # round 0's batch, both hits
+    assert rec["details"]["replay_rows"] == 2  # replay 0.5: as many rows as hits
+    folder = Path(rec["checkpoint"])
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
+    assert not (folder.parent / "_runs" / "round_0001").exists()
+    finetune_step(camp, 1)  # done already: nothing new
+    assert len(recorded_versions(camp.store)) == 1
+    assert camp.generator.version == "ft-r001"
+    camp.run(rounds=2)
+    versions = [r["generator_version"] for r in camp.store.rounds()]
+    assert versions == ["dataset:toy.csv", "ft-r001"]
+    m = camp.store.round(1)["metrics"]["generator"]
+    assert m["version"] == "ft-r001" and m["finetuned"]["hits"] == 2
+
+
+def test_diversity_guard_backs_off_and_stops(tmp_path, toy_csv, tiny_ckpt, cache):
+    from _finetune_setup import campaign, write_config
+    from pymatgen.core import Lattice, Structure
+
+    camp = campaign(write_config(tmp_path, toy_csv, tiny_ckpt, rounds=4,
+                                 min_distinct_share=0.5), toy_csv)
+    camp.store.ensure_round(1, 0)
+    _record(camp.store, 1, version="ft-r001", checkpoint=str(tiny_ckpt), parent="base",
+            details={})
+    nacl = [Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+            for a in (3.0, 3.1, 3.2, 3.3)]
+    camp.commit_generated(1, [[{"source_id": f"n{i}", "cif": s.to(fmt="cif")}
+                               for i, s in enumerate(nacl)]])  # one formula in 4: share 0.25
+    camp.store.ensure_round(2, 0)
+    finetune_step(camp, 2)
+    rec = version_for_round(camp.store, 2)
+    assert rec["round_index"] == 2 and rec["checkpoint"] is None  # back to the configured one
+    assert rec["details"]["stopped"] and rec["details"]["distinct_share"] == 0.25
+    assert "diversity guard" in rec["details"]["guard"]
+    camp.store.ensure_round(3, 0)
+    finetune_step(camp, 3)  # stopped: no more fine-tuning
+    assert [r["round_index"] for r in recorded_versions(camp.store)] == [1, 2]
+    assert camp.generator.version == rec["version"] != "ft-r001"
+
+
+def _run(config: Path, csv: Path, point: str, cache_dir: Path) -> int:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "MATGEN_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, str(HERE / "_finetune_killer.py"), str(config),
+                           str(csv), point], check=False, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-2000:]
+    return proc.returncode
+
+
+def test_sigkill_during_finetune_resumes_with_one_version_and_all_labels(
+    tmp_path, toy_csv, tiny_ckpt, monkeypatch
+):
+    from _finetune_setup import write_config
+
+    from matgen.campaign import Campaign
+
+    config = write_config(tmp_path, toy_csv, tiny_ckpt, rounds=2, steps=4)
+    cache_dir = tmp_path / "cache"
+    assert _run(config, toy_csv, "mid_train", cache_dir) == -signal.SIGKILL
+    runs = tmp_path / "work" / "generator" / "_runs" / "round_0001" / "checkpoints"
+    assert any(runs.glob("step_*")), "killed before the fine-tuning run wrote a checkpoint"
+    assert _run(config, toy_csv, "before_record", cache_dir) == -signal.SIGKILL
+    assert (tmp_path / "work" / "generator" / "round_0001" / "model.safetensors").is_file()
+    assert recorded_versions(Campaign(load_config(config)).store) == []  # folder, no record
+
+    from _finetune_setup import campaign
+
+    monkeypatch.setenv("MATGEN_CACHE_DIR", str(cache_dir))  # the resumed run, in this process
+    campaign(config, toy_csv).run()
+    camp = Campaign(load_config(config))
+    rounds = camp.store.rounds()
+    assert [r["status"] for r in rounds] == ["reported", "reported"]
+    (rec,) = recorded_versions(camp.store)  # one version for round 1, none twice
+    assert rec["round_index"] == 1 and rounds[1]["generator_version"] == rec["version"]
+    assert rec["details"]["steps"] == 4
+    subs = camp.store.submissions()
+    labels = camp.store.labels()
+    assert len(subs) == 4 and all(s["candidate_id"] in labels for s in subs)
+    kept = [p.name for p in (tmp_path / "work" / "generator").iterdir()
+            if not p.name.startswith(".")]
+    assert sorted(kept) == ["round_0001"]
