@@ -28,6 +28,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from matgen.campaign._judges import (
+    add_judges,
+    describe_judge_column,
+    judge_text,
+    label_sources,
+    oracle_failures,
+    scorer_judge,
+)
 from matgen.campaign._store import CampaignStore
 from matgen.surrogates._score import SUSPECT_BELOW_HULL, is_suspect
 
@@ -270,7 +278,8 @@ def export_rows(store: CampaignStore, properties: list[str], round_index: int | 
         train = cfg.get("train_csv")
         novelty_checked = bool(train) and Path(str(train)).exists()
     rounds = {r["index"]: r for r in store.rounds()}
-    labels = store.labels()
+    labels, sources, failed = store.labels(), label_sources(store), oracle_failures(store)
+    scorer = scorer_judge(cfg)
     sel = [c for c in store.candidates(selected=True)
            if round_index is None or c["selected_round"] == round_index]
     rows = []
@@ -293,6 +302,7 @@ def export_rows(store: CampaignStore, properties: list[str], round_index: int | 
         row.update(_predicted(sc, properties))
         for p in properties:  # objective properties the scorer did not predict stay visible
             row.setdefault(p, None)
+        add_judges(row, scorer, sources.get(c["id"], {}), failed.get(c["id"]))
         comp_known = None
         if hull is not None and c["reduced_formula"] in hull.checked:
             comp_known = (c["reduced_formula"] in hull.compositions  # elements always are
@@ -316,6 +326,7 @@ def export_rows(store: CampaignStore, properties: list[str], round_index: int | 
         row["round"] = c["selected_round"]
         row["model_version"] = r.get("model_version") or ""
         row["hull_version"] = r.get("hull_version") or ""
+        row["generator_version"] = (rounds.get(c["round_index"]) or {}).get("generator_version")
         row["seed"] = seed_of.get(c["selected_round"], r.get("seed"))
         row["source_id"] = c["source_id"] or ""
         if sc.get("error"):
@@ -410,6 +421,7 @@ def _describe_column(col: str, cfg: dict[str, Any], objectives) -> tuple[str, st
         "round": ("", "campaign round that selected it"),
         "model_version": ("", "scorer / predictor version used for the round"),
         "hull_version": ("", "MP reference hull used for e_above_hull (digest of the data)"),
+        "generator_version": ("", "generator that produced it (ft-rNNN: fine-tuned before NNN)"),
         "seed": ("", "random seed of the round"),
         "source_id": ("", "id in the generator's source (dataset row or sample id)"),
         "score_error": ("", "why the scorer could not score it fully"),
@@ -419,6 +431,8 @@ def _describe_column(col: str, cfg: dict[str, Any], objectives) -> tuple[str, st
     }
     if col in fixed:
         return fixed[col]
+    if (judged := describe_judge_column(col)) is not None:
+        return judged
     if col.startswith("oracle_"):
         p = col[len("oracle_"):]
         return UNITS.get(p, ""), f"{p} measured by the oracle ({judge['oracle']})"
@@ -434,27 +448,6 @@ def _describe_column(col: str, cfg: dict[str, Any], objectives) -> tuple[str, st
     if col.endswith("_std"):
         return unit, f"calibrated standard deviation of the predicted {base}"
     return unit, f"predicted {what} ({judge['scorer']})"
-
-
-def judge_text(cfg: dict[str, Any]) -> dict[str, str]:
-    """Who judged what, in words: ``scorer`` (predictions) and ``oracle`` (labels)."""
-    sc, orc = cfg.get("scorer") or {}, cfg.get("oracle") or {}
-    if sc.get("kind", "surrogates") == "surrogates":
-        relax = (f"relaxed {sc.get('relax_steps', 100)} steps to fmax {sc.get('fmax', 0.1)} "
-                 "eV/Å" if sc.get("relax", True) else "unrelaxed single point")
-        scorer = (f"CHGNet MLIP, {relax}, against the MP reference hull; properties from "
-                  "matgen's property predictors")
-    else:
-        scorer = f"noisy labels looked up in {Path(str(sc.get('labels_csv'))).name} (simulation)"
-    kind = orc.get("kind", "dataset")
-    if kind == "mlip":
-        oracle = (f"{orc.get('mlip', 'chgnet')} MLIP relaxation to fmax {orc.get('fmax')} eV/Å, "
-                  f"at most {orc.get('steps')} steps, against the MP reference hull -- not DFT")
-    elif kind == "lab":
-        oracle = "lab results imported with matgen campaign import-results"
-    else:
-        oracle = f"labels of the dataset {Path(str(orc.get('csv'))).name} (simulated oracle)"
-    return {"scorer": scorer, "oracle": oracle}
 
 
 # ---------------------------------------------------------------------------- CIF

@@ -31,7 +31,7 @@ def dft_config(tmp_path: Path, csv, extra_oracle: str = "", batch: int = 4) -> s
 name: dfttoy
 seed: 1
 rounds: 1
-pool_size: 12
+pool_size: 4
 batch_size: {batch}
 objectives:
   - {{property: e_above_hull, maximum: 0.05, scale: 0.05}}

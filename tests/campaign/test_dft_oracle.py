@@ -56,13 +56,14 @@ def test_map_fn_runs_each_candidate(tmp_path, toy_csv):
 
 @pytest.fixture()
 def pool_with_a_failure(tmp_path):
-    """The toy pool cut to 12 rows, NaCl among them."""
+    """The toy pool cut to the batch: 4 rows, NaCl among them (every one is selected)."""
     import pandas as pd
 
     df = pd.read_csv(write_toy_csv(tmp_path / "all.csv"))
     keep = df[df.material_id.str.startswith(("toy-00", "toy-01"))]  # Li*, Na* (NaCl = toy-01-4)
     path = tmp_path / "pool.csv"
-    keep.head(12).to_csv(path, index=False)
+    keep[keep.material_id.isin(["toy-00-0", "toy-00-3", "toy-01-4", "toy-01-6"])].to_csv(
+        path, index=False)
     return path
 
 
@@ -79,6 +80,7 @@ def test_campaign_labels_with_the_dft_oracle(tmp_path, pool_with_a_failure, monk
     camp.run()
     subs = {s["candidate_id"]: s for s in camp.store.submissions()}
     assert len(subs) == 4 and all(s["oracle"] == "dft:gpaw-pbe" for s in subs.values())
+    assert len(o.failures) == 1  # NaCl is in the batch (the test pool is the batch's size)
     labels = camp.store.labels()
     for cid, s in subs.items():
         if cid in o.failures:
@@ -124,3 +126,30 @@ def test_config_errors_are_one_line_naming_the_entry(tmp_path, pool_with_a_failu
         bad.objectives[0].model_copy(update={"property": "band_gap"})]})
     with pytest.raises(CampaignConfigError, match="the dft oracle does not label it"):
         check_config(bad)
+
+
+def test_lab_export_names_the_judge_of_each_number(tmp_path, pool_with_a_failure, monkeypatch):
+    import csv
+
+    import matgen.dft
+    from matgen.campaign import export_campaign
+
+    monkeypatch.setattr(matgen.dft, "gpaw_available", lambda: True)
+    cfg = load_config(dft_config(tmp_path, pool_with_a_failure))
+    camp = Campaign(cfg, oracle=DFTOracle(tmp_path / "c", verifier=FakeVerifier()))
+    camp.run()
+    folder = export_campaign(camp.store, tmp_path / "export", cfg.property_names())
+    rows = list(csv.DictReader((folder / "candidates.csv").open()))
+    assert len(rows) == 4 and "NaCl" in {r["reduced_formula"] for r in rows}
+    for r in rows:
+        assert r["e_above_hull_judge"] == "dataset"  # the stand-in scorer of this campaign
+        if r["reduced_formula"] in ("NaCl",):
+            assert r["oracle_e_above_hull"] == "" and r["oracle_e_above_hull_judge"] == ""
+            assert r["oracle_failure"].startswith("dft scf_not_converged")
+        else:
+            assert r["oracle_e_above_hull_judge"] == "dft:gpaw-pbe"
+            assert r["oracle_energy_per_atom_judge"] == "dft:gpaw-pbe"
+    doc = {r["column"]: r["meaning"] for r in csv.DictReader((folder / "columns.csv").open())}
+    assert "dft:gpaw-pbe" in doc["oracle_e_above_hull_judge"]
+    assert "GPAW PBE DFT" in doc["oracle_e_above_hull"]
+    assert "scf_not_converged" in doc["oracle_failure"]
