@@ -182,6 +182,8 @@ def campaign_metrics(
         from matgen.campaign._finetune import generator_metrics
 
         m["generator"] = generator_metrics(store, index)
+        if guard := (m["generator"].get("finetuned") or {}).get("guard"):
+            m["alerts"].append(guard)  # the diversity guard tripped before this round
     m["cumulative_hits"] = int(sum(hit_fn(v) for v in labels.values()))
     m["cumulative_labelled"] = len(labels)
     return m

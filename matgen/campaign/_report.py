@@ -32,7 +32,8 @@ _E = html.escape
 
 #: Columns of the HTML table (the CSV has them all), in order, when present.
 _TABLE_COLS = ("rank", "id", "reduced_formula", "spacegroup", "outcome", "oracle_e_above_hull",
-               "e_above_hull", "competing_phases", "novel", "ood_flag", "round")
+               "e_above_hull", "competing_phases", "novel", "ood_flag", "round",
+               "generator_version")
 
 _CELL_CLASS = {"id": " class='id'", "competing_phases": " class='phases'",
                "spacegroup": " class='sg'"}
@@ -383,7 +384,8 @@ def _candidate_table(rows: list[dict], props: list[str], pics: dict[str, str]) -
 def _rounds_table(store: CampaignStore) -> str:
     out = [("<div class='wrap'><table><thead><tr><th>round</th><th>status</th><th>generated</th>"
            "<th>scored</th><th>selected</th><th>oracle hits</th><th>distinct formulas</th>"
-           "<th>stable &amp; SMACT-valid fraction</th><th>acquisition</th><th>alerts</th>"
+           "<th>stable &amp; SMACT-valid fraction</th><th>acquisition</th><th>generator</th>"
+           "<th>alerts</th>"
            "</tr></thead><tbody>")]
     for r in store.rounds():
         m = r["metrics"] or {}
@@ -395,6 +397,7 @@ def _rounds_table(store: CampaignStore) -> str:
             f"<td>{m.get('diversity', {}).get('distinct_formulas', '')}</td>"
             f"<td>{f'{ss:.2f}' if isinstance(ss, float) else ss}</td>"
             f"<td>{_E(r.get('acquisition') or '')}</td>"
+            f"<td>{_E(r.get('generator_version') or '')}</td>"
             f"<td>{_E('; '.join(m.get('alerts', []))) or '<small>none</small>'}</td></tr>")
     out.append("</tbody></table></div>")
     return "".join(out)

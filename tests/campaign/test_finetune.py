@@ -62,6 +62,17 @@ def test_finetune_records_a_version_that_the_next_round_generates_with(
     m = camp.store.round(1)["metrics"]["generator"]
     assert m["version"] == "ft-r001" and m["finetuned"]["hits"] == 2
 
+    import pandas as pd
+
+    from matgen.campaign import export_campaign
+
+    folder = export_campaign(camp.store, tmp_path / "export", camp.cfg.property_names())
+    df = pd.read_csv(folder / "candidates.csv")
+    want = {"r000": "dataset:toy.csv", "r001": "ft-r001"}  # ids are ft-rNNN-position
+    got = {(i.split("-")[1], v) for i, v in zip(df["id"], df["generator_version"], strict=True)}
+    assert len(df) == 4 and all(want[r] == v for r, v in got)
+    assert "ft-r001" in (folder / "report.html").read_text()  # the rounds table names it
+
 
 def test_diversity_guard_backs_off_and_stops(tmp_path, toy_csv, tiny_ckpt, cache):
     from _finetune_setup import campaign, write_config
