@@ -248,9 +248,10 @@ class Campaign:
     def commit_generated(self, index: int, chunks: Sequence[Sequence[dict]]) -> int:
         """Write the generated candidates and advance to ``generated`` (one transaction)."""
         rows = candidate_rows(self.cfg.name, index, chunks)
+        version = round_generator_version(self, index)  # before the write lock is taken
         with self._step_tx(index, "generated") as conn:
-            self.store.advance(conn, index, "generated",  # first: a lost race writes nothing
-                               generator_version=round_generator_version(self, index))
+            # first: a lost race writes nothing
+            self.store.advance(conn, index, "generated", generator_version=version)
             self.store.add_candidates(conn, rows)
         return len(rows)
 
