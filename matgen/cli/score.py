@@ -145,7 +145,8 @@ def score(
     if dft is not None:
         from matgen.cli._dft import verify_rows
 
-        verify_rows(rows, dft, mlip_name, progress, _err)
+        with _quiet():  # pymatgen's CIF rounding notes; DFT failures are reported per row
+            verify_rows(rows, dft, mlip_name, progress, _err)
     _write_outputs(out, relaxed_out, cif_zip, inp, res, rows, mlip_name)
     n_fail = sum(1 for r in rows if r.get("error"))
     _err.print(
