@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -231,6 +232,7 @@ class DFTOracle:
 
     Every calculation goes through the on-disk cache ``cache_dir`` (put it in the campaign's
     work folder): a killed campaign asks again and gets the finished ones from the cache.
+    Each candidate's full DFT row is kept in ``cache_dir/candidates/<id>.json``.
 
     Args:
         cache_dir: the calculations' cache folder.
@@ -298,6 +300,9 @@ class DFTOracle:
         for c, row in zip(candidates, rows, strict=True):
             cid = c["id"]
             self.rows[cid] = row
+            # the whole row (hull completeness, competing phases, MP corrections) for the record
+            atomic_write_text(self.cache_dir / "candidates" / f"{cid}.json",
+                              json.dumps(row, indent=1, default=str))
             out[cid] = self.labels(row)
             if row.get("dft_status") != "ok":
                 self.failures[cid] = f"dft {row.get('dft_status')}: {row.get('dft_message')}"[:300]

@@ -37,6 +37,10 @@ def test_labels_are_numbers_only_where_the_calculation_converged(tmp_path, toy_c
     assert all(math.isnan(v) for v in out["c-NaCl"].values())  # never a number
     assert o.failures == {"c-NaCl": "dft scf_not_converged: 200 iterations"}
     assert fake.calls == ["c-LiF", "c-NaCl"]  # the candidate id names the GPAW log
+    import json
+
+    kept = json.loads((tmp_path / "cache" / "candidates" / "c-NaCl.json").read_text())
+    assert kept["dft_status"] == "scf_not_converged"  # the whole row, for the record
     # a structure DFT cannot start from is a labelled failure too, not an exception
     bad = o.request([{"id": "x", "cif": "not a cif"}], 0)
     assert all(math.isnan(v) for v in bad["x"].values()) and "unreadable" in o.failures["x"]
