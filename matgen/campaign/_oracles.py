@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -261,16 +262,20 @@ class DFTOracle:
         self.cache_dir = Path(cache_dir)
         self.settings, self.data_dir, self.hull = settings, data_dir, hull
         self._verifier = verifier
+        self._lock = threading.Lock()
         self.map_fn = map_fn
         self.failures: dict[str, str] = {}
         self.rows: dict[str, dict[str, Any]] = {}
 
     @property
     def verifier(self):
-        if self._verifier is None:
-            from matgen.dft import DFTVerifier
+        with self._lock:  # the flow's tasks share one (one MP-20 index, one hull)
+            if self._verifier is None:
+                from matgen.dft import DFTVerifier
 
-            self._verifier = DFTVerifier(self.cache_dir, self.settings, self.data_dir, self.hull)
+                self._verifier = DFTVerifier(
+                    self.cache_dir, self.settings, self.data_dir, self.hull
+                )
         return self._verifier
 
     def verify_row(self, candidate: dict[str, Any]) -> dict[str, Any]:
