@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from matgen.crystal import CrystalBatch
-from matgen.generate import STATE, read_metadata, step_checkpoints
+from matgen.generate import STATE, read_metadata, step_checkpoints, weights_id
 from matgen.models import WEIGHTS
 from matgen.training._checkpoint import checkpoint_damage, library_versions, load_training_state
 from matgen.training._components import (
@@ -242,7 +242,15 @@ def build_model(cfg, info, data: TrainData, call: TrainCall, init, start_ckpt, t
     return model, objective, distill_meta
 
 
-def base_metadata(cfg, info, data: TrainData, objective, distill_meta) -> dict:
+def init_record(init) -> dict | None:
+    """Where an ``init`` run's weights started (the parent checkpoint's path, id and step), so a continued model names its lineage."""
+    if init is None:
+        return None
+    return {"path": str(init), "checkpoint_id": weights_id(init),
+            "step": read_metadata(init).get("step")}
+
+
+def base_metadata(cfg, info, data: TrainData, objective, distill_meta, init=None) -> dict:
     """The metadata every checkpoint of the run carries (``model.json``)."""
     stats = objective.stats
     return {
@@ -262,6 +270,7 @@ def base_metadata(cfg, info, data: TrainData, objective, distill_meta) -> dict:
         "versions": library_versions(),
         "world_size": info.world_size,
         "distill": distill_meta,
+        "init": init_record(init),
     }
 
 
@@ -290,7 +299,7 @@ def build_run(cfg, info, run_dir, call: TrainCall, init, start_ckpt, teacher_pat
     use_bf16 = info.device.type == "cuda" and cfg.precision in ("bf16", "auto")
     return Run(cfg, info, run_dir, model, model, objective, ema, optimizer, scheduler,
                 data.names, data.source, IndexStream(len(data.source), cfg.seed),
-                base_metadata(cfg, info, data, objective, distill_meta),
+                base_metadata(cfg, info, data, objective, distill_meta, init),
                 validation_batches(cfg, info, data.val_source), use_bf16, say,
                 [p for p in model.parameters() if p.requires_grad])
 

@@ -182,6 +182,11 @@ def test_both_tasks_alternate_and_init_loads_weights(tmp_path):
     assert missing == [] and skipped == []
     res = _run(tmp_path / "b", cfg=_cfg(max_steps=1), denoiser=same, init=ckpt)
     assert res.step == 1
+    from matgen.generate import read_metadata, weights_id
+
+    lineage = read_metadata(tmp_path / "b" / "checkpoints" / "last")["init"]  # the parent is named
+    assert lineage == {"path": str(ckpt), "checkpoint_id": weights_id(ckpt), "step": 4}
+    assert read_metadata(ckpt)["init"] is None
     # a tensor outside the condition embeddings (`cond.`) that changed shape (this stand-in
     # feeds conditions into `inp`) is a usage error, not a silent fresh start
     with pytest.raises(InitMismatchError, match=r"inp\.weight"):
