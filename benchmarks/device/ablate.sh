@@ -2,9 +2,10 @@
 # Device driver for an ablation round (benchmarks/ablation.py), started detached by the first call:
 #   setsid nohup bash benchmarks/device/ablate.sh > /tmp/abl.nohup 2>&1 < /dev/null &
 # Carried: .whl, .devdata (gzipped mp20_reduced + processed cache). SET picks the variant set,
-# SOLO the run whose sampling speed is measured and which is scored on the whole public test
-# split (TEST=1) with its best sampler on validation and with the CPU default (fast, 50 steps);
-# WEIGHTS=1 brings its weights back, WEIGHTS="a b" those of the named runs.
+# SOLO the run whose sampling speed is measured; TEST=1 scores the WEIGHTS runs (or TEST_RUNS="a b")
+# on the whole public test split with the CPU default sampler (fast, 50 steps), SOLO also with
+# its best sampler on validation; WEIGHTS=1 brings SOLO's weights back, WEIGHTS="a b" those of
+# the named runs.
 # Every later device call re-sends the working tree (and drops ignored paths it does not carry),
 # so the driver first copies its source to /tmp/src and runs from there.
 set -u
@@ -63,22 +64,33 @@ throughput() {
 }
 [ -n "${TEST:-}" ] || { throughput; touch "$W/ALL_DONE"; log "all done"; exit 0; }
 mkdir -p "$W/test"
-# the SOLO run's best sampler on validation, and the CPU default (fast, 50 steps) for comparison
+# On the public test split (report only; validation picks): every run in TEST_RUNS (default: the
+# WEIGHTS runs, else SOLO) with the CPU default sampler (fast, 50 steps), and SOLO also with its
+# best sampler on validation when that is another one. Results: test/csp_test_<run>_<sampler>.json
 BEST=$(python3 -c "
 import json, sys; sys.path.insert(0, 'benchmarks'); from ablation import best_sampler, sampler_spec
 print(' '.join(sampler_spec(best_sampler(json.load(open('$W/ablation.json')), '$SOLO') or 'pc')[0]))")
-log "test split with the validation-best sampler: $BEST"
-timeout 420 python3 -m matgen sample --checkpoint "$CK" --task csp --compositions-from /tmp/datasets/mp20_reduced/test.csv \
-  --num 1 $BEST --batch-size 1200 --seed 0 --no-progress --out "$W/test/csp_test_best.extxyz" > "$W/test/sample_best.log" 2>&1 & P1=$!
-timeout 420 python3 -m matgen sample --checkpoint "$CK" --task csp --compositions-from /tmp/datasets/mp20_reduced/test.csv \
-  --num 1 --sampler fast --steps 50 --batch-size 1200 --seed 0 --no-progress --out "$W/test/csp_test_fast.extxyz" > "$W/test/sample_fast.log" 2>&1 & P2=$!
-wait $P1 $P2;  # not a bare wait: nvidia-smi runs in the background for good
- echo "$BEST" > "$W/test/best_sampler.txt"
-for S in best fast; do
-  python3 -m matgen evaluate --task csp --generated "$W/test/csp_test_$S.extxyz" --reference /tmp/datasets/mp20_reduced/test.csv \
-    --workers 12 --out "$W/test/csp_test_$S.json" > "$W/test/eval_$S.log" 2>&1 & PIDS="${PIDS:-} $!"
+log "test split; $SOLO's validation-best sampler: $BEST"
+TEST_RUNS=${TEST_RUNS:-${WEIGHTS:-$SOLO}}; [ "$TEST_RUNS" = 1 ] && TEST_RUNS=$SOLO
+JOBS=""
+for NAME in $TEST_RUNS; do JOBS="$JOBS $NAME:fast"; done
+[ "$BEST" != "--sampler fast --steps 50" ] && JOBS="$JOBS $SOLO:best"
+PIDS=""
+for J in $JOBS; do
+  NAME=${J%%:*}; S=${J##*:}; ARGS="--sampler fast --steps 50"; [ "$S" = best ] && ARGS=$BEST
+  timeout 420 python3 -m matgen sample --checkpoint "$W/runs/$NAME/run/checkpoints/last" --task csp \
+    --compositions-from /tmp/datasets/mp20_reduced/test.csv --num 1 $ARGS --batch-size 1200 --seed 0 \
+    --no-progress --out "$W/test/csp_test_${NAME}_$S.extxyz" > "$W/test/sample_${NAME}_$S.log" 2>&1 & PIDS="$PIDS $!"
+done; wait $PIDS  # not a bare wait: nvidia-smi runs in the background for good
+echo "$BEST" > "$W/test/best_sampler.txt"
+NJ=$(echo $JOBS | wc -w); PIDS=""
+for J in $JOBS; do
+  NAME=${J%%:*}; S=${J##*:}
+  python3 -m matgen evaluate --task csp --generated "$W/test/csp_test_${NAME}_$S.extxyz" \
+    --reference /tmp/datasets/mp20_reduced/test.csv --workers $(( 15 / NJ > 1 ? 15 / NJ : 1 )) \
+    --out "$W/test/csp_test_${NAME}_$S.json" > "$W/test/eval_${NAME}_$S.log" 2>&1 & PIDS="$PIDS $!"
 done; wait $PIDS
-log "test split done: $(cat $W/test/*.json 2>/dev/null | grep -E '"match_rate"|"rmse"' | tr '\n' ' ')"
+for F in "$W"/test/*.json; do log "test $(basename "$F"): $(grep -E '"match_rate"|"rmse"' "$F" | tr -d ' \n')"; done
 pack
 throughput  # last: the test split matters more if the device time runs out
 touch "$W/ALL_DONE"; log "all done"
