@@ -1,6 +1,6 @@
 """The DFT oracle's wiring with a fake verifier (no GPAW): labels, labelled failures, config.
 
-The same oracle with GPAW itself, through a campaign and a kill -9: tests/dft/test_dft_oracle.py.
+The same oracle with GPAW itself, through a campaign and a kill -9: tests/dft/test_gpaw_oracle.py.
 """
 
 from __future__ import annotations
