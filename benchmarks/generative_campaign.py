@@ -408,8 +408,11 @@ def main() -> None:
     ctx = {"judge": build_judge(args.judge, args.data, work), "window": args.window,
            "held_out": _held_out_index(args.data), "hull_comps": _hull_compositions(args.data)}
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    same = previous.get("command") == _command()
+    # results of other seeds / arms with the same settings are kept (and resumed)
+    same = _key(previous.get("settings") or {}) == _key(_settings(args))
     per_seed: dict[str, dict[str, dict]] = previous.get("per_seed", {}) if same else {}
+    args.commands = [*(previous.get("commands") or [previous.get("command")] if same else []),
+                     _command()]
     t0 = time.perf_counter()
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in args.arms.split(","):
@@ -428,20 +431,31 @@ def _command() -> str:
         str(Path(sys.argv[0]).resolve().relative_to(ROOT)), *sys.argv[1:]])
 
 
+def _settings(args) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if k not in ("note", "out", "work", "data", "commands")}
+
+
+def _key(settings: dict) -> str:
+    """What must agree for earlier results to be kept: the settings but seeds and arms."""
+    return json.dumps({k: v for k, v in settings.items() if k not in ("seeds", "arms")},
+                      sort_keys=True, default=str)
+
+
 def _write(args, ctx: dict, per_seed: dict, seconds: float) -> None:
     import torch
 
     judge = ctx["judge"]
     out = {
-        "command": _command(),
+        "command": args.commands[-1],
+        "commands": [c for c in args.commands if c],
         "git_commit": _git_commit(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                     "torch_threads": torch.get_num_threads()},
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "note": args.note,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                     if k not in ("note", "out", "work", "data")},
+        "settings": _settings(args),
         "hit_rule": f"oracle e_above_hull <= {STABLE} eV/atom (CHGNet, fmax "
                     f"{args.oracle_fmax}, {args.oracle_steps} steps) and judged band gap in "
                     f"[{args.window[0]}, {args.window[1]}] eV and CDVAE-valid and no "
