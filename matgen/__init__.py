@@ -6,8 +6,8 @@ Notebook API (loaded on first use, so ``import matgen`` imports no torch)::
     structures = matgen.sample(num=8)                      # pymatgen Structures
     scored = matgen.score(structures, relax=False)         # properties: e_above_hull, ...
 
-``matgen.sample`` defaults to the shipped model and the 1000-step predictor-corrector sampler;
-see :func:`matgen._api.sample` and :func:`matgen._api.score`. The layers (``matgen.crystal``,
+``matgen.sample`` defaults to the shipped model and its default sampler (``auto``: 50 Euler
+steps for a flow model); see :func:`matgen._api.sample` and :func:`matgen._api.score`. The layers (``matgen.crystal``,
 ``matgen.generate``, ``matgen.training``, ...) are imported as usual.
 """
 
