@@ -38,7 +38,7 @@ DFT_SCORE_COLUMNS: dict[str, tuple[str, str]] = {
         "False")),
     "dft_hull_complete": ("", "True when every competing phase was computed"),
     "dft_competing_phases": ("", "each competing phase and where its structure came from"),
-    "dft_wall_s": ("s", "wall time of the candidate's own calculation (0: from the cache)"),
+    "dft_wall_s": ("s", "wall time the candidate's own calculation took when it was computed"),
     "dft_cached": ("", "True when the calculation came from the cache (computed earlier)"),
     "dft_key": ("", "the calculation's cache key (its JSON and GPAW log in the cache folder)"),
     "dft_mp_correction": ("", (
