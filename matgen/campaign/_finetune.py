@@ -248,6 +248,17 @@ def _train_config(parent: str, ft: FinetuneConfig, seed: int, n_rows: int):
         "log_every": max(1, ft.steps // 10), "compile": False})
 
 
+def _parent_objective(parent: str, tcfg) -> Any:
+    """The diffusion objective with the parent's data statistics (lattice prior density, atom
+    counts of de novo samples), not those of the small fine-tuning set; None when the parent
+    does not record them."""
+    from matgen.diffusion import DatasetStats
+    from matgen.generate import cached_diffusion, read_metadata, resolve_checkpoint
+
+    stats = read_metadata(resolve_checkpoint(parent)).get("stats")
+    return cached_diffusion(tcfg.diffusion, DatasetStats.model_validate(stats)) if stats else None
+
+
 def _run_dir(camp: Campaign, index: int) -> Path:
     return camp.cfg.work_path() / "generator" / "_runs" / f"round_{index:04d}"
 
@@ -276,7 +287,7 @@ def _train_version(
     tcfg = _train_config(parent, ft, camp.cfg.round_seed(index), len(rows))
     device = None if ft.device == "auto" else ft.device
     res = train(tcfg, data=str(csv), out=run_dir, resume=True, init=parent, device=device,
-                progress=False, log=None)
+                diffusion=_parent_objective(parent, tcfg), progress=False, log=None)
     target = camp.cfg.work_path() / "generator" / f"round_{index:04d}"
     with atomic_path(target) as tmp:
         tmp.mkdir()

@@ -52,6 +52,10 @@ def test_finetune_records_a_version_that_the_next_round_generates_with(
     assert rec["details"]["replay_rows"] == 2  # replay 0.5: as many rows as hits
     folder = Path(rec["checkpoint"])
     assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
+    from matgen.generate import read_metadata, resolve_checkpoint
+
+    # de novo atom counts and lattice prior stay the parent's, not the 4-row fine-tuning set's
+    assert read_metadata(folder)["stats"] == read_metadata(resolve_checkpoint(tiny_ckpt))["stats"]
     assert not (folder.parent / "_runs" / "round_0001").exists()
     finetune_step(camp, 1)  # done already: nothing new
     assert len(recorded_versions(camp.store)) == 1
