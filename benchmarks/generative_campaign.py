@@ -411,6 +411,7 @@ def main() -> None:
     # results of other seeds / arms with the same settings are kept (and resumed)
     same = _key(previous.get("settings") or {}) == _key(_settings(args))
     per_seed: dict[str, dict[str, dict]] = previous.get("per_seed", {}) if same else {}
+    args.superseded = previous.get("superseded")  # earlier results kept for the record
     args.commands = [*(previous.get("commands") or [previous.get("command")] if same else []),
                      _command()]
     t0 = time.perf_counter()
@@ -433,7 +434,7 @@ def _command() -> str:
 
 def _settings(args) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-            if k not in ("note", "out", "work", "data", "commands")}
+            if k not in ("note", "out", "work", "data", "commands", "superseded")}
 
 
 def _key(settings: dict) -> str:
@@ -464,6 +465,7 @@ def _write(args, ctx: dict, per_seed: dict, seconds: float) -> None:
                   "independent_of_scorer": args.judge == "composition"},
         "wall_seconds": round(seconds, 1),
         "summary": summarise(per_seed),
+        **({"superseded": args.superseded} if args.superseded else {}),
         "per_seed": per_seed,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
