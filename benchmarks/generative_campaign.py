@@ -463,7 +463,9 @@ def _write(args, ctx: dict, per_seed: dict, seconds: float) -> None:
                     "StructureMatcher match in mp20_reduced train/val/test",
         "judge": {"kind": args.judge, "metrics": getattr(judge, "metrics", None),
                   "independent_of_scorer": args.judge == "composition"},
-        "wall_seconds": round(seconds, 1),
+        "wall_seconds_this_invocation": round(seconds, 1),
+        "arm_seconds_total": round(sum(r["seconds"] for v in per_seed.values()
+                                       for r in v.values()), 1),
         "summary": summarise(per_seed),
         **({"superseded": args.superseded} if args.superseded else {}),
         "per_seed": per_seed,
