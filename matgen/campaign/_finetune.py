@@ -161,7 +161,13 @@ def _finetune_or_back_off(camp: Campaign, index: int) -> None:
         return
     parent = cur["checkpoint"] if cur and cur["checkpoint"] else str(
         camp.cfg.generator.checkpoint_path())
-    version, folder, details = _train_version(camp, index, hits, parent)
+    from matgen.training import TrainDataError
+
+    try:
+        version, folder, details = _train_version(camp, index, hits, parent)
+    except TrainDataError as exc:  # e.g. no crystal within the model's max_atoms: go on
+        log.warning("round %d: generator fine-tuning skipped (%s)", index, exc)
+        return
     details["distinct_share_before"] = share
     _record(store, index, version=version, checkpoint=str(folder),
             parent=cur["version"] if cur else _base_version(camp), details=details)
