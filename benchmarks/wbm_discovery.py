@@ -32,6 +32,13 @@ results of several calls are merged into ``--out``)::
     python benchmarks/wbm_discovery.py --mlip sevennet --n 1000 --n-relax 300 \
         --out benchmarks/results/wbm_discovery_cpu.json
 
+Another SevenNet checkpoint with ``--model`` (its key in ``--out`` is ``sevennet:<model>``);
+the multi-fidelity SevenNet-MF-0 also needs ``--modal`` (``PBE``: the MPtrj scale the MP2020
+corrections and the MP hull assume; key ``sevennet:7net-mf-0:PBE``)::
+
+    python benchmarks/wbm_discovery.py --mlip sevennet --model 7net-mf-0 --modal PBE \
+        --n 1000 --skip-relax --out benchmarks/results/wbm_discovery_cpu_mf0.json
+
 Full set on a GPU (all 10,000 structures, relaxed and unrelaxed)::
 
     python benchmarks/wbm_discovery.py --mlip chgnet --n 0 --n-relax 0 --device cuda \
@@ -181,6 +188,8 @@ def run(args: argparse.Namespace) -> dict:
     n_relax = n if args.n_relax <= 0 else min(args.n_relax, n)
 
     mlip_kwargs = {"model": args.model} if args.model else {}
+    if args.modal:
+        mlip_kwargs["modal"] = args.modal
     mlip = load_mlip(args.mlip, device=args.device, **mlip_kwargs)
     hull = default_hull(mlip)
     if not (data_dir / "hull_refs").exists():
@@ -245,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mlip", required=True, choices=["chgnet", "sevennet"])
     ap.add_argument("--model", default=None, help="SevenNet checkpoint (default 7net-0).")
+    ap.add_argument("--modal", default=None,
+                    help="fidelity of a multi-fidelity SevenNet (7net-mf-0: PBE or R2SCAN)")
     ap.add_argument("--n", type=int, default=1000, help="subset size (0: all)")
     ap.add_argument("--n-relax", type=int, default=300,
                     help="relax the first N of the subset (0: all)")
@@ -263,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     merged = json.loads(out.read_text()) if out.exists() else {}
     key = args.mlip if not args.model else f"{args.mlip}:{args.model}"
+    if args.modal:
+        key = f"{key}:{args.modal}"
     if args.from_csv:
         import pandas as pd
 

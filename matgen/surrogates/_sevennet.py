@@ -38,7 +38,9 @@ class SevenNetMLIP:
 
     SevenNet-0 (``7net-0``, the 11 July 2024 weights, trained on MPtrj like CHGNet) is the
     default; ``7net-l3i5`` (the Matbench Discovery entry, slower: l_max 3) also ships in the
-    wheel. Both load offline.
+    wheel. Both load offline. The multi-fidelity ``7net-mf-0`` (SevenNet-MF-0) needs a
+    ``modal``: ``PBE`` (MPtrj's PBE(+U) scale, which the MP2020 corrections assume) or
+    ``R2SCAN``.
 
     ``predict`` builds one periodic neighbour list per structure (matscipy, on the CPU), stacks
     all structures into one graph and takes energies, forces and stresses from one SevenNet
@@ -49,7 +51,10 @@ class SevenNetMLIP:
     is ~0 within the skin of the cutoff.
 
     Args:
-        model: a SevenNet checkpoint name (``7net-0``, ``7net-l3i5``, ...) or path.
+        model: a SevenNet checkpoint name (``7net-0``, ``7net-l3i5``, ``7net-mf-0``, ...) or
+            path.
+        modal: the fidelity of a multi-fidelity checkpoint (``PBE`` or ``R2SCAN`` for
+            ``7net-mf-0``); required for such a checkpoint, an error for any other.
         device: ``auto``, ``cpu`` or ``cuda``.
         graph_skin: Å; neighbour lists are rebuilt only after some edge length may have
             changed by this much (0: rebuild every step).
@@ -67,6 +72,7 @@ class SevenNetMLIP:
         device: str | torch.device | None = "auto",
         graph_skin: float = 0.05,
         neighbours: str = "auto",
+        modal: str | None = None,
     ):
         self.device = resolve_device(device)
         if neighbours == "auto":
@@ -74,8 +80,17 @@ class SevenNetMLIP:
         if neighbours not in ("torch", "matscipy"):
             raise ValueError(f"neighbours must be auto, torch or matscipy, not {neighbours!r}")
         self.neighbours = neighbours
-        self.version = str(model)
         self.model, self.cutoff, self.type_map = _pretrained_sevennet(str(model), str(self.device))
+        modals = list(getattr(self.model, "modal_map", None) or {})
+        if modals and modal not in modals:
+            raise ValueError(f"SevenNet checkpoint {model!r} needs modal= one of {modals}, "
+                             f"not {modal!r}")
+        if modal is not None and not modals:
+            raise ValueError(f"SevenNet checkpoint {model!r} has no modal (got {modal!r})")
+        self.modal = modal
+        #: the checkpoint, with ``:<modal>`` for a multi-fidelity one (``7net-mf-0:PBE``)
+        self.version = str(model) if modal is None else f"{model}:{modal}"
+        self._model_name = str(model)
         self.graph_skin = float(graph_skin)
         self._cache: dict[Hashable, tuple] = {}
         self._calc = None
@@ -230,6 +245,8 @@ class SevenNetMLIP:
                 KEY.INFO: {},
             }
         )
+        if self.modal is not None:  # one fidelity name per crystal of the batch
+            data[KEY.DATA_MODALITY] = [self.modal] * b
         out = self.model(data)
         e = out[KEY.PRED_TOTAL_ENERGY].detach().double().reshape(-1)
         f = out[KEY.PRED_FORCE].detach().double()
@@ -250,7 +267,9 @@ class SevenNetMLIP:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self._calc = SevenNetCalculator(model=self.version, device=str(self.device))
+                self._calc = SevenNetCalculator(
+                    model=self._model_name, device=str(self.device), modal=self.modal
+                )
         return self._calc
 
 

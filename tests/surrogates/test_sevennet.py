@@ -168,3 +168,31 @@ def test_torch_neighbour_list_gives_matscipys_edges_and_energies(perturbed_pair,
     np.testing.assert_allclose(a.energy_per_atom, b.energy_per_atom, atol=1e-6)
     np.testing.assert_allclose(a.forces, b.forces, atol=1e-5)
     np.testing.assert_allclose(a.stress, b.stress, atol=1e-6)
+
+
+def test_multi_fidelity_sevennet_needs_a_modal_and_matches_its_calculator(
+        perturbed_pair, triclinic):
+    from matgen.surrogates import SevenNetMLIP, load_mlip
+
+    with pytest.raises(ValueError, match="modal"):
+        SevenNetMLIP(model="7net-mf-0", device="cpu")
+    with pytest.raises(ValueError, match="modal"):
+        SevenNetMLIP(model="7net-mf-0", device="cpu", modal="PBE54")
+    with pytest.raises(ValueError, match="no modal"):
+        SevenNetMLIP(model="7net-0", device="cpu", modal="PBE")
+    structures = [*perturbed_pair, triclinic]
+    pbe = load_mlip("sevennet", device="cpu", model="7net-mf-0", modal="PBE")
+    assert pbe.version == "7net-mf-0:PBE"
+    out = pbe.predict(structures)
+    assert out.errors == [None] * 3
+    calc = pbe.ase_calculator()
+    start = 0
+    for i, s in enumerate(structures):
+        e, f, st = _reference(calc, s)
+        assert float(out.energy_per_atom[i]) == pytest.approx(e, abs=1e-5)
+        np.testing.assert_allclose(out.forces[start:start + len(s)].numpy(), f, atol=1e-4)
+        np.testing.assert_allclose(out.stress[i].numpy(), st, atol=1e-5)
+        start += len(s)
+    # the fidelity changes the energy scale: r2SCAN is not PBE
+    scan = SevenNetMLIP(model="7net-mf-0", device="cpu", modal="R2SCAN").predict(structures)
+    assert np.all(np.abs(scan.energy_per_atom.numpy() - out.energy_per_atom.numpy()) > 1e-3)
