@@ -5,7 +5,7 @@
 # SOLO the run whose sampling speed is measured; TEST=1 scores the WEIGHTS runs (or TEST_RUNS="a b")
 # on the whole public test split with the CPU default sampler (fast, 50 steps), SOLO also with
 # its best sampler on validation; WEIGHTS=1 brings SOLO's weights back, WEIGHTS="a b" those of
-# the named runs.
+# the named runs. GEN=1 also samples 1,000 de novo crystals per tested run and scores them.
 # Every later device call re-sends the working tree (and drops ignored paths it does not carry),
 # so the driver first copies its source to /tmp/src and runs from there.
 set -u
@@ -92,5 +92,19 @@ for J in $JOBS; do
 done; wait $PIDS
 for F in "$W"/test/*.json; do log "test $(basename "$F"): $(grep -E '"match_rate"|"rmse"' "$F" | tr -d ' \n')"; done
 pack
+if [ -n "${GEN:-}" ]; then  # GEN=1: de novo, 1,000 samples per TEST run, scored here (no S.U.N.)
+  PIDS=""; NR=$(echo $TEST_RUNS | wc -w)
+  for NAME in $TEST_RUNS; do
+    ( timeout 120 python3 -m matgen sample --checkpoint "$W/runs/$NAME/run/checkpoints/last" --num 1000 \
+        --batch-size 1000 --seed 0 --no-progress --out "$W/test/gen_$NAME.extxyz" > "$W/test/sample_gen_$NAME.log" 2>&1 \
+      && timeout 420 python3 -m matgen evaluate --task gen --generated "$W/test/gen_$NAME.extxyz" \
+        --reference /tmp/datasets/mp20_reduced/test.csv --train /tmp/datasets/mp20_reduced/train.csv \
+        --workers $(( 15 / NR > 1 ? 15 / NR : 1 )) --out "$W/test/gen_$NAME.json" > "$W/test/eval_gen_$NAME.log" 2>&1 ) &
+    PIDS="$PIDS $!"
+  done; wait $PIDS
+  for NAME in $TEST_RUNS; do
+    log "gen $NAME: $(grep -E '"(comp_valid|struct_valid|valid|cov_recall|cov_precision|wdist_density|wdist_num_elements)"' "$W/test/gen_$NAME.json" 2>/dev/null | tr -d ' \n')"
+  done; pack
+fi
 throughput  # last: the test split matters more if the device time runs out
 touch "$W/ALL_DONE"; log "all done"
