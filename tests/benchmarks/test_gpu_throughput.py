@@ -1,0 +1,41 @@
+"""The sampling-throughput benchmark's workload: compositions cycled to the requested count,
+cut into chunks, optionally sorted by size, each chunk's atom types those of its crystals."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("gpu_throughput",
+                                                  REPO / "benchmarks/gpu_throughput.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _ref():
+    # crystal i has i + 1 atoms, all of element 10 * (i + 1)
+    na = torch.tensor([3, 1, 4, 2])
+    z = torch.cat([torch.full((int(a),), 10 * (i + 1)) for i, a in enumerate(na)])
+    return SimpleNamespace(num_atoms=na, atomic_numbers=z)
+
+
+def test_chunks_cycle_the_compositions_and_keep_each_crystal_s_types():
+    chunks = _bench()._sampling_chunks(_ref(), n=6, batch=4, by_size=False)
+    assert [c[0].tolist() for c in chunks] == [[3, 1, 4, 2], [3, 1]]
+    _na, z = chunks[1]
+    assert z.tolist() == [10, 10, 10, 20]
+    assert all(int(c[0].sum()) == c[1].shape[0] for c in chunks)
+
+
+def test_sorted_chunks_hold_crystals_of_similar_size():
+    chunks = _bench()._sampling_chunks(_ref(), n=8, batch=4, by_size=True)
+    assert [c[0].tolist() for c in chunks] == [[1, 1, 2, 2], [3, 3, 4, 4]]
+    assert chunks[0][1].tolist() == [20, 20, 40, 40, 40, 40]
