@@ -273,6 +273,24 @@ class ModelGenerator:
         return CrystalBatch.from_atoms(frames, ids=ids)
 
 
+def surrogate_row(r: dict[str, Any]) -> dict[str, Any]:
+    """One row of :func:`matgen.surrogates.score_structures` as a campaign score: the numbers
+    as floats, ``ood`` / ``ood_flag``, ``error`` when set, and the MLIP-relaxed structure
+    (``relaxed_cif``), which the oracles and the lab export hand on instead of the generated
+    one: the energies belong to that geometry."""
+    d: dict[str, Any] = {}
+    for k, v in r.items():
+        if isinstance(v, int | float):  # bool is an int
+            d[k] = float(v)
+    d["ood"] = d.get("ood_score", float("nan"))
+    d["ood_flag"] = float(d["ood"] > 0.8) if math.isfinite(d["ood"]) else 1.0
+    if r.get("error"):
+        d["error"] = str(r["error"])
+    elif isinstance(r.get("relaxed_cif"), str) and r["relaxed_cif"]:
+        d["relaxed_cif"] = r["relaxed_cif"]
+    return d
+
+
 class SurrogateScorer:
     """Adapter: :func:`matgen.surrogates.score_structures` (MLIP relaxation, energy above the
     MP reference hull, property predictors with calibrated std, OOD score) as a :class:`Scorer`.
@@ -323,18 +341,7 @@ class SurrogateScorer:
         rows = self._sur.score_structures(
             batch, mlip=mlip, hull=hull, predictors=self.predictors, config=cfg
         )
-        out = []
-        for r in rows:
-            d: dict[str, Any] = {}
-            for k, v in r.items():
-                if isinstance(v, int | float):  # bool is an int
-                    d[k] = float(v)
-            d["ood"] = d.get("ood_score", float("nan"))
-            d["ood_flag"] = float(d["ood"] > 0.8) if math.isfinite(d["ood"]) else 1.0
-            if r.get("error"):
-                d["error"] = str(r["error"])
-            out.append(d)
-        return out
+        return [surrogate_row(r) for r in rows]
 
     def update(self, structures: list, labels: list[dict[str, float]]) -> str:
         if not self.predictors:

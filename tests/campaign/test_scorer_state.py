@@ -89,3 +89,16 @@ def test_the_surrogate_scorer_keeps_its_refitted_predictors(tmp_path):
     assert load_scorer_state(b, tmp_path, 0) == 0
     assert b.model_version == a.model_version and b.updates == 1
     assert (b.predictors[0].predict(structs).mean == after).all()
+
+
+def test_the_surrogate_scores_keep_the_relaxed_structure():
+    """The lab export and the oracles use ``relaxed_cif``: the scorer's adapter must pass it on
+    (it once kept only numbers, so the export's CIFs were the generated, unrelaxed crystals)."""
+    from matgen.campaign._components import surrogate_row
+
+    row = surrogate_row({"e_above_hull": 0.01, "suspect": False, "ood_score": 0.2,
+                         "relaxed_cif": "data_x\n", "formula": "NaCl", "error": ""})
+    assert row == {"e_above_hull": 0.01, "suspect": 0.0, "ood_score": 0.2, "ood": 0.2,
+                   "ood_flag": 0.0, "relaxed_cif": "data_x\n"}
+    failed = surrogate_row({"e_above_hull": float("nan"), "relaxed_cif": "", "error": "boom"})
+    assert failed["error"] == "boom" and "relaxed_cif" not in failed and failed["ood_flag"] == 1.0
