@@ -27,11 +27,9 @@ def _reference(calc, s):
     return a.get_potential_energy() / len(a), a.get_forces(), a.get_stress(voigt=False)
 
 
-def test_batched_forward_matches_sevennet_calculator(sevennet, perturbed_pair, triclinic):
-    structures = [*perturbed_pair, triclinic]
-    out = sevennet.predict(structures)
-    assert out.errors == [None] * 3
-    calc = sevennet.ase_calculator()
+def _assert_matches_calculator(mlip, structures, out):
+    """``out`` (``mlip.predict(structures)``) agrees with SevenNet's own ASE calculator."""
+    calc = mlip.ase_calculator()
     start = 0
     for i, s in enumerate(structures):
         e, f, st = _reference(calc, s)
@@ -39,6 +37,13 @@ def test_batched_forward_matches_sevennet_calculator(sevennet, perturbed_pair, t
         np.testing.assert_allclose(out.forces[start:start + len(s)].numpy(), f, atol=1e-4)
         np.testing.assert_allclose(out.stress[i].numpy(), st, atol=1e-5)
         start += len(s)
+
+
+def test_batched_forward_matches_sevennet_calculator(sevennet, perturbed_pair, triclinic):
+    structures = [*perturbed_pair, triclinic]
+    out = sevennet.predict(structures)
+    assert out.errors == [None] * 3
+    _assert_matches_calculator(sevennet, structures, out)
 
 
 def test_neighbour_lists_are_reused_within_the_skin(sevennet, perturbed_pair):
@@ -185,14 +190,7 @@ def test_multi_fidelity_sevennet_needs_a_modal_and_matches_its_calculator(
     assert pbe.version == "7net-mf-0:PBE"
     out = pbe.predict(structures)
     assert out.errors == [None] * 3
-    calc = pbe.ase_calculator()
-    start = 0
-    for i, s in enumerate(structures):
-        e, f, st = _reference(calc, s)
-        assert float(out.energy_per_atom[i]) == pytest.approx(e, abs=1e-5)
-        np.testing.assert_allclose(out.forces[start:start + len(s)].numpy(), f, atol=1e-4)
-        np.testing.assert_allclose(out.stress[i].numpy(), st, atol=1e-5)
-        start += len(s)
+    _assert_matches_calculator(pbe, structures, out)
     # the fidelity changes the energy scale: r2SCAN is not PBE
     scan = SevenNetMLIP(model="7net-mf-0", device="cpu", modal="R2SCAN").predict(structures)
     assert np.all(np.abs(scan.energy_per_atom.numpy() - out.energy_per_atom.numpy()) > 1e-3)
