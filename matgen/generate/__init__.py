@@ -6,8 +6,9 @@ Public API:
         batch. sample_structures(num, ...) -> list of pymatgen Structures (``matgen.sample``).
     SampleSpec: the options of both (one home for the defaults: the shipped model, de novo,
         the 1000-step predictor-corrector).
-    plan_sampling / sample_batches / SamplePlan / SampledBatch / frame_info: the steps of a
-        run, for callers that consume batches themselves.
+    plan_sampling / sample_batches / SamplePlan / SampledBatch / frame_info / batch_order:
+        the steps of a run, for callers that consume batches themselves (a multi-batch plan
+        is batched by atom count; ``SampledBatch.index`` gives input-order indices).
     Requests: Request, build_requests, expand_formula, requests_from_formulas,
         requests_from_csv, requests_de_novo; SampleInputError (bad input, one line).
     Targets: ConditionTarget, parse_condition (``KEY=VALUE | LO:HI | :HI | LO:``).
@@ -37,6 +38,7 @@ from matgen.generate._generate import (
     SampledBatch,
     SamplePlan,
     SampleResult,
+    batch_order,
     build_requests,
     choose_sampler,
     frame_info,
@@ -70,6 +72,7 @@ __all__ = [
     "SampleResult",
     "SampleSpec",
     "SampledBatch",
+    "batch_order",
     "build_requests",
     "cached_diffusion",
     "choose_sampler",

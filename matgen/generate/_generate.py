@@ -3,7 +3,18 @@ and its two ends, an extxyz file (:func:`generate`, ``matgen sample``) or pymatg
 in memory (:func:`sample_structures`, ``matgen.sample``).
 
 Requests are expanded to one entry per output structure, cut into batches of ``batch_size``
-crystals and generated with a sampler of :mod:`matgen.diffusion`.
+crystals and generated with a sampler of :mod:`matgen.diffusion`. When they span more than one
+batch (and ``batch_size > 1``), they are batched in order of atom count (a stable sort: ties
+keep input order; see :func:`batch_order`): the denoiser pads a batch to its largest crystal,
+so like sizes together waste less work (1.48x structures/s for the shipped model on an H200,
+MP-20 test compositions). A plan that fits in one batch runs in input order, as before.
+
+Output order: ``sample_id`` (``<checkpoint>-s<seed>-<i>``) is always ``i``, the request's
+index in input order, and each frame carries its ``material_id`` / ``composition`` / targets.
+:func:`sample_structures` returns structures in request order (restored in memory). The file
+:func:`generate` writes holds the frames in batch order (by size), because each batch is
+appended as it finishes: that keeps ``OUT.partial`` resumable batch by batch without holding
+or rewriting the whole file; read frames by ``sample_id`` / ``material_id``, not position.
 
 Reproducibility: batch ``k`` uses a generator seeded with ``seed * 1_000_003 + k`` on the
 sampling device, so the same checkpoint, requests, seed, batch size and device give the same
@@ -101,6 +112,8 @@ class SampledBatch:
     crystals: CrystalBatch
     info: dict[str, list]
     failed: int = 0
+    #: each frame's request index in input order (``offset`` counts batch-order positions)
+    index: list[int] = field(default_factory=list)
 
     @property
     def keep_id(self) -> list[bool]:
@@ -288,11 +301,15 @@ def _sample_batch(plan: SamplePlan, k: int, lo: int, chunk: list[Request],
     return res.to("cpu")
 
 
-def frame_info(plan: SamplePlan, lo: int, chunk: list[Request]) -> dict[str, list]:
-    """The per-frame info of requests ``lo .. lo + len(chunk)`` (see :func:`generate`)."""
+def frame_info(plan: SamplePlan, lo: int, chunk: list[Request],
+               index: list[int] | None = None) -> dict[str, list]:
+    """The per-frame info of requests ``lo .. lo + len(chunk)`` of ``plan`` (see
+    :func:`generate`); ``index``: their input-order indices for the ``sample_id`` (default
+    ``lo ..``)."""
     spec, n = plan.spec, len(chunk)
+    index = list(range(lo, lo + n)) if index is None else index
     info: dict[str, list] = {
-        "sample_id": [f"{plan.checkpoint_id}-s{spec.seed}-{lo + i}" for i in range(n)],
+        "sample_id": [f"{plan.checkpoint_id}-s{spec.seed}-{i}" for i in index],
         "task": [spec.task] * n,
         "checkpoint": [plan.checkpoint_id] * n,
         "seed": [spec.seed] * n,
@@ -319,6 +336,25 @@ def num_batches(plan: SamplePlan) -> int:
     return math.ceil(len(plan.requests) / plan.spec.batch_size)
 
 
+def batch_order(plan: SamplePlan) -> list[int]:
+    """The input indices of the plan's requests in the order they are batched: by atom count
+    (stable, ties in input order) when they span more than one batch of ``batch_size > 1``,
+    else input order (one batch, or batches of one crystal, gain nothing from sorting)."""
+    n, size = len(plan.requests), plan.spec.batch_size
+    if n <= size or size <= 1:
+        return list(range(n))
+    return sorted(range(n), key=lambda i: plan.requests[i].num_atoms)
+
+
+def _in_order(plan: SamplePlan, order: list[int]) -> SamplePlan:
+    """``plan`` with its requests and drawn targets permuted to ``order``."""
+    if order == list(range(len(order))):
+        return plan
+    idx = torch.tensor(order, dtype=torch.long)
+    return replace(plan, requests=[plan.requests[i] for i in order],
+                   values={k: v[idx] for k, v in plan.values.items()})
+
+
 def sample_batches(plan: SamplePlan, start: int = 0,
                    callback: Callback | None = None) -> Iterator[SampledBatch]:
     """Generate the plan's requests batch by batch, from batch ``start`` on (the earlier ones
@@ -326,14 +362,20 @@ def sample_batches(plan: SamplePlan, start: int = 0,
 
     ``callback(step, steps, state)`` is the samplers' (:mod:`matgen.diffusion`): called after
     each of a batch's ``plan.steps`` sampler steps with the batch's current state
-    (``(batch_size,)`` crystals), e.g. to show per-step progress."""
+    (``(batch_size,)`` crystals), e.g. to show per-step progress.
+
+    Batches follow :func:`batch_order` (by atom count for a multi-batch plan); each
+    :class:`SampledBatch` names its frames' input-order indices in ``index``."""
     size = plan.spec.batch_size
+    order = batch_order(plan)
+    ordered = _in_order(plan, order)
     for k, lo in enumerate(range(0, len(plan.requests), size)):
         if k < start:
             continue
-        chunk = plan.requests[lo : lo + size]
-        res = _sample_batch(plan, k, lo, chunk, callback)
-        info = frame_info(plan, lo, chunk)
+        chunk = ordered.requests[lo : lo + size]
+        index = order[lo : lo + size]
+        res = _sample_batch(ordered, k, lo, chunk, callback)
+        info = frame_info(ordered, lo, chunk, index)
         ids = [r.material_id or sid for r, sid in zip(chunk, info["sample_id"], strict=True)]
         res = replace(res, ids=ids)
         failed = res.properties.get(FAILED)
@@ -341,16 +383,17 @@ def sample_batches(plan: SamplePlan, start: int = 0,
             keep = (failed == 0).tolist()
             res = res[torch.tensor(keep)]
             chunk = [r for r, ok in zip(chunk, keep, strict=True) if ok]
+            index = [i for i, ok in zip(index, keep, strict=True) if ok]
             info = {key: [v for v, ok in zip(vals, keep, strict=True) if ok]
                     for key, vals in info.items()}
         yield SampledBatch(chunk, lo, replace(res, properties={}), info,
-                           0 if failed is None else int((failed != 0).sum()))
+                           0 if failed is None else int((failed != 0).sum()), index)
 
 
 def plan_fingerprint(plan: SamplePlan) -> str:
     """sha256 of everything that decides the frames a plan writes (weights, sampler, seeds,
-    batches, requests, drawn targets, options): a finished batch of one run is the same batch
-    in another run with the same fingerprint."""
+    batches and their order (:func:`batch_order`), requests, drawn targets, options): a finished
+    batch of one run is the same batch in another run with the same fingerprint."""
     import hashlib
     import json
 
@@ -365,6 +408,7 @@ def plan_fingerprint(plan: SamplePlan) -> str:
         "values": {k: [float(x) for x in v] for k, v in plan.values.items()},
         "requests": [[r.num_atoms, list(r.atomic_numbers or ()), r.composition, r.material_id]
                      for r in plan.requests],
+        "batch_order": batch_order(plan),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -427,6 +471,11 @@ def generate(
     ``composition`` (requested, CSP), ``checkpoint`` (weights sha256, 12 hex), ``seed``,
     ``sampler``, ``steps``, ``guidance``, ``conditions`` (the request, e.g.
     ``band_gap=1:2``), ``target_<name>`` (the value used), ``chemsys``.
+
+    Frame order: batch order (:func:`batch_order`: by atom count when the requests span more
+    than one batch, else input order), as batches are appended when they finish, so a killed
+    run resumes from its finished batches. ``sample_id`` ends in the request's input-order
+    index and ``material_id`` names a CSV row: pair frames by those, not by position.
     """
     output_format(out)  # an unknown suffix fails before any work
     plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent)
@@ -467,13 +516,17 @@ def sample_structures(
     de novo, the ``auto`` sampler as in ``matgen sample``), the same structures for the same
     seed. Each structure's ``properties`` hold the frame info :func:`generate` writes
     (``sample_id``, ``checkpoint``, ``sampler``, ``steps``, ``target_<name>``, ...; a CSV row's
-    ``material_id``). With ``out`` the structures are also written there (extxyz or CIF).
+    ``material_id``). With ``out`` the structures are also written there (extxyz or CIF, in
+    batch order as :func:`generate` writes them).
+
+    The list is in request order (``sample_id`` ``..-0``, ``..-1``, ...), whatever the batch
+    order (:func:`batch_order`); a structure that failed numerically is left out.
     """
     if out is not None:
         output_format(out)
     plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent)
     writer = open_writer(out, None, log or _silent) if out is not None else None
-    structures: list = []
+    structures: list[tuple[int, Any]] = []
 
     def sink(item: SampledBatch) -> None:
         if not item.requests:  # every crystal of the batch failed numerically
@@ -485,9 +538,9 @@ def sample_structures(
             if not keep:
                 s.properties.pop("material_id", None)
             s.properties.update({k: v[i] for k, v in item.info.items()})
-            structures.append(s)
+            structures.append((item.index[i], s))
 
     _drive(plan, progress, sink)
     if writer is not None:
         writer.finish()
-    return structures
+    return [s for _, s in sorted(structures, key=lambda t: t[0])]
