@@ -1,11 +1,13 @@
 """Discovery benchmark of the MLIPs on hypothetical WBM structures (issue 17, item 3).
 
 For a seeded random subset of ``wbm_subset/wbm.csv.gz`` (WBM structures with DFT formation
-energies, MP2020-corrected scale) and each MLIP (CHGNet, SevenNet-0):
+energies on MP's *legacy* correction scale, the scale of the ``hull_refs`` hull: no corrections
+for Se, Te, Br, I, Sb; see ``wbm_label_scale_check.py``) and each MLIP (CHGNet, SevenNet-0):
 
 * formation-energy MAE of the MLIP against DFT, through the same code path as ``matgen score``
-  (batched FIRE relaxation or a single point, MP2020 corrections where the MLIP needs them,
-  elemental references of :func:`matgen.surrogates.default_hull`);
+  (batched FIRE relaxation or a single point, MLIP energies put on the hull's legacy scale by
+  :func:`matgen.surrogates._score.mp_compatible_energies`, elemental references of
+  :func:`matgen.surrogates.default_hull`);
 * stable / unstable classification against the MP reference hull built from
   ``hull_refs`` (:meth:`ConvexHull.from_mp`): a structure is *stable* when its energy above that
   hull is <= 0 (the Matbench Discovery rule); the true label uses the DFT formation energy, the
@@ -33,7 +35,7 @@ results of several calls are merged into ``--out``)::
         --out benchmarks/results/wbm_discovery_cpu.json
 
 Another SevenNet checkpoint with ``--model`` (its key in ``--out`` is ``sevennet:<model>``);
-the multi-fidelity SevenNet-MF-0 also needs ``--modal`` (``PBE``: the MPtrj scale the MP2020
+the multi-fidelity SevenNet-MF-0 also needs ``--modal`` (``PBE``: the MPtrj scale MP's energy
 corrections and the MP hull assume; key ``sevennet:7net-mf-0:PBE``)::
 
     python benchmarks/wbm_discovery.py --mlip sevennet --model 7net-mf-0 --modal PBE \
@@ -171,6 +173,7 @@ def run(args: argparse.Namespace) -> dict:
     from pymatgen.core import Structure
 
     from matgen.surrogates import RelaxConfig, default_hull, load_mlip, relax
+    from matgen.surrogates._mlip import HULL_SCALE, mlip_energy_scale
     from matgen.surrogates._score import mp_compatible_energies
 
     data_dir = Path(args.data_dir or os.environ.get("MATGEN_DATA_DIR", "../shared/datasets"))
@@ -231,8 +234,8 @@ def run(args: argparse.Namespace) -> dict:
     results = metrics(df, args.mlip, n_relax)
     results["subset_size"] = n
     results["mlip"] = {"name": mlip.name, "version": str(getattr(mlip, "version", "")),
-                       "energy_correction": getattr(mlip, "energy_correction", None),
-                       "hull": hull.key}
+                       "energy_scale": mlip_energy_scale(mlip),
+                       "put_on_hull_scale": HULL_SCALE, "hull": hull.key}
     results["timings"] = timings
     results["relax_config"] = {"fmax": args.fmax, "max_steps": args.max_steps,
                                "batch_size": args.batch_size, "relax_cell": True}

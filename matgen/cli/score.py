@@ -35,7 +35,8 @@ MlipOpt = Annotated[
     str,
     typer.Option(
         "--mlip",
-        help="sevennet (SevenNet-0, MP2020-corrected; default) or chgnet (4-6x faster on CPU).",
+        help="sevennet (SevenNet-0; default) or chgnet (4-6x faster on CPU); either is put on "
+        "the MP hull's scale (MP's legacy corrections) before the hull.",
     ),
 ]
 PredictorsOpt = Annotated[
@@ -111,9 +112,10 @@ def score(
     status, predicted properties with standard deviations, and an out-of-distribution score.
 
     The CSV's id column is sample_id; OUT.columns.csv beside it gives each column's unit and
-    meaning. Energies are eV/atom. e_form_per_atom and e_above_hull come from the MLIP (on
-    MP's MP2020-corrected scale); formation_energy_per_atom, band_gap (eV) and their _std
-    come from the property predictors. e_above_hull is signed (negative: below the MP hull);
+    meaning. Energies are eV/atom. e_form_per_atom and e_above_hull come from the MLIP, on the
+    MP hull's scale: MP's legacy corrections (MaterialsProjectCompatibility, as Matbench
+    mp_e_form; none for Se, Te, Br, I, Sb; not MP2020); formation_energy_per_atom, band_gap
+    (eV) and their _std come from the property predictors. e_above_hull is signed (negative: below the MP hull);
     suspect is True more than 0.05 eV/atom below it (the MLIP cannot vouch for that).
 
     --oracle dft --top K: the K rows with the lowest MLIP e_above_hull are relaxed and computed

@@ -61,7 +61,8 @@ def mlip_scorer(
 
     def scorer(structures: list) -> list[tuple[Any, float]]:
         res = relax(list(structures), mlip, relax_config)
-        # on MP's corrected energy scale, as the hull (SevenNet-0 needs the MP2020 corrections)
+        # on the MP hull's energy scale (MP's legacy corrections; SevenNet's raw energies get
+        # them, CHGNet's MP2020-corrected ones are converted)
         relaxed = [
             r.structure if r.structure is not None else s
             for s, r in zip(structures, res, strict=True)

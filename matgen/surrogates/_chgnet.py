@@ -34,8 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
 class CHGNetMLIP:
     """CHGNet (pretrained weights from its wheel) with a batched energy/force/stress forward.
 
-    CHGNet's energies are trained on MPtrj and are compatible with the MP2020 correction scheme,
-    so they can be compared with MP formation energies and hulls directly.
+    CHGNet's energies are trained on MPtrj's MP2020-corrected energies; scoring moves them onto
+    the MP reference hull's scale (MP's legacy corrections: minus MP2020's, plus the legacy
+    ones, :func:`~matgen.surrogates._mlip.to_hull_scale`) before comparing with the hull.
 
     Args:
         model: a loaded ``chgnet.model.CHGNet``; default ``CHGNet.load()`` (weights 0.3.0).
@@ -51,7 +52,7 @@ class CHGNetMLIP:
 
     name = "chgnet"
     #: CHGNet's energies already carry MP2020 corrections (it was trained on corrected ones).
-    energy_correction = None
+    energy_scale = "mp2020"
 
     def __init__(
         self,

@@ -3,8 +3,10 @@
 CHGNet (:mod:`~matgen.surrogates._chgnet`) and SevenNet (:mod:`~matgen.surrogates._sevennet`,
 SevenNet-0 by default); both ship their weights inside their wheels, so they load offline, and
 both run batched (one forward for many structures) under the relaxer. This module holds what
-they share: the interface, :func:`load_mlip`, the output checks and the MP2020 corrections;
-periodic neighbour lists are in :mod:`~matgen.surrogates._neighbours`.
+they share: the interface, :func:`load_mlip`, the output checks and the Materials Project
+energy corrections that put MLIP energies on the MP reference hull's scale (:data:`HULL_SCALE`,
+MP's legacy corrections, :func:`to_hull_scale`); periodic neighbour lists are in
+:mod:`~matgen.surrogates._neighbours`.
 """
 
 from __future__ import annotations
@@ -114,47 +116,118 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg[0] if msg else ''}"[:200]
 
 
-def mp2020_corrected(structures: list[Structure], energies_per_atom) -> np.ndarray:
-    """Energies per atom with the MP2020 anion and GGA/GGA+U mixing corrections applied.
+#: The energy scale of the MP reference hull (:meth:`~matgen.surrogates.ConvexHull.from_mp`):
+#: Matbench ``mp_e_form`` holds MP formation energies with MP's *legacy* corrections
+#: (pymatgen's ``MaterialsProjectCompatibility``, 2018 fit), not MP2020's. Checked against
+#: MP-20 / MPTS-52 (MP2020 scale) formulas: see ``benchmarks/results/hull_scale_check_hullscale
+#: .json``. Score columns, the SUN metrics and campaign oracles put MLIP energies on it.
+HULL_SCALE = "mp_legacy"
 
-    For an MLIP trained on MPtrj's *raw* DFT energies (SevenNet-0): its energies become
-    comparable with MP formation energies and hulls only after the same corrections MP applies
-    to its own DFT entries. GGA+U is assumed where MP's input set would use it (an oxide or
-    fluoride with Co, Cr, Fe, Mn, Mo, Ni, V or W, at MP's U values). A structure the scheme
-    rejects, or a non-finite energy, gives NaN. Measured on 120 WBM structures without it:
-    SevenNet-0 formation energies of oxides were 0.56 eV/atom too high, CHGNet's were not
-    (CHGNet predicts corrected energies).
+#: Energy scales an MLIP's energies can be on (its ``energy_scale`` attribute): uncorrected
+#: PBE/PBE+U (MPtrj's raw DFT energies: SevenNet), MP2020-corrected (CHGNet, trained on
+#: corrected MPtrj energies), or already the hull's.
+ENERGY_SCALES = ("raw", "mp2020", HULL_SCALE)
+
+#: eV/atom: MP's raw GGA energies of the N2, F2, Cl2 and H2 reference phases (the 2023 MP
+#: elemental reference entries of ``hull_refs``, also ``matgen/assets/hull/elemental_energies
+#: .json``) minus the fitted gas energies MP's legacy scheme used as their references
+#: (``CompoundEnergies`` of pymatgen's ``MPCompatibility.yaml``). The legacy scheme corrected
+#: these elements through their elemental references, not per compound, so in a compound their
+#: shift applies whatever their oxidation state (nitrates and hydroxides too).
+LEGACY_GAS_SHIFTS = {
+    "N": -8.336494925 - -7.95247218762,
+    "F": -1.9114789675 - -1.42055013381,
+    "Cl": -1.84853666 - -1.25385097674,
+    "H": -3.392726045 - -3.23973666138,
+}
+
+
+def energy_corrections(structures: list[Structure], scheme: str = HULL_SCALE) -> np.ndarray:
+    """Materials Project energy corrections of each structure, eV/atom (NaN: rejected).
+
+    ``scheme``: ``"mp2020"`` (``MaterialsProject2020Compatibility``: anion corrections for O,
+    S, F, Cl, Br, I, N, Se, Si, Sb, Te, H and the GGA/GGA+U mixing) or ``"mp_legacy"`` (the
+    hull's scale, :data:`HULL_SCALE`: ``MaterialsProjectCompatibility``'s oxide / peroxide /
+    superoxide and sulfide corrections and its GGA/GGA+U mixing values, no correction for Se,
+    Te, Br, I, Sb or Si, and for N, F, Cl and H in compounds the :data:`LEGACY_GAS_SHIFTS`).
+    Corrections do not depend on the energy. GGA+U is assumed where MP's input set would use it
+    (an oxide or fluoride with Co, Cr, Fe, Mn, Mo, Ni, V or W, at MP's U values); both schemes
+    see the same entry. Pure elements get none.
     """
     from pymatgen.entries.computed_entries import ComputedStructureEntry
 
-    compat = _mp2020()
+    if scheme not in ("mp2020", HULL_SCALE):
+        raise ValueError(f"unknown correction scheme {scheme!r}; 'mp2020' or {HULL_SCALE!r}")
+    compat = _mp2020() if scheme == "mp2020" else _mp_legacy()
+    u_settings = _mp2020().u_settings
     out = np.full(len(structures), np.nan)
-    for i, (s, e) in enumerate(zip(structures, energies_per_atom, strict=True)):
-        e = float(e)
-        if not math.isfinite(e):
-            continue
+    for i, s in enumerate(structures):
         comp = s.composition
         anion = max(comp.elements, key=lambda el: el.X).symbol
-        u = compat.u_settings.get(anion, {})
+        u = u_settings.get(anion, {})
         hub = {el.symbol: float(u[el.symbol]) for el in comp.elements if u.get(el.symbol, 0)}
-        entry = ComputedStructureEntry(
-            s,
-            e * len(s),
-            parameters={
-                "run_type": "GGA+U" if hub else "GGA",
-                "hubbards": hub,
-                "is_hubbard": bool(hub),
-            },
-        )
+        entry = ComputedStructureEntry(s, -5.0 * len(s), parameters={
+            "run_type": "GGA+U" if hub else "GGA", "hubbards": hub, "is_hubbard": bool(hub)})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                done = compat.process_entry(entry, clean=True)
-            except Exception:  # noqa: BLE001 - a rejected entry is per structure
-                done = None
-        if done is not None:
-            out[i] = done.energy / len(s)
+                adjustments = compat.get_adjustments(entry)
+            except Exception:  # noqa: BLE001 - a rejected entry is per structure (NaN)
+                adjustments = None
+        if adjustments is None:
+            continue
+        out[i] = sum(a.value for a in adjustments) / len(s)
+        if scheme == HULL_SCALE and len(comp.elements) > 1:
+            out[i] += sum(comp.get_atomic_fraction(el) * LEGACY_GAS_SHIFTS[el.symbol]
+                          for el in comp.elements if el.symbol in LEGACY_GAS_SHIFTS)
     return out
+
+
+def to_hull_scale(structures: list[Structure], energies_per_atom, scale: str = "raw"
+                  ) -> np.ndarray:
+    """Energies per atom moved from ``scale`` onto the MP reference hull's (:data:`HULL_SCALE`).
+
+    ``"raw"`` (uncorrected PBE/PBE+U: SevenNet): plus the hull scale's corrections of
+    :func:`energy_corrections`; ``"mp2020"`` (CHGNet): minus MP2020's corrections, plus the
+    hull scale's, both of the same entry; ``"mp_legacy"``: unchanged. A structure a scheme
+    rejects, or a non-finite energy, gives NaN. Without this, MP2020-scale energies of Se, Te,
+    Br, I and Sb compounds sat up to ~0.3 eV/atom too low against the hull (issue #17).
+    """
+    e = np.asarray([float(x) for x in energies_per_atom], dtype=float)
+    if len(e) != len(structures):
+        raise ValueError(f"{len(structures)} structures but {len(e)} energies")
+    if scale not in ENERGY_SCALES:
+        raise ValueError(f"unknown energy scale {scale!r}; one of {ENERGY_SCALES}")
+    if scale == HULL_SCALE:
+        return e
+    ok = np.isfinite(e)
+    out = np.full(len(e), np.nan)
+    sub = [s for s, k in zip(structures, ok, strict=True) if k]
+    shift = energy_corrections(sub, HULL_SCALE)
+    if scale == "mp2020":
+        shift = shift - energy_corrections(sub, "mp2020")
+    out[ok] = e[ok] + shift
+    return out
+
+
+def mlip_energy_scale(mlip) -> str:
+    """The :data:`ENERGY_SCALES` entry of an MLIP's energies: its ``energy_scale`` attribute;
+    else ``"raw"`` where an older ``energy_correction == "mp2020"`` says MP2020 had to be
+    applied, otherwise ``"mp2020"`` (as CHGNet and most MPtrj-trained MLIPs)."""
+    scale = getattr(mlip, "energy_scale", None)
+    if scale is not None:
+        return str(scale)
+    return "raw" if getattr(mlip, "energy_correction", None) == "mp2020" else "mp2020"
+
+
+def mp2020_corrected(structures: list[Structure], energies_per_atom) -> np.ndarray:
+    """Energies per atom plus the MP2020 corrections (:func:`energy_corrections` with
+    ``"mp2020"``; NaN where rejected or not finite). Not the MP hull's scale: for that, see
+    :func:`to_hull_scale`. Measured on 120 WBM structures without any correction: SevenNet-0
+    formation energies of oxides were 0.56 eV/atom too high.
+    """
+    e = np.asarray([float(x) for x in energies_per_atom], dtype=float)
+    return e + energy_corrections(list(structures), "mp2020")
 
 
 @functools.lru_cache(maxsize=1)
@@ -162,6 +235,25 @@ def _mp2020():
     from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
 
     return MaterialsProject2020Compatibility(check_potcar=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _mp_legacy():
+    """MP's legacy ``MaterialsProjectCompatibility`` without its POTCAR check (the entries are
+    MLIP energies) and without its gas correction (it only resets the energies of the N2, F2,
+    Cl2 and H2 phases themselves; :data:`LEGACY_GAS_SHIFTS` carries its effect on compounds).
+    Built from pymatgen's classes directly: the class itself is deprecated and has no
+    ``check_potcar`` switch."""
+    from pymatgen.entries.compatibility import (
+        MODULE_DIR,
+        AnionCorrection,
+        CorrectionsList,
+        UCorrection,
+    )
+    from pymatgen.io.vasp.sets import MPRelaxSet
+
+    config = f"{MODULE_DIR}/MPCompatibility.yaml"
+    return CorrectionsList([AnionCorrection(config), UCorrection(config, MPRelaxSet, "Advanced")])
 
 
 def load_mlip(

@@ -76,16 +76,17 @@ SCORE_COLUMNS: dict[str, tuple[str, str]] = {
     "e_form_per_atom": (
         "eV/atom",
         (
-            "formation energy from the {mlip} energy (MLIP), on MP's "
-            "MP2020-corrected scale against the hull's elemental "
-            "references"
+            "formation energy from the {mlip} energy (MLIP), on the MP "
+            "hull's scale (MP's legacy corrections, MaterialsProjectCompatibility, "
+            "as Matbench mp_e_form) against the hull's elemental references"
         ),
     ),
     "e_above_hull": (
         "eV/atom",
         (
             "{mlip} energy above the MP reference convex hull (signed: "
-            "negative is below it), MP2020-corrected scale"
+            "negative is below it), on the hull's scale: MP's legacy corrections "
+            "(MaterialsProjectCompatibility; none for Se, Te, Br, I, Sb), not MP2020"
         ),
     ),
     "suspect": (
@@ -130,18 +131,18 @@ def is_suspect(e_above_hull: float, threshold: float = SUSPECT_BELOW_HULL) -> bo
 def mp_compatible_energies(
     mlip: MLIP, structures: Sequence[Structure], energies_per_atom: Sequence[float]
 ) -> np.ndarray:
-    """MLIP energies per atom on MP's corrected energy scale (what the MP hull is built on).
+    """MLIP energies per atom on the MP reference hull's energy scale: MP's legacy corrections
+    (``MaterialsProjectCompatibility``, :data:`~matgen.surrogates._mlip.HULL_SCALE`), the scale
+    of Matbench ``mp_e_form`` that :meth:`ConvexHull.from_mp` is built from.
 
-    An MLIP with ``energy_correction == "mp2020"`` (SevenNet-0: raw MPtrj energies) gets the
-    MP2020 corrections (:func:`~matgen.surrogates._mlip.mp2020_corrected`); the others (CHGNet)
-    are returned unchanged.
+    By the MLIP's energy scale (:func:`~matgen.surrogates._mlip.mlip_energy_scale`): raw PBE /
+    PBE+U energies (SevenNet) get the legacy corrections; MP2020-corrected ones (CHGNet) lose
+    MP2020's corrections and get the legacy ones (:func:`~matgen.surrogates._mlip.to_hull_scale`).
+    NaN where the correction scheme rejects a structure or the energy is not finite.
     """
-    e = np.asarray([float(x) for x in energies_per_atom], dtype=float)
-    if getattr(mlip, "energy_correction", None) == "mp2020":
-        from matgen.surrogates._mlip import mp2020_corrected
+    from matgen.surrogates._mlip import mlip_energy_scale, to_hull_scale
 
-        return mp2020_corrected(list(structures), e)
-    return e
+    return to_hull_scale(list(structures), energies_per_atom, mlip_energy_scale(mlip))
 
 
 @dataclass(frozen=True)
@@ -193,8 +194,8 @@ def score_structures(
 
     Returns:
         One dict per structure, in input order, with the :data:`BASE_COLUMNS` (``energy_per_atom``
-        is the MLIP's own energy; ``e_form_per_atom`` and ``e_above_hull`` are on MP's
-        corrected scale, see :func:`mp_compatible_energies`; ``suspect`` is True more than
+        is the MLIP's own energy; ``e_form_per_atom`` and ``e_above_hull`` are on the MP hull's
+        scale, MP's legacy corrections, see :func:`mp_compatible_energies`; ``suspect`` is True more than
         :data:`SUSPECT_BELOW_HULL` below the hull, see :func:`is_suspect`), for every
         predictor ``<label>``, ``<label>_std`` (calibrated) and ``<label>_disagreement``
         (ensemble spread), ``ood_score`` (mean over predictors, in [0, 1]), ``error``
@@ -241,7 +242,7 @@ def score_structures(
 
 def _energy_row(s: Structure, r, e_corr: float, hull: ConvexHull) -> dict[str, Any]:
     """The base columns of one structure from its relaxation result ``r`` and its energy
-    per atom on MP's corrected scale ``e_corr`` (NaN: the correction rejected it)."""
+    per atom on the MP hull's scale ``e_corr`` (NaN: the correction rejected it)."""
     e = r.energy_per_atom
     comp = s.composition
     row: dict[str, Any] = {
@@ -258,7 +259,7 @@ def _energy_row(s: Structure, r, e_corr: float, hull: ConvexHull) -> dict[str, A
         "error": r.error or "",
     }
     if r.error is None and not math.isfinite(e_corr):
-        row["error"] = "MP2020 energy correction rejected the structure"
+        row["error"] = "MP energy correction (legacy or MP2020) rejected the structure"
     elif r.error is None:
         row["e_form_per_atom"] = hull.e_form_per_atom(comp, e_corr)
         try:

@@ -39,7 +39,7 @@ class SevenNetMLIP:
     SevenNet-0 (``7net-0``, the 11 July 2024 weights, trained on MPtrj like CHGNet) is the
     default; ``7net-l3i5`` (the Matbench Discovery entry, slower: l_max 3) also ships in the
     wheel. Both load offline. The multi-fidelity ``7net-mf-0`` (SevenNet-MF-0) needs a
-    ``modal``: ``PBE`` (MPtrj's PBE(+U) scale, which the MP2020 corrections assume) or
+    ``modal``: ``PBE`` (MPtrj's PBE(+U) scale, which MP's energy corrections assume) or
     ``R2SCAN``.
 
     ``predict`` builds one periodic neighbour list per structure (matscipy, on the CPU), stacks
@@ -63,8 +63,9 @@ class SevenNetMLIP:
     """
 
     name = "sevennet"
-    #: SevenNet-0 predicts MPtrj's raw DFT energies: scoring applies :func:`mp2020_corrected`.
-    energy_correction = "mp2020"
+    #: SevenNet predicts MPtrj's raw (uncorrected PBE/PBE+U) DFT energies: scoring adds the MP
+    #: hull scale's corrections (:func:`~matgen.surrogates._mlip.to_hull_scale`).
+    energy_scale = "raw"
 
     def __init__(
         self,
