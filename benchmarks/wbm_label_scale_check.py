@@ -2,14 +2,16 @@
 
 Issue #17. Uses only the per-structure rows already written by ``benchmarks/wbm_discovery.py``
 (no MLIP run). For each row it computes the MP2020 correction per atom of the structure
-(``matgen.surrogates._mlip.mp2020_corrected`` applied to a zero energy, i.e. the same correction
-the MLIP energies get) and asks whether ``pred_e_form - dft_e_form`` tracks that correction
+(``matgen.surrogates._mlip.mp2020_corrected`` applied to a zero energy, i.e. the correction
+the MLIP energies of its input, ``wbm_discovery_cpu_l3i5_sevennet.csv.gz``, got before the fix of
+issue #17; scoring now puts them on the hull's legacy scale instead) and asks whether ``pred_e_form - dft_e_form`` tracks that correction
 (labels raw -> slope ~1, labels corrected -> slope ~0). It then reports F1 vs decision threshold,
 F1 per chemistry class, the F1 loss within 0.02 eV/atom of the hull, and F1 with the truth put on
 the corrected scale (dft_e_hull + correction), for all rows and for only the rows whose species
 MP's legacy scheme does not correct (no O, S, F, Cl, N, H): the per-anion table shows the labels
 carry the legacy correction (O/F/U/Cl/N ~0 offset vs the MP2020-corrected MLIP, S +0.07) but none
-for Se, Te, Br, I, Sb (offset ~= the full MP2020 correction, slope ~1).
+for Se, Te, Br, I, Sb (offset ~= the full MP2020 correction, slope ~1). The labels are on the
+same legacy scale as the hull (hull_refs), so the fix moves the predictions, not the labels.
 
 Run::
 
