@@ -140,7 +140,7 @@ class MLIPOracle:
     Args:
         relax_fn: ``(structures, fmax, steps) -> list[float]`` energies per atom (eV/atom);
             by default ``mlip`` through ``matgen.surrogates`` (``load_mlip`` + ``relax``), on
-            MP's corrected energy scale (MP2020 corrections for SevenNet, as in scoring).
+            the MP hull's energy scale (MP's legacy corrections, as in scoring).
         hull_fn: optional ``(structure, energy_per_atom) -> e_above_hull``; by default the MP
             hull with ``mlip``'s elemental references (:func:`~matgen.surrogates.default_hull`).
         fmax: force threshold, eV/Å.
