@@ -211,13 +211,9 @@ def to_hull_scale(structures: list[Structure], energies_per_atom, scale: str = "
 
 
 def mlip_energy_scale(mlip) -> str:
-    """The :data:`ENERGY_SCALES` entry of an MLIP's energies: its ``energy_scale`` attribute;
-    else ``"raw"`` where an older ``energy_correction == "mp2020"`` says MP2020 had to be
-    applied, otherwise ``"mp2020"`` (as CHGNet and most MPtrj-trained MLIPs)."""
-    scale = getattr(mlip, "energy_scale", None)
-    if scale is not None:
-        return str(scale)
-    return "raw" if getattr(mlip, "energy_correction", None) == "mp2020" else "mp2020"
+    """The :data:`ENERGY_SCALES` entry of an MLIP's energies: its ``energy_scale`` attribute,
+    ``"mp2020"`` without one (as CHGNet and most MPtrj-trained MLIPs)."""
+    return str(getattr(mlip, "energy_scale", "mp2020"))
 
 
 def mp2020_corrected(structures: list[Structure], energies_per_atom) -> np.ndarray:

@@ -101,7 +101,6 @@ def test_every_mlip_says_its_scale_and_scoring_follows_it(rock_salt):
     assert CHGNetMLIP.energy_scale == "mp2020" and SevenNetMLIP.energy_scale == "raw"
     s = binary("Zn", "Se")
     for mlip, want in ((SimpleNamespace(energy_scale="raw"), -3.0),
-                       (SimpleNamespace(energy_correction="mp2020"), -3.0),  # older attribute
                        (SimpleNamespace(energy_scale="mp2020"), -3.0 + 0.236),
                        (SimpleNamespace(), -3.0 + 0.236),
                        (SimpleNamespace(energy_scale=HULL_SCALE), -3.0)):
