@@ -115,7 +115,8 @@ def score(
     meaning. Energies are eV/atom. e_form_per_atom and e_above_hull come from the MLIP, on the
     MP hull's scale: MP's legacy corrections (MaterialsProjectCompatibility, as Matbench
     mp_e_form; none for Se, Te, Br, I, Sb; not MP2020); formation_energy_per_atom, band_gap
-    (eV) and their _std come from the property predictors. e_above_hull is signed (negative: below the MP hull);
+    (eV) and their _std come from the property predictors. e_above_hull is signed (negative:
+    below the MP hull);
     suspect is True more than 0.05 eV/atom below it (the MLIP cannot vouch for that).
 
     --oracle dft --top K: the K rows with the lowest MLIP e_above_hull are relaxed and computed

@@ -195,8 +195,8 @@ def score_structures(
     Returns:
         One dict per structure, in input order, with the :data:`BASE_COLUMNS` (``energy_per_atom``
         is the MLIP's own energy; ``e_form_per_atom`` and ``e_above_hull`` are on the MP hull's
-        scale, MP's legacy corrections, see :func:`mp_compatible_energies`; ``suspect`` is True more than
-        :data:`SUSPECT_BELOW_HULL` below the hull, see :func:`is_suspect`), for every
+        scale, MP's legacy corrections, see :func:`mp_compatible_energies`; ``suspect`` is True
+        more than :data:`SUSPECT_BELOW_HULL` below the hull, see :func:`is_suspect`), for every
         predictor ``<label>``, ``<label>_std`` (calibrated) and ``<label>_disagreement``
         (ensemble spread), ``ood_score`` (mean over predictors, in [0, 1]), ``error``
         (empty, or why the structure could not be scored; its other values are then NaN) and
