@@ -130,10 +130,16 @@ def train_all(variants: dict, work: Path, data: str | None, minutes: float, max_
     return _wait(procs)
 
 
+def _seed_tag(tag: str, seed: int) -> str:
+    """File tag of one sampler and seed: seed 0 keeps the plain tag (older rounds' files)."""
+    return tag if seed == 0 else f"{tag}_seed{seed}"
+
+
 def evaluate_all(variants: dict, work: Path, ref: Path, samplers: list[str], device: str,
-                 batch: int, workers: int, timeout_s: float | None = None) -> None:
-    """Sample CSP for ``ref``'s compositions with each sampler, all runs at once (killed after
-    ``timeout_s``), then score what was written."""
+                 batch: int, workers: int, timeout_s: float | None = None,
+                 seeds: tuple[int, ...] = (0,)) -> None:
+    """Sample CSP for ``ref``'s compositions with each sampler and seed, all runs at once (killed
+    after ``timeout_s``), then score what was written."""
     procs = {}
     for name, v in variants.items():
         ck = work / name / "run" / "checkpoints" / "last"
@@ -141,24 +147,42 @@ def evaluate_all(variants: dict, work: Path, ref: Path, samplers: list[str], dev
             continue
         for s in _samplers_of(v, samplers):
             opts, tag = sampler_spec(s)
-            out = work / name / f"csp_{tag}.extxyz"
-            cmd = [sys.executable, "-m", "matgen", "sample", "--checkpoint", str(ck), "--task",
-                   "csp", "--compositions-from", str(ref), "--num", "1", "--seed", "0",
-                   "--batch-size", str(batch), "--no-progress", "--out", str(out), *opts]
-            gpu = v.get("gpu", 0) if device == "cuda" else None
-            procs[f"{name}/{s}"] = _launch(cmd, gpu, work / name / f"sample_{tag}.log")
+            for seed in seeds:
+                out = work / name / f"csp_{_seed_tag(tag, seed)}.extxyz"
+                cmd = [sys.executable, "-m", "matgen", "sample", "--checkpoint", str(ck), "--task",
+                       "csp", "--compositions-from", str(ref), "--num", "1", "--seed", str(seed),
+                       "--batch-size", str(batch), "--no-progress", "--out", str(out), *opts]
+                gpu = v.get("gpu", 0) if device == "cuda" else None
+                procs[f"{name}/{s}/{seed}"] = _launch(cmd, gpu, out.with_suffix(".sample.log"))
     codes = _wait(procs, timeout_s)
     print(f"[ablation] sampling exit codes {codes}", flush=True)
     procs = {}
     for name, v in variants.items():
         for s in _samplers_of(v, samplers):
-            gen = work / name / f"csp_{sampler_spec(s)[1]}.extxyz"
-            if gen.is_file():
-                cmd = [sys.executable, "-m", "matgen", "evaluate", "--task", "csp", "--generated",
-                       str(gen), "--reference", str(ref), "--workers", str(workers),
-                       "--out", str(gen.with_suffix(".json"))]
-                procs[f"{name}/{s}"] = _launch(cmd, None, gen.with_suffix(".eval.log"))
+            for seed in seeds:
+                gen = work / name / f"csp_{_seed_tag(sampler_spec(s)[1], seed)}.extxyz"
+                if gen.is_file():
+                    cmd = [sys.executable, "-m", "matgen", "evaluate", "--task", "csp",
+                           "--generated", str(gen), "--reference", str(ref),
+                           "--workers", str(workers), "--out", str(gen.with_suffix(".json"))]
+                    procs[f"{name}/{s}/{seed}"] = _launch(cmd, None, gen.with_suffix(".eval.log"))
     _wait(procs)
+
+
+def pooled(metrics: list[dict]) -> dict:
+    """Validation metrics pooled over sampling seeds: match rate over all references, RMSE over
+    all matched structures (each seed's RMSE weighted by its matches)."""
+    done = [m for m in metrics if m.get("match_rate") is not None]
+    if not done:
+        return {}
+    refs = [m.get("num_references") or 1 for m in done]
+    hits = [m["match_rate"] * n for m, n in zip(done, refs, strict=True)]
+    out = {"match_rate": sum(hits) / sum(refs), "seeds": len(done),
+           "num_references": sum(refs)}
+    rm = [(m["rmse"], h) for m, h in zip(done, hits, strict=True) if m.get("rmse") is not None]
+    if rm and sum(h for _, h in rm) > 0:
+        out["rmse"] = sum(r * h for r, h in rm) / sum(h for _, h in rm)
+    return out
 
 
 def _metric(path: Path) -> dict:
@@ -169,7 +193,8 @@ def _metric(path: Path) -> dict:
     return {k: v for k, v in m.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def collect(variants: dict, work: Path, cfg_set: dict, samplers: list[str], probe: dict) -> list:
+def collect(variants: dict, work: Path, cfg_set: dict, samplers: list[str], probe: dict,
+            seeds: tuple[int, ...] = (0,)) -> list:
     rows = []
     for name, v in variants.items():
         run = work / name
@@ -198,17 +223,21 @@ def collect(variants: dict, work: Path, cfg_set: dict, samplers: list[str], prob
         for s in _samplers_of(v, samplers):
             tag = sampler_spec(s)[1]
             row[f"csp_{tag}"] = _metric(run / f"csp_{tag}.json")
+            if len(seeds) > 1:  # selection uses every seed: one seed's 1,000 rows are noisy
+                row[f"csp_{tag}_pooled"] = pooled(
+                    [_metric(run / f"csp_{_seed_tag(tag, k)}.json") for k in seeds])
         rows.append(row)
     return rows
 
 
 def best_sampler(result: dict, name: str) -> str | None:
-    """The sampler spec with the highest validation match rate of run ``name`` (ties: the
-    first listed), or None when none was scored."""
+    """The sampler spec with the highest validation match rate of run ``name`` (pooled over
+    seeds when several were sampled; ties: the first listed), or None when none was scored."""
     row = next((r for r in result["runs"] if r["name"] == name), None)
     best, rate = None, -1.0
     for spec in (row or {}).get("samplers", []):
-        m = row.get(f"csp_{sampler_spec(spec)[1]}", {}).get("match_rate")
+        tag = f"csp_{sampler_spec(spec)[1]}"
+        m = (row.get(f"{tag}_pooled") or row.get(tag, {})).get("match_rate")
         if m is not None and m > rate:
             best, rate = spec, m
     return best
@@ -223,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", default=None, help="CSP reference CSV (default: mp20 val)")
     ap.add_argument("--eval-rows", type=int, default=1000)
     ap.add_argument("--samplers", default="pc,fast:50")
+    ap.add_argument("--eval-seeds", default="0",
+                    help="comma-separated sampling seeds; with several, selection pools them")
     ap.add_argument("--probe-s", type=float, default=0.0,
                     help="probe seconds for step-based schedules (0: time-driven cosine)")
     ap.add_argument("--minutes", type=float, default=None, help="override the set's budget")
@@ -286,19 +317,21 @@ def main(argv: list[str] | None = None) -> int:
                 break
             w.writerow(row)
     samplers = [s for s in a.samplers.split(",") if s]
+    seeds = tuple(int(k) for k in a.eval_seeds.split(",") if k.strip())
     evaluate_all(variants, work, sub, samplers, a.device, a.sample_batch, a.eval_workers,
-                 a.sample_timeout)
-    rows = collect(variants, work, spec, samplers, probe)
+                 a.sample_timeout, seeds)
+    rows = collect(variants, work, spec, samplers, probe, seeds)
     result = {
         "what": "equal-wall-budget generator ablation: CSP on mp20_reduced val, 1 sample",
         "set": a.set, "base": spec["base"], "minutes": minutes, "probe_s": a.probe_s,
-        "eval_rows": a.eval_rows, "reference": str(ref), "samplers": samplers,
+        "eval_rows": a.eval_rows, "eval_seeds": list(seeds), "reference": str(ref),
+        "samplers": samplers,
         "device": a.device, "total_s": round(time.time() - t0, 1), "runs": rows,
     }
     Path(a.out).write_text(json.dumps(result, indent=2))
     for row in rows:
-        pcs = {s: row.get(f"csp_{sampler_spec(s)[1]}", {})
-               for s in _samplers_of(variants[row["name"]], samplers)}
+        tags = {s: f"csp_{sampler_spec(s)[1]}" for s in _samplers_of(variants[row["name"]], samplers)}
+        pcs = {s: row.get(f"{t}_pooled") or row.get(t, {}) for s, t in tags.items()}
         print(row["name"], row["steps"], row["val_loss"],
               {s: (m.get("match_rate"), m.get("rmse")) for s, m in pcs.items()}, flush=True)
     return 0

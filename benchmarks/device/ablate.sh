@@ -6,6 +6,7 @@
 # on the whole public test split with the CPU default sampler (fast, 50 steps), SOLO also with
 # its best sampler on validation; WEIGHTS=1 brings SOLO's weights back, WEIGHTS="a b" those of
 # the named runs. GEN=1 also samples 1,000 de novo crystals per tested run and scores them.
+# EVAL_SEEDS=0,1 samples validation with both seeds and selects on them pooled.
 # Every later device call re-sends the working tree (and drops ignored paths it does not carry),
 # so the driver first copies its source to /tmp/src and runs from there.
 set -u
@@ -53,7 +54,7 @@ PY
 }
 pack; log "exported weights + logs"; touch "$W/EXPORTED"
 python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.json" \
-  --stage eval --eval-rows ${EVAL_ROWS:-500} --eval-workers 3 --sample-timeout ${SAMPLE_TIMEOUT:-360} \
+  --stage eval --eval-rows ${EVAL_ROWS:-500} --eval-seeds ${EVAL_SEEDS:-0} --eval-workers 3 --sample-timeout ${SAMPLE_TIMEOUT:-360} \
   > "$W/ablation_eval.log" 2>&1
 log "eval stage exit $?"; pack; touch "$W/EVALUATED"
 throughput() {

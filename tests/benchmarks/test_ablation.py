@@ -109,3 +109,18 @@ def test_runs_get_a_time_driven_schedule_unless_a_probe_plans_steps(tmp_path, da
         for name in ("radius", "dense", "flow"):
             cfg = yaml.safe_load((work / name / "config.yaml").read_text())
             assert cfg.get("optim", {}).get("schedule", "steps") == want, (probe, name)
+
+
+def test_pooled_validation_weights_each_seed_by_its_references_and_matches():
+    """Round 7 selects on two sampling seeds pooled: match over all references, RMSE over all
+    matched structures."""
+    h = _harness()
+    out = h.pooled([{"match_rate": 0.4, "rmse": 0.10, "num_references": 1000},
+                    {"match_rate": 0.2, "rmse": 0.20, "num_references": 1000}, {}])
+    assert out["match_rate"] == pytest.approx(0.3) and out["seeds"] == 2
+    assert out["rmse"] == pytest.approx((0.10 * 400 + 0.20 * 200) / 600)
+    assert h.pooled([{}]) == {}
+    res = {"runs": [{"name": "a", "samplers": ["fast:50", "pc"],
+                     "csp_fast50": {"match_rate": 0.5}, "csp_fast50_pooled": {"match_rate": 0.2},
+                     "csp_pc": {"match_rate": 0.3}}]}
+    assert h.best_sampler(res, "a") == "pc"  # the pooled 0.2, not seed 0's 0.5, counts
