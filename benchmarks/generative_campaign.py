@@ -365,7 +365,7 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--pool-per-round", type=int, default=96)
     ap.add_argument("--window", default="1:3", help="band-gap window, eV")
     ap.add_argument("--judge", default="composition", choices=["composition", "ensemble"])
-    ap.add_argument("--mlip", default="chgnet", choices=["chgnet", "sevennet"])
+    ap.add_argument("--mlip", default="chgnet", choices=["chgnet", "sevennet", "sevennet-0"])
     ap.add_argument("--relax-steps", type=int, default=60)
     ap.add_argument("--oracle-fmax", type=float, default=0.05)
     ap.add_argument("--oracle-steps", type=int, default=150)

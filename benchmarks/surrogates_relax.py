@@ -1,6 +1,6 @@
 """Batched FIRE relaxation vs ASE one-at-a-time relaxation, structures per second.
 
-    OMP_NUM_THREADS=1 python benchmarks/surrogates_relax.py [--mlip chgnet|sevennet]
+    OMP_NUM_THREADS=1 python benchmarks/surrogates_relax.py [--mlip chgnet|sevennet|sevennet-0]
         [--engine auto|tensor|structures] [--n 256] [--n-ase 32] [--fmax 0.1]
         [--batch-size 128] [--max-atoms-per-batch 2048] [--device auto] [--rattle 0.05]
         [--strain 0.03] [--out FILE.json]
@@ -14,9 +14,10 @@ own ASE calculator on the first ``--n-ase``. Both use ``--fmax`` and 500 steps. 
 structures/s of each, the speed-up, and the energy agreement (meV/atom) on the structures both
 relaxed. Runs on CUDA when present.
 
-The acceptance run of issue 17 (one H200, SevenNet-0, 1,000 cells, fmax 0.05):
+The acceptance run of issue 17 (one H200, SevenNet-0, 1,000 cells, fmax 0.05; ``--mlip
+sevennet`` is SevenNet-l3i5 since it became the default):
 
-    OMP_NUM_THREADS=4 python benchmarks/surrogates_relax.py --mlip sevennet --engine tensor \
+    OMP_NUM_THREADS=4 python benchmarks/surrogates_relax.py --mlip sevennet-0 --engine tensor \
         --n 1000 --n-ase 64 --fmax 0.05 --batch-size 1000 --max-atoms-per-batch 20000 \
         --out benchmarks/results/surrogates_relax_sevennet_h200.json
 """
@@ -36,6 +37,7 @@ import pandas as pd
 import torch
 
 from matgen.surrogates import RelaxConfig, load_mlip, relax, relax_ase
+from matgen.surrogates._mlip import MLIP_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,8 +75,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--n-ase", type=int, default=32)
-    ap.add_argument("--mlip", default="chgnet", choices=["chgnet", "sevennet"])
-    ap.add_argument("--model", default=None, help="SevenNet checkpoint (default 7net-0)")
+    ap.add_argument("--mlip", default="chgnet", choices=list(MLIP_NAMES),
+                    help="sevennet: SevenNet-l3i5, sevennet-0: SevenNet-0, chgnet")
+    ap.add_argument("--model", default=None,
+                    help="another SevenNet checkpoint (default: the --mlip name's)")
     ap.add_argument("--engine", default="auto", choices=["auto", "tensor", "structures"])
     ap.add_argument("--fmax", type=float, default=0.1)
     ap.add_argument("--max-steps", type=int, default=500)

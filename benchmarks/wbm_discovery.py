@@ -2,7 +2,8 @@
 
 For a seeded random subset of ``wbm_subset/wbm.csv.gz`` (WBM structures with DFT formation
 energies on MP's *legacy* correction scale, the scale of the ``hull_refs`` hull: no corrections
-for Se, Te, Br, I, Sb; see ``wbm_label_scale_check.py``) and each MLIP (CHGNet, SevenNet-0):
+for Se, Te, Br, I, Sb; see ``wbm_label_scale_check.py``) and each MLIP (CHGNet, SevenNet-0,
+SevenNet-l3i5):
 
 * formation-energy MAE of the MLIP against DFT, through the same code path as ``matgen score``
   (batched FIRE relaxation or a single point, MLIP energies put on the hull's legacy scale by
@@ -26,17 +27,19 @@ are not directly comparable with the published ones (CHGNet F1 0.613 DAF 3.36, S
 F1 0.760 DAF 4.63, which start from unrelaxed prototypes and use the MP+WBM hull).
 
 Usage (CPU run recorded in benchmarks/results/wbm_discovery_cpu.json; one MLIP per call, the
-results of several calls are merged into ``--out``)::
+results of several calls are merged into ``--out``, keyed ``chgnet`` or ``sevennet:<checkpoint>``;
+files written before ``sevennet`` meant SevenNet-l3i5 key SevenNet-0 as plain ``sevennet``)::
 
     export MATGEN_DATA_DIR=$(realpath ../shared/datasets) OMP_NUM_THREADS=1
     python benchmarks/wbm_discovery.py --mlip chgnet --n 1000 --n-relax 300 \
         --out benchmarks/results/wbm_discovery_cpu.json
-    python benchmarks/wbm_discovery.py --mlip sevennet --n 1000 --n-relax 300 \
+    python benchmarks/wbm_discovery.py --mlip sevennet-0 --n 1000 --n-relax 300 \
         --out benchmarks/results/wbm_discovery_cpu.json
 
-Another SevenNet checkpoint with ``--model`` (its key in ``--out`` is ``sevennet:<model>``);
-the multi-fidelity SevenNet-MF-0 also needs ``--modal`` (``PBE``: the MPtrj scale MP's energy
-corrections and the MP hull assume; key ``sevennet:7net-mf-0:PBE``)::
+``--mlip sevennet`` is SevenNet-l3i5 (key ``sevennet:7net-l3i5``); another SevenNet checkpoint
+with ``--model`` (key ``sevennet:<model>``); the multi-fidelity SevenNet-MF-0 also needs
+``--modal`` (``PBE``: the MPtrj scale MP's energy corrections and the MP hull assume; key
+``sevennet:7net-mf-0:PBE``)::
 
     python benchmarks/wbm_discovery.py --mlip sevennet --model 7net-mf-0 --modal PBE \
         --n 1000 --skip-relax --out benchmarks/results/wbm_discovery_cpu_mf0.json
@@ -253,10 +256,25 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
+def result_key(args: argparse.Namespace) -> str:
+    """A run's key in ``--out``: ``chgnet`` or ``sevennet:<checkpoint>[:<modal>]``, so that the
+    two SevenNets behind ``--mlip sevennet`` and ``sevennet-0`` never share one."""
+    from matgen.surrogates._mlip import SEVENNET_CHECKPOINTS
+
+    sevennet = args.mlip in SEVENNET_CHECKPOINTS
+    model = args.model or (SEVENNET_CHECKPOINTS[args.mlip] if sevennet else None)
+    key = args.mlip if model is None else f"{'sevennet' if sevennet else args.mlip}:{model}"
+    return f"{key}:{args.modal}" if args.modal else key
+
+
 def main(argv: list[str] | None = None) -> None:
+    from matgen.surrogates._mlip import MLIP_NAMES
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mlip", required=True, choices=["chgnet", "sevennet"])
-    ap.add_argument("--model", default=None, help="SevenNet checkpoint (default 7net-0).")
+    ap.add_argument("--mlip", required=True, choices=list(MLIP_NAMES),
+                    help="sevennet: SevenNet-l3i5, sevennet-0: SevenNet-0, chgnet")
+    ap.add_argument("--model", default=None,
+                    help="another SevenNet checkpoint (default: the --mlip name's)")
     ap.add_argument("--modal", default=None,
                     help="fidelity of a multi-fidelity SevenNet (7net-mf-0: PBE or R2SCAN)")
     ap.add_argument("--n", type=int, default=1000, help="subset size (0: all)")
@@ -276,9 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     out = Path(args.out)
     merged = json.loads(out.read_text()) if out.exists() else {}
-    key = args.mlip if not args.model else f"{args.mlip}:{args.model}"
-    if args.modal:
-        key = f"{key}:{args.modal}"
+    key = result_key(args)
     if args.from_csv:
         import pandas as pd
 

@@ -63,7 +63,8 @@ def score(
         structures: pymatgen structures, or a file / folder ``matgen.crystal.read_crystals``
             reads (unreadable entries are skipped with a warning).
         relax: relax with the MLIP first (else single-point energies).
-        mlip: ``chgnet``, ``sevennet`` or an MLIP object.
+        mlip: ``sevennet`` (SevenNet-l3i5), ``sevennet-0`` (SevenNet-0), ``chgnet`` or an MLIP
+            object.
         device: ``auto``, ``cpu`` or ``cuda``.
         predictors: property predictors (default: the shipped ones; ``[]``: none).
         fmax, max_steps, batch_size: the batched FIRE relaxation's settings.

@@ -106,12 +106,13 @@ class ScorerConfig(_Frozen):
     """How candidates are scored: ``surrogates`` (MLIP relax + hull + predictors) or ``dataset``
     (noisy labels looked up in ``labels_csv``: for simulated campaigns and tests).
 
-    ``mlip``: the potential of the ``surrogates`` scorer (``chgnet`` or ``sevennet``, i.e.
-    SevenNet-0; see the README's scoring section for how they compare).
+    ``mlip``: the potential of the ``surrogates`` scorer (``sevennet``: SevenNet-l3i5, the
+    default; ``sevennet-0``: SevenNet-0, faster; ``chgnet``; see the README's scoring section
+    for how they compare).
     """
 
     kind: Literal["surrogates", "dataset"] = "surrogates"
-    mlip: Literal["chgnet", "sevennet"] = "sevennet"  # = DEFAULT_MLIP (tested)
+    mlip: Literal["chgnet", "sevennet", "sevennet-0"] = "sevennet"  # = DEFAULT_MLIP (tested)
     relax: bool = True
     relax_steps: int = 100
     fmax: float = 0.1
@@ -140,7 +141,7 @@ class OracleConfig(_Frozen):
     id_column: str = "material_id"
     match: Literal["id", "structure"] = "id"
     properties: list[str] = Field(default_factory=list)
-    mlip: Literal["chgnet", "sevennet"] = "sevennet"  # = DEFAULT_MLIP (tested)
+    mlip: Literal["chgnet", "sevennet", "sevennet-0"] = "sevennet"  # = DEFAULT_MLIP (tested)
     fmax: float = 0.02
     steps: int = 500
     ecut_ev: float | None = Field(None, gt=0)

@@ -22,7 +22,8 @@ STABILITY = ("e_above_hull", "e_form_per_atom", "energy_per_atom")
 
 
 def scorer_judge(cfg: dict[str, Any]) -> str:
-    """The scorer's name as a judge: its MLIP (``chgnet``, ``sevennet``) or ``dataset``."""
+    """The scorer's name as a judge: its MLIP (``chgnet``, ``sevennet``, ``sevennet-0``) or
+    ``dataset``."""
     sc = cfg.get("scorer") or {}
     if sc.get("kind", "surrogates") == "surrogates":
         return str(sc.get("mlip") or "sevennet")
@@ -81,7 +82,8 @@ def judge_text(cfg: dict[str, Any]) -> dict[str, str]:
     if sc.get("kind", "surrogates") == "surrogates":
         relax = (f"relaxed {sc.get('relax_steps', 100)} steps to fmax {sc.get('fmax', 0.1)} "
                  "eV/Å" if sc.get("relax", True) else "unrelaxed single point")
-        name = {"chgnet": "CHGNet", "sevennet": "SevenNet-0"}.get(scorer_judge(cfg), "MLIP")
+        name = {"chgnet": "CHGNet", "sevennet": "SevenNet-l3i5", "sevennet-0": "SevenNet-0"
+                }.get(scorer_judge(cfg), "MLIP")
         scorer = (f"{name} MLIP, {relax}, against the MP reference hull; properties from "
                   "matgen's property predictors")
     else:

@@ -145,7 +145,8 @@ class MLIPOracle:
             hull with ``mlip``'s elemental references (:func:`~matgen.surrogates.default_hull`).
         fmax: force threshold, eV/Å.
         steps: most relaxation steps.
-        mlip: ``chgnet`` or ``sevennet``.
+        mlip: an MLIP name of :func:`~matgen.surrogates.load_mlip` (``chgnet``, ``sevennet``,
+            ``sevennet-0``).
     """
 
     synchronous = True

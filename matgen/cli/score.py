@@ -35,8 +35,9 @@ MlipOpt = Annotated[
     str,
     typer.Option(
         "--mlip",
-        help="sevennet (SevenNet-0; default) or chgnet (4-6x faster on CPU); either is put on "
-        "the MP hull's scale (MP's legacy corrections) before the hull.",
+        help="sevennet (SevenNet-l3i5; default, most accurate), sevennet-0 (SevenNet-0; "
+        "faster) or chgnet (CHGNet; fastest, least accurate); each is put on the MP hull's scale "
+        "(MP's legacy corrections) before the hull.",
     ),
 ]
 PredictorsOpt = Annotated[

@@ -45,7 +45,8 @@ def mlip_scorer(
     """The default scorer: :mod:`matgen.surrogates` relaxation + MP reference hull.
 
     Args:
-        model: MLIP name for :func:`matgen.surrogates.load_mlip` (``chgnet``, ``sevennet``).
+        model: MLIP name for :func:`matgen.surrogates.load_mlip` (``chgnet``, ``sevennet``,
+            ``sevennet-0``).
         hull: a :class:`matgen.surrogates.ConvexHull` (default ``ConvexHull.from_mp()``).
         relax_config: :class:`matgen.surrogates.RelaxConfig`.
         device: ``auto``, ``cpu`` or ``cuda``.

@@ -1,12 +1,12 @@
 """Machine-learned interatomic potentials (MLIPs) behind one small interface.
 
-CHGNet (:mod:`~matgen.surrogates._chgnet`) and SevenNet (:mod:`~matgen.surrogates._sevennet`,
-SevenNet-0 by default); both ship their weights inside their wheels, so they load offline, and
-both run batched (one forward for many structures) under the relaxer. This module holds what
-they share: the interface, :func:`load_mlip`, the output checks and the Materials Project
-energy corrections that put MLIP energies on the MP reference hull's scale (:data:`HULL_SCALE`,
-MP's legacy corrections, :func:`to_hull_scale`); periodic neighbour lists are in
-:mod:`~matgen.surrogates._neighbours`.
+CHGNet (:mod:`~matgen.surrogates._chgnet`) and SevenNet (:mod:`~matgen.surrogates._sevennet`:
+SevenNet-l3i5 by default, SevenNet-0 as ``sevennet-0``); both ship their weights inside their
+wheels, so they load offline, and both run batched (one forward for many structures) under
+the relaxer. This module holds what they share: the interface, :func:`load_mlip`, the output
+checks and the Materials Project energy corrections that put MLIP energies on the MP reference
+hull's scale (:data:`HULL_SCALE`, MP's legacy corrections, :func:`to_hull_scale`); periodic
+neighbour lists are in :mod:`~matgen.surrogates._neighbours`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from pymatgen.core import Structure
 
 #: The MLIP of ``matgen score``, campaigns and :func:`score_structures` when none is named;
-#: chosen by the WBM discovery benchmark (README, "Scoring: which MLIP").
+#: chosen by the WBM discovery benchmark (README, "Scoring: which MLIP"): SevenNet-l3i5, the
+#: only one past F1 0.75 on 1,000 WBM structures (0.762 as given; SevenNet-0 0.728).
 DEFAULT_MLIP = "sevennet"
+
+#: The SevenNet checkpoint behind each SevenNet name of :func:`load_mlip` (both in the wheel).
+SEVENNET_CHECKPOINTS = {"sevennet": "7net-l3i5", "sevennet-0": "7net-0"}
+
+#: The names :func:`load_mlip` knows: ``sevennet`` (SevenNet-l3i5, the default, most accurate),
+#: ``sevennet-0`` (SevenNet-0, 2.6x less CPU time) and ``chgnet`` (CHGNet, 10x less; measured
+#: in ``benchmarks/results/score_cost_cpu_mlips.json``).
+MLIP_NAMES = ("chgnet", "sevennet", "sevennet-0")
 
 #: 1 GPa in eV/Å^3.
 GPA_TO_EV_A3 = 1.0 / 160.21766208
@@ -255,15 +264,17 @@ def _mp_legacy():
 def load_mlip(
     name: str = DEFAULT_MLIP, device: str | torch.device | None = "auto", **kwargs
 ) -> MLIP:
-    """Build an MLIP by name: ``chgnet`` or ``sevennet`` (SevenNet-0; ``model=`` picks
-    another SevenNet checkpoint, e.g. ``7net-l3i5``)."""
+    """Build an MLIP by name (:data:`MLIP_NAMES`): ``sevennet`` (SevenNet-l3i5), ``sevennet-0``
+    (SevenNet-0) or ``chgnet``; for a SevenNet, ``model=`` picks another checkpoint (e.g.
+    ``7net-mf-0`` with ``modal=``)."""
     key = name.lower()
     if key == "chgnet":
         from matgen.surrogates._chgnet import CHGNetMLIP
 
         return CHGNetMLIP(device=device, **kwargs)
-    if key in ("sevennet", "7net"):
+    if key in SEVENNET_CHECKPOINTS:
         from matgen.surrogates._sevennet import SevenNetMLIP
 
+        kwargs.setdefault("model", SEVENNET_CHECKPOINTS[key])
         return SevenNetMLIP(device=device, **kwargs)
-    raise ValueError(f"unknown MLIP {name!r}; choose 'chgnet' or 'sevennet'")
+    raise ValueError(f"unknown MLIP {name!r}; choose one of {', '.join(MLIP_NAMES)}")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from matgen.surrogates._mlip import (
+    SEVENNET_CHECKPOINTS,
     MLIPOutput,
     _one_line,
     _output,
@@ -36,11 +37,13 @@ if TYPE_CHECKING:  # pragma: no cover
 class SevenNetMLIP:
     """SevenNet (pretrained weights from the ``sevenn`` wheel) with a batched forward.
 
-    SevenNet-0 (``7net-0``, the 11 July 2024 weights, trained on MPtrj like CHGNet) is the
-    default; ``7net-l3i5`` (the Matbench Discovery entry, slower: l_max 3) also ships in the
-    wheel. Both load offline. The multi-fidelity ``7net-mf-0`` (SevenNet-MF-0) needs a
-    ``modal``: ``PBE`` (MPtrj's PBE(+U) scale, which MP's energy corrections assume) or
-    ``R2SCAN``.
+    SevenNet-l3i5 (``7net-l3i5``, the Matbench Discovery entry, l_max 3; MLIP name
+    ``sevennet``) is the default: the most accurate on WBM (F1 0.762 on 1,000 structures).
+    SevenNet-0 (``7net-0``, the 11 July 2024 weights, trained on MPtrj like CHGNet; MLIP name
+    ``sevennet-0``) costs 2.6x less CPU time in ``matgen score`` (F1 0.728;
+    ``benchmarks/results/score_cost_cpu_mlips.json``). Both ship in the wheel and load offline.
+    The multi-fidelity ``7net-mf-0`` (SevenNet-MF-0) needs a ``modal``: ``PBE`` (MPtrj's
+    PBE(+U) scale, which MP's energy corrections assume) or ``R2SCAN``.
 
     ``predict`` builds one periodic neighbour list per structure (matscipy, on the CPU), stacks
     all structures into one graph and takes energies, forces and stresses from one SevenNet
@@ -62,6 +65,8 @@ class SevenNetMLIP:
             model's device; same edges, tested) or ``auto`` (torch on CUDA, else matscipy).
     """
 
+    #: the :func:`~matgen.surrogates.load_mlip` name of the checkpoint (``sevennet``: l3i5,
+    #: ``sevennet-0``), ``sevennet-<version>`` for any other; outputs and hulls are named by it
     name = "sevennet"
     #: SevenNet predicts MPtrj's raw (uncorrected PBE/PBE+U) DFT energies: scoring adds the MP
     #: hull scale's corrections (:func:`~matgen.surrogates._mlip.to_hull_scale`).
@@ -69,7 +74,7 @@ class SevenNetMLIP:
 
     def __init__(
         self,
-        model: str = "7net-0",
+        model: str = "7net-l3i5",
         device: str | torch.device | None = "auto",
         graph_skin: float = 0.05,
         neighbours: str = "auto",
@@ -92,6 +97,8 @@ class SevenNetMLIP:
         #: the checkpoint, with ``:<modal>`` for a multi-fidelity one (``7net-mf-0:PBE``)
         self.version = str(model) if modal is None else f"{model}:{modal}"
         self._model_name = str(model)
+        self.name = next((k for k, v in SEVENNET_CHECKPOINTS.items() if v == self.version),
+                         "sevennet-" + self.version.replace(":", "-"))
         self.graph_skin = float(graph_skin)
         self._cache: dict[Hashable, tuple] = {}
         self._calc = None

@@ -22,8 +22,9 @@ def test_scorer_and_oracle_take_the_configured_mlip():
     assert scorer.mlip_name == "sevennet" and scorer.model_version.startswith("sevennet")
     oracle = build_oracle(cfg)
     assert oracle.mlip == "sevennet" and oracle.name.startswith("mlip:sevennet")
-    cfg = _cfg(scorer={"mlip": "chgnet"}, oracle={"kind": "mlip", "mlip": "chgnet"})
-    assert build_scorer(cfg).mlip_name == "chgnet" and build_oracle(cfg).mlip == "chgnet"
+    for name in ("chgnet", "sevennet-0"):
+        cfg = _cfg(scorer={"mlip": name}, oracle={"kind": "mlip", "mlip": name})
+        assert build_scorer(cfg).mlip_name == name and build_oracle(cfg).mlip == name
 
 
 def _row(cid: str, ehull: float, suspect: float | None = None) -> dict:
@@ -62,3 +63,20 @@ def test_every_default_mlip_is_the_one_default():
     cfg = _cfg()
     assert cfg.scorer.mlip == cfg.oracle.mlip == DEFAULT_MLIP
     assert inspect.signature(score).parameters["mlip"].default == DEFAULT_MLIP
+
+
+def test_every_mlip_name_is_offered_and_described():
+    """Config, CLI help and campaign reports know each name of ``load_mlip``."""
+    from typing import get_args
+
+    from matgen.campaign._config import OracleConfig, ScorerConfig
+    from matgen.campaign._judges import judge_text
+    from matgen.cli.score import MlipOpt
+    from matgen.surrogates._mlip import MLIP_NAMES
+
+    for model in (ScorerConfig, OracleConfig):
+        assert set(get_args(model.model_fields["mlip"].annotation)) == set(MLIP_NAMES)
+    help_text = get_args(MlipOpt)[1].help
+    assert "sevennet (SevenNet-l3i5; default" in help_text and "sevennet-0 (SevenNet-0" in help_text
+    names = {judge_text({"scorer": {"mlip": m}})["scorer"].split(" MLIP")[0] for m in MLIP_NAMES}
+    assert names == {"CHGNet", "SevenNet-l3i5", "SevenNet-0"}

@@ -18,7 +18,7 @@ pytest.importorskip("sevenn")
 def sevennet():
     from matgen.surrogates import SevenNetMLIP
 
-    return SevenNetMLIP(device="cpu")
+    return SevenNetMLIP(model="7net-0", device="cpu")  # the fast checkpoint: same code path
 
 
 @pytest.mark.parametrize("chunk", [1 << 22, 37])

@@ -1,5 +1,6 @@
 """SevenNet as the second MLIP: batched forward = its ASE calculator, relaxation, MP2020
-corrections, and ``matgen score --mlip sevennet``; the suspect flag of score rows."""
+corrections, the MLIP names of its two checkpoints (``sevennet``: SevenNet-l3i5, the default;
+``sevennet-0``), and ``matgen score --mlip sevennet-0``; the suspect flag of score rows."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ pytest.importorskip("sevenn")
 def sevennet():
     from matgen.surrogates import SevenNetMLIP
 
-    return SevenNetMLIP(device="cpu")
+    return SevenNetMLIP(model="7net-0", device="cpu")  # the fast one: same code path as l3i5
 
 
 def _reference(calc, s):
@@ -131,7 +132,7 @@ def test_score_cli_sevennet_has_suspect_column(tmp_path, rock_salt, diamond_si):
         a.info["material_id"] = f"c{i}"
     write(tmp_path / "in.extxyz", atoms, format="extxyz")
     r = CliRunner().invoke(app, ["score", "--in", str(tmp_path / "in.extxyz"), "--out",
-                                 str(tmp_path / "s.csv"), "--mlip", "sevennet", "--device",
+                                 str(tmp_path / "s.csv"), "--mlip", "sevennet-0", "--device",
                                  "cpu", "--max-steps", "20", "--predictors",
                                  str(tmp_path / "none")])
     assert r.exit_code == 0, r.output
@@ -141,9 +142,33 @@ def test_score_cli_sevennet_has_suspect_column(tmp_path, rock_salt, diamond_si):
     for row in rows:
         assert row["error"] == "" and row["suspect"] in ("True", "False")
         assert row["suspect"] == str(float(row["e_above_hull"]) < -0.05)
+    with open(tmp_path / "s.columns.csv") as fh:  # the outputs name the checkpoint's MLIP name
+        doc = {r["column"]: r["meaning"] for r in csv.DictReader(fh)}
+    assert "sevennet-0" in doc["e_form_per_atom"]
     r = CliRunner().invoke(app, ["score", "--in", str(tmp_path / "in.extxyz"), "--out",
                                  str(tmp_path / "x.csv"), "--mlip", "mace"])
-    assert r.exit_code == 2 and "unknown MLIP" in r.output
+    assert r.exit_code == 2 and "unknown MLIP" in r.output and "sevennet-0" in r.output
+
+
+def test_mlip_names_pick_their_sevennet_checkpoint(perturbed_pair):
+    """``sevennet`` is SevenNet-l3i5 (the default, F1 0.762 on WBM), ``sevennet-0`` SevenNet-0;
+    each names its outputs and hull by its own name, so the two never share a key."""
+    from matgen.surrogates import ConvexHull, SevenNetMLIP, default_hull, load_mlip
+    from matgen.surrogates._mlip import DEFAULT_MLIP, MLIP_NAMES
+
+    assert DEFAULT_MLIP == "sevennet" and set(MLIP_NAMES) == {"chgnet", "sevennet", "sevennet-0"}
+    fast = load_mlip("sevennet-0", device="cpu")
+    assert (fast.version, fast.name) == ("7net-0", "sevennet-0")
+    best = load_mlip(DEFAULT_MLIP, device="cpu")
+    assert (best.version, best.name) == ("7net-l3i5", "sevennet")
+    assert SevenNetMLIP(device="cpu").name == "sevennet"  # cached weights: no second load
+    a, b = fast.predict(perturbed_pair), best.predict(perturbed_pair)
+    assert np.all(np.abs(a.energy_per_atom.numpy() - b.energy_per_atom.numpy()) > 1e-4)
+    _assert_matches_calculator(best, perturbed_pair, b)  # l3i5's batched forward is right too
+    for m in (fast, best):  # no shipped SevenNet elemental table: neither borrows another's
+        assert default_hull(m).key == ConvexHull.from_mp(elemental="mp").key
+    with pytest.raises(ValueError, match="sevennet-0"):
+        load_mlip("7net")
 
 
 def test_torch_neighbour_list_gives_matscipys_edges_and_energies(perturbed_pair, triclinic):
@@ -168,8 +193,8 @@ def test_torch_neighbour_list_gives_matscipys_edges_and_energies(perturbed_pair,
                               strict=True))
 
         assert rows(*got) == rows(*ref)
-    a = SevenNetMLIP(device="cpu", neighbours="torch").predict(structures)
-    b = SevenNetMLIP(device="cpu", neighbours="matscipy").predict(structures)
+    a = SevenNetMLIP("7net-0", device="cpu", neighbours="torch").predict(structures)
+    b = SevenNetMLIP("7net-0", device="cpu", neighbours="matscipy").predict(structures)
     np.testing.assert_allclose(a.energy_per_atom, b.energy_per_atom, atol=1e-6)
     np.testing.assert_allclose(a.forces, b.forces, atol=1e-5)
     np.testing.assert_allclose(a.stress, b.stress, atol=1e-6)
