@@ -316,10 +316,11 @@ class SurrogateScorer:
         self._mlip = None
         self._hull = None
         self.predictors = list(sur.load_default_predictors())
+        self._mlip_tag = sur.mlip_version(mlip)  # names the checkpoint: sevennet=7net-l3i5
         self.model_version = (
-            f"{mlip}+" + ",".join(f"{p.label}" for p in self.predictors)
+            f"{self._mlip_tag}+" + ",".join(f"{p.label}" for p in self.predictors)
             if self.predictors
-            else mlip
+            else self._mlip_tag
         )
         self.hull_version = "mp-legacy-hull"
         self.updates = 0
@@ -391,7 +392,10 @@ class SurrogateScorer:
             self._sur.PropertyPredictor.load(folder / f"predictor_{k}")
             for k in range(len(st["predictors"]))
         ]
-        self.updates, self.model_version = int(st["updates"]), str(st["model_version"])
+        # the stored version's MLIP part is replaced by the one scoring now (a campaign stored
+        # when ``sevennet`` meant SevenNet-0 records its later rounds as SevenNet-l3i5's)
+        _, sep, rest = str(st["model_version"]).partition("+")
+        self.updates, self.model_version = int(st["updates"]), f"{self._mlip_tag}{sep}{rest}"
 
 
 # ---------------------------------------------------------------------------------- learning state

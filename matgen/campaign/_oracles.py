@@ -159,7 +159,9 @@ class MLIPOracle:
         steps: int = 500,
         mlip: str = "chgnet",
     ) -> None:
-        self.name = f"mlip:{mlip}:fmax={fmax}"
+        from matgen.surrogates import mlip_version  # the checkpoint too: sevennet=7net-l3i5
+
+        self.name = f"mlip:{mlip_version(mlip)}:fmax={fmax}"
         self.fmax, self.steps, self.mlip = fmax, steps, mlip
         self.relax_fn = relax_fn or self._default_relax
         self.hull_fn = hull_fn if hull_fn is not None else _default_hull_fn(mlip)

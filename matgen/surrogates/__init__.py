@@ -24,7 +24,7 @@ from matgen.surrogates._chgnet import CHGNetMLIP
 from matgen.surrogates._elemental import compute_elemental_references, load_elemental_energies
 from matgen.surrogates._features import FeaturizerConfig, feature_dim, featurize
 from matgen.surrogates._hull import ConvexHull, build_hull_asset
-from matgen.surrogates._mlip import MLIP, MLIPOutput, load_mlip, resolve_device
+from matgen.surrogates._mlip import MLIP, MLIPOutput, load_mlip, mlip_version, resolve_device
 from matgen.surrogates._predictor import (
     Prediction,
     PredictorConfig,
@@ -72,6 +72,7 @@ __all__ = [
     "load_default_predictors",
     "load_elemental_energies",
     "load_mlip",
+    "mlip_version",
     "relax",
     "relax_ase",
     "relaxed_structures",

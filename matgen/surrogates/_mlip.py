@@ -37,6 +37,14 @@ SEVENNET_CHECKPOINTS = {"sevennet": "7net-l3i5", "sevennet-0": "7net-0"}
 #: in ``benchmarks/results/score_cost_cpu_mlips.json``).
 MLIP_NAMES = ("chgnet", "sevennet", "sevennet-0")
 
+
+def mlip_version(name: str) -> str:
+    """The MLIP a name loads, as recorded in versions: ``sevennet=7net-l3i5``, ``chgnet``. The
+    name ``sevennet`` meant SevenNet-0 before 2026-12-03, so stored versions carry the checkpoint."""
+    key = name.strip().lower()
+    ck = SEVENNET_CHECKPOINTS.get(key)
+    return f"{key}={ck}" if ck else key
+
 #: 1 GPa in eV/Å^3.
 GPA_TO_EV_A3 = 1.0 / 160.21766208
 

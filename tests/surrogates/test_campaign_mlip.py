@@ -19,12 +19,29 @@ def _cfg(**kw) -> CampaignConfig:
 def test_scorer_and_oracle_take_the_configured_mlip():
     cfg = _cfg(scorer={"mlip": "sevennet"}, oracle={"kind": "mlip", "mlip": "sevennet"})
     scorer = build_scorer(cfg)
-    assert scorer.mlip_name == "sevennet" and scorer.model_version.startswith("sevennet")
+    assert scorer.mlip_name == "sevennet"
+    assert scorer.model_version.startswith("sevennet=7net-l3i5")  # versions name the checkpoint
     oracle = build_oracle(cfg)
-    assert oracle.mlip == "sevennet" and oracle.name.startswith("mlip:sevennet")
+    assert oracle.mlip == "sevennet" and oracle.name.startswith("mlip:sevennet=7net-l3i5:")
     for name in ("chgnet", "sevennet-0"):
         cfg = _cfg(scorer={"mlip": name}, oracle={"kind": "mlip", "mlip": name})
         assert build_scorer(cfg).mlip_name == name and build_oracle(cfg).mlip == name
+    assert build_scorer(_cfg(scorer={"mlip": "sevennet-0"})).model_version.startswith(
+        "sevennet-0=7net-0")
+
+
+def test_a_resumed_scorer_records_the_mlip_that_scores_now(tmp_path):
+    """A learning state saved when ``sevennet`` meant SevenNet-0 (version ``sevennet+...``)
+    resumes under today's name: later rounds say SevenNet-l3i5 scored them."""
+    scorer = build_scorer(_cfg(scorer={"mlip": "sevennet"}))
+    scorer.updates, scorer.model_version = 2, "sevennet+" + scorer.model_version.split("+", 1)[1]
+    scorer.model_version += "+al2"
+    scorer.save_learning_state(tmp_path)
+    fresh = build_scorer(_cfg(scorer={"mlip": "sevennet"}))
+    fresh.load_learning_state(tmp_path)
+    assert fresh.updates == 2
+    assert fresh.model_version.startswith("sevennet=7net-l3i5+")
+    assert fresh.model_version.endswith("+al2")
 
 
 def _row(cid: str, ehull: float, suspect: float | None = None) -> dict:
