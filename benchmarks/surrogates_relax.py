@@ -18,7 +18,7 @@ The acceptance run of issue 17 (one H200, SevenNet-0, 1,000 cells, fmax 0.05; ``
 sevennet`` is SevenNet-l3i5 since it became the default):
 
     OMP_NUM_THREADS=4 python benchmarks/surrogates_relax.py --mlip sevennet-0 --engine tensor \
-        --n 1000 --n-ase 64 --fmax 0.05 --batch-size 1000 --max-atoms-per-batch 20000 \
+        --n 1000 --n-ase 24 --fmax 0.05 --batch-size 1000 --max-atoms-per-batch 20000 \
         --out benchmarks/results/surrogates_relax_sevennet_h200.json
 """
 
