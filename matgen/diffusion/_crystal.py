@@ -148,8 +148,10 @@ class CrystalDiffusion:
         type_weight: float,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """``(loss, logs)``: the weighted sum of the coordinate and lattice losses and, where
-        types are ``masked`` (de novo), the type cross-entropy; float logs ``loss``,
-        ``loss_coord``, ``loss_lattice``, ``loss_type``."""
+        types are ``masked`` (de novo), the type cross-entropy; logs ``loss``, ``loss_coord``,
+        ``loss_lattice``, ``loss_type`` as detached 0-dim float tensors (no host sync here: on a
+        GPU that would stall the step between forward and backward; the training loop reads
+        them with its one reduction per step, ``float()`` reads one elsewhere)."""
         loss = self.cfg.coord_weight * l_coord + self.cfg.lattice_weight * l_lat
         if masked is not None:
             l_type = self.types.loss(out.type_logits, batch.atomic_numbers, masked)
@@ -158,7 +160,7 @@ class CrystalDiffusion:
             # types are fixed in CSP; the zero term keeps every parameter in the graph (DDP)
             l_type = torch.zeros_like(l_coord)
             loss = loss + 0.0 * out.type_logits.sum()
-        vals = torch.stack([loss, l_coord, l_lat, l_type]).detach().float().cpu().tolist()
+        vals = torch.stack([loss, l_coord, l_lat, l_type]).detach().float()
         logs = dict(zip(["loss", "loss_coord", "loss_lattice", "loss_type"], vals, strict=True))
         return loss, logs
 

@@ -209,14 +209,19 @@ def _step(run: Run, state: RunState, batch: CrystalBatch, window: LogWindow,
         loss.backward()
     clip = cfg.optim.grad_clip if cfg.optim.grad_clip is not None else math.inf
     gn = torch.nn.utils.clip_grad_norm_(run.params, clip)
-    # one reduction (and one host sync) per step: loss, grad norm, stop request, time spent
+    # one reduction (and one host sync) per step: loss, grad norm, stop request, time spent and
+    # the objective's logs (0-dim tensors or floats)
+    names = list(logs)
     red = torch.stack([
         loss.detach().float().reshape(()),
         gn.detach().float().reshape(()).to(loss.device),
         torch.tensor(float(stop_requested()), device=loss.device),
         torch.tensor(time_share() if time_share is not None else 0.0, device=loss.device),
+        *(torch.as_tensor(logs[k], dtype=torch.float32, device=loss.device).reshape(())
+          for k in names),
     ])
-    loss_v, grad_norm, stop, share = all_reduce_mean(red, info).tolist()
+    loss_v, grad_norm, stop, share, *log_vals = all_reduce_mean(red, info).tolist()
+    logs = dict(zip(names, log_vals, strict=True))
     if time_share is not None:
         _cosine(run).time_share = min(1.0, share)
     if math.isfinite(loss_v) and math.isfinite(grad_norm):

@@ -237,3 +237,31 @@ def test_compile_fallback_is_scoped_not_process_wide():
     with compile_fallback(_cfg(compile=True)):
         assert _dynamo.config.suppress_errors
     assert _dynamo.config.suppress_errors == before
+
+
+def test_tensor_logs_reach_the_metrics_through_the_step_s_one_reduction(tmp_path):
+    """The diffusion objectives log 0-dim tensors (a float() per log would stall a GPU step
+    between forward and backward); the loop reads them with its per-step reduction, so the
+    metrics rows hold the same numbers as float logs would."""
+
+    class TensorLogs(TinyDiffusion):
+        def loss(self, model, batch, cond=None, task="csp"):
+            loss, _ = super().loss(model, batch, cond=cond, task=task)
+            return loss, {"coord_loss": loss.detach(), "twice": 2.0 * loss.detach()}
+
+    res = _run(tmp_path / "run", diffusion=TensorLogs())
+    rows = _rows(tmp_path / "run" / "metrics.csv")
+    assert len(rows) == 6
+    for (_, v), r in zip(res.losses, rows, strict=True):
+        assert float(r["coord_loss"]) == pytest.approx(v, rel=1e-5)  # written to 6 digits
+        assert float(r["twice"]) == pytest.approx(2 * v, rel=1e-5)
+
+
+def test_the_optimizer_is_fused_only_on_a_gpu():
+    from matgen.training._components import build_optimizer
+
+    opt, _ = build_optimizer(_cfg(), torch.nn.Linear(3, 2), total_steps=10)
+    assert not opt.defaults.get("fused")
+    if torch.cuda.is_available():
+        opt, _ = build_optimizer(_cfg(), torch.nn.Linear(3, 2).cuda(), total_steps=10)
+        assert opt.defaults["fused"]
