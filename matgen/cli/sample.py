@@ -198,6 +198,8 @@ def sample(
         f"wrote {res.num_structures} structures to {escape(str(res.path))} "
         f"({res.structures_per_s:.2f} structures/s, checkpoint {res.checkpoint_id})"
         + (f"; skipped {len(res.skipped)} input rows" if res.skipped else "")
+        + (f"; {res.too_close} with atoms closer than 0.5 Å (matgen score and campaigns reject "
+           "those)" if res.too_close else "")
     )
     if cif_zip is not None:
         n = _write_cif_zip(cif_zip, res.path, progress)

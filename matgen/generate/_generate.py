@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from matgen.crystal import MAX_Z, CrystalBatch
+from matgen.crystal import MAX_Z, CrystalBatch, min_image_distance
 from matgen.diffusion import SAMPLER_FAILED as FAILED
 from matgen.generate._checkpoints import load_for_sampling, weights_id
 from matgen.generate._output import open_writer, output_format
@@ -62,6 +62,8 @@ class SampleResult:
         elapsed_s: wall-clock seconds of this call's generation (loading excluded).
         structures_per_s: structures this call generated per second.
         skipped: one-line reasons for input rows that could not be used.
+        too_close: structures of this call with two atoms closer than :data:`TOO_CLOSE` Å
+            (written as generated; ``matgen score``, evaluation and campaigns reject them).
     """
 
     path: Path
@@ -70,6 +72,28 @@ class SampleResult:
     elapsed_s: float
     structures_per_s: float
     skipped: list[str] = field(default_factory=list)
+    too_close: int = 0
+
+
+#: Atoms closer than this (Å) make a structure invalid for scoring and evaluation (the
+#: validation default of :mod:`matgen.crystal`).
+TOO_CLOSE = 0.5
+
+
+def count_too_close(crystals: CrystalBatch, limit: float = TOO_CLOSE) -> int:
+    """How many crystals of a (CPU) batch have two atoms closer than ``limit`` Å, periodic
+    images included."""
+    n, start = 0, 0
+    fc, lat = crystals.frac_coords.double().numpy(), crystals.lattice.double().numpy()
+    for k, na in enumerate(crystals.num_atoms.tolist()):
+        if na:
+            try:
+                d = min_image_distance(fc[start:start + na], lat[k], cutoff=limit)[0]
+            except (ValueError, ArithmeticError):  # a singular cell: not a usable structure
+                d = 0.0
+            n += int(d < limit)
+        start += na
+    return n
 
 
 @dataclass
@@ -481,12 +505,13 @@ def generate(
     plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent)
     writer = open_writer(out, plan_fingerprint(plan), log or _silent)
     written, failed = writer.frames_done, writer.failed_done
-    new = 0
+    new = too_close = 0
 
     def sink(item: SampledBatch) -> None:
-        nonlocal written, failed, new
+        nonlocal written, failed, new, too_close
         if item.requests:
             writer.append(item.crystals, item.info, item.keep_id)
+            too_close += count_too_close(item.crystals)
         writer.batch_done(len(item.requests), item.failed)
         written += len(item.requests)
         new += len(item.requests)
@@ -498,7 +523,7 @@ def generate(
         log(f"{failed} structure(s) failed numerically during sampling (non-finite values) and "
             "were not written; more sampler steps usually avoid this")
     return SampleResult(path, written, plan.checkpoint_id, elapsed,
-                        new / elapsed if elapsed > 0 else math.inf, plan.skipped)
+                        new / elapsed if elapsed > 0 else math.inf, plan.skipped, too_close)
 
 
 def sample_structures(
