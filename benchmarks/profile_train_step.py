@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,17 +29,14 @@ from torch.profiler import ProfilerActivity, profile, schedule
 from matgen.training import TrainConfig, train
 from matgen.training import _loop as loop
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation import merged_config
+
 
 def _override(raw: dict, items: list[str]) -> dict:
-    """Apply ``a.b=value`` items (values parsed as YAML) to a nested config dict."""
-    for item in items:
-        key, _, value = item.partition("=")
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-    return raw
+    """``raw`` with ``a.b=value`` items applied (values parsed as YAML)."""
+    pairs = (item.partition("=") for item in items)
+    return merged_config(raw, {key: yaml.safe_load(value) for key, _, value in pairs})
 
 
 def _device_us(evt) -> float:
