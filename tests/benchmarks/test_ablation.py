@@ -3,21 +3,16 @@ whole round of two tiny variants on CPU."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[2]
+from _bench import REPO, load_benchmark
 
 
 def _harness():
-    spec = importlib.util.spec_from_file_location("ablation", REPO / "benchmarks/ablation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("ablation")
 
 
 def test_merged_config_applies_dotted_overrides_without_touching_the_base():

@@ -3,21 +3,14 @@ cut into chunks, optionally sorted by size, each chunk's atom types those of its
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-
-REPO = Path(__file__).resolve().parents[2]
+from _bench import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("gpu_throughput",
-                                                  REPO / "benchmarks/gpu_throughput.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("gpu_throughput")
 
 
 def _ref():

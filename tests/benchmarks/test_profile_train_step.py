@@ -3,19 +3,13 @@ wall time and host ops (no device numbers without a GPU)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from _bench import REPO, load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("profile_train_step",
-                                                  REPO / "benchmarks/profile_train_step.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("profile_train_step")
 
 
 def test_overrides_set_nested_keys_with_yaml_values():
