@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from matgen.crystal import MAX_Z, CrystalBatch, min_image_distance
+from matgen.crystal import MAX_Z, CrystalBatch, ValidationOptions, min_image_distance
 from matgen.diffusion import SAMPLER_FAILED as FAILED
 from matgen.generate._checkpoints import load_for_sampling, weights_id
 from matgen.generate._output import open_writer, output_format
@@ -62,8 +62,9 @@ class SampleResult:
         elapsed_s: wall-clock seconds of this call's generation (loading excluded).
         structures_per_s: structures this call generated per second.
         skipped: one-line reasons for input rows that could not be used.
-        too_close: structures of this call with two atoms closer than :data:`TOO_CLOSE` Å
-            (written as generated; ``matgen score``, evaluation and campaigns reject them).
+        too_close: structures of this call with two atoms closer than the validator's
+            ``ValidationOptions.min_distance`` (0.5 Å; written as generated, ``matgen score``,
+            evaluation and campaigns reject them).
     """
 
     path: Path
@@ -75,14 +76,10 @@ class SampleResult:
     too_close: int = 0
 
 
-#: Atoms closer than this (Å) make a structure invalid for scoring and evaluation (the
-#: validation default of :mod:`matgen.crystal`).
-TOO_CLOSE = 0.5
-
-
-def count_too_close(crystals: CrystalBatch, limit: float = TOO_CLOSE) -> int:
-    """How many crystals of a (CPU) batch have two atoms closer than ``limit`` Å, periodic
-    images included."""
+def count_too_close(crystals: CrystalBatch, limit: float | None = None) -> int:
+    """How many crystals of a (CPU) batch have two atoms closer than ``limit`` Å (default: the
+    validator's ``min_distance``, which scoring and evaluation apply), periodic images included."""
+    limit = ValidationOptions().min_distance if limit is None else limit
     n, start = 0, 0
     fc, lat = crystals.frac_coords.double().numpy(), crystals.lattice.double().numpy()
     for k, na in enumerate(crystals.num_atoms.tolist()):
