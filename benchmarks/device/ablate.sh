@@ -103,6 +103,8 @@ for J in $JOBS; do
 done; wait $PIDS
 for F in "$W"/test/*.json; do log "test $(basename "$F"): $(grep -E '"match_rate"|"rmse"' "$F" | tr -d ' \n')"; done
 pack
+# STOP_AFTER_TEST=1: end here (a one-call round, benchmarks/device/oneshot.sh, has no time left)
+[ -z "${STOP_AFTER_TEST:-}" ] || { touch "$W/ALL_DONE"; log "all done (stopped after the test split)"; exit 0; }
 if [ -n "${GEN:-}" ]; then  # GEN=1: de novo, 1,000 samples per TEST run, scored here (no S.U.N.);
   # SOLO also with the anti-annealing slope off (GEN_SLOPE, default 0: on 200 CPU samples of the
   # round-5 model struct validity 1.000 vs 0.955 at the trained slope 10)
