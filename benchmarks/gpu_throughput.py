@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -57,7 +58,8 @@ def bench_training(
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
-            if keep and n == 0:
+            if keep and n == 0:  # a scratch run: an earlier invocation's is replaced, not resumed
+                shutil.rmtree(keep, ignore_errors=True)
                 tmp = keep
             t0 = time.perf_counter()
             res = train(c, out=tmp, max_steps=steps, progress=False, log=None)

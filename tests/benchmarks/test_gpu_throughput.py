@@ -3,6 +3,7 @@ cut into chunks, optionally sorted by size, each chunk's atom types those of its
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -32,3 +33,27 @@ def test_sorted_chunks_hold_crystals_of_similar_size():
     chunks = _bench()._sampling_chunks(_ref(), n=8, batch=4, by_size=True)
     assert [c[0].tolist() for c in chunks] == [[1, 1, 2, 2], [3, 3, 4, 4]]
     assert chunks[0][1].tolist() == [20, 20, 40, 40, 40, 40]
+
+
+def test_a_second_invocation_replaces_the_kept_scratch_run(tmp_path, monkeypatch):
+    # on the H200 a second gpu_throughput.py call into the same --keep-run died with
+    # FileExistsError (the training loop refuses to overwrite a run without --resume)
+    mod = _bench()
+    seen = []
+
+    def fake_train(cfg, out, max_steps, progress, log):
+        out = Path(out)
+        if (out / "metrics.csv").exists():
+            raise FileExistsError(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.csv").write_text("step,elapsed_s\n0,0\n10,1\n20,2\n")
+        seen.append(out)
+        return SimpleNamespace(step=max_steps)
+
+    monkeypatch.setattr(mod, "train", fake_train)
+    cfg = mod.TrainConfig()
+    for _ in range(2):
+        rows = mod.bench_training(cfg, steps=20, warmup=0, variants=["fp32"],
+                                  keep=str(tmp_path / "keep"))
+        assert rows[0]["steps_per_s"] == 10.0
+    assert seen == [tmp_path / "keep"] * 2
