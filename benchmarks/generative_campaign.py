@@ -186,7 +186,8 @@ def campaign_config(arm: str, seed: int, args, work: Path):
     from matgen.campaign import CampaignConfig
 
     spec = ARMS[arm]
-    gen = {"kind": "model", "steps": args.steps, "sampler": "fast", "guidance": args.guidance,
+    gen = {"kind": "model", "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+           "steps": args.steps, "sampler": "fast", "guidance": args.guidance,
            "chunk_size": args.chunk_size, "conditioned": spec["conditioned"]}
     if spec["finetune"]:
         gen["finetune"] = {"every": args.finetune_every, "steps": args.finetune_steps,
@@ -378,6 +379,9 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--replay", type=float, default=0.5)
     ap.add_argument("--min-distinct-share", type=float, default=0.5)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="generator checkpoint (default: the shipped model); its weights id is a "
+                    "setting, so seeds resumed after the default changes keep the same generator")
     ap.add_argument("--data", type=Path, default=data)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "generative_campaign")
     ap.add_argument("--note", default="")
@@ -388,6 +392,9 @@ def _args() -> argparse.Namespace:
     if args.labels % args.rounds:
         ap.error("--labels must be a multiple of --rounds (the batch per round)")
     args.batch = args.labels // args.rounds
+    from matgen.generate import DEFAULT_MODEL_DIR, weights_id
+
+    args.generator_weights = weights_id(args.checkpoint or DEFAULT_MODEL_DIR)
     if args.batch > args.pool_per_round:
         ap.error("--labels / --rounds must be <= --pool-per-round")
     return args
@@ -434,7 +441,7 @@ def _command() -> str:
 
 def _settings(args) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-            if k not in ("note", "out", "work", "data", "commands", "superseded")}
+            if k not in ("note", "out", "work", "data", "commands", "superseded", "checkpoint")}
 
 
 def _key(settings: dict) -> str:
