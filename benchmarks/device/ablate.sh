@@ -40,16 +40,9 @@ python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.
   --stage train --probe-s ${PROBE_S:-0} > "$W/ablation_train.log" 2>&1
 log "train stage exit $?: $(grep ablation $W/ablation_train.log | tr '\n' ' ' | tail -c 600)"
 CK="$W/runs/$SOLO/run/checkpoints/last"
-# WEIGHTS=1: the SOLO run's weights; WEIGHTS="a b": those runs'. Each comes back as
-# NAME.tar.part-* (the EMA checkpoint in float16, split under the 16 MiB limit of a returned file);
-# here: cat NAME.tar.part-* | tar x
+# WEIGHTS=1: the SOLO run's weights; WEIGHTS="a b": those runs' (benchmarks/device/export_weights.sh)
 [ "${WEIGHTS:-}" = 1 ] && WEIGHTS=$SOLO
-for NAME in ${WEIGHTS:-}; do
-  C="$W/runs/$NAME/run/checkpoints/last"; [ -f "$C/model.safetensors" ] || continue
-  python3 -c "import sys, torch; from matgen.models import load_checkpoint, save_checkpoint
-m, md = load_checkpoint(sys.argv[1]); save_checkpoint(sys.argv[2], m, md, storage_dtype=torch.float16)" \
-    "$C" "$W/fp16/$NAME" && tar cf - -C "$W/fp16" "$NAME" | split -b 15M - "$W/export/$NAME.tar.part-"
-done
+[ -z "${WEIGHTS:-}" ] || bash benchmarks/device/export_weights.sh $WEIGHTS >> "$W/driver.log" 2>&1
 pack() { python3 - "$W" <<'PY'
 import sys, tarfile, glob, os
 w = sys.argv[1]

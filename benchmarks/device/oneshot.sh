@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# A round that needs no second device call: starts ablate.sh detached (same environment variables),
-# waits until it finishes or DEADLINE seconds pass (default 570, under the 600 s call limit), then
-# copies what it has exported to $OUT: weights (NAME.tar.part-*), results.tar.gz, ablation.json and
-# driver.log. Three device sessions running, a follow-up call that came late found the machine
-# given back and the whole run lost; with this, a lost call loses only the time it was to use.
+# A round whose every device call brings its results back: starts ablate.sh detached (same
+# environment variables) unless it already runs on this machine (a follow-up call: then it only
+# watches), waits until it finishes or DEADLINE seconds pass (default 570, under the 600 s call
+# limit), then copies to $OUT what it has: weights (NAME.tar.part-*), results.tar.gz,
+# ablation.json and driver.log. A call that ends while the WEIGHTS runs still train brings back a
+# snapshot of their newest checkpoint instead (benchmarks/device/export_weights.sh), so a
+# follow-up call that comes late (three device sessions running, that lost a whole round) loses
+# only the time since: continue from the snapshot with `init:` in a later call.
 #   SET=benchmarks/ablations/round8.yaml SOLO=c8 WEIGHTS="c8 c8_ema" TEST=1 STOP_AFTER_TEST=1 \
 #   EVAL_ROWS=1000 EVAL_SEEDS=0,1 bash benchmarks/device/oneshot.sh
 set -u
 DEADLINE=${DEADLINE:-570}; export W=${W:-/tmp/abl}
-setsid nohup bash benchmarks/device/ablate.sh > /tmp/abl.nohup 2>&1 < /dev/null &
+if [ -f "$W/driver.log" ] && [ ! -f "$W/ALL_DONE" ] && pgrep -f benchmarks/device/ablate.sh > /dev/null; then
+  echo "[oneshot] following the round already running here"
+else
+  setsid nohup bash benchmarks/device/ablate.sh > /tmp/abl.nohup 2>&1 < /dev/null &
+fi
 while [ ! -f "$W/ALL_DONE" ] && [ "$SECONDS" -lt "$DEADLINE" ]; do sleep 5; done
+if [ ! -f "$W/EXPORTED" ] && [ -n "${WEIGHTS:-}" ]; then  # still training: a snapshot
+  (cd /tmp/src 2>/dev/null || exit 0; export PYTHONPATH=/tmp/site:/tmp/src  # what _env.sh set up
+   bash benchmarks/device/export_weights.sh $([ "$WEIGHTS" = 1 ] && echo "${SOLO:-}" || echo "$WEIGHTS"))
+fi
 cat "$W/driver.log"; tail -5 /tmp/abl.nohup
 cp "$W"/export/* "$W/ablation.json" "$W/driver.log" "${OUT:?}"/ 2>/dev/null
 ls -la "$OUT"
