@@ -11,12 +11,14 @@
 #   EVAL_ROWS=1000 EVAL_SEEDS=0,1 bash benchmarks/device/oneshot.sh
 set -u
 DEADLINE=${DEADLINE:-570}; export W=${W:-/tmp/abl}
-if [ -f "$W/driver.log" ] && [ ! -f "$W/ALL_DONE" ] && pgrep -f benchmarks/device/ablate.sh > /dev/null; then
-  echo "[oneshot] following the round already running here"
+if [ -f "$W/driver.log" ]; then  # a follow-up call on the same machine: watch, never restart
+  echo "[oneshot] the round started by an earlier call is here: following it"
 else
   setsid nohup bash benchmarks/device/ablate.sh > /tmp/abl.nohup 2>&1 < /dev/null &
+  sleep 2
 fi
-while [ ! -f "$W/ALL_DONE" ] && [ "$SECONDS" -lt "$DEADLINE" ]; do sleep 5; done
+while [ ! -f "$W/ALL_DONE" ] && [ "$SECONDS" -lt "$DEADLINE" ] \
+      && pgrep -f benchmarks/device/ablate.sh > /dev/null; do sleep 5; done
 if [ ! -f "$W/EXPORTED" ] && [ -n "${WEIGHTS:-}" ]; then  # still training: a snapshot
   (cd /tmp/src 2>/dev/null || exit 0; export PYTHONPATH=/tmp/site:/tmp/src  # what _env.sh set up
    bash benchmarks/device/export_weights.sh $([ "$WEIGHTS" = 1 ] && echo "${SOLO:-}" || echo "$WEIGHTS"))
