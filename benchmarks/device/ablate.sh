@@ -6,7 +6,8 @@
 # on the whole public test split with the CPU default sampler (fast, 50 steps), SOLO also with
 # its best sampler on validation; WEIGHTS=1 brings SOLO's weights back, WEIGHTS="a b" those of
 # the named runs. GEN=1 also samples 1,000 de novo crystals per tested run and scores them.
-# EVAL_SEEDS=0,1 samples validation with both seeds and selects on them pooled. PROFILE=1 first
+# EVAL_SEEDS=0,1 samples validation with both seeds and selects on them pooled. MINUTES overrides
+# the set's training budget (a short smoke test of a set). PROFILE=1 first
 # profiles dense training steps (benchmarks/profile_train_step.py, eager and torch.compile).
 # Every later device call re-sends the working tree (and drops ignored paths it does not carry),
 # so the driver first copies its source to /tmp/src and runs from there.
@@ -37,7 +38,7 @@ if [ -n "${PROFILE:-}" ]; then  # PROFILE=1: where a dense training step's time 
   done
 fi
 python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.json" \
-  --stage train --probe-s ${PROBE_S:-0} > "$W/ablation_train.log" 2>&1
+  --stage train --probe-s ${PROBE_S:-0} ${MINUTES:+--minutes $MINUTES} > "$W/ablation_train.log" 2>&1
 log "train stage exit $?: $(grep ablation $W/ablation_train.log | tr '\n' ' ' | tail -c 600)"
 CK="$W/runs/$SOLO/run/checkpoints/last"
 # WEIGHTS=1: the SOLO run's weights; WEIGHTS="a b": those runs' (benchmarks/device/export_weights.sh)
