@@ -10,7 +10,10 @@ flows and ``matgen campaign run`` drive) on the shipped default generator, score
 * C: unconditioned generation + BoTorch selection;
 * D: the full loop: conditioned generation + BoTorch + active learning (the scorer's
   predictors refit on the oracle labels after every round);
-* E: D + the generator fine-tuned on the labelled hits (``generator.finetune``).
+* E: D + the generator fine-tuned on the labelled hits (``generator.finetune``);
+* F: E with ``generator.finetune.replay_fill``: each fine-tuning set has ``steps x batch``
+  rows (the hits repeated to fill the ``1 - replay`` share, the rest distinct training rows)
+  instead of the hits plus as many replayed rows (a few hits: many passes over a few crystals).
 
 Oracle (what the campaign learns from): the MLIP oracle (a tighter CHGNet relaxation, energy
 above the MP hull) for stability, and for the band-gap window an independent judge the
@@ -29,8 +32,8 @@ structures: a composition absent from them is reported as ``new_composition``).
 Per arm (mean and 95 % t-interval over seeds): hits per oracle call, distinct reduced formulas
 among hits (and their share), novelty, the share of suspects (oracle energy more than 0.05
 eV/atom below the known hull), the exploitation gap (scorer prediction minus oracle value over
-the selected batches: mean and mean absolute), and for E the generator versions and the
-diversity guard.
+the selected batches: mean and mean absolute), hits per call relative to A and to D, and for E
+and F the generator versions and the diversity guard.
 
 Usage (the acceptance scale, 5 arms x 3 seeds x 60 labels, on a GPU machine)::
 
@@ -39,14 +42,18 @@ Usage (the acceptance scale, 5 arms x 3 seeds x 60 labels, on a GPU machine)::
         --out benchmarks/results/generative_campaign_gpu.json
 
 Reduced CPU scale: ``--seeds 0,1 --rounds 3 --labels 9 --pool-per-round 12``.
-Results are written after every arm and seed; a killed run resumes (the campaigns resume in
-their stores under ``--work``).
+Arm F is not run by default: ``--arms F`` (same other settings, same ``--out``) adds it to
+existing results. Results are written after every arm and seed; a killed run resumes (the
+campaigns resume in their stores under ``--work``). Processes running other arms or seeds with
+the same settings may write the same ``--out`` at once: each write merges the results already
+in the file (under a lock, then an atomic replace).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -73,6 +80,7 @@ ARMS = {
     "C": {"conditioned": False, "acquisition": "auto", "finetune": False},
     "D": {"conditioned": True, "acquisition": "auto", "finetune": False},
     "E": {"conditioned": True, "acquisition": "auto", "finetune": True},
+    "F": {"conditioned": True, "acquisition": "auto", "finetune": True, "replay_fill": True},
 }
 STABLE = 0.05  # eV/atom above the hull
 SUSPECT = -0.05  # eV/atom: further below the known hull is suspect
@@ -195,6 +203,8 @@ def campaign_config(arm: str, seed: int, args, work: Path):
                            "min_distinct_share": args.min_distinct_share,
                            "replay_csv": str(args.data / "mp20_reduced" / "train.csv"),
                            "device": args.device}
+        if spec.get("replay_fill"):  # not in E's config: its stored campaigns stay valid
+            gen["finetune"]["replay_fill"] = True
     return CampaignConfig.model_validate({
         "name": f"gc-{arm}-s{seed}",
         "seed": seed,
@@ -343,9 +353,10 @@ def summarise(per_seed: dict[str, dict[str, dict]]) -> dict:
             for m in ("mean", "mae"):
                 s[f"exploitation_{p}_{m}"] = _ci([r["exploitation_gap"][p][m] for r in rs])
         out[arm] = s
-    a = out.get("A", {}).get("hits_per_call", {}).get("mean")
-    for s in out.values():
-        s["hits_per_call_vs_A"] = s["hits_per_call"]["mean"] / a if a else math.nan
+    for ref in ("A", "D"):  # D: what fine-tuning (E, F) adds to the full loop
+        r = out.get(ref, {}).get("hits_per_call", {}).get("mean")
+        for s in out.values():
+            s[f"hits_per_call_vs_{ref}"] = s["hits_per_call"]["mean"] / r if r else math.nan
     return out
 
 
@@ -435,8 +446,9 @@ def main() -> None:
 
 
 def _command() -> str:
-    return "python " + " ".join(shlex.quote(a) for a in [
-        str(Path(sys.argv[0]).resolve().relative_to(ROOT)), *sys.argv[1:]])
+    script = Path(sys.argv[0]).resolve()
+    script = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+    return "python " + " ".join(shlex.quote(a) for a in [str(script), *sys.argv[1:]])
 
 
 def _settings(args) -> dict:
@@ -450,12 +462,60 @@ def _key(settings: dict) -> str:
                       sort_keys=True, default=str)
 
 
+def merge_per_seed(mine: dict, theirs: dict) -> dict:
+    """``mine`` (arm -> seed -> result) with the results of ``theirs`` it lacks added (in
+    place: its own results win), arms and seeds in order."""
+    for arm, seeds in theirs.items():
+        for seed, res in seeds.items():
+            mine.setdefault(arm, {}).setdefault(seed, res)
+    ordered = {a: dict(sorted(mine[a].items(), key=lambda kv: int(kv[0]))) for a in sorted(mine)}
+    mine.clear()
+    mine.update(ordered)
+    return mine
+
+
+@contextlib.contextmanager
+def _out_lock(path: Path):
+    """An exclusive ``flock`` on ``path``'s folder (the file itself is replaced on write, and a
+    lock file would be left beside the results)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _merge_file(args, per_seed: dict) -> None:
+    """Merge into ``per_seed`` (and ``args.commands``) what another process running the same
+    settings wrote to ``--out`` since this one read it."""
+    try:
+        theirs = json.loads(args.out.read_text())
+    except (OSError, ValueError):
+        return
+    if _key(theirs.get("settings") or {}) != _key(_settings(args)):
+        return
+    merge_per_seed(per_seed, theirs.get("per_seed") or {})
+    cmds = theirs.get("commands") or []
+    args.commands = [*cmds, *(c for c in args.commands if c not in cmds)]
+
+
 def _write(args, ctx: dict, per_seed: dict, seconds: float) -> None:
+    from matgen._files import atomic_write_text
+
+    with _out_lock(args.out):
+        _merge_file(args, per_seed)
+        atomic_write_text(args.out, json.dumps(_record(args, ctx, per_seed, seconds), indent=1,
+                                               default=float) + "\n")
+
+
+def _record(args, ctx: dict, per_seed: dict, seconds: float) -> dict:
     import torch
 
     judge = ctx["judge"]
-    out = {
-        "command": args.commands[-1],
+    return {
+        "command": _command(),
         "commands": [c for c in args.commands if c],
         "git_commit": _git_commit(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -477,8 +537,6 @@ def _write(args, ctx: dict, per_seed: dict, seconds: float) -> None:
         **({"superseded": args.superseded} if args.superseded else {}),
         "per_seed": per_seed,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1, default=float) + "\n")
 
 
 if __name__ == "__main__":

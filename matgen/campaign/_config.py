@@ -63,6 +63,12 @@ class FinetuneConfig(_Frozen):
     the round that uses it generates. Diversity guard: when the distinct reduced-formula share
     of the newest pool a fine-tuned version generated falls below ``min_distinct_share``, the
     campaign goes back to the version before it and stops fine-tuning (reported per round).
+
+    ``replay_fill``: by default the set is the hits plus ``ceil(hits * replay / (1 - replay))``
+    replayed rows, so a few hits make a small set that ``steps`` steps pass over many times.
+    With ``replay_fill: true`` the set has ``steps * batch_size`` rows (about one pass): the
+    hits, repeated as evenly as possible (each at least once), fill the ``1 - replay`` share
+    and the rest are distinct replayed rows (at most the replay CSV's length).
     """
 
     every: int = Field(2, ge=1)
@@ -74,6 +80,8 @@ class FinetuneConfig(_Frozen):
     min_distinct_share: float = Field(0.5, ge=0.0, le=1.0)
     replay_csv: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    replay_fill: bool = Field(False, description="fill the set to steps * batch_size rows: "
+                              "repeated hits (1 - replay share) + distinct replayed rows")
 
 
 class GeneratorConfig(_Frozen):

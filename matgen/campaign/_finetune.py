@@ -200,7 +200,9 @@ def _training_rows(
     camp: Campaign, index: int, hits: list[dict[str, Any]], names: list[str]
 ) -> list[dict[str, Any]]:
     """The fine-tuning set: the hits (conditions: oracle label, else the scorer's value, else
-    missing) plus replayed rows of the generator's training data."""
+    missing) plus distinct replayed rows of the generator's training data (drawn with the
+    round's seed). ``replay_fill``: ``steps * batch_size`` rows, the hits repeated to fill the
+    ``1 - replay`` share (each at least once), the replayed rows the rest."""
     import pandas as pd
 
     ft = camp.cfg.generator.finetune
@@ -213,7 +215,14 @@ def _training_rows(
             v = h["scores"].get(n) if v is None else v
             row[n] = float(v) if v is not None and math.isfinite(float(v)) else float("nan")
         rows.append(row)
-    n_replay = math.ceil(len(hits) * ft.replay / (1.0 - ft.replay)) if ft.replay > 0 else 0
+    if ft.replay_fill and rows:
+        n_replay = round(ft.steps * ft.batch_size * ft.replay)
+        n_hit = max(len(rows), ft.steps * ft.batch_size - n_replay)
+        rows = [rows[i % len(rows)] for i in range(n_hit)]  # as even as can be
+    elif ft.replay > 0:
+        n_replay = math.ceil(len(hits) * ft.replay / (1.0 - ft.replay))
+    else:
+        n_replay = 0
     replay_csv = ft.replay_csv or _default_replay_csv()
     if n_replay and replay_csv:
         df = pd.read_csv(replay_csv)
@@ -286,6 +295,8 @@ def _train_version(
     run_dir = _run_dir(camp, index)
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = _training_rows(camp, index, hits, names)
+    ids = {h["id"] for h in hits}
+    hit_rows = sum(r["material_id"] in ids for r in rows)
     csv = run_dir / "finetune.csv"
     if not csv.is_file():  # the same rows on resume (a deterministic draw)
         with atomic_path(csv) as tmp:
@@ -300,9 +311,11 @@ def _train_version(
         for f in CHECKPOINT_FILES:
             shutil.copy2(Path(res.checkpoint) / f, tmp / f)
     losses = [v for _, v in res.losses if math.isfinite(v)]
-    details = {"hits": len(hits), "replay_rows": len(rows) - len(hits), "steps": res.step,
+    details = {"hits": len(hits), "replay_rows": len(rows) - hit_rows, "steps": res.step,
                "loss_last": float(np.mean(losses[-10:])) if losses else None,
                "parent_checkpoint": parent}
+    if ft.replay_fill:  # "hits": distinct hits; "hit_rows": their rows, repeats counted
+        details.update(replay_fill=True, hit_rows=hit_rows)
     return f"ft-r{index:03d}", target, details
 
 

@@ -145,3 +145,58 @@ def test_sigkill_during_finetune_resumes_with_one_version_and_all_labels(
     kept = [p.name for p in (tmp_path / "work" / "generator").iterdir()
             if not p.name.startswith(".")]
     assert sorted(kept) == ["round_0001"]
+
+
+def _fill_yaml(config: Path, **finetune) -> Path:
+    import yaml
+
+    raw = yaml.safe_load(config.read_text())
+    raw["generator"]["finetune"].update(finetune)
+    config.write_text(yaml.safe_dump(raw))
+    return config
+
+
+def test_replay_fill_set_has_steps_times_batch_rows_and_distinct_replay(tmp_path, toy_csv):
+    from types import SimpleNamespace
+
+    from _finetune_setup import write_config
+
+    from matgen.campaign._finetune import _training_rows
+
+    hits = [{"id": f"h{i}", "cif": f"cif{i}", "labels": {"band_gap": 2.0},
+             "scores": {"e_above_hull": 0.01}} for i in range(3)]
+    names = ["band_gap", "e_above_hull"]
+
+    def rows(**ft):
+        config = _fill_yaml(write_config(tmp_path, toy_csv, tmp_path / "ckpt"), **ft)
+        return _training_rows(SimpleNamespace(cfg=load_config(config)), 1, hits, names)
+
+    plain = rows(steps=10, batch_size=8)  # default: the hits + as many replayed rows
+    assert [r["material_id"] for r in plain[:3]] == ["h0", "h1", "h2"] and len(plain) == 6
+    got = rows(steps=10, batch_size=8, replay_fill=True)
+    assert len(got) == 80
+    ids = [r["material_id"] for r in got]
+    assert sorted(ids.count(f"h{i}") for i in range(3)) == [13, 13, 14]  # 40 rows, even
+    replay = ids[40:]
+    assert len(set(replay)) == 40 and all(i.startswith("toy-") for i in replay)
+    assert got[0]["band_gap"] == 2.0 and got[0]["e_above_hull"] == 0.01
+    assert rows(steps=10, batch_size=8, replay_fill=True) == got  # the round's seed: same draw
+    quarter = [r["material_id"] for r in rows(steps=10, batch_size=8, replay=0.25,
+                                               replay_fill=True)]
+    assert len(quarter) == 80 and sum(i.startswith("h") for i in quarter) == 60
+    capped = [r["material_id"] for r in rows(steps=30, batch_size=8, replay_fill=True)]
+    assert len(capped) == 120 + 98 and len(set(capped[120:])) == 98  # the whole 98-row CSV
+
+
+def test_replay_fill_finetune_records_hit_and_replay_rows(tmp_path, toy_csv, tiny_ckpt, cache):
+    from _finetune_setup import campaign, write_config
+
+    config = _fill_yaml(write_config(tmp_path, toy_csv, tiny_ckpt, rounds=2, steps=2),
+                        replay_fill=True, batch_size=4)
+    camp = campaign(config, toy_csv)
+    camp.run(rounds=1)
+    finetune_step(camp, 1)
+    (rec,) = recorded_versions(camp.store)
+    d = rec["details"]
+    assert d["hits"] == 2 and d["replay_fill"] is True  # 2 x 4 = 8 rows, replay 0.5
+    assert d["hit_rows"] == 4 and d["replay_rows"] == 4 and d["steps"] == 2
