@@ -218,7 +218,12 @@ def _training_rows(
     if ft.replay_fill and rows:
         n_replay = round(ft.steps * ft.batch_size * ft.replay)
         n_hit = max(len(rows), ft.steps * ft.batch_size - n_replay)
-        rows = [rows[i % len(rows)] for i in range(n_hit)]  # as even as can be
+        # as even as can be; repeats get their own ids (``ID~rK``): the data reader drops
+        # rows whose id it has already seen
+        rows = [rows[i % len(rows)] if i < len(rows) else
+                {**rows[i % len(rows)],
+                 "material_id": f"{rows[i % len(rows)]['material_id']}~r{i // len(rows)}"}
+                for i in range(n_hit)]
     elif ft.replay > 0:
         n_replay = math.ceil(len(hits) * ft.replay / (1.0 - ft.replay))
     else:
@@ -296,7 +301,7 @@ def _train_version(
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = _training_rows(camp, index, hits, names)
     ids = {h["id"] for h in hits}
-    hit_rows = sum(r["material_id"] in ids for r in rows)
+    hit_rows = sum(str(r["material_id"]).split("~r")[0] in ids for r in rows)
     csv = run_dir / "finetune.csv"
     if not csv.is_file():  # the same rows on resume (a deterministic draw)
         with atomic_path(csv) as tmp:
