@@ -8,6 +8,8 @@ with the few-step sampler, batch ``--sample-batch``.
     python benchmarks/gpu_throughput.py --config configs/train/mp20.yaml \
         --out benchmarks/results/gpu_throughput.json [--checkpoint CKPT]
 
+``--sync-every N`` times the training loop with a host sync every N steps (recorded per row).
+
 Runs on CPU too (tiny numbers; use ``--steps 20`` there).
 """
 
@@ -40,17 +42,23 @@ def _steps_per_s(metrics: Path, warmup: int) -> float:
 
 
 def bench_training(
-    cfg: TrainConfig, steps: int, warmup: int, variants: list[str], keep: str | None = None
+    cfg: TrainConfig, steps: int, warmup: int, variants: list[str], keep: str | None = None,
+    sync_every: int = 1,
 ) -> list[dict]:
-    """Time each variant; the first variant's run is kept in ``keep`` (for the sampling bench)."""
+    """Time each variant; the first variant's run is kept in ``keep`` (for the sampling bench).
+    ``sync_every`` > 1: the loop reads its values every that many steps (``TrainConfig.
+    sync_every``); the metrics rows then come every multiple of it from 10 on, so they add no
+    syncs of their own."""
     out = []
+    log_every = sync_every * -(-10 // sync_every)
     for n, v in enumerate(variants):
         precision, compile_ = v.split("+") if "+" in v else (v, "eager")
         c = cfg.model_copy(
             update={
                 "precision": precision,
                 "compile": compile_ == "compile",
-                "log_every": 10,
+                "log_every": log_every,
+                "sync_every": sync_every,
                 "checkpoint_every": 10**9,
                 "max_steps": steps,
                 # a fixed step count: a time-driven cosine (ablation configs) needs --max-time
@@ -71,6 +79,7 @@ def bench_training(
         row = {
             "variant": v,
             "batch_size": c.batch_size,
+            "sync_every": sync_every,
             "steps": res.step,
             "steps_per_s": round(sps, 3),
             "crystals_per_s": round(sps * c.batch_size, 1),
@@ -157,6 +166,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--variants", default="bf16,fp32,bf16+compile")
+    ap.add_argument("--sync-every", type=int, default=1, help="training: host sync every N "
+                    "steps (TrainConfig.sync_every; 1: every step)")
     ap.add_argument("--checkpoint", default=None, help="a checkpoint, or 'first-run' to use the "
                     "first training variant's (random-weight throughput numbers)")
     ap.add_argument("--keep-run", default="/tmp/gpu_throughput_run")
@@ -183,11 +194,13 @@ def main() -> None:
         "torch": torch.__version__,
         "config": args.config,
         "model_overrides": args.model,
+        "sync_every": args.sync_every,
         "parameters": build_denoiser(cfg.model).num_parameters,
     }
     if args.variants:
         result["training"] = bench_training(
-            cfg, args.steps, args.warmup, args.variants.split(","), keep=args.keep_run
+            cfg, args.steps, args.warmup, args.variants.split(","), keep=args.keep_run,
+            sync_every=args.sync_every,
         )
     if args.checkpoint == "first-run":
         args.checkpoint = str(Path(args.keep_run) / "checkpoints" / "last")

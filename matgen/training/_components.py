@@ -222,9 +222,11 @@ def load_init_weights(model: nn.Module, path: str | Path) -> tuple[list[str], li
 def build_optimizer(cfg: TrainConfig, model: nn.Module, total_steps: int):
     """``(AdamW, warm-up + cosine scheduler)``: weight decay on matrices only. On a GPU the
     fused AdamW: one kernel for all parameters, its step counters on the device (the default
-    multi-tensor AdamW reads ~120 host scalars per step)."""
+    multi-tensor AdamW reads ~120 host scalars per step). With ``sync_every > 1`` the fused one
+    on a CPU too: its ``found_inf`` skips a non-finite step without a host sync."""
     params = list(model.parameters())
-    fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}
+    on_cpu = cfg.sync_every > 1 and all(p.device.type == "cpu" for p in params)
+    fused = {"fused": True} if params and (all(p.is_cuda for p in params) or on_cpu) else {}
     optimizer = torch.optim.AdamW(
         _param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=cfg.optim.betas,
         **fused,

@@ -157,6 +157,13 @@ class TrainConfig(_Strict):
         num_workers: DataLoader worker processes building batches (0: a background thread).
         max_nonfinite: abort after this many consecutive steps with a non-finite loss or
             gradient (each is skipped).
+        sync_every: steps between host syncs (1: every step, as ever). ``N > 1`` lets the CPU
+            queue the next steps while the GPU runs: a non-finite step is skipped on the device
+            (the fused AdamW's ``found_inf``, the EMA's weight times a finite flag), loss, grad
+            norm and logs are read every N steps (and before every metrics row, checkpoint,
+            validation and the last step, so those fall on the same steps), and a stop request
+            (signal, ``--max-time``) or the time-driven schedule's clock is seen at the next
+            sync, up to N - 1 steps late. Needs a CPU or CUDA device (else every step syncs).
         distill: consistency distillation from a teacher checkpoint instead of denoising
             training (``None``: ordinary training).
     """
@@ -179,6 +186,7 @@ class TrainConfig(_Strict):
     seed: int = 0
     num_workers: int = Field(default=0, ge=0)
     max_nonfinite: int = Field(default=20, ge=1)
+    sync_every: int = Field(default=1, ge=1)
     distill: DistillConfig | None = None
 
     @model_validator(mode="after")

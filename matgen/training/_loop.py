@@ -6,6 +6,8 @@ steps: each step draws the step's batch, computes the objective's loss (bf16 aut
 when configured), backpropagates, clips, applies AdamW, the LR schedule and the EMA. Metrics
 rows, validation and checkpoints follow at their intervals; the run state (step, data
 position, skip counters, RNG) is in every checkpoint, so a resumed run continues exactly.
+Each step's values reach the host in one sync; with ``cfg.sync_every = N > 1`` in one every N
+steps (:func:`_queue_step`, :func:`_flush`), so the CPU queues the next steps meanwhile.
 """
 
 from __future__ import annotations
@@ -191,13 +193,9 @@ def _autocast(run: Run):
                           enabled=run.use_bf16)
 
 
-def _step(run: Run, state: RunState, batch: CrystalBatch, window: LogWindow,
-          stop_requested: Callable[[], bool],
-          time_share: Callable[[], float] | None = None) -> tuple[float, float, bool]:
-    """One optimizer step; ``(loss, grad norm, stop)`` averaged over ranks (stop: any rank
-    asked). A non-finite loss or gradient skips the update. With a time-driven schedule,
-    ``time_share()`` (the part of the budget spent) is averaged over ranks too, so every rank
-    steps with the same learning rate."""
+def _forward_backward(run: Run, state: RunState, batch: CrystalBatch):
+    """The step's loss, backward and gradient clipping: ``(loss, logs, grad norm)``, tensors
+    on the device (nothing read by the host)."""
     cfg, info = run.cfg, run.info
     batch = batch.to(info.device) if info.device.type != "cpu" else batch
     task = step_task(cfg, state.step)
@@ -208,7 +206,18 @@ def _step(run: Run, state: RunState, batch: CrystalBatch, window: LogWindow,
             loss, logs = run.objective.loss(run.train_model, batch, cond=cond, task=task)
         loss.backward()
     clip = cfg.optim.grad_clip if cfg.optim.grad_clip is not None else math.inf
-    gn = torch.nn.utils.clip_grad_norm_(run.params, clip)
+    return loss, logs, torch.nn.utils.clip_grad_norm_(run.params, clip)
+
+
+def _step(run: Run, state: RunState, batch: CrystalBatch, window: LogWindow,
+          stop_requested: Callable[[], bool],
+          time_share: Callable[[], float] | None = None) -> tuple[float, float, bool]:
+    """One optimizer step; ``(loss, grad norm, stop)`` averaged over ranks (stop: any rank
+    asked). A non-finite loss or gradient skips the update. With a time-driven schedule,
+    ``time_share()`` (the part of the budget spent) is averaged over ranks too, so every rank
+    steps with the same learning rate."""
+    cfg, info = run.cfg, run.info
+    loss, logs, gn = _forward_backward(run, state, batch)
     # one reduction (and one host sync) per step: loss, grad norm, stop request, time spent and
     # the objective's logs (0-dim tensors or floats)
     names = list(logs)
@@ -230,7 +239,7 @@ def _step(run: Run, state: RunState, batch: CrystalBatch, window: LogWindow,
         state.streak, state.last_finite = 0, loss_v
         window.add(loss_v, logs)
     else:
-        _count_nonfinite(cfg, state)
+        _count_nonfinite(cfg, state, state.step)
     run.optimizer.zero_grad(set_to_none=True)
     run.scheduler.step()
     state.step += 1
@@ -239,16 +248,114 @@ def _step(run: Run, state: RunState, batch: CrystalBatch, window: LogWindow,
     return loss_v, grad_norm, stop > 0
 
 
-def _count_nonfinite(cfg: TrainConfig, state: RunState) -> None:
+def _count_nonfinite(cfg: TrainConfig, state: RunState, step: int) -> None:
     state.streak += 1
     state.nonfinite_total += 1
     if state.streak >= cfg.max_nonfinite:
         raise NonFiniteLossError(
             f"{state.streak} consecutive steps with a non-finite loss or gradient "
-            f"(last at step {state.step + 1}, {state.nonfinite_total} in all; last finite "
+            f"(last at step {step + 1}, {state.nonfinite_total} in all; last finite "
             f"loss {state.last_finite:.4g}): lower optim.lr, tighten optim.grad_clip "
             "or check the data (matgen data validate)"
         )
+
+
+# ---------------------------------------------------------------------- deferred host syncs
+@dataclass
+class _Pending:
+    """Steps run since the last host sync (``sync_every > 1``): per step its index, the
+    objective's log names (in order, with which of them are device tensors), a device vector
+    ``[skipped, loss, grad norm, *tensor logs]`` and the logs that are host floats."""
+
+    steps: list[tuple[int, list[str], list[bool]]] = field(default_factory=list)
+    device: list[torch.Tensor] = field(default_factory=list)
+    host: list[float] = field(default_factory=list)
+
+
+def _deferred(run: Run, say: Callable[[str], None]) -> bool:
+    """Whether the loop syncs every ``sync_every`` steps: the optimizer must skip a non-finite
+    step on the device (a fused AdamW reading ``found_inf``)."""
+    if run.cfg.sync_every <= 1:
+        return False
+    if getattr(run.optimizer, "_step_supports_amp_scaling", False):
+        return True
+    say(f"sync_every {run.cfg.sync_every}: the optimizer cannot skip a non-finite step on "
+        "the device (no fused AdamW here); syncing every step")
+    return False
+
+
+def _sync_due(cfg: TrainConfig, step: int) -> bool:
+    """After ``step`` steps: every ``sync_every``, and before every metrics row, checkpoint
+    (with validation) and the last step, so they fall on the same steps as with 1."""
+    return any(step % k == 0 for k in (cfg.sync_every, cfg.log_every, cfg.checkpoint_every)) \
+        or step >= cfg.max_steps
+
+
+def _queue_step(run: Run, state: RunState, batch: CrystalBatch, pending: _Pending) -> None:
+    """One optimizer step without a host sync. A non-finite loss or grad norm (on any rank:
+    its flag is averaged over ranks on the device) sets the fused AdamW's ``found_inf``, which
+    skips the update and its step counter, and zeroes the EMA's weight; the values are read
+    at the next :func:`_flush`."""
+    loss, logs, gn = _forward_backward(run, state, batch)
+    loss = loss.detach().float().reshape(())
+    gn = gn.detach().float().reshape(()).to(loss.device)
+    bad = all_reduce_mean((~(torch.isfinite(loss) & torch.isfinite(gn))).float(), run.info)
+    skipped = (bad > 0).float()
+    run.optimizer.found_inf = skipped
+    run.optimizer.step()
+    run.ema.update(run.model, state.step, finite=1.0 - skipped)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    names = list(logs)
+    on_dev = [torch.is_tensor(logs[k]) for k in names]
+    pending.device.append(torch.stack([
+        skipped, loss, gn,
+        *(logs[k].detach().float().reshape(()).to(loss.device)
+          for k, d in zip(names, on_dev, strict=True) if d),
+    ]))
+    pending.host.extend(float(logs[k]) for k, d in zip(names, on_dev, strict=True) if not d)
+    pending.steps.append((state.step, names, on_dev))
+    state.step += 1
+    state.position += run.cfg.batch_size
+
+
+def _flush(run: Run, state: RunState, window: LogWindow, pending: _Pending,
+           stop_requested: Callable[[], bool],
+           time_share: Callable[[], float] | None) -> tuple[float, float, bool, int]:
+    """The host sync: one reduction over ranks and one read of the pending steps' values with
+    the stop request and the time spent; then each step's bookkeeping, in order, as
+    :func:`_step` does it. Returns ``(last loss, last grad norm, stop, steps read)``."""
+    host = [*pending.host, float(stop_requested()),
+            time_share() if time_share is not None else 0.0]
+    dev = torch.cat(pending.device)
+    vals = all_reduce_mean(torch.cat([dev, torch.tensor(host, device=dev.device)]),
+                           run.info).tolist()
+    *dvals, stop, share = vals
+    hvals = dvals[dev.numel():]
+    if time_share is not None:
+        _cosine(run).time_share = min(1.0, share)
+    i = h = 0
+    loss_v = grad_norm = math.nan
+    for step, names, on_dev in pending.steps:
+        skipped, loss_v, grad_norm = dvals[i:i + 3]
+        i += 3
+        logs = {}
+        for k, d in zip(names, on_dev, strict=True):
+            if d:
+                logs[k], i = dvals[i], i + 1
+            else:
+                logs[k], h = hvals[h], h + 1
+        if skipped == 0.0:
+            state.streak, state.last_finite = 0, loss_v
+            window.add(loss_v, logs)
+        else:
+            _count_nonfinite(run.cfg, state, step)
+        state.losses.append((step + 1, loss_v))
+    done = len(pending.steps)
+    pending.steps.clear()
+    pending.device.clear()
+    pending.host.clear()
+    return loss_v, grad_norm, stop > 0, done
 
 
 # ---------------------------------------------------------------------- validation, checkpoints
@@ -325,9 +432,11 @@ def _progress_bar(run: Run, state: RunState, progress: bool) -> Progress | None:
 
 
 def _run_steps(run: Run, state: RunState, metrics: MetricsCSV | None, progress: bool,
-               max_time_minutes: float | None) -> tuple[str, Path | None, float]:
+               max_time_minutes: float | None,
+               deferred: bool = False) -> tuple[str, Path | None, float]:
     """Steps until ``max_steps``, the time limit or a signal; metrics rows every ``log_every``
-    steps, checkpoints (and validation) every ``checkpoint_every`` and at the end.
+    steps, checkpoints (and validation) every ``checkpoint_every`` and at the end. With
+    ``deferred`` the host syncs only where :func:`_sync_due` says (``cfg.sync_every``).
 
     Returns:
         ``(stopped, last checkpoint or None, elapsed seconds)``.
@@ -352,16 +461,26 @@ def _run_steps(run: Run, state: RunState, metrics: MetricsCSV | None, progress: 
             return (time.perf_counter() - window.t0) / budget
 
     stopped, last_ckpt = "max_steps", None
+    pending = _Pending() if deferred else None
     bar = _progress_bar(run, state, progress)
     with _stop_on_signals(flag):
         it = iterate_batches(batches, cfg.num_workers, pin_memory=info.device.type == "cuda")
         try:
             for batch in it:
-                loss_v, grad_norm, stop_now = _step(run, state, batch, window, stop_requested,
-                                                    time_share)
+                if pending is None:
+                    loss_v, grad_norm, stop_now = _step(run, state, batch, window,
+                                                        stop_requested, time_share)
+                    done = 1
+                else:
+                    _queue_step(run, state, batch, pending)
+                    if not _sync_due(cfg, state.step):
+                        continue
+                    loss_v, grad_norm, stop_now, done = _flush(run, state, window, pending,
+                                                               stop_requested, time_share)
                 if bar is not None:
-                    bar.advance(1)
-                    if state.step % max(1, min(cfg.log_every, 10)) == 0:
+                    bar.advance(done)
+                    every = max(1, min(cfg.log_every, 10))
+                    if state.step // every > (state.step - done) // every:
                         bar.update(desc=f"train (loss {loss_v:.4f}, "
                                         f"lr {run.scheduler.get_last_lr()[0]:.2e})",
                                    announce=False)
@@ -405,7 +524,7 @@ def _train(cfg: TrainConfig, info: DistInfo, run_dir: Path, call: TrainCall, log
         metrics = MetricsCSV(run_dir / "metrics.csv",
                              state.step if start_ckpt is not None else None)
     stopped, last_ckpt, elapsed = _run_steps(run, state, metrics, call.progress,
-                                             call.max_time_minutes)
+                                             call.max_time_minutes, _deferred(run, say))
     if resumed_from >= cfg.max_steps and start_ckpt is not None:
         last_ckpt = start_ckpt
     if stopped != "max_steps":
