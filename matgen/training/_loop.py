@@ -233,19 +233,28 @@ def _step(run: Run, state: RunState, batch: CrystalBatch, window: LogWindow,
     logs = dict(zip(names, log_vals, strict=True))
     if time_share is not None:
         _cosine(run).time_share = min(1.0, share)
-    if math.isfinite(loss_v) and math.isfinite(grad_norm):
+    finite = math.isfinite(loss_v) and math.isfinite(grad_norm)
+    if finite:
         run.optimizer.step()
         run.ema.update(run.model, state.step)
-        state.streak, state.last_finite = 0, loss_v
-        window.add(loss_v, logs)
-    else:
-        _count_nonfinite(cfg, state, state.step)
+    _book_step(cfg, state, window, state.step, loss_v, logs, finite)
     run.optimizer.zero_grad(set_to_none=True)
     run.scheduler.step()
     state.step += 1
     state.position += cfg.batch_size
-    state.losses.append((state.step, loss_v))
     return loss_v, grad_norm, stop > 0
+
+
+def _book_step(cfg: TrainConfig, state: RunState, window: LogWindow, step: int, loss_v: float,
+               logs: dict[str, float], finite: bool) -> None:
+    """A step's values, once read by the host: the log window and the streak (finite), or the
+    non-finite count; the loss record ``(step + 1, loss)``."""
+    if finite:
+        state.streak, state.last_finite = 0, loss_v
+        window.add(loss_v, logs)
+    else:
+        _count_nonfinite(cfg, state, step)
+    state.losses.append((step + 1, loss_v))
 
 
 def _count_nonfinite(cfg: TrainConfig, state: RunState, step: int) -> None:
@@ -345,12 +354,7 @@ def _flush(run: Run, state: RunState, window: LogWindow, pending: _Pending,
                 logs[k], i = dvals[i], i + 1
             else:
                 logs[k], h = hvals[h], h + 1
-        if skipped == 0.0:
-            state.streak, state.last_finite = 0, loss_v
-            window.add(loss_v, logs)
-        else:
-            _count_nonfinite(run.cfg, state, step)
-        state.losses.append((step + 1, loss_v))
+        _book_step(run.cfg, state, window, step, loss_v, logs, skipped == 0.0)
     done = len(pending.steps)
     pending.steps.clear()
     pending.device.clear()
