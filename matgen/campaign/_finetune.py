@@ -198,11 +198,12 @@ def _hit_rows(camp: Campaign) -> list[dict[str, Any]]:
 
 def _training_rows(
     camp: Campaign, index: int, hits: list[dict[str, Any]], names: list[str]
-) -> list[dict[str, Any]]:
-    """The fine-tuning set: the hits (conditions: oracle label, else the scorer's value, else
-    missing) plus distinct replayed rows of the generator's training data (drawn with the
-    round's seed). ``replay_fill``: ``steps * batch_size`` rows, the hits repeated to fill the
-    ``1 - replay`` share (each at least once), the replayed rows the rest."""
+) -> tuple[list[dict[str, Any]], int]:
+    """The fine-tuning set and how many of its first rows are hits: the hits (conditions:
+    oracle label, else the scorer's value, else missing) plus distinct replayed rows of the
+    generator's training data (drawn with the round's seed). ``replay_fill``: ``steps *
+    batch_size`` rows, the hits repeated to fill the ``1 - replay`` share (each at least
+    once), the replayed rows the rest."""
     import pandas as pd
 
     ft = camp.cfg.generator.finetune
@@ -220,14 +221,15 @@ def _training_rows(
         n_hit = max(len(rows), ft.steps * ft.batch_size - n_replay)
         # as even as can be; repeats get their own ids (``ID~rK``): the data reader drops
         # rows whose id it has already seen
-        rows = [rows[i % len(rows)] if i < len(rows) else
-                {**rows[i % len(rows)],
-                 "material_id": f"{rows[i % len(rows)]['material_id']}~r{i // len(rows)}"}
-                for i in range(n_hit)]
+        base = rows
+        rows = [dict(base[i % len(base)]) for i in range(n_hit)]
+        for i in range(len(base), n_hit):
+            rows[i]["material_id"] = f"{base[i % len(base)]['material_id']}~r{i // len(base)}"
     elif ft.replay > 0:
         n_replay = math.ceil(len(hits) * ft.replay / (1.0 - ft.replay))
     else:
         n_replay = 0
+    n_hit_rows = len(rows)
     replay_csv = ft.replay_csv or _default_replay_csv()
     if n_replay and replay_csv:
         df = pd.read_csv(replay_csv)
@@ -235,7 +237,7 @@ def _training_rows(
         pick = rng.choice(len(df), size=min(n_replay, len(df)), replace=False)
         keep = ["material_id", "cif", *[n for n in names if n in df.columns]]
         rows += df.iloc[np.sort(pick)][keep].to_dict("records")
-    return rows
+    return rows, n_hit_rows
 
 
 def _default_replay_csv() -> str | None:
@@ -299,9 +301,7 @@ def _train_version(
     names = sorted((read_metadata(resolve_checkpoint(parent)).get("conditions") or {}).keys())
     run_dir = _run_dir(camp, index)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rows = _training_rows(camp, index, hits, names)
-    ids = {h["id"] for h in hits}
-    hit_rows = sum(str(r["material_id"]).split("~r")[0] in ids for r in rows)
+    rows, hit_rows = _training_rows(camp, index, hits, names)
     csv = run_dir / "finetune.csv"
     if not csv.is_file():  # the same rows on resume (a deterministic draw)
         with atomic_path(csv) as tmp:

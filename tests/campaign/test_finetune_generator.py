@@ -169,7 +169,10 @@ def test_replay_fill_set_has_steps_times_batch_rows_and_distinct_replay(tmp_path
 
     def rows(**ft):
         config = _fill_yaml(write_config(tmp_path, toy_csv, tmp_path / "ckpt"), **ft)
-        return _training_rows(SimpleNamespace(cfg=load_config(config)), 1, hits, names)
+        got, n_hit = _training_rows(SimpleNamespace(cfg=load_config(config)), 1, hits, names)
+        assert all(r["material_id"].split("~")[0] in {"h0", "h1", "h2"} for r in got[:n_hit])
+        assert not any(r["material_id"].startswith("h") for r in got[n_hit:])
+        return got
 
     plain = rows(steps=10, batch_size=8)  # default: the hits + as many replayed rows
     assert [r["material_id"] for r in plain[:3]] == ["h0", "h1", "h2"] and len(plain) == 6
