@@ -13,7 +13,9 @@ flows and ``matgen campaign run`` drive) on the shipped default generator, score
 * E: D + the generator fine-tuned on the labelled hits (``generator.finetune``);
 * F: E with ``generator.finetune.replay_fill``: each fine-tuning set has ``steps x batch``
   rows (the hits repeated to fill the ``1 - replay`` share, the rest distinct training rows)
-  instead of the hits plus as many replayed rows (a few hits: many passes over a few crystals).
+  instead of the hits plus as many replayed rows (a few hits: many passes over a few crystals);
+* G: F with ``generator.finetune.rows: labelled``: every labelled candidate, hit or not, trains
+  with its own oracle labels as conditions (the condition map, not only the hit set).
 
 Oracle (what the campaign learns from): the MLIP oracle (a tighter CHGNet relaxation, energy
 above the MP hull) for stability, and for the band-gap window an independent judge the
@@ -42,8 +44,8 @@ Usage (the acceptance scale, 5 arms x 3 seeds x 60 labels, on a GPU machine)::
         --out benchmarks/results/generative_campaign_gpu.json
 
 Reduced CPU scale: ``--seeds 0,1 --rounds 3 --labels 9 --pool-per-round 12``.
-Arm F is not run by default: ``--arms F`` (same other settings, same ``--out``) adds it to
-existing results. Results are written after every arm and seed; a killed run resumes (the
+Arms F and G are not run by default: ``--arms F,G`` (same other settings, same ``--out``) adds
+them to existing results. Results are written after every arm and seed; a killed run resumes (the
 campaigns resume in their stores under ``--work``). Processes running other arms or seeds with
 the same settings may write the same ``--out`` at once: each write merges the results already
 in the file (under a lock, then an atomic replace).
@@ -81,6 +83,8 @@ ARMS = {
     "D": {"conditioned": True, "acquisition": "auto", "finetune": False},
     "E": {"conditioned": True, "acquisition": "auto", "finetune": True},
     "F": {"conditioned": True, "acquisition": "auto", "finetune": True, "replay_fill": True},
+    "G": {"conditioned": True, "acquisition": "auto", "finetune": True, "replay_fill": True,
+          "rows": "labelled"},
 }
 STABLE = 0.05  # eV/atom above the hull
 SUSPECT = -0.05  # eV/atom: further below the known hull is suspect
@@ -205,6 +209,8 @@ def campaign_config(arm: str, seed: int, args, work: Path):
                            "device": args.device}
         if spec.get("replay_fill"):  # not in E's config: its stored campaigns stay valid
             gen["finetune"]["replay_fill"] = True
+        if spec.get("rows"):  # G: every labelled candidate, not only the hits
+            gen["finetune"]["rows"] = spec["rows"]
     return CampaignConfig.model_validate({
         "name": f"gc-{arm}-s{seed}",
         "seed": seed,

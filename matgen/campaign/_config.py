@@ -69,6 +69,11 @@ class FinetuneConfig(_Frozen):
     With ``replay_fill: true`` the set has ``steps * batch_size`` rows (about one pass): the
     hits, repeated as evenly as possible (each at least once), fill the ``1 - replay`` share
     and the rest are distinct replayed rows (at most the replay CSV's length).
+
+    ``rows``: ``hits`` (default) trains on the oracle hits only; ``labelled`` on every
+    oracle-labelled candidate, hit or not, each with its own labels as conditions, so the
+    model learns how the campaign's chemistry maps to the conditions rather than the hit set
+    alone (``min_hits`` still counts hits).
     """
 
     every: int = Field(2, ge=1)
@@ -82,6 +87,9 @@ class FinetuneConfig(_Frozen):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     replay_fill: bool = Field(False, description="fill the set to steps * batch_size rows: "
                               "repeated hits (1 - replay share) + distinct replayed rows")
+    rows: Literal["hits", "labelled"] = Field(
+        "hits", description="train on the oracle hits, or on every labelled candidate with "
+        "its labels as conditions")
 
 
 class GeneratorConfig(_Frozen):

@@ -2,7 +2,8 @@
 
 Before round ``k * every`` (k >= 1; ``generator.finetune`` in the campaign YAML) the generator
 is fine-tuned with :func:`matgen.training.train` (``init`` = the version in use) on the oracle
-hits so far, their labels attached as conditions, plus replayed rows of its training data.
+hits so far (or, with ``rows: labelled``, every labelled candidate), their labels attached as
+conditions, plus replayed rows of its training data.
 The new weights are written to a temporary folder and renamed into
 ``WORK_DIR/generator/round_NNNN`` (:func:`matgen._files.atomic_path`); only then is the version
 recorded in the store's ``generator_versions`` table (one row per round at most, a unique key),
@@ -154,11 +155,13 @@ def _finetune_or_back_off(camp: Campaign, index: int) -> None:
                 parent=cur["version"],
                 details={"stopped": True, "guard": why, "distinct_share": share})
         return
-    hits = _hit_rows(camp)
+    hits = _labelled_rows(camp, hits_only=True)
     if len(hits) < ft.min_hits:
         log.info("round %d: %d hit(s) < generator.finetune.min_hits %d: no fine-tuning",
                  index, len(hits), ft.min_hits)
         return
+    if ft.rows == "labelled":  # hits and non-hits, each with its own labels as conditions
+        hits = _labelled_rows(camp, hits_only=False)
     parent = cur["checkpoint"] if cur and cur["checkpoint"] else str(
         camp.cfg.generator.checkpoint_path())
     from matgen.training import TrainDataError
@@ -181,29 +184,34 @@ def _base_version(camp: Campaign) -> str:
     return str(getattr(build_generator(camp.cfg), "version", "?"))
 
 
-def _hit_rows(camp: Campaign) -> list[dict[str, Any]]:
-    """Oracle hits so far: ``cif`` (the scorer's relaxed structure, else the generated one)
-    and condition values (oracle label, else the scorer's prediction)."""
+def _labelled_rows(camp: Campaign, hits_only: bool) -> list[dict[str, Any]]:
+    """Oracle-labelled candidates so far (``hits_only``: the hits): ``cif`` (the scorer's
+    relaxed structure, else the generated one), labels and scores (condition values: oracle
+    label, else the scorer's prediction), ``hit``."""
     labels = camp.store.labels()
     out = []
     for c in camp.store.candidates(selected=True):
         lab = labels.get(c.id)
-        if not lab or not camp.is_hit(lab):
+        if not lab:
+            continue
+        hit = camp.is_hit(lab)
+        if hits_only and not hit:
             continue
         sc = c.scores or {}
         out.append({"id": c.id, "cif": sc.get("relaxed_cif") or c.cif, "labels": lab,
-                    "scores": sc})
+                    "scores": sc, "hit": hit})
     return out
 
 
 def _training_rows(
     camp: Campaign, index: int, hits: list[dict[str, Any]], names: list[str]
 ) -> tuple[list[dict[str, Any]], int]:
-    """The fine-tuning set and how many of its first rows are hits: the hits (conditions:
-    oracle label, else the scorer's value, else missing) plus distinct replayed rows of the
+    """The fine-tuning set and how many of its first rows are the campaign's: ``hits`` (the
+    oracle hits, or every labelled candidate with ``rows: labelled``; conditions: oracle
+    label, else the scorer's value, else missing) plus distinct replayed rows of the
     generator's training data (drawn with the round's seed). ``replay_fill``: ``steps *
-    batch_size`` rows, the hits repeated to fill the ``1 - replay`` share (each at least
-    once), the replayed rows the rest."""
+    batch_size`` rows, the campaign's rows repeated to fill the ``1 - replay`` share (each at
+    least once), the replayed rows the rest."""
     import pandas as pd
 
     ft = camp.cfg.generator.finetune
@@ -316,11 +324,14 @@ def _train_version(
         for f in CHECKPOINT_FILES:
             shutil.copy2(Path(res.checkpoint) / f, tmp / f)
     losses = [v for _, v in res.losses if math.isfinite(v)]
-    details = {"hits": len(hits), "replay_rows": len(rows) - hit_rows, "steps": res.step,
+    details = {"hits": sum(bool(h.get("hit", True)) for h in hits),
+               "replay_rows": len(rows) - hit_rows, "steps": res.step,
                "loss_last": float(np.mean(losses[-10:])) if losses else None,
                "parent_checkpoint": parent}
     if ft.replay_fill:  # "hits": distinct hits; "hit_rows": their rows, repeats counted
         details.update(replay_fill=True, hit_rows=hit_rows)
+    if ft.rows == "labelled":  # the campaign's rows: every labelled candidate
+        details.update(rows="labelled", labelled=len(hits))
     return f"ft-r{index:03d}", target, details
 
 

@@ -212,3 +212,55 @@ def test_replay_fill_finetune_records_hit_and_replay_rows(
     d = rec["details"]
     assert d["hits"] == 2 and d["replay_fill"] is True  # 2 x 4 = 8 rows, replay 0.5
     assert d["hit_rows"] == 4 and d["replay_rows"] == 4 and d["steps"] == 2
+
+
+class _HalfHitOracle:
+    """Labels the first candidate of each batch a hit, the others far off the windows."""
+
+    name = "half-hit-oracle"
+    synchronous = True
+
+    def request(self, candidates, round_index):
+        return {c["id"]: ({"band_gap": 2.0, "e_above_hull": 0.0} if i == 0 else
+                          {"band_gap": 0.1, "e_above_hull": 0.4})
+                for i, c in enumerate(candidates)}
+
+
+@pytest.mark.parametrize("rows", ["hits", "labelled"])
+def test_finetune_rows_hits_or_every_labelled_candidate_with_its_labels(
+    tmp_path, toy_csv, tiny_ckpt, cache, rows, monkeypatch
+):
+    import pandas as pd
+    from _finetune_setup import HitScorer, write_config
+
+    from matgen.campaign import Campaign, DatasetGenerator
+
+    config = _fill_yaml(write_config(tmp_path, toy_csv, tiny_ckpt, rounds=2, steps=2),
+                        rows=rows)
+    camp = Campaign(load_config(config), generator=DatasetGenerator(toy_csv), scorer=HitScorer(),
+                    oracle=_HalfHitOracle())
+    camp.run(rounds=1)
+    csv = camp.cfg.work_path() / "generator" / "_runs" / "round_0001" / "finetune.csv"
+    seen = {}
+    import matgen.campaign._finetune as ftmod
+
+    real = ftmod._train_version
+
+    def spy(camp_, index, found, parent):  # the run folder goes once the version is recorded
+        out = real(camp_, index, found, parent)
+        seen["csv"] = pd.read_csv(csv)
+        return out
+
+    monkeypatch.setattr(ftmod, "_train_version", spy)
+    finetune_step(camp, 1)
+    (rec,) = recorded_versions(camp.store)
+    labelled = set(camp.store.labels())
+    assert len(labelled) == 2 and rec["details"]["hits"] == 1
+    own = seen["csv"][seen["csv"]["material_id"].isin(labelled)]
+    if rows == "hits":
+        assert len(own) == 1 and own["band_gap"].tolist() == [2.0]
+        assert "labelled" not in rec["details"]
+    else:  # the non-hit trains too, conditioned on its own labels
+        assert rec["details"]["rows"] == "labelled" and rec["details"]["labelled"] == 2
+        assert sorted(own["band_gap"]) == [0.1, 2.0]
+        assert sorted(own["e_above_hull"]) == [0.0, 0.4]
