@@ -15,7 +15,9 @@ flows and ``matgen campaign run`` drive) on the shipped default generator, score
   rows (the hits repeated to fill the ``1 - replay`` share, the rest distinct training rows)
   instead of the hits plus as many replayed rows (a few hits: many passes over a few crystals);
 * G: F with ``generator.finetune.rows: labelled``: every labelled candidate, hit or not, trains
-  with its own oracle labels as conditions (the condition map, not only the hit set).
+  with its own oracle labels as conditions (the condition map, not only the hit set);
+* H: F with ``generator.finetune.skip_suspects``: hits more than 0.05 eV/atom below the known
+  hull by the oracle are left out of the fine-tuning set (the MLIP's optimism is not taught).
 
 Oracle (what the campaign learns from): the MLIP oracle (a tighter CHGNet relaxation, energy
 above the MP hull) for stability, and for the band-gap window an independent judge the
@@ -44,7 +46,7 @@ Usage (the acceptance scale, 5 arms x 3 seeds x 60 labels, on a GPU machine)::
         --out benchmarks/results/generative_campaign_gpu.json
 
 Reduced CPU scale: ``--seeds 0,1 --rounds 3 --labels 9 --pool-per-round 12``.
-Arms F and G are not run by default: ``--arms F,G`` (same other settings, same ``--out``) adds
+Arms F, G and H are not run by default: ``--arms F,G,H`` (same other settings, same ``--out``) adds
 them to existing results. Results are written after every arm and seed; a killed run resumes (the
 campaigns resume in their stores under ``--work``). Processes running other arms or seeds with
 the same settings may write the same ``--out`` at once: each write merges the results already
@@ -85,6 +87,8 @@ ARMS = {
     "F": {"conditioned": True, "acquisition": "auto", "finetune": True, "replay_fill": True},
     "G": {"conditioned": True, "acquisition": "auto", "finetune": True, "replay_fill": True,
           "rows": "labelled"},
+    "H": {"conditioned": True, "acquisition": "auto", "finetune": True, "replay_fill": True,
+          "skip_suspects": True},
 }
 STABLE = 0.05  # eV/atom above the hull
 SUSPECT = -0.05  # eV/atom: further below the known hull is suspect
@@ -211,6 +215,8 @@ def campaign_config(arm: str, seed: int, args, work: Path):
             gen["finetune"]["replay_fill"] = True
         if spec.get("rows"):  # G: every labelled candidate, not only the hits
             gen["finetune"]["rows"] = spec["rows"]
+        if spec.get("skip_suspects"):  # H: the oracle's suspects are not taught
+            gen["finetune"]["skip_suspects"] = True
     return CampaignConfig.model_validate({
         "name": f"gc-{arm}-s{seed}",
         "seed": seed,

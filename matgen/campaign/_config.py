@@ -74,6 +74,10 @@ class FinetuneConfig(_Frozen):
     oracle-labelled candidate, hit or not, each with its own labels as conditions, so the
     model learns how the campaign's chemistry maps to the conditions rather than the hit set
     alone (``min_hits`` still counts hits).
+
+    ``skip_suspects``: leave out candidates whose oracle label (else the scorer's value) puts
+    them more than 0.05 eV/atom below the known hull: the oracle MLIP's optimism is not taught
+    to the generator (``min_hits`` counts the hits that remain).
     """
 
     every: int = Field(2, ge=1)
@@ -90,6 +94,8 @@ class FinetuneConfig(_Frozen):
     rows: Literal["hits", "labelled"] = Field(
         "hits", description="train on the oracle hits, or on every labelled candidate with "
         "its labels as conditions")
+    skip_suspects: bool = Field(False, description="leave out candidates more than 0.05 eV/atom "
+                                "below the known hull (the oracle MLIP's optimism)")
 
 
 class GeneratorConfig(_Frozen):

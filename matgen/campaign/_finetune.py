@@ -155,13 +155,13 @@ def _finetune_or_back_off(camp: Campaign, index: int) -> None:
                 parent=cur["version"],
                 details={"stopped": True, "guard": why, "distinct_share": share})
         return
-    hits = _labelled_rows(camp, hits_only=True)
+    hits = _labelled_rows(camp, hits_only=True, skip_suspects=ft.skip_suspects)
     if len(hits) < ft.min_hits:
         log.info("round %d: %d hit(s) < generator.finetune.min_hits %d: no fine-tuning",
                  index, len(hits), ft.min_hits)
         return
     if ft.rows == "labelled":  # hits and non-hits, each with its own labels as conditions
-        hits = _labelled_rows(camp, hits_only=False)
+        hits = _labelled_rows(camp, hits_only=False, skip_suspects=ft.skip_suspects)
     parent = cur["checkpoint"] if cur and cur["checkpoint"] else str(
         camp.cfg.generator.checkpoint_path())
     from matgen.training import TrainDataError
@@ -184,10 +184,14 @@ def _base_version(camp: Campaign) -> str:
     return str(getattr(build_generator(camp.cfg), "version", "?"))
 
 
-def _labelled_rows(camp: Campaign, hits_only: bool) -> list[dict[str, Any]]:
-    """Oracle-labelled candidates so far (``hits_only``: the hits): ``cif`` (the scorer's
-    relaxed structure, else the generated one), labels and scores (condition values: oracle
-    label, else the scorer's prediction), ``hit``."""
+def _labelled_rows(camp: Campaign, hits_only: bool,
+                   skip_suspects: bool = False) -> list[dict[str, Any]]:
+    """Oracle-labelled candidates so far (``hits_only``: the hits; ``skip_suspects``: without
+    those more than 0.05 eV/atom below the known hull by the oracle, else the scorer): ``cif``
+    (the scorer's relaxed structure, else the generated one), labels and scores (condition
+    values: oracle label, else the scorer's prediction), ``hit``."""
+    from matgen.surrogates._score import is_suspect
+
     labels = camp.store.labels()
     out = []
     for c in camp.store.candidates(selected=True):
@@ -198,6 +202,9 @@ def _labelled_rows(camp: Campaign, hits_only: bool) -> list[dict[str, Any]]:
         if hits_only and not hit:
             continue
         sc = c.scores or {}
+        e_hull = lab.get("e_above_hull")
+        if skip_suspects and is_suspect(sc.get("e_above_hull") if e_hull is None else e_hull):
+            continue
         out.append({"id": c.id, "cif": sc.get("relaxed_cif") or c.cif, "labels": lab,
                     "scores": sc, "hit": hit})
     return out
@@ -332,6 +339,8 @@ def _train_version(
         details.update(replay_fill=True, hit_rows=hit_rows)
     if ft.rows == "labelled":  # the campaign's rows: every labelled candidate
         details.update(rows="labelled", labelled=len(hits))
+    if ft.skip_suspects:
+        details.update(skip_suspects=True)
     return f"ft-r{index:03d}", target, details
 
 

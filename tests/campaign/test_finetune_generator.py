@@ -264,3 +264,36 @@ def test_finetune_rows_hits_or_every_labelled_candidate_with_its_labels(
         assert rec["details"]["rows"] == "labelled" and rec["details"]["labelled"] == 2
         assert sorted(own["band_gap"]) == [0.1, 2.0]
         assert sorted(own["e_above_hull"]) == [0.0, 0.4]
+
+
+class _SuspectHitOracle:
+    """Labels every candidate a hit; the first of each batch far below the known hull."""
+
+    name = "suspect-hit-oracle"
+    synchronous = True
+
+    def request(self, candidates, round_index):
+        return {c["id"]: {"band_gap": 2.0, "e_above_hull": -0.2 if i == 0 else 0.0}
+                for i, c in enumerate(candidates)}
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_finetune_skip_suspects_leaves_out_hits_below_the_known_hull(
+    tmp_path, toy_csv, tiny_ckpt, cache, skip
+):
+    from _finetune_setup import HitScorer, write_config
+
+    from matgen.campaign import Campaign, DatasetGenerator
+    from matgen.campaign._finetune import _labelled_rows
+
+    config = _fill_yaml(write_config(tmp_path, toy_csv, tiny_ckpt, rounds=2, steps=2),
+                        skip_suspects=skip)
+    camp = Campaign(load_config(config), generator=DatasetGenerator(toy_csv), scorer=HitScorer(),
+                    oracle=_SuspectHitOracle())
+    camp.run(rounds=1)
+    rows = _labelled_rows(camp, hits_only=True, skip_suspects=skip)
+    assert sorted(r["labels"]["e_above_hull"] for r in rows) == ([0.0] if skip else [-0.2, 0.0])
+    finetune_step(camp, 1)
+    (rec,) = recorded_versions(camp.store)
+    assert rec["details"]["hits"] == (1 if skip else 2)
+    assert rec["details"].get("skip_suspects", False) is skip
