@@ -155,13 +155,14 @@ def _finetune_or_back_off(camp: Campaign, index: int) -> None:
                 parent=cur["version"],
                 details={"stopped": True, "guard": why, "distinct_share": share})
         return
-    hits = _labelled_rows(camp, hits_only=True, skip_suspects=ft.skip_suspects)
-    if len(hits) < ft.min_hits:
+    found = _labelled_rows(camp, skip_suspects=ft.skip_suspects)
+    n_hits = sum(r["hit"] for r in found)
+    if n_hits < ft.min_hits:
         log.info("round %d: %d hit(s) < generator.finetune.min_hits %d: no fine-tuning",
-                 index, len(hits), ft.min_hits)
+                 index, n_hits, ft.min_hits)
         return
-    if ft.rows == "labelled":  # hits and non-hits, each with its own labels as conditions
-        hits = _labelled_rows(camp, hits_only=False, skip_suspects=ft.skip_suspects)
+    # rows: labelled -- hits and non-hits, each with its own labels as conditions
+    hits = found if ft.rows == "labelled" else [r for r in found if r["hit"]]
     parent = cur["checkpoint"] if cur and cur["checkpoint"] else str(
         camp.cfg.generator.checkpoint_path())
     from matgen.training import TrainDataError
@@ -184,12 +185,11 @@ def _base_version(camp: Campaign) -> str:
     return str(getattr(build_generator(camp.cfg), "version", "?"))
 
 
-def _labelled_rows(camp: Campaign, hits_only: bool,
-                   skip_suspects: bool = False) -> list[dict[str, Any]]:
-    """Oracle-labelled candidates so far (``hits_only``: the hits; ``skip_suspects``: without
-    those more than 0.05 eV/atom below the known hull by the oracle, else the scorer): ``cif``
-    (the scorer's relaxed structure, else the generated one), labels and scores (condition
-    values: oracle label, else the scorer's prediction), ``hit``."""
+def _labelled_rows(camp: Campaign, skip_suspects: bool = False) -> list[dict[str, Any]]:
+    """Oracle-labelled candidates so far (``skip_suspects``: without those more than 0.05
+    eV/atom below the known hull by the oracle, else the scorer): ``cif`` (the scorer's
+    relaxed structure, else the generated one), labels and scores (condition values: oracle
+    label, else the scorer's prediction), ``hit`` (inside every window)."""
     from matgen.surrogates._score import is_suspect
 
     labels = camp.store.labels()
@@ -198,15 +198,12 @@ def _labelled_rows(camp: Campaign, hits_only: bool,
         lab = labels.get(c.id)
         if not lab:
             continue
-        hit = camp.is_hit(lab)
-        if hits_only and not hit:
-            continue
         sc = c.scores or {}
         e_hull = lab.get("e_above_hull")
         if skip_suspects and is_suspect(sc.get("e_above_hull") if e_hull is None else e_hull):
             continue
         out.append({"id": c.id, "cif": sc.get("relaxed_cif") or c.cif, "labels": lab,
-                    "scores": sc, "hit": hit})
+                    "scores": sc, "hit": camp.is_hit(lab)})
     return out
 
 
@@ -331,7 +328,7 @@ def _train_version(
         for f in CHECKPOINT_FILES:
             shutil.copy2(Path(res.checkpoint) / f, tmp / f)
     losses = [v for _, v in res.losses if math.isfinite(v)]
-    details = {"hits": sum(bool(h.get("hit", True)) for h in hits),
+    details = {"hits": sum(h["hit"] for h in hits),
                "replay_rows": len(rows) - hit_rows, "steps": res.step,
                "loss_last": float(np.mean(losses[-10:])) if losses else None,
                "parent_checkpoint": parent}

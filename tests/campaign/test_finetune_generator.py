@@ -291,7 +291,8 @@ def test_finetune_skip_suspects_leaves_out_hits_below_the_known_hull(
     camp = Campaign(load_config(config), generator=DatasetGenerator(toy_csv), scorer=HitScorer(),
                     oracle=_SuspectHitOracle())
     camp.run(rounds=1)
-    rows = _labelled_rows(camp, hits_only=True, skip_suspects=skip)
+    rows = _labelled_rows(camp, skip_suspects=skip)
+    assert all(r["hit"] for r in rows)
     assert sorted(r["labels"]["e_above_hull"] for r in rows) == ([0.0] if skip else [-0.2, 0.0])
     finetune_step(camp, 1)
     (rec,) = recorded_versions(camp.store)
