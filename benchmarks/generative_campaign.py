@@ -91,7 +91,6 @@ ARMS = {
           "skip_suspects": True},
 }
 STABLE = 0.05  # eV/atom above the hull
-SUSPECT = -0.05  # eV/atom: further below the known hull is suspect
 
 
 # ---------------------------------------------------------------------------------- judge
@@ -275,6 +274,8 @@ def _hull_compositions(data_dir: Path) -> set[str]:
 
 def arm_result(camp, spec: dict, ctx: dict) -> dict:
     """Hits and the other per-arm numbers of one finished campaign."""
+    from matgen.surrogates._score import is_suspect  # the campaign's own 0.05 eV/atom rule
+
     store = camp.store
     labels = store.labels()
     subs = store.submissions()
@@ -292,7 +293,7 @@ def arm_result(camp, spec: dict, ctx: dict) -> dict:
         rows.append({"id": c.id, "formula": c.reduced_formula, "round": c.round_index,
                      "e_above_hull": e, "band_gap": bg, "valid": bool(ok), "novel": novel,
                      "new_composition": c.reduced_formula not in ctx["hull_comps"],
-                     "suspect": e is not None and e < SUSPECT,
+                     "suspect": is_suspect(e),
                      "hit": bool(ok and novel and stable and window)})
         for p, gap in gaps.items():
             pred = (c.scores or {}).get(p)
