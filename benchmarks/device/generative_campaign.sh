@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Issue 22 on the GPU machine: paired seeds of arms H and D of benchmarks/generative_campaign.py
+# at the CPU acceptance settings (60 labels, 5 rounds, 48 generated per round, 60 x 16 fine-tuning
+# steps), generator pinned to 34fe27b86562 like the CPU seeds, one process per arm-seed, all
+# detached at once; results merge into $W/gc.json (their settings say --device cuda, so they form
+# their own file), stores under $W/work. Carry .gc (benchmarks/device/prepare_gc_carry.sh).
+# Measured 2026-12-04 on one H200 (16 cores): 16 processes (8 seeds x H, D) labelled 24 of 60 in
+# 4.9 min after a 0.5-min judge fit, GPU 99% busy: about 13 min for all 16. Two calls:
+#   setsid nohup env SEEDS="100 101 102 103 104 105 106 107" bash benchmarks/device/generative_campaign.sh \
+#     > /tmp/gc.nohup 2>&1 < /dev/null & sleep 560; bash benchmarks/device/generative_campaign_collect.sh
+#   for i in $(seq 110); do sleep 5; [ -f /tmp/gc/ALL_DONE ] && break; done; \
+#     bash benchmarks/device/generative_campaign_collect.sh
+# (the second within ~25 s of the first, before the machine is given back). Tried at tiny size on
+# the CPU: W=/tmp/gct NO_PIP=1 PY=.venv/bin/python DEVICE=cpu SEEDS=900 \
+#   EXTRA="--rounds 1 --labels 2 --pool-per-round 4 --finetune-steps 2" bash benchmarks/device/generative_campaign.sh
+set -u
+W=${W:-/tmp/gc}; PY=${PY:-python3}; DEVICE=${DEVICE:-cuda}; SEEDS=${SEEDS:-"100 101"}
+EXTRA=${EXTRA:-}
+mkdir -p "$W/logs" "$W/data/mp20_reduced" "$W/data/hull_refs"
+log() { echo "[$(date -u +%H:%M:%S)] $*" >> "$W/driver.log"; }
+log start seeds $SEEDS
+if [ -z "${NO_PIP:-}" ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gc/whl/*.whl > "$W/pip.log" 2>&1 || log pip failed
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+for s in train val test; do xz -dc .gc/data/mp20_reduced/$s.csv.xz > "$W/data/mp20_reduced/$s.csv"; done
+cp .gc/data/hull_refs/*.json.gz "$W/data/hull_refs/"
+xz -dc .gc/data/hull_refs/mp_e_form_compositions.csv.xz | gzip > "$W/data/hull_refs/mp_e_form_compositions.csv.gz"
+export MATGEN_DATA_DIR=$W/data MATGEN_CACHE_DIR=$W/cache PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 \
+  PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
+log installed
+(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 10 > "$W/gpu_util.csv" 2>/dev/null &)
+# the judge is fitted once (it is cached in the work folder) before the arm processes start
+PYTHONPATH=$PWD/benchmarks:${PYTHONPATH:-} $PY -c "
+from pathlib import Path; from generative_campaign import build_judge
+j = build_judge('composition', Path('$W/data'), Path('$W/work')); print(getattr(j, 'metrics', None))" \
+  > "$W/logs/judge.log" 2>&1 || log judge failed
+log judge fitted
+for s in $SEEDS; do for a in H D; do
+  $PY benchmarks/generative_campaign.py --device $DEVICE --seeds $s --arms $a --rounds 5 \
+    --labels 60 --pool-per-round 48 --finetune-steps 60 --finetune-batch 16 \
+    --checkpoint .gc/model --data "$W/data" --work "$W/work" --out "$W/gc.json" $EXTRA \
+    --note "H and D seeds on one H200 (device tool, --device $DEVICE), CPU acceptance settings; generator 34fe27b86562" \
+    > "$W/logs/${a}$s.log" 2>&1 &
+done; done
+wait
+log all done; touch "$W/ALL_DONE"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build .gc/, the carry of the generative-campaign benchmark's GPU run (issue 22,
+# benchmarks/device/generative_campaign.sh), on the CPU machine from the repository root:
+#   bash benchmarks/device/prepare_gc_carry.sh
+# needs .whl (benchmarks/device/prepare_carry.sh), .venv, ../shared/datasets and the generator the
+# CPU seeds are pinned to in runs/models/34fe27b86562 (git show 3e87fbd:matgen/assets/models/default).
+# .gc holds: the wheels + chgnet 0.4.2 with only its default 0.3.0 weights (5.0 MB instead of
+# 13.7) + nvidia-ml-py3 (chgnet imports nvidia_smi) + pure-Python SQLAlchemy (the campaign
+# store); mp20_reduced and the hull-reference compositions xz-compressed; the pinned generator.
+# The 64 MiB carry holds it only without the tracked default model and fingerprint table, which
+# that run does not read: move both aside for the call and back after it (printed below).
+set -euo pipefail
+DATA=${MATGEN_DATA_DIR:-$(cd .. && pwd)/shared/datasets}
+MODEL=${MODEL:-runs/models/34fe27b86562}
+grep -qx "/.gc/" "$(git rev-parse --git-path info/exclude)" 2>/dev/null \
+  || echo "/.gc/" >> "$(git rev-parse --git-path info/exclude)"
+rm -rf .gc && mkdir -p .gc/whl .gc/data/mp20_reduced .gc/data/hull_refs .gc/model /tmp/gc_wheels
+cp .whl/*.whl .gc/whl/ && rm -f .gc/whl/chgnet-*.whl
+dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 "$@" \
+  -d /tmp/gc_wheels 2>&1 | grep -v '^WARNING: Location' || true; }
+dl --implementation cp --platform manylinux2014_x86_64 chgnet==0.4.2
+dl --implementation py --platform any "sqlalchemy==$(.venv/bin/python -c 'import sqlalchemy as s; print(s.__version__)')"
+ls /tmp/gc_wheels/nvidia_ml_py3-*.whl > /dev/null 2>&1 \
+  || python3 -m pip wheel -q --no-deps nvidia-ml-py3 -w /tmp/gc_wheels 2>&1 | grep -v '^WARNING' || true
+cp /tmp/gc_wheels/sqlalchemy-*.whl /tmp/gc_wheels/nvidia_ml_py3-*.whl .gc/whl/
+X=$(mktemp -d) && (cd "$X" && unzip -q /tmp/gc_wheels/chgnet-0.4.2-*.whl \
+  && rm -rf chgnet/pretrained/0.2.0 chgnet/pretrained/r2scan \
+  && grep -v 'pretrained/0.2.0\|pretrained/r2scan' chgnet-0.4.2.dist-info/RECORD > R \
+  && mv R chgnet-0.4.2.dist-info/RECORD && zip -q -9 -r "$OLDPWD/.gc/whl/$(basename /tmp/gc_wheels/chgnet-0.4.2-*.whl)" .)
+rm -rf "$X"
+for s in train val test; do xz -9 -c "$DATA/mp20_reduced/$s.csv" > .gc/data/mp20_reduced/$s.csv.xz; done
+cp "$DATA"/hull_refs/*.json.gz .gc/data/hull_refs/
+zcat "$DATA/hull_refs/mp_e_form_compositions.csv.gz" | xz -9e > .gc/data/hull_refs/mp_e_form_compositions.csv.xz
+cp "$MODEL"/model.json "$MODEL"/model.safetensors .gc/model/
+aside="matgen/assets/models/default/model.safetensors matgen/evaluation/_data/fp_mp20_reduced_test.npz"
+tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+out=$(du -cb $aside | tail -1 | cut -f1)
+echo "carry: tracked tree $tree - aside $out + .gc $(du -sb .gc | cut -f1) = $((tree - out + $(du -sb .gc | cut -f1))) bytes (limit 67108864; 65,861,064 went through on 2026-12-04)"
+echo "before the call: for f in $aside; do mv \$f /tmp/\$(basename \$f); done"
+echo "after it:        git checkout -- $aside   (or move them back)"
