@@ -370,6 +370,28 @@ def summarise(per_seed: dict[str, dict[str, dict]]) -> dict:
         r = out.get(ref, {}).get("hits_per_call", {}).get("mean")
         for s in out.values():
             s[f"hits_per_call_vs_{ref}"] = s["hits_per_call"]["mean"] / r if r else math.nan
+    for arm, s in out.items():
+        if arm != "D" and "D" in per_seed:
+            s["paired_vs_D"] = paired_vs(per_seed[arm], per_seed["D"])
+    return out
+
+
+def paired_vs(arm: dict[str, dict], ref: dict[str, dict]) -> dict:
+    """Paired comparison of an arm with a reference arm over the seeds both have: per-seed
+    differences of hits and of distinct hit formulas, their mean, and the two-sided paired
+    t-test and Wilcoxon signed-rank p-values (``None`` below 3 pairs or with no difference)."""
+    from scipy import stats
+
+    seeds = sorted(set(arm) & set(ref), key=int)
+    out: dict = {"seeds": seeds}
+    for key in ("hits", "distinct_hit_formulas"):
+        diff = [arm[k][key] - ref[k][key] for k in seeds]
+        row: dict = {"diff": diff, "mean_diff": float(np.mean(diff)) if diff else math.nan,
+                     "t_test_p": None, "wilcoxon_p": None}
+        if len(diff) >= 3 and any(diff):
+            row["t_test_p"] = float(stats.ttest_1samp(diff, 0.0).pvalue)
+            row["wilcoxon_p"] = float(stats.wilcoxon(diff).pvalue)
+        out[key] = row
     return out
 
 

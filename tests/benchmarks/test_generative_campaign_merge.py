@@ -53,3 +53,17 @@ def test_two_writers_of_one_out_file_keep_each_others_results(tmp_path):
     other = _args(out, "0", "F", rounds=3)  # other settings: the file is not merged
     gc._write(other, ctx, {"F": {"0": _res(1)}}, 1.0)
     assert list(json.loads(out.read_text())["per_seed"]) == ["F"]
+
+
+def test_summary_pairs_each_arm_with_d_over_their_common_seeds():
+    gc = load_benchmark("generative_campaign")
+    d = {str(k): {**_res(h), "distinct_hit_formulas": h} for k, h in enumerate([20, 19, 15, 20])}
+    h = {str(k): {**_res(x), "distinct_hit_formulas": x - 1}
+         for k, x in enumerate([22, 21, 18, 17, 30])}  # seed 4: no D pair
+    got = gc.summarise({"D": d, "H": h})["H"]["paired_vs_D"]
+    assert got["seeds"] == ["0", "1", "2", "3"]
+    assert got["hits"]["diff"] == [2, 2, 3, -3] and got["hits"]["mean_diff"] == 1.0
+    assert got["distinct_hit_formulas"]["diff"] == [1, 1, 2, -4]
+    assert 0.3 < got["hits"]["t_test_p"] < 0.7  # scipy.stats.ttest_rel on these: 0.50
+    assert 0.0 < got["hits"]["wilcoxon_p"] <= 1.0
+    assert "paired_vs_D" not in gc.summarise({"D": d, "H": h})["D"]
