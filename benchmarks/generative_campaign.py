@@ -46,6 +46,8 @@ Usage (the acceptance scale, 5 arms x 3 seeds x 60 labels, on a GPU machine)::
         --out benchmarks/results/generative_campaign_gpu.json
 
 Reduced CPU scale: ``--seeds 0,1 --rounds 3 --labels 9 --pool-per-round 12``.
+``--paired-over FILE [FILE ...]`` prints arm H's paired comparison with D over the seeds of
+several result files (the CPU seeds and a GPU batch) and runs nothing.
 Arms F, G and H are not run by default: ``--arms F,G,H`` (same other settings, same ``--out``) adds
 them to existing results. Results are written after every arm and seed; a killed run resumes (the
 campaigns resume in their stores under ``--work``). Processes running other arms or seeds with
@@ -446,7 +448,25 @@ def _args() -> argparse.Namespace:
     return args
 
 
+def pooled_paired(paths: list[Path], arm: str = "H") -> dict:
+    """``paired_vs`` of ``arm`` against D over the seeds of several result files (e.g. the CPU
+    seeds and a GPU batch, whose settings differ only in ``device``); a seed present in two
+    files is an error, not a silent overwrite."""
+    arms: dict[str, dict] = {arm: {}, "D": {}}
+    for path in paths:
+        per_seed = json.loads(Path(path).read_text()).get("per_seed", {})
+        for a, seen in arms.items():
+            for seed, res in per_seed.get(a, {}).items():
+                if seed in seen:
+                    raise SystemExit(f"{path}: arm {a} seed {seed} is also in an earlier file")
+                seen[seed] = res
+    return paired_vs(arms[arm], arms["D"])
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--paired-over":  # FILE [FILE ...]: no campaign runs
+        print(json.dumps(pooled_paired([Path(p) for p in sys.argv[2:]]), indent=1))
+        return
     args = _args()
     if args.device == "cuda":
         import torch

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from argparse import Namespace
 
+import pytest
 from _bench import load_benchmark
 
 KEYS = ("hits_per_call", "hits", "distinct_hit_formulas", "distinct_hit_share", "novel_share",
@@ -67,3 +68,17 @@ def test_summary_pairs_each_arm_with_d_over_their_common_seeds():
     assert 0.3 < got["hits"]["t_test_p"] < 0.7  # scipy.stats.ttest_rel on these: 0.50
     assert 0.0 < got["hits"]["wilcoxon_p"] <= 1.0
     assert "paired_vs_D" not in gc.summarise({"D": d, "H": h})["D"]
+
+
+def test_paired_over_two_files_joins_their_seeds_and_refuses_a_seed_twice(tmp_path):
+    gc = load_benchmark("generative_campaign")
+    cpu = {"D": {"0": _res(20), "1": _res(19)}, "H": {"0": _res(22), "1": _res(21)}}
+    gpu = {"D": {"100": _res(15)}, "H": {"100": _res(18), "101": _res(30)}}
+    a, b = tmp_path / "cpu.json", tmp_path / "gpu.json"
+    a.write_text(json.dumps({"per_seed": cpu}))
+    b.write_text(json.dumps({"per_seed": gpu}))
+    got = gc.pooled_paired([a, b])
+    assert got["seeds"] == ["0", "1", "100"] and got["hits"]["diff"] == [2, 2, 3]
+    b.write_text(json.dumps({"per_seed": {"D": {"1": _res(1)}}}))
+    with pytest.raises(SystemExit, match="seed 1"):
+        gc.pooled_paired([a, b])
