@@ -10,7 +10,11 @@
 #     > /tmp/gc.nohup 2>&1 < /dev/null & sleep 560; bash benchmarks/device/generative_campaign_collect.sh
 #   for i in $(seq 110); do sleep 5; [ -f /tmp/gc/ALL_DONE ] && break; done; \
 #     bash benchmarks/device/generative_campaign_collect.sh
-# (the second within ~25 s of the first, before the machine is given back). Tried at tiny size on
+# (the second within ~25 s of the first, before the machine is given back). Here: copy gc.json to
+# benchmarks/results/generative_campaign_h200_60.json and decide (README, issue 22) with
+#   python benchmarks/generative_campaign.py --paired-over \
+#     benchmarks/results/generative_campaign_cpu60.json benchmarks/results/generative_campaign_h200_60.json
+# Tried at tiny size on
 # the CPU: W=/tmp/gct NO_PIP=1 PY=.venv/bin/python DEVICE=cpu SEEDS=900 \
 #   EXTRA="--rounds 1 --labels 2 --pool-per-round 4 --finetune-steps 2" bash benchmarks/device/generative_campaign.sh
 set -u
