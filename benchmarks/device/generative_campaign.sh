@@ -5,7 +5,8 @@
 # detached at once; results merge into $W/gc.json (their settings say --device cuda, so they form
 # their own file), stores under $W/work. Carry .gc (benchmarks/device/prepare_gc_carry.sh).
 # Measured 2026-12-04 on one H200 (16 cores): 16 processes (8 seeds x H, D) labelled 24 of 60 in
-# 4.9 min after a 0.5-min judge fit, GPU 99% busy: about 13 min for all 16. Two calls:
+# 4.9 min after a 0.5-min judge fit, GPU 99% busy; the batch itself (seeds 100-107): all 16 done
+# 11.4 min after a 0.6-min judge fit (a 562-s call + a 156-s follow-up). Two calls:
 #   setsid nohup env SEEDS="100 101 102 103 104 105 106 107" bash benchmarks/device/generative_campaign.sh \
 #     > /tmp/gc.nohup 2>&1 < /dev/null & sleep 560; bash benchmarks/device/generative_campaign_collect.sh
 #   for i in $(seq 110); do sleep 5; [ -f /tmp/gc/ALL_DONE ] && break; done; \
@@ -29,6 +30,8 @@ if [ -z "${NO_PIP:-}" ]; then
 fi
 for s in train val test; do xz -dc .gc/data/mp20_reduced/$s.csv.xz > "$W/data/mp20_reduced/$s.csv"; done
 cp .gc/data/hull_refs/*.json.gz "$W/data/hull_refs/"
+mkdir -p "$W/model" && cp .gc/model/model.json "$W/model/" \
+  && xz -dc .gc/model/model.safetensors.xz > "$W/model/model.safetensors"
 xz -dc .gc/data/hull_refs/mp_e_form_compositions.csv.xz | gzip > "$W/data/hull_refs/mp_e_form_compositions.csv.gz"
 export MATGEN_DATA_DIR=$W/data MATGEN_CACHE_DIR=$W/cache PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 \
   PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
@@ -43,7 +46,7 @@ log judge fitted
 for s in $SEEDS; do for a in H D; do
   $PY benchmarks/generative_campaign.py --device $DEVICE --seeds $s --arms $a --rounds 5 \
     --labels 60 --pool-per-round 48 --finetune-steps 60 --finetune-batch 16 \
-    --checkpoint .gc/model --data "$W/data" --work "$W/work" --out "$W/gc.json" $EXTRA \
+    --checkpoint "$W/model" --data "$W/data" --work "$W/work" --out "$W/gc.json" $EXTRA \
     --note "H and D seeds on one H200 (device tool, --device $DEVICE), CPU acceptance settings; generator 34fe27b86562" \
     > "$W/logs/${a}$s.log" 2>&1 &
 done; done

@@ -23,6 +23,16 @@ dl --implementation py --platform any "sqlalchemy==$(.venv/bin/python -c 'import
 ls /tmp/gc_wheels/nvidia_ml_py3-*.whl > /dev/null 2>&1 \
   || python3 -m pip wheel -q --no-deps nvidia-ml-py3 -w /tmp/gc_wheels 2>&1 | grep -v '^WARNING' || true
 cp /tmp/gc_wheels/sqlalchemy-*.whl /tmp/gc_wheels/nvidia_ml_py3-*.whl .gc/whl/
+# pymatgen's phase_diagram imports plotly at module level (the image lacks it; without it every
+# hull distance failed, 2026-12-04): plotly without its JavaScript bundles, and narwhals
+dl --implementation py --platform any "plotly==$(.venv/bin/python -c 'import plotly; print(plotly.__version__)')" \
+  "narwhals==$(.venv/bin/python -c 'import narwhals; print(narwhals.__version__)')"
+cp /tmp/gc_wheels/narwhals-*.whl .gc/whl/
+P=$(ls /tmp/gc_wheels/plotly-*.whl) && X=$(mktemp -d) && (cd "$X" && unzip -q "$P" \
+  && rm -rf plotly/package_data/*.js plotly/labextension plotly-*.data \
+  && grep -v 'package_data/[a-z]*\.js\|labextension\|plotly-[0-9.]*\.data' plotly-*.dist-info/RECORD > R \
+  && mv R plotly-*.dist-info/RECORD && zip -q -9 -r "$OLDPWD/.gc/whl/$(basename "$P")" .)
+rm -rf "$X"
 X=$(mktemp -d) && (cd "$X" && unzip -q /tmp/gc_wheels/chgnet-0.4.2-*.whl \
   && rm -rf chgnet/pretrained/0.2.0 chgnet/pretrained/r2scan \
   && grep -v 'pretrained/0.2.0\|pretrained/r2scan' chgnet-0.4.2.dist-info/RECORD > R \
@@ -31,10 +41,11 @@ rm -rf "$X"
 for s in train val test; do xz -9 -c "$DATA/mp20_reduced/$s.csv" > .gc/data/mp20_reduced/$s.csv.xz; done
 cp "$DATA"/hull_refs/*.json.gz .gc/data/hull_refs/
 zcat "$DATA/hull_refs/mp_e_form_compositions.csv.gz" | xz -9e > .gc/data/hull_refs/mp_e_form_compositions.csv.xz
-cp "$MODEL"/model.json "$MODEL"/model.safetensors .gc/model/
-aside="matgen/assets/models/default/model.safetensors matgen/evaluation/_data/fp_mp20_reduced_test.npz"
+cp "$MODEL"/model.json .gc/model/ && xz -9 -T2 -c "$MODEL"/model.safetensors > .gc/model/model.safetensors.xz
+aside="matgen/assets/models/default/model.safetensors matgen/evaluation/_data/fp_mp20_reduced_test.npz \
+  benchmarks/results/generative_campaign_cpu60.json"
 tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
 out=$(du -cb $aside | tail -1 | cut -f1)
-echo "carry: tracked tree $tree - aside $out + .gc $(du -sb .gc | cut -f1) = $((tree - out + $(du -sb .gc | cut -f1))) bytes (limit 67108864; 65,861,064 went through on 2026-12-04)"
+echo "carry: tracked tree $tree - aside $out + .gc $(du -sb .gc | cut -f1) = $((tree - out + $(du -sb .gc | cut -f1))) bytes (limit 67108864; 66,480,116 went through on 2026-12-04)"
 echo "before the call: for f in $aside; do mv \$f /tmp/\$(basename \$f); done"
 echo "after it:        git checkout -- $aside   (or move them back)"

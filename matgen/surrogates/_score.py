@@ -264,6 +264,8 @@ def _energy_row(s: Structure, r, e_corr: float, hull: ConvexHull) -> dict[str, A
         row["e_form_per_atom"] = hull.e_form_per_atom(comp, e_corr)
         try:
             row["e_above_hull"] = hull.e_above_hull(comp, e_corr)
+        except ImportError:  # a broken installation fails every structure: say so, loudly
+            raise
         except Exception as exc:  # noqa: BLE001 - a hull failure is per structure
             row["error"] = f"hull failed: {exc}"
         row["suspect"] = is_suspect(row["e_above_hull"])

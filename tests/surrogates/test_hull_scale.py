@@ -137,3 +137,31 @@ def test_mp2020_energies_of_hull_phases_land_on_the_hull(tmp_path, a, b, n_a, n_
     assert sevennet_like[0] == pytest.approx(chgnet_like[0], abs=1e-9)
     # on the MP2020 scale the same energy sat far off this hull (0.08 to 0.24 eV/atom)
     assert abs(hull.e_above_hull(comp, total)) > 0.07
+
+
+def test_a_hull_that_cannot_import_stops_scoring_instead_of_failing_every_structure(rock_salt):
+    """A missing module (2026-12-04: pymatgen's phase diagram needs plotly) is a broken
+    installation, not one structure's failure: it must not turn into 60 null hull distances."""
+    from matgen.surrogates._score import _energy_row
+
+    class Hull:
+        def __init__(self):
+            self.elemental_energies = {"Na": -1.3, "Cl": -1.8}
+
+        def e_form_per_atom(self, comp, e):
+            return -2.0
+
+        def e_above_hull(self, comp, e):
+            raise ImportError("No module named 'plotly'")
+
+    r = SimpleNamespace(id="x", energy_per_atom=-3.5, converged=True, steps=3, max_force=0.01,
+                        error=None)
+    with pytest.raises(ImportError, match="plotly"):
+        _energy_row(rock_salt, r, -3.5, Hull())
+
+    class BadHull(Hull):
+        def e_above_hull(self, comp, e):
+            raise ValueError("degenerate hull")
+
+    row = _energy_row(rock_salt, r, -3.5, BadHull())
+    assert row["error"] == "hull failed: degenerate hull" and math.isnan(row["e_above_hull"])
