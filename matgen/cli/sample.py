@@ -106,6 +106,13 @@ SamplerOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
 BatchSizeOpt = Annotated[int, typer.Option(min=1, help="Crystals per batch.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+TypeTemperatureOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="De novo: atom types drawn from softmax(logits / T); < 1 gives fewer stray "
+        "elements per crystal (default: the checkpoint's, else 1)."
+    ),
+]
 FlowSlopeOpt = Annotated[
     float | None,
     typer.Option(
@@ -160,6 +167,7 @@ def sample(
     batch_size: BatchSizeOpt = 64,
     device: DeviceOpt = "auto",
     flow_slope: FlowSlopeOpt = None,
+    type_temperature: TypeTemperatureOpt = None,
     precision: PrecisionOpt = "auto",
     cif_zip: CifZipOpt = None,
     progress: ProgressOpt = True,
@@ -188,7 +196,7 @@ def sample(
             chemsys=chemsys, conditions=condition, guidance=guidance, steps=steps,
             sampler=sampler.value if sampler is not None else "auto", seed=seed,
             batch_size=batch_size, device=device, precision=precision, flow_slope=flow_slope,
-            progress=progress, log=lambda m: _err.print(escape(m)),
+            type_temperature=type_temperature, progress=progress, log=lambda m: _err.print(escape(m)),
         )  # fmt: skip
     except MatgenError:
         raise  # its kind says the exit code (matgen.cli._app): SampleDataError 1, others 2

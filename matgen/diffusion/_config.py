@@ -21,6 +21,9 @@ class DiffusionConfig(BaseModel):
             ``flow_slope`` apply.
         flow_slope: ``flow``: the coordinate velocity is scaled by ``1 + flow_slope * (1 - t)``
             while sampling (FlowMM's inference anti-annealing; 0 = the plain flow).
+        type_temperature: de novo sampling draws each revealed atom type from
+            ``softmax(logits / type_temperature)``; < 1 sharpens it (fewer stray elements per
+            crystal), 1 is the learned distribution. Sampling only; any objective.
         sigma_min, sigma_max: geometric noise range of the torus (fractional-coordinate)
             process, ``sigma(t) = sigma_min^(1-t) sigma_max^t`` (DiffCSP: 0.005, 0.5).
         wrap_images: K, the wrapped-normal sums run over periodic images ``k in [-K, K]``.
@@ -43,6 +46,7 @@ class DiffusionConfig(BaseModel):
 
     objective: Literal["score", "flow"] = "score"
     flow_slope: float = Field(default=0.0, ge=0.0)
+    type_temperature: float = Field(default=1.0, gt=0.0)
     sigma_min: float = 0.005
     sigma_max: float = 0.5
     wrap_images: int = 5

@@ -215,7 +215,8 @@ def sample_consistency(
             f0, l0 = consistency_readout(diffusion, state, out, t)
             if st.de_novo:
                 st.z = diffusion.types.step(st.z, out.type_logits, t[st.bidx], s[st.bidx],
-                                            generator, type_mask)
+                                            generator, type_mask,
+                                            diffusion.cfg.type_temperature)
             if last:
                 st.f, st.lat = wrap01(f0), l0
             else:

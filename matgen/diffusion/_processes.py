@@ -340,9 +340,10 @@ class MaskedTypeProcess:
             return logits
         return logits.masked_fill(~type_mask.to(logits.device), float("-inf"))
 
-    def step(self, zt, logits, t, s, generator=None, type_mask=None):
-        """Reveal masked atoms between ``t`` and ``s`` (per-atom ``(N,)`` times)."""
-        p = torch.softmax(self.masked_logits(logits, type_mask).float(), -1)
+    def step(self, zt, logits, t, s, generator=None, type_mask=None, temperature: float = 1.0):
+        """Reveal masked atoms between ``t`` and ``s`` (per-atom ``(N,)`` times), each drawn
+        from ``softmax(logits / temperature)``."""
+        p = torch.softmax(self.masked_logits(logits, type_mask).float() / temperature, -1)
         u = _rand(zt.shape, t, generator)
         reveal = (zt == self.MASK) & (u < ((t - s) / t.clamp(min=1e-12)))
         dev = _gen_device(p, generator)

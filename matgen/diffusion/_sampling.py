@@ -240,7 +240,7 @@ def _unmask_types(diffusion, st: SamplerState, out: DenoiserOutput, t, s, last: 
     if st.de_novo:
         s_types = torch.zeros_like(s) if last else s
         st.z = diffusion.types.step(st.z, out.type_logits, t[st.bidx], s_types[st.bidx],
-                                    generator, type_mask)
+                                    generator, type_mask, diffusion.cfg.type_temperature)
 
 
 def _integrate(denoiser, diffusion, st: SamplerState, times: Sequence[float], predictor,

@@ -224,17 +224,22 @@ def build_requests(
                                   generator), []
 
 
-def _with_flow_slope(diffusion, slope: float | None):
-    """``diffusion`` with its flow anti-annealing slope replaced (``None``: unchanged)."""
-    if slope is None:
+def _with_overrides(diffusion, spec: SampleSpec):
+    """``diffusion`` with the run's flow anti-annealing slope and type temperature (``None``:
+    the checkpoint's)."""
+    update = {}
+    if spec.flow_slope is not None:
+        if not diffusion.is_flow:
+            raise SampleInputError("--flow-slope needs a flow-matching checkpoint "
+                                   "(diffusion.objective: flow); this one is score-based")
+        update["flow_slope"] = float(spec.flow_slope)
+    if spec.type_temperature is not None:
+        update["type_temperature"] = float(spec.type_temperature)
+    if not update:
         return diffusion
-    if not diffusion.is_flow:
-        raise SampleInputError("--flow-slope needs a flow-matching checkpoint "
-                               "(diffusion.objective: flow); this one is score-based")
     from matgen.diffusion import build_diffusion
 
-    return build_diffusion(diffusion.cfg.model_copy(update={"flow_slope": float(slope)}),
-                           diffusion.stats)
+    return build_diffusion(diffusion.cfg.model_copy(update=update), diffusion.stats)
 
 
 def plan_sampling(spec: SampleSpec, say: Log) -> SamplePlan:
@@ -248,7 +253,7 @@ def plan_sampling(spec: SampleSpec, say: Log) -> SamplePlan:
     targets = spec.targets()
     device = resolve_device(spec.device)
     model, diffusion, meta, ckpt = load_for_sampling(spec.checkpoint, device)
-    diffusion = _with_flow_slope(diffusion, spec.flow_slope)
+    diffusion = _with_overrides(diffusion, spec)
     ckpt_id = weights_id(ckpt)
     _check_targets(targets, model)
     sampler = choose_sampler(spec, bool(meta.get("distill")), device, say,
@@ -348,6 +353,9 @@ def frame_info(plan: SamplePlan, lo: int, chunk: list[Request],
         info["chemsys"] = [spec.chemsys] * n
     if getattr(plan.diffusion, "is_flow", False):  # pc and fast both integrate the flow ODE
         info["flow_slope"] = [float(plan.diffusion.cfg.flow_slope)] * n
+    if spec.task == "gen":
+        tt = getattr(getattr(plan.diffusion, "cfg", None), "type_temperature", 1.0)
+        info["type_temperature"] = [float(tt)] * n
     return info
 
 
@@ -425,6 +433,8 @@ def plan_fingerprint(plan: SamplePlan) -> str:
         "guidance": float(spec.guidance), "precision": spec.precision,
         "device": plan.device.type, "chemsys": spec.chemsys,
         "flow_slope": getattr(getattr(plan.diffusion, "cfg", None), "flow_slope", None),
+        "type_temperature": getattr(getattr(plan.diffusion, "cfg", None), "type_temperature",
+                                    None),
         "targets": [t.describe() for t in plan.targets],
         "values": {k: [float(x) for x in v] for k, v in plan.values.items()},
         "requests": [[r.num_atoms, list(r.atomic_numbers or ()), r.composition, r.material_id]

@@ -51,6 +51,8 @@ class SampleSpec:
             always stay in float32.
         flow_slope: a flow-matching checkpoint's coordinate anti-annealing slope for this run
             (``None``: the checkpoint's ``diffusion.flow_slope``); refused for score models.
+        type_temperature: de novo: revealed atom types are drawn from ``softmax(logits / T)``
+            (``None``: the checkpoint's ``diffusion.type_temperature``, 1 if it has none).
     """
 
     checkpoint: str | Path | None = None
@@ -69,6 +71,7 @@ class SampleSpec:
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     flow_slope: float | None = None
+    type_temperature: float | None = None
 
     def checked(self) -> SampleSpec:
         """This spec with the task compositions imply, after the checks that need no
@@ -84,6 +87,10 @@ class SampleSpec:
         if self.flow_slope is not None and not (
                 self.flow_slope >= 0 and math.isfinite(self.flow_slope)):
             raise SampleInputError(f"--flow-slope must be a number >= 0 (got {self.flow_slope})")
+        if self.type_temperature is not None and not (
+                self.type_temperature > 0 and math.isfinite(self.type_temperature)):
+            raise SampleInputError(
+                f"--type-temperature must be a number > 0 (got {self.type_temperature})")
         if not math.isfinite(self.guidance):
             raise SampleInputError(f"--guidance must be a finite number (got {self.guidance})")
         if self.steps is not None and self.steps < 1:
