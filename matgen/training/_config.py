@@ -166,6 +166,10 @@ class TrainConfig(_Strict):
             sync, up to N - 1 steps late. Needs a CPU or CUDA device (else every step syncs).
         distill: consistency distillation from a teacher checkpoint instead of denoising
             training (``None``: ordinary training).
+        ddp_find_unused_parameters: DDP: let a step leave parameters without a gradient. Off
+            by default: matgen's losses keep every parameter in the graph (CSP steps add a zero
+            type term), and the flag costs every step an extra autograd-graph traversal; turn it
+            on for a custom objective that does leave parameters out (DDP then says so).
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -188,6 +192,7 @@ class TrainConfig(_Strict):
     max_nonfinite: int = Field(default=20, ge=1)
     sync_every: int = Field(default=1, ge=1)
     distill: DistillConfig | None = None
+    ddp_find_unused_parameters: bool = False
 
     @model_validator(mode="after")
     def _conditions_in_one_place(self) -> TrainConfig:

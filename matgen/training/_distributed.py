@@ -132,15 +132,17 @@ class DistributedModel(nn.Module):
     Args:
         module: the model (on its device).
         info: the process group position (CUDA device ids come from it).
+        find_unused: DDP's ``find_unused_parameters`` (needed only when a step leaves
+            parameters without a gradient; it costs a graph traversal per step).
     """
 
-    def __init__(self, module: nn.Module, info: DistInfo) -> None:
+    def __init__(self, module: nn.Module, info: DistInfo, find_unused: bool = False) -> None:
         super().__init__()
         self.inner = _TupleOutputs(module)
         self.ddp = nn.parallel.DistributedDataParallel(
             self.inner,
             device_ids=[info.device.index] if info.device.type == "cuda" else None,
-            find_unused_parameters=True,
+            find_unused_parameters=find_unused,
         )
 
     def forward(self, *args, **kwargs):

@@ -330,7 +330,8 @@ def resume_from(run: Run, state: RunState, ckpt: Path) -> None:
 def wrap_model(run: Run) -> None:
     """DDP across ranks, ``torch.compile`` when configured, TF32 on CUDA."""
     if run.info.distributed:
-        run.train_model = DistributedModel(run.model, run.info)
+        run.train_model = DistributedModel(run.model, run.info,
+                                           run.cfg.ddp_find_unused_parameters)
     if run.cfg.compile:
         run.train_model = torch.compile(run.train_model, dynamic=True)
     if run.info.device.type == "cuda":

@@ -28,7 +28,8 @@ CFG = {
     "batch_size": 8, "max_steps": 6, "checkpoint_every": 3, "keep_checkpoints": None,
     "log_every": 1, "optim": {"lr": 2e-2, "warmup_steps": 2}, "ema_decay": 0.9, "seed": 5,
     "conditions": {"properties": ["band_gap"], "drop_prob": 0.0},
-    "task": "both",  # CSP steps leave the type head unused: DDP must cope
+    "task": "both",  # CSP steps leave the stand-in's type head unused: DDP must cope
+    "ddp_find_unused_parameters": True,
 }
 
 
