@@ -196,7 +196,8 @@ def sample(
             chemsys=chemsys, conditions=condition, guidance=guidance, steps=steps,
             sampler=sampler.value if sampler is not None else "auto", seed=seed,
             batch_size=batch_size, device=device, precision=precision, flow_slope=flow_slope,
-            type_temperature=type_temperature, progress=progress, log=lambda m: _err.print(escape(m)),
+            type_temperature=type_temperature, progress=progress,
+            log=lambda m: _err.print(escape(m)),
         )  # fmt: skip
     except MatgenError:
         raise  # its kind says the exit code (matgen.cli._app): SampleDataError 1, others 2
