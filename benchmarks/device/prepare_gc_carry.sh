@@ -16,6 +16,15 @@ grep -qx "/.gc/" "$(git rev-parse --git-path info/exclude)" 2>/dev/null \
   || echo "/.gc/" >> "$(git rev-parse --git-path info/exclude)"
 rm -rf .gc && mkdir -p .gc/whl .gc/data/mp20_reduced .gc/data/hull_refs .gc/model /tmp/gc_wheels
 cp .whl/*.whl .gc/whl/ && rm -f .gc/whl/chgnet-*.whl
+# slim WHEEL REGEX: WHEEL into .gc/whl without the files whose paths match the grep REGEX (BRE),
+# its RECORD rewritten to match
+slim() {
+  local X; X=$(mktemp -d)
+  (cd "$X" && unzip -q "$1" && unzip -Z1 "$1" | grep "$2" | xargs rm -rf \
+    && grep -v "$2" ./*.dist-info/RECORD > R && mv R ./*.dist-info/RECORD \
+    && zip -q -9 -r "$OLDPWD/.gc/whl/$(basename "$1")" .)
+  rm -rf "$X"
+}
 dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 "$@" \
   -d /tmp/gc_wheels 2>&1 | grep -v '^WARNING: Location' || true; }
 dl --implementation cp --platform manylinux2014_x86_64 chgnet==0.4.2
@@ -28,16 +37,8 @@ cp /tmp/gc_wheels/sqlalchemy-*.whl /tmp/gc_wheels/nvidia_ml_py3-*.whl .gc/whl/
 dl --implementation py --platform any "plotly==$(.venv/bin/python -c 'import plotly; print(plotly.__version__)')" \
   "narwhals==$(.venv/bin/python -c 'import narwhals; print(narwhals.__version__)')"
 cp /tmp/gc_wheels/narwhals-*.whl .gc/whl/
-P=$(ls /tmp/gc_wheels/plotly-*.whl) && X=$(mktemp -d) && (cd "$X" && unzip -q "$P" \
-  && rm -rf plotly/package_data/*.js plotly/labextension plotly-*.data \
-  && grep -v 'package_data/[a-z]*\.js\|labextension\|plotly-[0-9.]*\.data' plotly-*.dist-info/RECORD > R \
-  && mv R plotly-*.dist-info/RECORD && zip -q -9 -r "$OLDPWD/.gc/whl/$(basename "$P")" .)
-rm -rf "$X"
-X=$(mktemp -d) && (cd "$X" && unzip -q /tmp/gc_wheels/chgnet-0.4.2-*.whl \
-  && rm -rf chgnet/pretrained/0.2.0 chgnet/pretrained/r2scan \
-  && grep -v 'pretrained/0.2.0\|pretrained/r2scan' chgnet-0.4.2.dist-info/RECORD > R \
-  && mv R chgnet-0.4.2.dist-info/RECORD && zip -q -9 -r "$OLDPWD/.gc/whl/$(basename /tmp/gc_wheels/chgnet-0.4.2-*.whl)" .)
-rm -rf "$X"
+slim "$(ls /tmp/gc_wheels/plotly-*.whl)" 'package_data/[a-z.]*\.js\(,\|$\)\|labextension/\|plotly-[0-9.]*\.data/'
+slim "$(ls /tmp/gc_wheels/chgnet-0.4.2-*.whl)" 'pretrained/0\.2\.0/\|pretrained/r2scan/'
 for s in train val test; do xz -9 -c "$DATA/mp20_reduced/$s.csv" > .gc/data/mp20_reduced/$s.csv.xz; done
 cp "$DATA"/hull_refs/*.json.gz .gc/data/hull_refs/
 zcat "$DATA/hull_refs/mp_e_form_compositions.csv.gz" | xz -9e > .gc/data/hull_refs/mp_e_form_compositions.csv.xz
