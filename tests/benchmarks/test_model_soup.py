@@ -9,7 +9,8 @@ import torch
 from matgen.models import DenoiserConfig, build_denoiser, load_checkpoint, save_checkpoint
 from tests.benchmarks._bench import load_benchmark
 
-TINY = dict(hidden=16, vectors=4, layers=1, num_radial=8, angular_channels=4, cutoff=4.0)
+TINY = {"hidden": 16, "vectors": 4, "layers": 1, "num_radial": 8, "angular_channels": 4,
+        "cutoff": 4.0}
 
 
 def _saved(path, seed, meta, **cfg):
