@@ -30,7 +30,10 @@ def _digest(path: Path) -> list[list[float]]:
     return rows
 
 
-def _close(got, want, tol=2e-4):
+def _close(got, want, tol=5e-4):
+    # 5e-4: the same code and wheels on another CPU (an AMD EPYC, 2026-12-04) moved one lattice
+    # sum of fast_csp by 2.1e-4 relative (summation order through five sampling steps); any
+    # change of what a seed produces moves these sums by far more.
     assert len(got) == len(want), (got, want)
     for g, w in zip(got, want, strict=True):
         if isinstance(w, list):
