@@ -433,6 +433,9 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--data", type=Path, default=data)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "generative_campaign")
     ap.add_argument("--note", default="")
+    ap.add_argument("--paired-over", type=Path, nargs="+", metavar="FILE",
+                    help="print arm H's paired comparison with D over these results files' "
+                         "seeds and exit (no campaign runs)")
     ap.add_argument("--out", type=Path,
                     default=ROOT / "benchmarks" / "results" / "generative_campaign_cpu.json")
     args = ap.parse_args()
@@ -464,10 +467,10 @@ def pooled_paired(paths: list[Path], arm: str = "H") -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "--paired-over":  # FILE [FILE ...]: no campaign runs
-        print(json.dumps(pooled_paired([Path(p) for p in sys.argv[2:]]), indent=1))
-        return
     args = _args()
+    if args.paired_over:
+        print(json.dumps(pooled_paired(args.paired_over), indent=1))
+        return
     if args.device == "cuda":
         import torch
 
