@@ -20,8 +20,12 @@ from pathlib import Path
 import torch
 
 from matgen.generate import weights_id
-from matgen.models import load_checkpoint, save_checkpoint
-from matgen.models._checkpoint import CheckpointError, read_checkpoint_json
+from matgen.models import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_json,
+    save_checkpoint,
+)
 
 
 def average(paths: list[Path]):
