@@ -72,10 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fmax", type=float, default=0.1)
     ap.add_argument("--max-steps", type=int, default=500)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="results JSON")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="folder for the relaxed structures and scores (default: beside "
+                         "--generated); the evaluations' files land beside their inputs")
     a = ap.parse_args(argv)
+    work = a.work or a.generated.parent
+    work.mkdir(parents=True, exist_ok=True)
     before, per0 = _evaluate(a.generated, a.reference, a.workers)
-    relaxed = a.out.with_name(a.out.stem + f".{a.mlip}_relaxed.extxyz")
+    relaxed = work / f"{a.generated.stem}.{a.mlip}_relaxed.extxyz"
     cmd = [sys.executable, "-m", "matgen", "score", "--in", str(a.generated),
            "--out", str(relaxed.with_suffix(".scores.csv")), "--mlip", a.mlip,
            "--device", a.device, "--fmax", str(a.fmax), "--max-steps", str(a.max_steps),
