@@ -22,15 +22,15 @@ wait
 python3 - "$D" <<'EOF'
 import json, sys
 from pathlib import Path
+sys.path.insert(0, "benchmarks")
+from ablation import pooled  # the rounds' own pooling of validation seeds
 d = Path(sys.argv[1]); out = {}
 for f in sorted(d.glob("*.json")):
     m = json.loads(f.read_text())
     out[f.stem] = {k: m.get(k) for k in ("match_rate", "rmse", "num_matched", "num_references")}
-v = [out.get(k) for k in ("val_s0", "val_s1")]
-if all(v):
-    hits = sum(x["num_matched"] for x in v)
-    out["val_pooled"] = {"match_rate": hits / sum(x["num_references"] for x in v),
-                         "rmse": sum(x["rmse"] * x["num_matched"] for x in v) / hits}
+v = [out[k] for k in ("val_s0", "val_s1") if k in out]
+if len(v) == 2:
+    out["val_pooled"] = pooled(v)
 print(json.dumps(out, indent=1)); (d / "summary.json").write_text(json.dumps(out, indent=1))
 EOF
 echo "done in $(($(date +%s) - START)) s"
