@@ -37,8 +37,12 @@ KEYS = ("comp_valid", "struct_valid", "valid", "wdist_density", "wdist_num_eleme
         "cov_recall", "cov_precision")
 
 
-def _score(cifs: list[str], reference, coverage: bool, workers: int) -> dict:
-    structures = [Structure.from_str(c, fmt="cif") for c in cifs]  # MP-20's own CIFs all parse
+def _structures(path: Path) -> list[Structure]:
+    """A split's crystals, parsed once (MP-20's own CIFs all parse)."""
+    return [Structure.from_str(c, fmt="cif") for c in pd.read_csv(path)["cif"]]
+
+
+def _score(structures: list[Structure], reference, coverage: bool, workers: int) -> dict:
     gen = generated_from_structures(structures)
     cfg = GenConfig(dataset="mp20", coverage=coverage, uniqueness=False, novelty=False)
     m = evaluate_generation(gen, reference, config=cfg, workers=workers, progress=False).metrics
@@ -68,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     d = Path(a.data_dir) / "mp20_reduced"
     reference = read_reference_csv(d / "test.csv")
-    train = pd.read_csv(d / "train.csv")["cif"].tolist()
-    val = pd.read_csv(d / "val.csv")["cif"].tolist()
+    train = _structures(d / "train.csv")
+    val = _structures(d / "val.csv")
     t0 = time.time()
     rows = []
     for i in range(a.draws):
