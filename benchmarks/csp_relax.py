@@ -36,10 +36,11 @@ def _run(cmd: list[str], ok: tuple[int, ...] = (0,)) -> float:
 
 
 def _evaluate(gen: Path, ref: Path, workers: int) -> tuple[dict, pd.DataFrame]:
-    out = gen.with_suffix(".csp.json")
+    out, rows = gen.with_suffix(".csp.json"), gen.with_suffix(".csp_per_structure.csv")
     _run([sys.executable, "-m", "matgen", "evaluate", "--task", "csp", "--generated", str(gen),
-          "--reference", str(ref), "--workers", str(workers), "--out", str(out)])
-    per = pd.read_csv(gen.with_suffix(".csp_per_structure.csv")).set_index("material_id")
+          "--reference", str(ref), "--workers", str(workers), "--out", str(out),
+          "--per-structure", str(rows)])
+    per = pd.read_csv(rows).set_index("material_id")
     m = json.loads(out.read_text())
     return {k: m.get(k) for k in KEYS}, per[["matched", "rms_dist"]]
 
