@@ -120,6 +120,15 @@ FlowSlopeOpt = Annotated[
         "checkpoint's)."
     ),
 ]
+ConsensusOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=2,
+        help="CSP: choose each answer from K samples of its composition, the one the most "
+        "others match (pymatgen StructureMatcher); frames get consensus_votes (of K-1), a "
+        "confidence. K times the sampling.",
+    ),
+]
 PrecisionOpt = Annotated[
     str, typer.Option(help="Denoiser arithmetic: auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32.")
 ]
@@ -168,6 +177,7 @@ def sample(
     device: DeviceOpt = "auto",
     flow_slope: FlowSlopeOpt = None,
     type_temperature: TypeTemperatureOpt = None,
+    consensus: ConsensusOpt = None,
     precision: PrecisionOpt = "auto",
     cif_zip: CifZipOpt = None,
     progress: ProgressOpt = True,
@@ -196,7 +206,7 @@ def sample(
             chemsys=chemsys, conditions=condition, guidance=guidance, steps=steps,
             sampler=sampler.value if sampler is not None else "auto", seed=seed,
             batch_size=batch_size, device=device, precision=precision, flow_slope=flow_slope,
-            type_temperature=type_temperature, progress=progress,
+            type_temperature=type_temperature, consensus=consensus, progress=progress,
             log=lambda m: _err.print(escape(m)),
         )  # fmt: skip
     except MatgenError:
@@ -205,7 +215,8 @@ def sample(
         fail(str(e), 2)
     _out.print(
         f"wrote {res.num_structures} structures to {escape(str(res.path))} "
-        f"({res.structures_per_s:.2f} structures/s, checkpoint {res.checkpoint_id})"
+        + (f"(each the consensus of {consensus} samples; " if consensus else "(")
+        + f"{res.structures_per_s:.2f} structures/s, checkpoint {res.checkpoint_id})"
         + (f"; skipped {len(res.skipped)} input rows" if res.skipped else "")
         + (f"; {res.too_close} with atoms closer than 0.5 Å (matgen score and campaigns reject "
            "those)" if res.too_close else "")

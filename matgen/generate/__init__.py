@@ -11,6 +11,8 @@ Public API:
         is batched by atom count; ``SampledBatch.index`` gives input-order indices).
     Requests: Request, build_requests, expand_formula, requests_from_formulas,
         requests_from_csv, requests_de_novo; SampleInputError (bad input, one line).
+    Consensus: consensus_pick (the candidate of one composition the most others match; the
+        ``consensus`` option of SampleSpec).
     Targets: ConditionTarget, parse_condition (``KEY=VALUE | LO:HI | :HI | LO:``).
     Checkpoints: DEFAULT_MODEL_DIR (the shipped model), load_for_sampling, cached_diffusion,
         resolve_checkpoint, latest_checkpoint, step_checkpoints, read_metadata, weights_id,
@@ -34,6 +36,7 @@ from matgen.generate._checkpoints import (
     weights_file,
     weights_id,
 )
+from matgen.generate._consensus import consensus_pick
 from matgen.generate._generate import (
     SampledBatch,
     SamplePlan,
@@ -76,6 +79,7 @@ __all__ = [
     "build_requests",
     "cached_diffusion",
     "choose_sampler",
+    "consensus_pick",
     "expand_formula",
     "frame_info",
     "generate",

@@ -76,21 +76,28 @@ class SampleResult:
     too_close: int = 0
 
 
-def count_too_close(crystals: CrystalBatch, limit: float | None = None) -> int:
-    """How many crystals of a (CPU) batch have two atoms closer than ``limit`` Å (default: the
-    validator's ``min_distance``, which scoring and evaluation apply), periodic images included."""
+def too_close(crystals: CrystalBatch, limit: float | None = None) -> list[bool]:
+    """Per crystal of a (CPU) batch: two atoms closer than ``limit`` Å (default: the
+    validator's ``min_distance``, which scoring and evaluation apply), periodic images included;
+    a singular cell counts as too close."""
     limit = ValidationOptions().min_distance if limit is None else limit
-    n, start = 0, 0
+    flags, start = [], 0
     fc, lat = crystals.frac_coords.double().numpy(), crystals.lattice.double().numpy()
     for k, na in enumerate(crystals.num_atoms.tolist()):
+        d = math.inf
         if na:
             try:
                 d = min_image_distance(fc[start:start + na], lat[k], cutoff=limit)[0]
             except (ValueError, ArithmeticError):  # a singular cell: not a usable structure
                 d = 0.0
-            n += int(d < limit)
+        flags.append(bool(d < limit))
         start += na
-    return n
+    return flags
+
+
+def count_too_close(crystals: CrystalBatch, limit: float | None = None) -> int:
+    """How many crystals of a (CPU) batch :func:`too_close` flags."""
+    return sum(too_close(crystals, limit))
 
 
 @dataclass
@@ -260,8 +267,11 @@ def plan_sampling(spec: SampleSpec, say: Log) -> SamplePlan:
                              flow=bool(getattr(diffusion, "is_flow", False)))
     _task_notes(spec.task, meta, say)
     type_mask = _chemsys_mask(spec, model, device)
+    k = spec.consensus or 1
+    if k > 1:  # a composition's K candidates share a batch (pick_answers)
+        spec = replace(spec, batch_size=k * max(1, round(spec.batch_size / k)))
     g_req = torch.Generator().manual_seed(spec.seed)
-    reqs, skipped = build_requests(spec, meta, g_req)
+    reqs, skipped = build_requests(replace(spec, num=spec.num * k), meta, g_req)
     for line in skipped:
         say(line)
     if not reqs:
@@ -415,7 +425,14 @@ def sample_batches(plan: SamplePlan, start: int = 0,
             index = [i for i, ok in zip(index, keep, strict=True) if ok]
             info = {key: [v for v, ok in zip(vals, keep, strict=True) if ok]
                     for key, vals in info.items()}
-        yield SampledBatch(chunk, lo, replace(res, properties={}), info,
+        res = replace(res, properties={})
+        if plan.spec.consensus:  # plan_sampling keeps each composition's K in one batch
+            from matgen.generate._consensus import pick_answers
+
+            chunk, res, info, index = pick_answers(
+                plan.spec.consensus, chunk, res, info, index, too_close(res),
+                f"{plan.checkpoint_id}-s{plan.spec.seed}")
+        yield SampledBatch(chunk, lo, res, info,
                            0 if failed is None else int((failed != 0).sum()), index)
 
 
@@ -441,6 +458,8 @@ def plan_fingerprint(plan: SamplePlan) -> str:
                      for r in plan.requests],
         "batch_order": batch_order(plan),
     }
+    if spec.consensus:  # absent otherwise: fingerprints of plain runs stay as they were
+        doc["consensus"] = spec.consensus
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 

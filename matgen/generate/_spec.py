@@ -53,6 +53,10 @@ class SampleSpec:
             (``None``: the checkpoint's ``diffusion.flow_slope``); refused for score models.
         type_temperature: de novo: revealed atom types are drawn from ``softmax(logits / T)``
             (``None``: the checkpoint's ``diffusion.type_temperature``, 1 if it has none).
+        consensus: CSP: each of the ``num`` answers per composition is chosen from this many
+            samples of it, the one the most others match (see
+            :mod:`matgen.generate._consensus`); ``None``: every sample is an answer. Costs
+            ``consensus`` times the sampling, plus the structure matching on the CPU.
     """
 
     checkpoint: str | Path | None = None
@@ -72,6 +76,7 @@ class SampleSpec:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     flow_slope: float | None = None
     type_temperature: float | None = None
+    consensus: int | None = None
 
     def checked(self) -> SampleSpec:
         """This spec with the task compositions imply, after the checks that need no
@@ -119,6 +124,12 @@ class SampleSpec:
             raise SampleInputError("--task csp needs --composition or --compositions-from")
         if self.compositions and csv_given:
             raise SampleInputError("use --composition or --compositions-from, not both")
+        if self.consensus is not None:
+            if task != "csp":
+                raise SampleInputError("--consensus applies to CSP (--composition or "
+                                       "--compositions-from): de novo samples have no common answer")
+            if self.consensus < 2:
+                raise SampleInputError(f"--consensus must be >= 2 (got {self.consensus})")
         return replace(self, task=task)
 
     def targets(self) -> list[ConditionTarget]:
