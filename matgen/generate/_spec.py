@@ -56,7 +56,9 @@ class SampleSpec:
         consensus: CSP: each of the ``num`` answers per composition is chosen from this many
             samples of it, the one the most others match (see
             :mod:`matgen.generate._consensus`); ``None``: every sample is an answer. Costs
-            ``consensus`` times the sampling, plus the structure matching on the CPU.
+            ``consensus`` times the sampling, plus the structure matching on the CPU (about
+            0.1 s per answer at 10). ``batch_size`` is rounded to a multiple of it, so that a
+            composition's samples share a batch.
     """
 
     checkpoint: str | Path | None = None
