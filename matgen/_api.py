@@ -29,7 +29,8 @@ def sample(num: int = 1, checkpoint: str | Path | None = None, *,
     :class:`matgen.generate.SampleSpec`: ``task``, ``compositions``, ``compositions_from``,
     ``formula_units``, ``chemsys``, ``conditions``, ``guidance``, ``steps``, ``sampler``,
     ``seed``, ``batch_size``, ``device``, ``consensus`` (CSP: each answer chosen from K samples,
-    with ``consensus_votes`` in its properties). Each structure's ``properties`` hold
+    with ``consensus_votes`` in its properties), ``select_by`` (``votes`` or an MLIP name: the
+    sample of lowest single-point energy). Each structure's ``properties`` hold
     ``sample_id``, ``checkpoint``, ``sampler``, ``steps``, ``seed``, ``target_<name>``, ...
 
     Example::
@@ -37,7 +38,13 @@ def sample(num: int = 1, checkpoint: str | Path | None = None, *,
         import matgen
         structures = matgen.sample(num=8, compositions=["LiFePO4"], steps=200)
     """
-    return sample_structures(num, checkpoint, out=out, progress=progress, log=None, **options)
+    energies = None
+    if options.get("select_by", "votes") != "votes":
+        from matgen.surrogates import energy_function
+
+        energies = energy_function(options["select_by"], options.get("device", "auto"))
+    return sample_structures(num, checkpoint, out=out, progress=progress, log=None,
+                             energies=energies, **options)
 
 
 def score(

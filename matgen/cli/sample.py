@@ -129,6 +129,14 @@ ConsensusOpt = Annotated[
         "confidence. K times the sampling.",
     ),
 ]
+SelectByOpt = Annotated[
+    str,
+    typer.Option(
+        help="With --consensus: votes (the sample the most others match) or an MLIP "
+        "(chgnet, sevennet, sevennet-0): the sample of lowest single-point energy per atom "
+        "(frames get consensus_energy).",
+    ),
+]
 PrecisionOpt = Annotated[
     str, typer.Option(help="Denoiser arithmetic: auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32.")
 ]
@@ -178,6 +186,7 @@ def sample(
     flow_slope: FlowSlopeOpt = None,
     type_temperature: TypeTemperatureOpt = None,
     consensus: ConsensusOpt = None,
+    select_by: SelectByOpt = "votes",
     precision: PrecisionOpt = "auto",
     cif_zip: CifZipOpt = None,
     progress: ProgressOpt = True,
@@ -199,6 +208,14 @@ def sample(
         fail(f"--compositions-from {compositions_from}: not found", 2)
     if checkpoint is not None and not checkpoint.exists():
         fail(f"--checkpoint {checkpoint}: not found", 2)
+    energies = None
+    if select_by != "votes":
+        from matgen.surrogates import energy_function
+
+        try:
+            energies = energy_function(select_by, device)
+        except ValueError as e:
+            fail(f"--select-by: {e}", 2)
     try:
         res = generate(
             out, checkpoint, num, task=task.value, compositions=formulas,
@@ -206,7 +223,8 @@ def sample(
             chemsys=chemsys, conditions=condition, guidance=guidance, steps=steps,
             sampler=sampler.value if sampler is not None else "auto", seed=seed,
             batch_size=batch_size, device=device, precision=precision, flow_slope=flow_slope,
-            type_temperature=type_temperature, consensus=consensus, progress=progress,
+            type_temperature=type_temperature, consensus=consensus, select_by=select_by,
+            energies=energies, progress=progress,
             log=lambda m: _err.print(escape(m)),
         )  # fmt: skip
     except MatgenError:
@@ -215,7 +233,7 @@ def sample(
         fail(str(e), 2)
     _out.print(
         f"wrote {res.num_structures} structures to {escape(str(res.path))} "
-        + (f"(each the consensus of {consensus} samples; " if consensus else "(")
+        + (f"(each chosen from {consensus} samples by {select_by}; " if consensus else "(")
         + f"{res.structures_per_s:.2f} structures/s, checkpoint {res.checkpoint_id})"
         + (f"; skipped {len(res.skipped)} input rows" if res.skipped else "")
         + (f"; {res.too_close} with atoms closer than 0.5 Å (matgen score and campaigns reject "

@@ -5,7 +5,8 @@ Public API:
     read_crystals / validate_crystals: CDVAE CSV, CIF, folder, extxyz -> ReadResult
         (usable crystals as a CrystalBatch + one EntryProblem per unusable entry).
     write_extxyz / write_cif: writers.
-    check_crystal / check_labels / ValidationOptions: the per-crystal checks.
+    check_crystal / check_labels / ValidationOptions: the per-crystal checks; too_close: which
+        crystals of a batch have two atoms closer than the minimum distance.
     reduce_batch: Niggli / primitive reduction.
 """
 
@@ -23,6 +24,7 @@ from matgen.crystal._validate import (
     check_crystal,
     check_labels,
     min_image_distance,
+    too_close,
 )
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "min_image_distance",
     "read_crystals",
     "reduce_batch",
+    "too_close",
     "validate_crystals",
     "write_cif",
     "write_extxyz",

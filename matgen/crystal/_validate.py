@@ -127,6 +127,25 @@ def min_image_distance(
     return best
 
 
+def too_close(crystals, limit: float | None = None) -> list[bool]:
+    """Per crystal of a (CPU) :class:`matgen.crystal.CrystalBatch`: two atoms closer than
+    ``limit`` Å (default: :class:`ValidationOptions`' ``min_distance``, which scoring and
+    evaluation apply), periodic images included; a singular cell counts as too close."""
+    limit = ValidationOptions().min_distance if limit is None else limit
+    flags, start = [], 0
+    fc, lat = crystals.frac_coords.double().numpy(), crystals.lattice.double().numpy()
+    for k, na in enumerate(crystals.num_atoms.tolist()):
+        d = float("inf")
+        if na:
+            try:
+                d = min_image_distance(fc[start:start + na], lat[k], cutoff=limit)[0]
+            except (ValueError, ArithmeticError):  # a singular cell: not a usable structure
+                d = 0.0
+        flags.append(bool(d < limit))
+        start += na
+    return flags
+
+
 def check_crystal(
     atomic_numbers: np.ndarray,
     frac_coords: np.ndarray,

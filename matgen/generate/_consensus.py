@@ -16,6 +16,7 @@ more votes of 9 matched 78% of the time, those with 2 or fewer 5-15%.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import lru_cache
@@ -28,18 +29,12 @@ def _matcher():
     return StructureMatcher()
 
 
-def consensus_pick(structures: Sequence) -> tuple[int, int]:
-    """``(index, votes)``: the candidate that the most others match and how many do.
-
-    Args:
-        structures: the K candidates of one composition as pymatgen ``Structure`` objects,
-            ``None`` for a candidate that takes no part (atoms too close).
-    """
+def votes(structures: Sequence) -> dict[int, int]:
+    """``{index: how many other candidates match it}`` over the usable candidates (those not
+    ``None``)."""
     ok = [i for i, s in enumerate(structures) if s is not None]
-    if not ok:
-        return 0, 0
     sm = _matcher()
-    votes = dict.fromkeys(ok, 0)
+    count = dict.fromkeys(ok, 0)
     for pos, i in enumerate(ok):
         for j in ok[pos + 1:]:
             try:
@@ -47,17 +42,35 @@ def consensus_pick(structures: Sequence) -> tuple[int, int]:
             except Exception:  # noqa: BLE001 - a matcher failure means "not shown equal"
                 same = False
             if same:
-                votes[i] += 1
-                votes[j] += 1
-    best = max(ok, key=lambda i: (votes[i], -i))
-    return best, votes[best]
+                count[i] += 1
+                count[j] += 1
+    return count
+
+
+def consensus_pick(structures: Sequence) -> tuple[int, int]:
+    """``(index, votes)``: the candidate that the most others match and how many do.
+
+    Args:
+        structures: the K candidates of one composition as pymatgen ``Structure`` objects,
+            ``None`` for a candidate that takes no part (atoms too close).
+    """
+    count = votes(structures)
+    best = _most_voted(count)
+    return best, count.get(best, 0)
+
+
+def _most_voted(count: dict[int, int]) -> int:
+    """The index with the most votes (ties: the earlier; 0 when nothing was usable)."""
+    return max(count, key=lambda i: (count[i], -i)) if count else 0
 
 
 def pick_answers(k: int, chunk: list, crystals, info: dict[str, list], index: list[int],
-                 unusable: list[bool], id_prefix: str):
+                 unusable: list[bool], id_prefix: str, energies=None):
     """One answer per group of ``k`` consecutive requests of a sampled batch (the candidates of
     one composition, all in this batch): the candidate :func:`consensus_pick` chooses, the
-    ``unusable`` ones (atoms too close) left out of the vote.
+    ``unusable`` ones (atoms too close) left out of the vote; with ``energies`` (structures ->
+    energies per atom) the usable candidate of lowest energy instead (the vote when none has
+    a finite energy).
 
     Args:
         k: candidates per answer.
@@ -69,23 +82,34 @@ def pick_answers(k: int, chunk: list, crystals, info: dict[str, list], index: li
 
     Returns:
         ``(chunk, crystals, info, index)`` of the answers; ``info`` adds ``consensus_k``,
-        ``consensus_votes`` (candidates matching the answer, of ``k - 1``) and
-        ``consensus_candidate`` (the answer's place among its ``k``).
+        ``consensus_votes`` (candidates matching the answer, of ``k - 1``: the vote is taken
+        either way, a confidence), ``consensus_candidate`` (the answer's place among its
+        ``k``) and, with ``energies``, ``consensus_energy`` (the answer's, eV/atom; NaN
+        when it came from the vote).
     """
     structures = crystals.to_structures()
     groups: dict[int, list[int]] = {}
     for pos, i in enumerate(index):
         groups.setdefault(i // k, []).append(pos)
-    keep, votes, places = [], [], []
+    energy = [math.nan] * len(structures)
+    if energies is not None:
+        usable = [p for p in range(len(structures)) if not unusable[p]]
+        for p, e in zip(usable, energies([structures[p] for p in usable]), strict=True):
+            energy[p] = float(e)
+    keep, n_votes, places = [], [], []
     for members in groups.values():
-        j, v = consensus_pick([None if unusable[p] else structures[p] for p in members])
+        count = votes([None if unusable[p] else structures[p] for p in members])
+        finite = [(energy[p], pos) for pos, p in enumerate(members) if math.isfinite(energy[p])]
+        j = min(finite)[1] if finite else _most_voted(count)  # its votes: a confidence
         keep.append(members[j])
-        votes.append(v)
+        n_votes.append(count.get(j, 0))
         places.append(index[members[j]] % k)
     info = {key: [vals[p] for p in keep] for key, vals in info.items()}
+    if energies is not None:
+        info["consensus_energy"] = [energy[p] for p in keep]
     info["sample_id"] = [f"{id_prefix}-{g}" for g in groups]
     info["consensus_k"] = [k] * len(keep)
-    info["consensus_votes"] = votes
+    info["consensus_votes"] = n_votes
     info["consensus_candidate"] = places
     chunk = [chunk[p] for p in keep]
     ids = [r.material_id or sid for r, sid in zip(chunk, info["sample_id"], strict=True)]

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from matgen.crystal import MAX_Z, CrystalBatch, ValidationOptions, min_image_distance
+from matgen.crystal import MAX_Z, CrystalBatch, too_close
 from matgen.diffusion import SAMPLER_FAILED as FAILED
 from matgen.generate._checkpoints import load_for_sampling, weights_id
 from matgen.generate._output import open_writer, output_format
@@ -76,27 +76,8 @@ class SampleResult:
     too_close: int = 0
 
 
-def too_close(crystals: CrystalBatch, limit: float | None = None) -> list[bool]:
-    """Per crystal of a (CPU) batch: two atoms closer than ``limit`` Å (default: the
-    validator's ``min_distance``, which scoring and evaluation apply), periodic images included;
-    a singular cell counts as too close."""
-    limit = ValidationOptions().min_distance if limit is None else limit
-    flags, start = [], 0
-    fc, lat = crystals.frac_coords.double().numpy(), crystals.lattice.double().numpy()
-    for k, na in enumerate(crystals.num_atoms.tolist()):
-        d = math.inf
-        if na:
-            try:
-                d = min_image_distance(fc[start:start + na], lat[k], cutoff=limit)[0]
-            except (ValueError, ArithmeticError):  # a singular cell: not a usable structure
-                d = 0.0
-        flags.append(bool(d < limit))
-        start += na
-    return flags
-
-
 def count_too_close(crystals: CrystalBatch, limit: float | None = None) -> int:
-    """How many crystals of a (CPU) batch :func:`too_close` flags."""
+    """How many crystals of a (CPU) batch :func:`matgen.crystal.too_close` flags."""
     return sum(too_close(crystals, limit))
 
 
@@ -113,6 +94,7 @@ class SamplePlan:
         targets: the parsed conditions; ``values`` their drawn values ``{name: (R,)}``.
         type_mask: allowed element classes (``chemsys``), or None.
         requests: one per output structure; ``skipped`` the unusable input rows.
+        energies: the function ``spec.select_by`` names (see :class:`SampleSpec`).
     """
 
     spec: SampleSpec
@@ -128,6 +110,8 @@ class SamplePlan:
     type_mask: torch.Tensor | None
     requests: list[Request]
     skipped: list[str]
+    #: ``select_by`` an MLIP: structures -> single-point energies per atom (NaN: failed)
+    energies: Callable[[list], Sequence[float]] | None = None
 
 
 @dataclass
@@ -249,14 +233,19 @@ def _with_overrides(diffusion, spec: SampleSpec):
     return build_diffusion(diffusion.cfg.model_copy(update=update), diffusion.stats)
 
 
-def plan_sampling(spec: SampleSpec, say: Log) -> SamplePlan:
+def plan_sampling(spec: SampleSpec, say: Log,
+                  energies: Callable[[list], Sequence[float]] | None = None) -> SamplePlan:
     """Check ``spec``, load its checkpoint, choose the sampler, build the requests and draw the
     condition targets (requests first, then targets, from one generator seeded ``seed``).
+    ``energies``: the MLIP energy function when ``spec.select_by`` names one.
 
     Raises:
         SampleInputError: bad options for this checkpoint (one line).
     """
     spec = spec.checked()
+    if spec.select_by != "votes" and energies is None:
+        raise SampleInputError(f"--select-by {spec.select_by}: no energy function was given "
+                               "(matgen sample and matgen.sample build it)")
     targets = spec.targets()
     device = resolve_device(spec.device)
     model, diffusion, meta, ckpt = load_for_sampling(spec.checkpoint, device)
@@ -281,7 +270,8 @@ def plan_sampling(spec: SampleSpec, say: Log) -> SamplePlan:
               for s in targets}
     steps = spec.steps if spec.steps is not None else DEFAULT_STEPS[sampler]
     return SamplePlan(spec, model, diffusion, meta, ckpt_id, device, sampler, steps, targets,
-                      values, type_mask, reqs, skipped)
+                      values, type_mask, reqs, skipped,
+                      energies if spec.select_by != "votes" else None)
 
 
 # ---------------------------------------------------------------------- the batch loop
@@ -431,7 +421,7 @@ def sample_batches(plan: SamplePlan, start: int = 0,
 
             chunk, res, info, index = pick_answers(
                 plan.spec.consensus, chunk, res, info, index, too_close(res),
-                f"{plan.checkpoint_id}-s{plan.spec.seed}")
+                f"{plan.checkpoint_id}-s{plan.spec.seed}", plan.energies)
         yield SampledBatch(chunk, lo, res, info,
                            0 if failed is None else int((failed != 0).sum()), index)
 
@@ -459,7 +449,7 @@ def plan_fingerprint(plan: SamplePlan) -> str:
         "batch_order": batch_order(plan),
     }
     if spec.consensus:  # absent otherwise: fingerprints of plain runs stay as they were
-        doc["consensus"] = spec.consensus
+        doc["consensus"], doc["select_by"] = spec.consensus, spec.select_by
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -498,6 +488,7 @@ def generate(
     *,
     progress: bool = True,
     log: Log | None = print,
+    energies: Callable[[list], Sequence[float]] | None = None,
     **options: Any,
 ) -> SampleResult:
     """Generate crystals from a checkpoint and stream them to an extxyz file.
@@ -512,6 +503,7 @@ def generate(
         progress: show progress on stderr, one unit per sampler step of a batch (a bar on a
             terminal, a plain line every ``$MATGEN_PROGRESS_SECONDS`` (20) s otherwise).
         log: where one-line notes go (``None``: silent).
+        energies: structures -> single-point energies per atom, for ``select_by`` an MLIP.
         **options: the other fields of :class:`SampleSpec` (``task``, ``compositions``,
             ``compositions_from``, ``formula_units``, ``chemsys``, ``conditions``,
             ``guidance``, ``steps``, ``sampler`` (default ``auto``), ``seed``, ``batch_size``,
@@ -528,16 +520,17 @@ def generate(
     index and ``material_id`` names a CSV row: pair frames by those, not by position.
     """
     output_format(out)  # an unknown suffix fails before any work
-    plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent)
+    plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent,
+                         energies)
     writer = open_writer(out, plan_fingerprint(plan), log or _silent)
     written, failed = writer.frames_done, writer.failed_done
-    new = too_close = 0
+    new = n_close = 0
 
     def sink(item: SampledBatch) -> None:
-        nonlocal written, failed, new, too_close
+        nonlocal written, failed, new, n_close
         if item.requests:
             writer.append(item.crystals, item.info, item.keep_id)
-            too_close += count_too_close(item.crystals)
+            n_close += count_too_close(item.crystals)
         writer.batch_done(len(item.requests), item.failed)
         written += len(item.requests)
         new += len(item.requests)
@@ -549,7 +542,7 @@ def generate(
         log(f"{failed} structure(s) failed numerically during sampling (non-finite values) and "
             "were not written; more sampler steps usually avoid this")
     return SampleResult(path, written, plan.checkpoint_id, elapsed,
-                        new / elapsed if elapsed > 0 else math.inf, plan.skipped, too_close)
+                        new / elapsed if elapsed > 0 else math.inf, plan.skipped, n_close)
 
 
 def sample_structures(
@@ -559,6 +552,7 @@ def sample_structures(
     out: str | Path | None = None,
     progress: bool = False,
     log: Log | None = None,
+    energies: Callable[[list], Sequence[float]] | None = None,
     **options: Any,
 ) -> list:
     """Generate crystals and return them as pymatgen ``Structure`` objects (``matgen.sample``).
@@ -575,7 +569,8 @@ def sample_structures(
     """
     if out is not None:
         output_format(out)
-    plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent)
+    plan = plan_sampling(SampleSpec(checkpoint=checkpoint, num=num, **options), log or _silent,
+                         energies)
     writer = open_writer(out, None, log or _silent) if out is not None else None
     structures: list[tuple[int, Any]] = []
 

@@ -59,6 +59,11 @@ class SampleSpec:
             ``consensus`` times the sampling, plus the structure matching on the CPU (about
             0.1 s per answer at 10). ``batch_size`` is rounded to a multiple of it, so that a
             composition's samples share a batch.
+        select_by: with ``consensus``, how the answer is chosen: ``votes`` (the sample the most
+            others match) or an MLIP's name (``chgnet``, ``sevennet``, ``sevennet-0``): the
+            usable sample with the lowest single-point energy per atom, computed by the
+            ``energies`` function the caller passes (``matgen sample`` and ``matgen.sample``
+            build it with :func:`matgen.surrogates.energies_per_atom`).
     """
 
     checkpoint: str | Path | None = None
@@ -79,6 +84,7 @@ class SampleSpec:
     flow_slope: float | None = None
     type_temperature: float | None = None
     consensus: int | None = None
+    select_by: str = "votes"
 
     def checked(self) -> SampleSpec:
         """This spec with the task compositions imply, after the checks that need no
@@ -132,6 +138,9 @@ class SampleSpec:
                                        "--compositions-from): de novo samples have no common answer")
             if self.consensus < 2:
                 raise SampleInputError(f"--consensus must be >= 2 (got {self.consensus})")
+        elif self.select_by != "votes":
+            raise SampleInputError(f"--select-by {self.select_by} chooses among the samples of "
+                                   "--consensus K; give --consensus")
         return replace(self, task=task)
 
     def targets(self) -> list[ConditionTarget]:

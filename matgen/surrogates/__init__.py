@@ -2,7 +2,8 @@
 
 Public API:
     MLIP interface: :class:`MLIP`, :class:`SevenNetMLIP` (default), :class:`CHGNetMLIP`,
-        :func:`load_mlip`, :class:`MLIPOutput`.
+        :func:`load_mlip`, :class:`MLIPOutput`, :func:`energies_per_atom` (single points),
+        :func:`energy_function` (the same, by MLIP name, loaded on first use).
     Relaxation: :func:`relax` (batched FIRE + Frechet cell filter; for SevenNet the whole
         state and the neighbour lists stay on the model's device, ``RelaxConfig.engine``),
         :func:`relax_ase` (ASE one-at-a-time reference), :class:`RelaxConfig`,
@@ -24,7 +25,15 @@ from matgen.surrogates._chgnet import CHGNetMLIP
 from matgen.surrogates._elemental import compute_elemental_references, load_elemental_energies
 from matgen.surrogates._features import FeaturizerConfig, feature_dim, featurize
 from matgen.surrogates._hull import ConvexHull, build_hull_asset
-from matgen.surrogates._mlip import MLIP, MLIPOutput, load_mlip, mlip_version, resolve_device
+from matgen.surrogates._mlip import (
+    MLIP,
+    MLIPOutput,
+    energies_per_atom,
+    energy_function,
+    load_mlip,
+    mlip_version,
+    resolve_device,
+)
 from matgen.surrogates._predictor import (
     Prediction,
     PredictorConfig,
@@ -64,6 +73,8 @@ __all__ = [
     "calibrate_std",
     "compute_elemental_references",
     "default_hull",
+    "energies_per_atom",
+    "energy_function",
     "feature_dim",
     "featurize",
     "fit_predictor",

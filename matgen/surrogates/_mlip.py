@@ -84,6 +84,36 @@ class MLIP(Protocol):
         ...
 
 
+def energies_per_atom(mlip: MLIP, structures: list[Structure], batch_size: int = 64
+                      ) -> list[float]:
+    """Single-point energy per atom (eV) of each structure, in batched forwards of
+    ``batch_size``; NaN where the MLIP fails on a structure."""
+    out: list[float] = []
+    for lo in range(0, len(structures), batch_size):
+        res = mlip.predict(list(structures[lo:lo + batch_size]), compute_stress=False)
+        out.extend(float(e) for e in res.energy_per_atom.detach().cpu().tolist())
+    return out
+
+
+def energy_function(name: str, device: str | torch.device | None = "auto"):
+    """``structures -> energies per atom`` (:func:`energies_per_atom`) of the MLIP ``name``,
+    loaded on its first call (the name is checked now).
+
+    Raises:
+        ValueError: an unknown MLIP name (one line naming the known ones).
+    """
+    if name.lower() not in MLIP_NAMES:
+        raise ValueError(f"unknown MLIP {name!r}; choose one of {', '.join(MLIP_NAMES)}")
+    loaded: list[MLIP] = []
+
+    def energies(structures: list[Structure]) -> list[float]:
+        if not loaded:
+            loaded.append(load_mlip(name, device))
+        return energies_per_atom(loaded[0], structures)
+
+    return energies
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``auto`` -> ``cuda`` when available, else ``cpu``."""
     if device is None or str(device) == "auto":

@@ -80,3 +80,41 @@ def test_consensus_is_refused_de_novo_and_below_two(runs, tmp_path):
     with pytest.raises(SampleInputError, match=">= 2"):
         generate(tmp_path / "y.extxyz", runs[0].checkpoint, 1, progress=False, log=None,
                  **_opts(consensus=1))
+
+
+def test_select_by_energy_takes_the_lowest_energy_and_still_reports_its_votes(runs, tmp_path):
+    ck, k = runs[0].checkpoint, 4
+    plain = generate(tmp_path / "plain.extxyz", ck, k, progress=False, log=None,
+                     **_opts(batch_size=8))
+    cands = {int(a.info["sample_id"].rsplit("-", 1)[1]): a for a in read(plain.path, ":")}
+    calls = []
+
+    def volume_energy(structures):  # a stand-in MLIP: the denser the cell, the lower
+        calls.append(len(structures))
+        return [s.volume / len(s) for s in structures]
+
+    res = generate(tmp_path / "e.extxyz", ck, 1, progress=False, log=None,
+                   energies=volume_energy, **_opts(consensus=k, select_by="fake"))
+    assert calls and sum(calls) <= len(FORMULAS) * k
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    for a in read(res.path, ":"):
+        g = int(a.info["sample_id"].rsplit("-", 1)[1])
+        group = [AseAtomsAdaptor.get_structure(cands[g * k + i]) for i in range(k)]
+        vols = [s.volume / len(s) for s in group]
+        j = a.info["consensus_candidate"]
+        assert vols[j] == pytest.approx(min(vols), rel=1e-5)
+        assert a.info["consensus_energy"] == pytest.approx(min(vols), rel=1e-5)
+        others = [s for i, s in enumerate(group) if i != j]
+        from matgen.generate._consensus import votes
+
+        assert a.info["consensus_votes"] == votes([group[j], *others])[0]
+
+
+def test_select_by_an_mlip_needs_consensus_and_an_energy_function(runs, tmp_path):
+    with pytest.raises(SampleInputError, match="give --consensus"):
+        generate(tmp_path / "x.extxyz", runs[0].checkpoint, 1, progress=False, log=None,
+                 **_opts(select_by="chgnet"))
+    with pytest.raises(SampleInputError, match="no energy function"):
+        generate(tmp_path / "y.extxyz", runs[0].checkpoint, 1, progress=False, log=None,
+                 **_opts(consensus=2, select_by="chgnet"))
