@@ -8,10 +8,11 @@ returns the one that pymatgen's ``StructureMatcher`` (its default tolerances: ``
 votes, 0 .. K - 1). Candidates with two atoms closer than the validator's minimum distance
 (0.5 Å) take no part unless every candidate has them. Ties go to the earlier candidate.
 
-Measured on the shipped default (2026-12-04, 2-core CPU, fast 50 steps, seed 1, first 200
-mp20_reduced val rows; ``benchmarks/csp_select.py``): one sample 49.0% match / RMSE 0.092;
-consensus of 10 51.5% / 0.067; best of 10 (needs the answer) 71.5% / 0.077. Answers with 6 or
-more votes of 9 matched 78% of the time, those with 2 or fewer 5-15%.
+Measured on the shipped default (2026-12-04, 2-core CPU, fast 50 steps, seed 1, K = 10, val
+rows 0-599; ``benchmarks/csp_select.py``, ``benchmarks/results/csp_select_val600_cpu.json``): one
+sample 48.5% match / RMSE 0.096; the vote 51.3% / 0.076; the lowest CHGNet single-point energy
+(``--select-by chgnet``) 55.5% / 0.062; best of 10 (needs the answer) 66.7% / 0.080. Answers
+with 6 or more votes of 9 matched 76% of the time, those with none 8%.
 """
 
 from __future__ import annotations
