@@ -260,7 +260,9 @@ def plan_sampling(spec: SampleSpec, say: Log,
     if k > 1:  # a composition's K candidates share a batch (pick_answers)
         spec = replace(spec, batch_size=k * max(1, round(spec.batch_size / k)))
     g_req = torch.Generator().manual_seed(spec.seed)
-    reqs, skipped = build_requests(replace(spec, num=spec.num * k), meta, g_req)
+    reqs, skipped = build_requests(spec, meta, g_req)
+    # an answer's K candidates share its request (and so its cell where formula units are drawn)
+    reqs = [r for r in reqs for _ in range(k)]
     for line in skipped:
         say(line)
     if not reqs:

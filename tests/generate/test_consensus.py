@@ -118,3 +118,21 @@ def test_select_by_an_mlip_needs_consensus_and_an_energy_function(runs, tmp_path
     with pytest.raises(SampleInputError, match="no energy function"):
         generate(tmp_path / "y.extxyz", runs[0].checkpoint, 1, progress=False, log=None,
                  **_opts(consensus=2, select_by="chgnet"))
+
+
+def test_candidates_of_an_answer_share_one_drawn_cell(runs, tmp_path, monkeypatch):
+    # formula_units="auto" draws a cell per request; an answer's K candidates must share it,
+    # or the size-sorted batches would split them (two answers with one sample_id). The tiny
+    # model saw only Z = 1: let it draw NaCl's Z from {1, 2}.
+    import torch
+
+    import matgen.generate._requests as req
+
+    monkeypatch.setattr(req, "_units_weights", lambda meta: ([1, 2], torch.tensor([1.0, 1.0])))
+    res = generate(tmp_path / "auto.extxyz", runs[0].checkpoint, 3, progress=False, log=None,
+                   **_opts(formula_units="auto", consensus=3, batch_size=6))
+    frames = read(res.path, ":")
+    ids = [a.info["sample_id"] for a in frames]
+    assert len(frames) == res.num_structures == 3 * len(FORMULAS) and len(set(ids)) == len(ids)
+    assert all(a.info["consensus_candidate"] in (0, 1, 2) for a in frames)
+    assert {len(a) for a in frames if a.info["composition"] != "SrTiO3"} == {2, 4}
