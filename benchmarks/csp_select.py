@@ -58,17 +58,16 @@ def groups(frames) -> dict[str, list[int]]:
 
 
 def _consensus_job(atoms_list) -> int:
-    """``matgen sample --consensus``'s choice among one composition's candidates."""
+    """``matgen sample --consensus``'s choice among one composition's candidates (its vote, with
+    its own test of which candidates take part: :func:`matgen.crystal.too_close`)."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from matgen.evaluation import structure_validity
+    from matgen.crystal import CrystalBatch, too_close
     from matgen.generate import consensus_pick
 
-    structures = []
-    for a in atoms_list:
-        s = AseAtomsAdaptor.get_structure(a)
-        structures.append(s if structure_validity(s) else None)
-    return consensus_pick(structures)[0]
+    structures = [AseAtomsAdaptor.get_structure(a) for a in atoms_list]
+    close = too_close(CrystalBatch.from_structures(structures))
+    return consensus_pick([None if c else s for s, c in zip(structures, close, strict=True)])[0]
 
 
 def energy_pick(ids: list[str], energies: dict[str, float]) -> int | None:

@@ -63,7 +63,7 @@ class SampleSpec:
             others match) or an MLIP's name (``chgnet``, ``sevennet``, ``sevennet-0``): the
             usable sample with the lowest single-point energy per atom, computed by the
             ``energies`` function the caller passes (``matgen sample`` and ``matgen.sample``
-            build it with :func:`matgen.surrogates.energies_per_atom`).
+            build it with :func:`matgen.surrogates.energy_function`).
     """
 
     checkpoint: str | Path | None = None

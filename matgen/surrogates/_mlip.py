@@ -103,7 +103,7 @@ def energy_function(name: str, device: str | torch.device | None = "auto"):
         ValueError: an unknown MLIP name (one line naming the known ones).
     """
     if name.lower() not in MLIP_NAMES:
-        raise ValueError(f"unknown MLIP {name!r}; choose one of {', '.join(MLIP_NAMES)}")
+        raise _unknown(name)
     loaded: list[MLIP] = []
 
     def energies(structures: list[Structure]) -> list[float]:
@@ -315,4 +315,9 @@ def load_mlip(
 
         kwargs.setdefault("model", SEVENNET_CHECKPOINTS[key])
         return SevenNetMLIP(device=device, **kwargs)
-    raise ValueError(f"unknown MLIP {name!r}; choose one of {', '.join(MLIP_NAMES)}")
+    raise _unknown(name)
+
+
+def _unknown(name: str) -> ValueError:
+    """The one-line error for an MLIP name outside :data:`MLIP_NAMES`."""
+    return ValueError(f"unknown MLIP {name!r}; choose one of {', '.join(MLIP_NAMES)}")
