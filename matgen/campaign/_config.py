@@ -155,7 +155,9 @@ class OracleConfig(_Frozen):
     ``<work_dir>/dft_cache``; ``ecut_ev`` / ``kpt_density`` override the convergence-tested
     settings, ``dft_time_limit_s`` is the wall-clock limit of one calculation, ``dft_relax``
     relaxes cell and positions from the scorer's structure, ``dft_hull`` also computes the
-    energy above the GPAW hull (the competing phases' calculations are the costly part).
+    energy above the GPAW hull (the competing phases' calculations are the costly part),
+    ``dft_corrections`` puts the numbers on the MP hull's scale (``mp``: PBE+U and MP's
+    corrections where MP applies them, as the MLIP scores) or leaves them plain PBE (``none``).
     """
 
     kind: Literal["dataset", "mlip", "lab", "dft"] = "dataset"
@@ -171,12 +173,17 @@ class OracleConfig(_Frozen):
     dft_time_limit_s: float = Field(1800.0, gt=0)
     dft_relax: bool = True
     dft_hull: bool = True
+    dft_corrections: Literal["mp", "none"] = "mp"  # = matgen.dft.CORRECTION_SCHEMES (tested)
 
     def dft_settings(self):
         """The :class:`matgen.dft.DFTSettings` of ``kind: dft``."""
         from matgen.dft import DFTSettings
 
-        base = DFTSettings(time_limit_s=self.dft_time_limit_s, relax=self.dft_relax)
+        base = DFTSettings(
+            time_limit_s=self.dft_time_limit_s,
+            relax=self.dft_relax,
+            corrections=self.dft_corrections,
+        )
         over = {"ecut_ev": self.ecut_ev, "kpt_density": self.kpt_density}
         return base.replace(**{k: v for k, v in over.items() if v is not None})
 

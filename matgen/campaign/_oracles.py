@@ -229,8 +229,9 @@ class DFTOracle:
     and k-points, relaxation from the scorer's MLIP-relaxed structure, formation energy and
     energy above the GPAW hull of the competing phases MP's hull names).
 
-    Labels ``energy_per_atom``, ``e_form_per_atom`` and ``e_above_hull`` (eV/atom, plain PBE:
-    no MP2020 corrections, see :func:`matgen.dft.mp2020_note`). A failed calculation (SCF not
+    Labels ``energy_per_atom``, ``e_form_per_atom`` and ``e_above_hull`` (eV/atom; under the
+    settings' default ``"mp"`` scheme on the MP hull's scale: PBE+U and MP's corrections where
+    MP applies them, see :mod:`matgen.dft._corrections`). A failed calculation (SCF not
     converged, time limit, no PAW dataset, ...) labels nothing: the submission is ``failed``
     with the DFT status as its detail (:attr:`failures`), never a number.
 

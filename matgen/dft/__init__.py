@@ -22,13 +22,14 @@ Public API:
         a campaign oracle or ``matgen score`` adds).
     add_dft_scores / rank_for_dft / DFT_SCORE_COLUMNS: verify the best rows of a score table
         (``matgen score --oracle dft --top K``), with a judge column per stability number.
-    mp2020_corrections / mp2020_note: the Materials Project corrections of a composition, i.e.
-        whether a (plain PBE) GPAW number compares with MP's and the MLIPs' corrected scale.
+    mp_hubbard / hull_scale_correction / correction_note: MP's PBE+U and the MP hull scale's
+        corrections of a composition (the ``"mp"`` scheme of DFTSettings applies both), and a
+        line saying which scale a GPAW number is on.
 """
 
 from __future__ import annotations
 
-from matgen.dft._corrections import mp2020_corrections, mp2020_note
+from matgen.dft._corrections import correction_note, hull_scale_correction, mp_hubbard
 from matgen.dft._hull import DFTHull, DFTHullResult
 from matgen.dft._references import (
     ElementalReferences,
@@ -50,6 +51,7 @@ from matgen.dft._service import (
 from matgen.dft._settings import (
     CONVERGED_ECUT_EV,
     CONVERGED_KPT_DENSITY,
+    CORRECTION_SCHEMES,
     DEFAULT_MAGMOMS,
     DFTSettings,
 )
@@ -67,6 +69,7 @@ def gpaw_available() -> bool:
 __all__ = [
     "CONVERGED_ECUT_EV",
     "CONVERGED_KPT_DENSITY",
+    "CORRECTION_SCHEMES",
     "CRASHED",
     "DEFAULT_MAGMOMS",
     "DFT_SCORE_COLUMNS",
@@ -89,10 +92,11 @@ __all__ = [
     "ReferenceStructure",
     "ReferenceStructures",
     "add_dft_scores",
+    "correction_note",
     "gpaw_available",
+    "hull_scale_correction",
     "missing_setups",
-    "mp2020_corrections",
-    "mp2020_note",
+    "mp_hubbard",
     "rank_for_dft",
     "structure_key",
     "verify",

@@ -2,12 +2,14 @@
 
 Which phases compete is MP's answer: the compounds on the Materials Project formation-energy
 hull of the candidate's chemical system and its subsystems (``hull_refs``, through
-:class:`matgen.surrogates.ConvexHull`). Their structures come from the shared MP-20 data (the
-row of that composition closest to MP's hull); each is relaxed and computed with the same
-service and settings as the candidate, so no MP energy enters the GPAW hull. A competing phase
-with no MP-20 structure (or whose calculation fails) is left out and named in the result; the
-hull is then incomplete and ``e_above_hull`` a lower bound (a phase left out can only leave the
-hull too high, never too low).
+:class:`matgen.surrogates.ConvexHull`). Their structures come from the shared MP data (MP-20,
+then MPTS-52: the row of that composition closest to MP's hull), or from the caller
+(``phases``: e.g. a rock-salt KBr built from its prototype, which the data lack); each is
+computed with the same service and settings as the candidate, so no MP energy enters the GPAW
+hull (a caller's structure is relaxed first: it is not at a PBE minimum as MP's are). A
+competing phase with no structure (or whose calculation fails) is left out and named in the
+result; the hull is then incomplete and ``e_above_hull`` a lower bound (a phase left out can
+only leave the hull too high, never too low).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class DFTHullResult:
 
     ``e_above_hull`` is signed: negative means below every known phase on the GPAW scale.
     ``competing`` maps each competing phase's reduced formula to what happened to it
-    (``"mp20:<material_id>"`` when computed, else why not); ``complete`` says every one was.
+    (``"mp20:<material_id>"``, ``"mpts52:<material_id>"`` or ``"given"`` when computed, else
+    why not); ``complete`` says every one was.
     """
 
     formula: str
@@ -50,6 +53,8 @@ class DFTHull:
             references' own index).
         mp_hull: a :class:`matgen.surrogates.ConvexHull` saying which phases are on MP's hull
             (default: ``ConvexHull.from_mp(elemental="mp")`` on the index's data folder).
+        phases: structures (pymatgen or ASE) of competing phases, by formula, used before the
+            index's; relaxed (cell + positions) before their energy is taken.
     """
 
     def __init__(
@@ -57,10 +62,13 @@ class DFTHull:
         references: ElementalReferences,
         index: MP20Index | None = None,
         mp_hull=None,
+        phases: dict | None = None,
     ):
         self.references = references
         self.index = index or references.structures.index
         self._mp_hull = mp_hull
+        self.phases = {_reduced(f): s for f, s in (phases or {}).items()}
+        self._relaxing = None
 
     def competing_phases(self, elements) -> list[str]:
         """Reduced formulas of the compounds on MP's hull within ``elements`` (no elements)."""
@@ -75,12 +83,26 @@ class DFTHull:
 
     def phase_result(self, formula: str) -> tuple[DFTResult | None, str]:
         """The GPAW calculation of a competing phase (None and why, when there is none)."""
+        given = self.phases.get(_reduced(formula))
+        if given is not None:
+            res = self._relaxing_service().run(given, label=f"given_{_reduced(formula)}")
+            return res, "given" if res.ok else f"given {res.status}"
         rows = self.index.rows(formula)
         if not rows:
-            return None, "no MP-20 structure"
+            return None, "no MP structure"
         _, mid, cif = rows[0]
         res = self.references.service.run(_atoms_from_cif(cif), label=f"phase_{mid}")
-        return res, f"mp20:{mid}" if res.ok else f"mp20:{mid} {res.status}"
+        src = self.index.source(mid)
+        return res, src if res.ok else f"{src} {res.status}"
+
+    def _relaxing_service(self):
+        """The references' service, or one like it that relaxes (same cache folder)."""
+        service = self.references.service
+        if getattr(service.settings, "relax", True):
+            return service
+        if self._relaxing is None:
+            self._relaxing = type(service)(service.cache_dir, service.settings.replace(relax=True))
+        return self._relaxing
 
     def e_above_hull(self, result: DFTResult) -> DFTHullResult:
         """Where a finished candidate calculation sits on the GPAW hull of its system."""
@@ -109,7 +131,10 @@ class DFTHull:
             c = res.relaxed_atoms().get_chemical_formula()
             entries.append(PDEntry(Composition(c), ef * len(res.relaxed_atoms())))
         hull = PhaseDiagram(entries).get_hull_energy_per_atom(comp)
-        complete = all(v.startswith("mp20:") and " " not in v for v in competing.values())
+        complete = all(
+            v.split(":")[0] in ("mp20", "mpts52", "given") and " " not in v
+            for v in competing.values()
+        )
         return DFTHullResult(
             formula,
             e_form,
@@ -119,3 +144,9 @@ class DFTHull:
             complete,
             "" if complete else "incomplete hull: e_above_hull is a lower bound",
         )
+
+
+def _reduced(formula: str) -> str:
+    from pymatgen.core import Composition
+
+    return Composition(formula).reduced_formula

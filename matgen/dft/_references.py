@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,9 @@ from matgen.dft._service import DFTResult, DFTService
 
 ELEMENTAL_FILE = "2023-02-07-mp-elemental-reference-entries.json.gz"
 MP20_SPLITS = ("train", "val", "test")
+#: more MP structures (up to 52 atoms; DiffCSP's time split as kept in the shared data), after
+#: MP-20's: competing phases MP-20 lacks (CaGe2, Ca5(GePd)6, ...)
+MPTS52_FILES = ("mpts_52_partial/val.csv.gz", "mpts_52_partial/test.csv.gz")
 ON_HULL_EV = 1e-3
 #: status of an element with no reference structure (a molecular element such as O, N, H when
 #: MP-20 has no crystal of it: ASE's ``bulk`` has none either)
@@ -45,7 +50,8 @@ class ReferenceStructure:
 
 
 class MP20Index:
-    """The shared MP-20 rows (train, val, test) by material_id and by reduced formula.
+    """The shared MP structures by reduced formula: MP-20's rows (train, val, test), then
+    MPTS-52's (:data:`MPTS52_FILES`) for materials MP-20 does not hold.
 
     Args:
         data_dir: the datasets root (``hull_refs/``, ``mp20_reduced/``); default
@@ -58,6 +64,7 @@ class MP20Index:
         self.data_dir = resolve_data_dir(data_dir)
         self._by_formula: dict[str, list[tuple[float, str, str]]] | None = None
         self._mp_ids: dict[str, str] = {}
+        self._sources: dict[str, str] = {}
 
     def _load(self) -> dict[str, list[tuple[float, str, str]]]:
         if self._by_formula is not None:
@@ -73,7 +80,6 @@ class MP20Index:
                     if mid:
                         self._mp_ids[el] = mid
         import pandas as pd
-        from pymatgen.core import Composition
 
         for split in MP20_SPLITS:
             path = Path(self.data_dir) / "mp20_reduced" / f"{split}.csv"
@@ -81,13 +87,33 @@ class MP20Index:
                 continue
             df = pd.read_csv(path, usecols=["material_id", "pretty_formula", "e_above_hull", "cif"])
             for row in df.itertuples(index=False):
-                formula = Composition(row.pretty_formula).reduced_formula
-                self._by_formula.setdefault(formula, []).append(
-                    (float(row.e_above_hull), row.material_id, row.cif)
-                )
+                self._add("mp20", row.pretty_formula, row.e_above_hull, row.material_id, row.cif)
+        for name in MPTS52_FILES:
+            path = Path(self.data_dir) / name
+            if not path.exists():
+                continue
+            df = pd.read_csv(path, usecols=["material_id", "energy_above_hull", "cif"])
+            for row in df.itertuples(index=False):
+                if row.material_id in self._sources:
+                    continue
+                m = _FORMULA_SUM.search(row.cif)
+                if m:
+                    self._add("mpts52", m.group(1), row.energy_above_hull, row.material_id, row.cif)
         for rows in self._by_formula.values():
             rows.sort()
         return self._by_formula
+
+    def _add(self, source: str, formula: str, e_above_hull, material_id: str, cif: str) -> None:
+        from pymatgen.core import Composition
+
+        reduced = Composition(formula).reduced_formula
+        self._by_formula.setdefault(reduced, []).append((float(e_above_hull), material_id, cif))
+        self._sources[material_id] = source
+
+    def source(self, material_id: str) -> str:
+        """``"<dataset>:<material_id>"``, e.g. ``"mp20:mp-13"`` or ``"mpts52:mp-1105294"``."""
+        self._load()
+        return f"{self._sources.get(material_id, 'mp20')}:{material_id}"
 
     def rows(self, formula: str) -> list[tuple[float, str, str]]:
         """``(e_above_hull, material_id, cif)`` of every row of that composition, lowest first."""
@@ -99,6 +125,9 @@ class MP20Index:
         """The material_id of MP's elemental reference entry for ``symbol``."""
         self._load()
         return self._mp_ids.get(symbol)
+
+
+_FORMULA_SUM = re.compile(r"_chemical_formula_sum\s+'?([^'\n]+)'?")
 
 
 def _atoms_from_cif(cif: str):
@@ -126,10 +155,10 @@ class ReferenceStructures:
         chosen = next((r for r in rows if r[1] == mid), None)
         note = "MP elemental reference"
         if chosen is None and rows and rows[0][0] <= ON_HULL_EV:
-            chosen, note = rows[0], "on MP's hull in MP-20"
+            chosen, note = rows[0], "on MP's hull"
         if chosen is not None:
             return ReferenceStructure(
-                symbol, _atoms_from_cif(chosen[2]), f"mp20:{chosen[1]} ({note})"
+                symbol, _atoms_from_cif(chosen[2]), f"{self.index.source(chosen[1])} ({note})"
             )
         from ase.build import bulk
         from ase.data import chemical_symbols, reference_states
@@ -181,7 +210,8 @@ class ElementalReferences:
         return float(r.energy_per_atom)
 
     def formation_energy_per_atom(self, result: DFTResult) -> float:
-        """Formation energy (eV/atom) of a finished compound calculation on this scale.
+        """Formation energy (eV/atom) of a finished compound calculation on this scale (with the
+        MP hull scale's corrections under the ``"mp"`` scheme: :mod:`matgen.dft._corrections`).
 
         Raises:
             FormationEnergyError: the compound's or a reference's calculation is not ``ok``.
@@ -191,4 +221,21 @@ class ElementalReferences:
         atoms = result.relaxed_atoms()
         counts = Counter(atoms.get_chemical_symbols())
         e_ref = sum(n * self.energy_per_atom(el) for el, n in counts.items())
-        return (float(result.energy_ev) - e_ref) / len(atoms)
+        return (float(result.energy_ev) - e_ref) / len(atoms) + self.correction_per_atom(atoms)
+
+    def correction_per_atom(self, atoms) -> float:
+        """The scheme's energy correction of a compound, eV/atom (0 under ``"none"``).
+
+        Raises:
+            FormationEnergyError: MP's scheme rejects the composition.
+        """
+        if self.service.settings.corrections == "none":
+            return 0.0
+        from matgen.dft._corrections import hull_scale_correction
+
+        corr = hull_scale_correction(atoms)
+        if math.isnan(corr):
+            raise FormationEnergyError(
+                f"{atoms.get_chemical_formula()}: MP's correction scheme rejects this composition"
+            )
+        return corr

@@ -42,8 +42,9 @@ DFT_SCORE_COLUMNS: dict[str, tuple[str, str]] = {
     "dft_cached": ("", "True when the calculation came from the cache (computed earlier)"),
     "dft_key": ("", "the calculation's cache key (its JSON and GPAW log in the cache folder)"),
     "dft_mp_correction": ("", (
-        "MP2020 corrections MP applies to this composition; 'none': DFT and MLIP numbers "
-        "compare, else the GPAW (uncorrected PBE) numbers are on another scale")),
+        "what MP corrects in this composition and whether the DFT numbers got it (PBE+U at "
+        "MP's U values and the MP hull scale's corrections); 'none': MP corrects nothing, "
+        "DFT and MLIP numbers compare as they are")),
     **{f"{k}_judge": ("", f"who produced {k}: the MLIP's name") for k in STABILITY},
     **{f"dft_{k}_judge": ("", f"who produced dft_{k}: {JUDGE} (empty: no number)")
        for k in STABILITY},

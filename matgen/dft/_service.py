@@ -186,8 +186,13 @@ class DFTService:
         self.settings = settings or DFTSettings()
         self.versions = _versions()
 
+    def settings_for(self, atoms) -> DFTSettings:
+        """The settings ``atoms`` is computed at (PBE+U where the ``"mp"`` scheme says so)."""
+        return self.settings.for_structure(atoms.get_chemical_symbols())
+
     def key(self, structure) -> str:
-        return structure_key(_as_atoms(structure), self.settings, self.versions)
+        atoms = _as_atoms(structure)
+        return structure_key(atoms, self.settings_for(atoms), self.versions)
 
     def _path(self, key: str) -> Path:
         return self.cache_dir / f"{key}.json"
@@ -203,34 +208,37 @@ class DFTService:
         """Relax (per the settings) and compute ``structure``; never raises for a failed
         calculation. ``label`` only names the GPAW log file."""
         atoms = _as_atoms(structure)
-        key = structure_key(atoms, self.settings, self.versions)
+        settings = self.settings_for(atoms)
+        key = structure_key(atoms, settings, self.versions)
         path = self._path(key)
         if path.exists():
             return DFTResult.from_dict(json.loads(path.read_text()), from_cache=True)
         with _key_lock(self.cache_dir, key):  # one run per key, across threads and processes
             if path.exists():  # finished by whoever held the lock
                 return DFTResult.from_dict(json.loads(path.read_text()), from_cache=True)
-            return self._run_unlocked(atoms, key, path, label)
+            return self._run_unlocked(atoms, settings, key, path, label)
 
-    def _run_unlocked(self, atoms, key: str, path: Path, label: str) -> DFTResult:
-        missing = missing_setups(atoms.get_chemical_symbols(), self.settings.xc)
+    def _run_unlocked(
+        self, atoms, settings: DFTSettings, key: str, path: Path, label: str
+    ) -> DFTResult:
+        missing = missing_setups(atoms.get_chemical_symbols(), settings.xc)
         if missing:  # not cached: installing setups later makes it computable
             return DFTResult(
                 key=key,
                 status=NO_SETUP,
                 formula=atoms.get_chemical_formula(mode="metal", empirical=False),
                 natoms=len(atoms),
-                message=f"no GPAW {self.settings.xc} PAW dataset for {', '.join(missing)}",
-                settings=self.settings.physics(),
+                message=f"no GPAW {settings.xc} PAW dataset for {', '.join(missing)}",
+                settings=settings.physics(),
                 versions=self.versions,
             )
-        record, cacheable = self._compute(atoms, key, label)
+        record, cacheable = self._compute(atoms, settings, key, label)
         result = DFTResult.from_dict(record)
         if cacheable:
             atomic_write_text(path, json.dumps(result.to_dict(), indent=1))
         return result
 
-    def _compute(self, atoms, key: str, label: str) -> tuple[dict[str, Any], bool]:
+    def _compute(self, atoms, settings: DFTSettings, key: str, label: str) -> tuple[dict[str, Any], bool]:
         jobs = self.cache_dir / "jobs"
         logs = self.cache_dir / "logs"
         jobs.mkdir(parents=True, exist_ok=True)
@@ -244,19 +252,19 @@ class DFTService:
                 "cell": atoms.cell.array.tolist(),
                 "positions": atoms.positions.tolist(),
             },
-            "settings": self.settings.physics() | {"threads": self.settings.threads},
+            "settings": settings.physics() | {"threads": settings.threads},
             "txt": str(logs / f"{stem}.txt"),
         }
         atomic_write_text(job_path, json.dumps(job))
         env = dict(os.environ)
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(self.settings.threads)
+            env[var] = str(settings.threads)
         env["MATGEN_DFT_PARENT_PID"] = str(os.getpid())  # the worker dies with this process
         base: dict[str, Any] = {
             "key": key,
             "formula": atoms.get_chemical_formula(mode="metal", empirical=False),
             "natoms": len(atoms),
-            "settings": self.settings.physics(),
+            "settings": settings.physics(),
             "versions": self.versions,
         }
         t0 = time.perf_counter()
@@ -269,13 +277,13 @@ class DFTService:
             stderr=subprocess.PIPE,
         )
         try:
-            _, err = proc.communicate(timeout=self.settings.time_limit_s)
+            _, err = proc.communicate(timeout=settings.time_limit_s)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             base.update(
                 status=TIMEOUT,
-                message=f"killed at the time limit of {self.settings.time_limit_s:g} s",
+                message=f"killed at the time limit of {settings.time_limit_s:g} s",
                 wall_s=time.perf_counter() - t0,
             )
             return base, False

@@ -23,6 +23,15 @@ DEFAULT_MAGMOMS: dict[str, float] = {
 CONVERGED_ECUT_EV = 400.0
 CONVERGED_KPT_DENSITY = 4.0
 
+#: How GPAW energies are put on the scale of matgen's MP hull (and so of the MLIP scores):
+#: ``"mp"``: PBE+U (Dudarev, on d states) where the Materials Project's input set uses it (an
+#: oxide or fluoride of Co, Cr, Fe, Mn, Mo, Ni, V, W, at MP's U values and starting moments),
+#: then the hull scale's energy corrections (:func:`matgen.dft.hull_scale_correction`) on every
+#: compound; ``"none"``: plain PBE everywhere, no corrections (GPAW's own scale). The two agree
+#: wherever MP corrects nothing (intermetallics, alloys; on the hull's legacy scale also
+#: bromides, iodides, selenides, tellurides, antimonides).
+CORRECTION_SCHEMES = ("mp", "none")
+
 
 @dataclass(frozen=True)
 class DFTSettings:
@@ -46,6 +55,10 @@ class DFTSettings:
             process is killed at the limit and the result is a labelled failure.
         magmoms: initial moments of the elements that make a calculation spin-polarised.
         threads: BLAS / OpenMP threads of the worker process (1: one core per calculation).
+        corrections: one of :data:`CORRECTION_SCHEMES`; with ``"mp"`` the service computes
+            each structure at :meth:`for_structure`'s settings.
+        hubbard_u: ``(element, U in eV)`` of a PBE+U calculation (Dudarev, d states); set per
+            structure by :meth:`for_structure`, empty for plain PBE.
     """
 
     ecut_ev: float = CONVERGED_ECUT_EV
@@ -62,6 +75,29 @@ class DFTSettings:
         default_factory=lambda: tuple(sorted(DEFAULT_MAGMOMS.items()))
     )
     threads: int = 1
+    corrections: str = "mp"
+    hubbard_u: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self):
+        if self.corrections not in CORRECTION_SCHEMES:
+            raise ValueError(
+                f"unknown DFT correction scheme {self.corrections!r}; one of {CORRECTION_SCHEMES}"
+            )
+
+    def for_structure(self, symbols) -> DFTSettings:
+        """The settings one structure (its element symbols) is computed at: under ``"mp"``,
+        with MP's U values and starting moments where MP runs PBE+U; else these settings."""
+        if self.corrections != "mp":
+            return self
+        from matgen.dft._corrections import mp_hubbard
+
+        u, magmoms = mp_hubbard(symbols)
+        if not u:
+            return self.replace(hubbard_u=())
+        moms = dict(self.magmoms) | magmoms
+        return self.replace(
+            hubbard_u=tuple(sorted(u.items())), magmoms=tuple(sorted(moms.items()))
+        )
 
     def magmom_of(self, symbol: str) -> float:
         """Initial moment of ``symbol`` (0.0: the element is not magnetic here)."""
@@ -70,8 +106,14 @@ class DFTSettings:
     def physics(self) -> dict[str, Any]:
         """The settings that change the numbers (not the time limit or thread count)."""
         d = dataclasses.asdict(self)
-        for k in ("time_limit_s", "threads"):
+        # the scheme only picks hubbard_u (per structure) and post-processes energies; plain
+        # PBE keeps the key it had before U existed, so cached calculations stay valid
+        for k in ("time_limit_s", "threads", "corrections"):
             d.pop(k)
+        if self.hubbard_u:
+            d["hubbard_u"] = [[el, float(u)] for el, u in self.hubbard_u]
+        else:
+            d.pop("hubbard_u")
         for k in ("ecut_ev", "kpt_density", "scf_energy_tol", "fmax"):
             d[k] = float(d[k])  # 400 and 400.0 are one setting (and one cache key)
         d["smearing"] = [self.smearing[0], float(self.smearing[1])]

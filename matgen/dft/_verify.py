@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from matgen.dft._corrections import mp2020_note
+from matgen.dft._corrections import correction_note
 from matgen.dft._hull import DFTHull
 from matgen.dft._references import ElementalReferences, MP20Index, ReferenceStructures
 from matgen.dft._service import DFTService
@@ -21,14 +21,11 @@ from matgen.dft._settings import DFTSettings
 JUDGE = "dft:gpaw-pbe"
 
 
-def _correction_note(structure) -> str:
-    """:func:`mp2020_note` of a pymatgen Structure or ASE Atoms (``"unknown"`` if it fails)."""
+def _correction_note(structure, scheme: str) -> str:
+    """:func:`correction_note` of a pymatgen Structure or ASE Atoms (``"unknown"`` if it
+    fails)."""
     try:
-        if not hasattr(structure, "composition"):
-            from pymatgen.io.ase import AseAtomsAdaptor
-
-            structure = AseAtomsAdaptor.get_structure(structure)
-        return mp2020_note(structure)
+        return correction_note(structure, scheme)
     except Exception as exc:  # noqa: BLE001 - a note, never a reason to lose the row
         return f"unknown ({type(exc).__name__})"
 
@@ -45,6 +42,8 @@ class DFTVerifier:
             the first time a chemical system is seen).
         service / mp_hull: a ready service (then ``cache_dir`` and ``settings`` are unused) and
             the MP hull that names competing phases (see :class:`DFTHull`).
+        phases: structures of competing phases the shared data lack, by formula (relaxed
+            before use; see :class:`DFTHull`).
     """
 
     def __init__(
@@ -55,11 +54,12 @@ class DFTVerifier:
         hull: bool = True,
         service=None,
         mp_hull=None,
+        phases: dict | None = None,
     ):
         self.service = service or DFTService(cache_dir, settings)
         self.index = MP20Index(data_dir)
         self.references = ElementalReferences(self.service, ReferenceStructures(self.index))
-        self.hull = DFTHull(self.references, self.index, mp_hull) if hull else None
+        self.hull = DFTHull(self.references, self.index, mp_hull, phases) if hull else None
 
     def verify_one(self, structure, label: str = "") -> dict[str, Any]:
         res = self.service.run(structure, label=label)
@@ -74,7 +74,7 @@ class DFTVerifier:
             "dft_wall_s": round(res.wall_s, 1),
             "dft_cached": res.from_cache,
             "dft_key": res.key,
-            "dft_mp_correction": _correction_note(structure),
+            "dft_mp_correction": _correction_note(structure, self.service.settings.corrections),
             "judge": JUDGE,
         }
         if not res.ok:

@@ -27,6 +27,10 @@ def _calculator(settings: dict[str, Any], spinpol: bool, txt: str | None):
     from gpaw import GPAW, PW
 
     name, width = settings["smearing"]
+    # PBE+U (Dudarev) on the d states of the named elements: GPAW's ":d,<U eV>" setup strings
+    extra = {}
+    if settings.get("hubbard_u"):
+        extra["setups"] = {el: f":d,{u:g}" for el, u in settings["hubbard_u"]}
     return GPAW(
         mode=PW(settings["ecut_ev"]),
         xc=settings["xc"],
@@ -36,6 +40,7 @@ def _calculator(settings: dict[str, Any], spinpol: bool, txt: str | None):
         maxiter=settings["scf_maxiter"],
         spinpol=spinpol,
         txt=txt,
+        **extra,
     )
 
 

@@ -118,3 +118,17 @@ def test_kill_9_mid_run_keeps_finished_calculations(tmp_path):
         ["pgrep", "-f", f"matgen.dft._worker {cache}"], capture_output=True, check=False
     )
     assert out.stdout.strip() == b""
+
+
+def test_mp_scheme_runs_nio_with_mps_u_and_plain_pbe_without(tmp_path):
+    from ase.build import bulk
+
+    nio = bulk("NiO", "rocksalt", a=4.17)
+    plus_u = DFTService(tmp_path, CHEAP).run(nio, label="nio_u")
+    plain = DFTService(tmp_path, CHEAP.replace(corrections="none")).run(nio, label="nio")
+    assert plus_u.status == OK and plain.status == OK, (plus_u.message, plain.message)
+    assert plus_u.settings["hubbard_u"] == [["Ni", 6.2]] and "hubbard_u" not in plain.settings
+    assert plus_u.spin_polarised and plus_u.key != plain.key
+    # Dudarev's term U/2 Tr[n - n n] >= 0: the +U energy lies above the plain one
+    assert plus_u.energy_per_atom > plain.energy_per_atom
+    assert "Hubbard: {U: 6.2" in (tmp_path / "logs" / f"nio_u_{plus_u.key}.txt").read_text()

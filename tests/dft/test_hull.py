@@ -8,6 +8,7 @@ import pytest
 from matgen.dft import (
     DFTHull,
     DFTResult,
+    DFTSettings,
     DFTVerifier,
     ElementalReferences,
     MP20Index,
@@ -22,6 +23,7 @@ class StubService:
     """Returns energies from the tables above instead of running GPAW."""
 
     def __init__(self, fail: frozenset[str] = frozenset()):
+        self.settings = DFTSettings()
         self.fail = fail
         self.calls: list[str] = []
 
@@ -122,7 +124,7 @@ def test_candidate_on_and_above_the_gpaw_hull(data_dir):
     below = hull.e_above_hull(_candidate(-0.70))
     assert below.e_above_hull == pytest.approx(-0.10)  # signed: a new ground state
     # AlNi3 has no MP-20 structure: named, and the hull is marked incomplete
-    assert above.competing["AlNi3"] == "no MP-20 structure" and not above.complete
+    assert above.competing["AlNi3"] == "no MP structure" and not above.complete
     assert above.competing["AlNi"] == "mp20:mp-1"
 
 
@@ -156,7 +158,7 @@ def test_verifier_rows_say_who_judged_and_why_not(data_dir, tmp_path):
     assert row["dft_e_above_hull"] == pytest.approx(0.0, abs=1e-9)
     assert (
         row["dft_hull_complete"] is False
-        and "AlNi3=no MP-20 structure" in row["dft_competing_phases"]
+        and "AlNi3=no MP structure" in row["dft_competing_phases"]
     )
     (bad,) = v_bad.verify([good])
     assert bad["dft_status"] == "scf_not_converged"
