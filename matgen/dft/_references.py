@@ -34,10 +34,14 @@ MP20_SPLITS = ("train", "val", "test")
 #: more MP structures (up to 52 atoms; DiffCSP's time split as kept in the shared data), after
 #: MP-20's: competing phases MP-20 lacks (CaGe2, Ca5(GePd)6, ...)
 MPTS52_FILES = ("mpts_52_partial/val.csv.gz", "mpts_52_partial/test.csv.gz")
-ON_HULL_EV = 1e-3
+ON_HULL_EV = 1e-3  # a row this close to MP's hull counts as the ground state
 #: status of an element with no reference structure (a molecular element such as O, N, H when
 #: MP-20 has no crystal of it: ASE's ``bulk`` has none either)
-NO_REFERENCE = "no_reference_structure"  # an MP-20 row this close to MP's hull counts as the ground state
+#: elements whose ground state is a molecular crystal (O2, N2, H2, halogens): PBE binds
+#: the molecules to each other hardly at all, so a relaxation drifts the cell for meV; their
+#: MP structure (PBE-relaxed by MP) is computed as it is, without relaxation
+MOLECULAR = frozenset({"H", "N", "O", "F", "Cl", "Br", "I"})
+NO_REFERENCE = "no_reference_structure"
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,7 @@ class ElementalReferences:
         self.structures = structures or ReferenceStructures()
         self._results: dict[str, DFTResult] = {}
         self.sources: dict[str, str] = {}
+        self._static = None
 
     def result(self, symbol: str) -> DFTResult:
         if symbol not in self._results:
@@ -200,8 +205,22 @@ class ElementalReferences:
                     message=f"no reference structure for {symbol} in MP-20 or ASE ({exc})",
                 )
             self.sources[symbol] = ref.source
-            self._results[symbol] = self.service.run(ref.atoms, label=f"ref_{symbol}")
+            service = self.service
+            if symbol in MOLECULAR and not ref.source.startswith("ase:"):
+                service = self._static_service()
+                self.sources[symbol] += ", static at MP's geometry (molecular crystal)"
+            self._results[symbol] = service.run(ref.atoms, label=f"ref_{symbol}")
         return self._results[symbol]
+
+    def _static_service(self):
+        """The service, or one like it that does not relax (same cache folder)."""
+        if not getattr(self.service.settings, "relax", False):
+            return self.service
+        if self._static is None:
+            self._static = type(self.service)(
+                self.service.cache_dir, self.service.settings.replace(relax=False)
+            )
+        return self._static
 
     def energy_per_atom(self, symbol: str) -> float:
         r = self.result(symbol)

@@ -91,6 +91,9 @@ class DFTSettings:
             return self
         from matgen.dft._corrections import mp_hubbard
 
+        if set(map(str, symbols)) == {"O"} and not self.magmom_of("O"):
+            # MP's O2 reference is spin-polarised: the triplet molecule, 1 muB per O
+            return self.replace(magmoms=tuple(sorted((dict(self.magmoms) | {"O": 1.0}).items())))
         u, magmoms = mp_hubbard(symbols)
         if not u:
             return self.replace(hubbard_u=())

@@ -178,3 +178,34 @@ def test_index_adds_mpts52_rows_mp20_lacks(tmp_path):
     assert [r[1] for r in index.rows("NaCl")] == ["mp-22862"]
     assert index.source("mp-22862") == "mpts52:mp-22862"
     assert not math.isnan(index.rows("NaCl")[0][0])
+
+
+def test_oxygen_reference_is_the_triplet_and_molecular_references_are_not_relaxed(tmp_path):
+    s = DFTSettings()
+    assert s.for_structure(["O"] * 8).magmom_of("O") == 1.0  # MP's O2 is spin-polarised
+    assert s.for_structure(["Ba", "O"]).magmom_of("O") == 0.0
+    assert DFTSettings(corrections="none").for_structure(["O"]).magmom_of("O") == 0.0
+
+    class Structures:
+        index = None
+
+        def get(self, symbol):
+            from ase import Atoms
+
+            from matgen.dft import ReferenceStructure
+
+            src = "ase:bulk bcc" if symbol == "Na" else "mp20:mp-1"
+            return ReferenceStructure(symbol, Atoms(symbol, cell=[3.0] * 3, pbc=True), src)
+
+    ran = []
+
+    class Recording(StubService):
+        def run(self, atoms, label=""):
+            ran.append((label, self.settings.relax))
+            return super().run(atoms, label)
+
+    refs = ElementalReferences(Recording(tmp_path, DFTSettings(relax=True)), Structures())
+    for el in ("Cl", "Na", "K"):
+        assert refs.result(el).ok
+    assert ran == [("ref_Cl", False), ("ref_Na", True), ("ref_K", True)]
+    assert "static" in refs.sources["Cl"] and "static" not in refs.sources["K"]
