@@ -123,13 +123,9 @@ def polymorph_row(verifier, row: dict, cif: Path) -> dict:
 
 def relaxed_row(verifier, structure, label: str) -> dict:
     """The candidate relaxed with GPAW (cell + positions) on the verifier's (static) hull."""
-    from matgen.dft import DFTService
+    from matgen.dft import with_relax
 
-    base = verifier.service
-    relaxing = DFTService(base.cache_dir, base.settings.replace(relax=True))
-    if isinstance(base, CachedOnlyService):
-        relaxing = CachedOnlyService(base.cache_dir, base.settings.replace(relax=True))
-    res = relaxing.run(structure, label=f"{label}_relax")
+    res = with_relax(verifier.service, True).run(structure, label=f"{label}_relax")
     out = {
         "dft_relaxed_status": res.status,
         "dft_relaxed_energy_per_atom": res.energy_per_atom,

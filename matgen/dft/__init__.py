@@ -14,6 +14,7 @@ Public API:
     DFTSettings: cutoff, k-point density, smearing, SCF and relaxation limits, time limit.
     DFTService / DFTResult: one calculation per worker process through an on-disk cache;
         a failure is a labelled ``status`` (``scf_not_converged``, ``timeout``, ...), never a number.
+        ``with_relax(service, relax)``: the same service relaxing (or not), same cache.
     MP20Index / ReferenceStructures / ElementalReferences: elemental ground states from the MP
         data and their GPAW energies; formation energy per atom on that one scale.
     DFTHull / DFTHullResult: energy above the GPAW hull of the competing phases that MP's hull
@@ -47,6 +48,7 @@ from matgen.dft._service import (
     DFTService,
     missing_setups,
     structure_key,
+    with_relax,
 )
 from matgen.dft._settings import (
     CONVERGED_ECUT_EV,
@@ -100,4 +102,5 @@ __all__ = [
     "rank_for_dft",
     "structure_key",
     "verify",
+    "with_relax",
 ]

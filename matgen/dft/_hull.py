@@ -22,7 +22,7 @@ from matgen.dft._references import (
     MP20Index,
     _atoms_from_cif,
 )
-from matgen.dft._service import DFTResult
+from matgen.dft._service import DFTResult, with_relax
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,6 @@ class DFTHull:
         self.index = index or references.structures.index
         self._mp_hull = mp_hull
         self.phases = {_reduced(f): s for f, s in (phases or {}).items()}
-        self._relaxing = None
 
     def competing_phases(self, elements) -> list[str]:
         """Reduced formulas of the compounds on MP's hull within ``elements`` (no elements)."""
@@ -85,7 +84,9 @@ class DFTHull:
         """The GPAW calculation of a competing phase (None and why, when there is none)."""
         given = self.phases.get(_reduced(formula))
         if given is not None:
-            res = self._relaxing_service().run(given, label=f"given_{_reduced(formula)}")
+            res = with_relax(self.references.service, True).run(
+                given, label=f"given_{_reduced(formula)}"
+            )
             return res, "given" if res.ok else f"given {res.status}"
         rows = self.index.rows(formula)
         if not rows:
@@ -94,15 +95,6 @@ class DFTHull:
         res = self.references.service.run(_atoms_from_cif(cif), label=f"phase_{mid}")
         src = self.index.source(mid)
         return res, src if res.ok else f"{src} {res.status}"
-
-    def _relaxing_service(self):
-        """The references' service, or one like it that relaxes (same cache folder)."""
-        service = self.references.service
-        if getattr(service.settings, "relax", True):
-            return service
-        if self._relaxing is None:
-            self._relaxing = type(service)(service.cache_dir, service.settings.replace(relax=True))
-        return self._relaxing
 
     def e_above_hull(self, result: DFTResult) -> DFTHullResult:
         """Where a finished candidate calculation sits on the GPAW hull of its system."""

@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from matgen.dft._service import DFTResult, DFTService
+from matgen.dft._service import DFTResult, DFTService, with_relax
 
 ELEMENTAL_FILE = "2023-02-07-mp-elemental-reference-entries.json.gz"
 MP20_SPLITS = ("train", "val", "test")
@@ -189,7 +189,6 @@ class ElementalReferences:
         self.structures = structures or ReferenceStructures()
         self._results: dict[str, DFTResult] = {}
         self.sources: dict[str, str] = {}
-        self._static = None
 
     def result(self, symbol: str) -> DFTResult:
         if symbol not in self._results:
@@ -206,21 +205,14 @@ class ElementalReferences:
                 )
             self.sources[symbol] = ref.source
             service = self.service
-            if symbol in MOLECULAR and not ref.source.startswith("ase:"):
-                service = self._static_service()
+            if ref.source.startswith("ase:"):  # experimental lattice constant: to PBE's
+                service = with_relax(self.service, True)
+                self.sources[symbol] += ", relaxed"
+            elif symbol in MOLECULAR:
+                service = with_relax(self.service, False)
                 self.sources[symbol] += ", static at MP's geometry (molecular crystal)"
             self._results[symbol] = service.run(ref.atoms, label=f"ref_{symbol}")
         return self._results[symbol]
-
-    def _static_service(self):
-        """The service, or one like it that does not relax (same cache folder)."""
-        if not getattr(self.service.settings, "relax", False):
-            return self.service
-        if self._static is None:
-            self._static = type(self.service)(
-                self.service.cache_dir, self.service.settings.replace(relax=False)
-            )
-        return self._static
 
     def energy_per_atom(self, symbol: str) -> float:
         r = self.result(symbol)

@@ -301,3 +301,13 @@ class DFTService:
         out_path.unlink(missing_ok=True)
         record.pop("traceback", None)
         return base | record, True
+
+
+def with_relax(service, relax: bool):
+    """``service``, or one like it on the same cache folder whose settings relax (or not):
+    for a structure whose geometry decides that regardless of the caller's settings (an ASE
+    reference crystal at its experimental lattice constant is relaxed, a molecular crystal at
+    MP's geometry is not)."""
+    if bool(getattr(service.settings, "relax", relax)) == relax:
+        return service
+    return type(service)(service.cache_dir, service.settings.replace(relax=relax))

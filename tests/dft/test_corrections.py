@@ -180,7 +180,7 @@ def test_index_adds_mpts52_rows_mp20_lacks(tmp_path):
     assert not math.isnan(index.rows("NaCl")[0][0])
 
 
-def test_oxygen_reference_is_the_triplet_and_molecular_references_are_not_relaxed(tmp_path):
+def test_oxygen_triplet_molecular_references_static_ase_references_relaxed(tmp_path):
     s = DFTSettings()
     assert s.for_structure(["O"] * 8).magmom_of("O") == 1.0  # MP's O2 is spin-polarised
     assert s.for_structure(["Ba", "O"]).magmom_of("O") == 0.0
@@ -209,3 +209,11 @@ def test_oxygen_reference_is_the_triplet_and_molecular_references_are_not_relaxe
         assert refs.result(el).ok
     assert ran == [("ref_Cl", False), ("ref_Na", True), ("ref_K", True)]
     assert "static" in refs.sources["Cl"] and "static" not in refs.sources["K"]
+    # a static service (e.g. benchmarks' --static) still relaxes an ASE crystal (experimental
+    # lattice constant), and only that
+    ran.clear()
+    refs = ElementalReferences(Recording(tmp_path, DFTSettings(relax=False)), Structures())
+    for el in ("Cl", "Na", "K"):
+        assert refs.result(el).ok
+    assert ran == [("ref_Cl", False), ("ref_Na", True), ("ref_K", False)]
+    assert refs.sources["Na"] == "ase:bulk bcc, relaxed"
