@@ -8,7 +8,7 @@ from ase.io import read
 from pymatgen.core import Lattice, Structure
 
 from matgen.generate import SampleInputError, generate, sample_structures
-from matgen.generate._consensus import consensus_pick
+from matgen.generate._consensus import POOL_MIN_ANSWERS, consensus_pick, votes, votes_of_groups
 
 FORMULAS = ["SrTiO3", "NaCl", "Na2Cl2"]
 
@@ -30,6 +30,16 @@ def test_pick_takes_the_most_matched_candidate_and_counts_its_votes():
 def test_pick_skips_candidates_marked_unusable_unless_all_are():
     assert consensus_pick([None, _rocksalt(5.6), _rocksalt(5.7)]) == (1, 1)
     assert consensus_pick([None, None]) == (0, 0)
+
+
+def test_votes_in_a_process_pool_are_the_serial_votes():
+    groups = [
+        [_layered(9.0 + i / 100), _rocksalt(5.6), None, _rocksalt(5.6 + i / 200), _layered()]
+        for i in range(POOL_MIN_ANSWERS)
+    ]
+    serial = [votes(g) for g in groups]
+    assert votes_of_groups(groups, workers=2) == serial  # in a pool of 2 worker processes
+    assert votes_of_groups(groups[:3], workers=2) == serial[:3]  # few answers: no pool
 
 
 def _opts(**kw):
