@@ -22,6 +22,11 @@ DEFAULT_MAGMOMS: dict[str, float] = {
 # ones for every test system. tests/dft/test_settings.py checks these agree with that file.
 CONVERGED_ECUT_EV = 400.0
 CONVERGED_KPT_DENSITY = 4.0
+# A relaxation runs at this multiple of the cutoff (its final SCF at the cutoff itself), as
+# MP relaxes at 1.3x the largest ENMAX: the stress converges more slowly than the energy. K's
+# PAW dataset at 400 eV has a 0.6 GPa Pulay stress (0.04 GPa at 520), which shrank the relaxed
+# bcc K cell from PBE's 73 to 63 A^3 per atom (measured 2026-12-05, README DFT section).
+RELAX_ECUT_FACTOR = 1.3
 
 #: How GPAW energies are put on the scale of matgen's MP hull (and so of the MLIP scores):
 #: ``"mp"``: PBE+U (Dudarev, on d states) where the Materials Project's input set uses it (an
@@ -48,7 +53,8 @@ class DFTSettings:
             extrapolation to zero width.
         scf_energy_tol: SCF convergence on the energy, eV per valence electron.
         scf_maxiter: SCF iterations before the calculation is a labelled failure.
-        relax: relax cell and positions (ASE BFGS on a ``FrechetCellFilter``).
+        relax: relax cell and positions (ASE BFGS on a ``FrechetCellFilter``) at
+            ``RELAX_ECUT_FACTOR`` times the cutoff, then one SCF at the cutoff.
         fmax: relaxation stop, eV/Å (the filter's cell forces included).
         max_relax_steps: relaxation steps before a labelled failure.
         time_limit_s: wall-clock limit of one calculation (relaxation included); the worker
@@ -113,6 +119,8 @@ class DFTSettings:
         # PBE keeps the key it had before U existed, so cached calculations stay valid
         for k in ("time_limit_s", "threads", "corrections"):
             d.pop(k)
+        if self.relax:  # static calculations keep their keys
+            d["relax_ecut_ev"] = float(self.ecut_ev * RELAX_ECUT_FACTOR)
         if self.hubbard_u:
             d["hubbard_u"] = [[el, float(u)] for el, u in self.hubbard_u]
         else:

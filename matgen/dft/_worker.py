@@ -23,7 +23,7 @@ RELAX_NOT_CONVERGED = "relax_not_converged"
 ERROR = "error"
 
 
-def _calculator(settings: dict[str, Any], spinpol: bool, txt: str | None):
+def _calculator(settings: dict[str, Any], spinpol: bool, txt: str | None, ecut=None):
     from gpaw import GPAW, PW
 
     name, width = settings["smearing"]
@@ -32,7 +32,7 @@ def _calculator(settings: dict[str, Any], spinpol: bool, txt: str | None):
     if settings.get("hubbard_u"):
         extra["setups"] = {el: f":d,{u:g}" for el, u in settings["hubbard_u"]}
     return GPAW(
-        mode=PW(settings["ecut_ev"]),
+        mode=PW(ecut or settings["ecut_ev"]),
         xc=settings["xc"],
         kpts={"density": settings["kpt_density"], "gamma": True},
         occupations={"name": name, "width": width},
@@ -65,7 +65,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     spinpol = bool(np.any(init != 0.0))
     if spinpol:
         atoms.set_initial_magnetic_moments(init)
-    atoms.calc = _calculator(settings, spinpol, job.get("txt"))
+    # a relaxation at its own (higher) cutoff: the stress needs it; the energy is the final SCF's
+    atoms.calc = _calculator(settings, spinpol, job.get("txt"), settings.get("relax_ecut_ev"))
     record: dict[str, Any] = {"spin_polarised": spinpol, "relax_steps": 0}
     t0 = time.perf_counter()
     try:

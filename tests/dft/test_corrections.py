@@ -77,9 +77,13 @@ class StubService:
 
 
 def test_plain_pbe_cache_keys_survive_the_scheme():
-    # the digest of the default settings before the scheme existed (git 43f1d78): every cached
-    # plain-PBE calculation keeps its key; only PBE+U runs get new ones
-    assert DFTSettings().digest() == "707c62df32d1e98e"
+    # the digest of static settings before the scheme existed (git bb811c0): every cached
+    # plain-PBE single point keeps its key; PBE+U runs get new ones, and relaxations too (they
+    # run at RELAX_ECUT_FACTOR x the cutoff since; the old default digest was 707c62df32d1e98e)
+    assert DFTSettings(relax=False).digest() == "cc55a2a8d6cc4078"
+    assert DFTSettings().digest() != "707c62df32d1e98e"
+    assert DFTSettings().physics()["relax_ecut_ev"] == 520.0
+    assert "relax_ecut_ev" not in DFTSettings(relax=False).physics()
     assert DFTSettings(corrections="none").digest() == DFTSettings().digest()
     s = DFTSettings()
     assert s.for_structure(["Ca", "Pd", "Ge"]).digest() == s.digest()  # intermetallic
