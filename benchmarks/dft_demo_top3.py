@@ -121,25 +121,39 @@ def polymorph_row(verifier, row: dict, cif: Path) -> dict:
     return out
 
 
-def relaxed_row(verifier, structure, label: str) -> dict:
-    """The candidate relaxed with GPAW (cell + positions) on the verifier's (static) hull."""
+def relaxed_row(verifier, structure, label: str, prefix: str = "dft_relaxed", relax=True) -> dict:
+    """The candidate relaxed with GPAW (cell + positions; ``relax`` False: as it is) on the
+    verifier's (static) hull, as ``<prefix>_*`` columns."""
     from matgen.dft import with_relax
 
-    res = with_relax(verifier.service, True).run(structure, label=f"{label}_relax")
+    res = with_relax(verifier.service, relax).run(structure, label=f"{label}_{prefix}")
     out = {
-        "dft_relaxed_status": res.status,
-        "dft_relaxed_energy_per_atom": res.energy_per_atom,
-        "dft_relaxed_steps": res.relax_steps,
-        "dft_relaxed_wall_s": round(res.wall_s, 1),
-        "dft_relaxed_e_form_per_atom": None,
-        "dft_relaxed_e_above_hull": None,
+        f"{prefix}_status": res.status,
+        f"{prefix}_energy_per_atom": res.energy_per_atom,
+        f"{prefix}_steps": res.relax_steps,
+        f"{prefix}_wall_s": round(res.wall_s, 1),
+        f"{prefix}_e_form_per_atom": None,
+        f"{prefix}_e_above_hull": None,
     }
     if res.ok and verifier.hull is not None:
         h = verifier.hull.e_above_hull(res)
         out |= {
-            "dft_relaxed_e_form_per_atom": h.e_form_per_atom,
-            "dft_relaxed_e_above_hull": h.e_above_hull,
+            f"{prefix}_e_form_per_atom": h.e_form_per_atom,
+            f"{prefix}_e_above_hull": h.e_above_hull,
         }
+    return out
+
+
+def geometry_rows(verifier, cif: Path, label: str, relax: bool) -> dict:
+    """The same candidate at another geometry (``--geometry``: e.g. the MLIP oracle's tighter
+    relaxation), as it is and, with ``relax``, relaxed with GPAW from there."""
+    from pymatgen.core import Structure
+
+    st = Structure.from_file(cif)
+    out = {"dft_geometry_cif": cif.read_text()}
+    out |= relaxed_row(verifier, st, label, "dft_geometry", relax=False)
+    if relax:
+        out |= relaxed_row(verifier, st, label, "dft_geometry_relaxed")
     return out
 
 
@@ -204,6 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         "does not (its GPAW formation energy joins the hull at that composition); repeatable",
     )
     p.add_argument(
+        "--geometry",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("ID", "CIF"),
+        help="candidate ID at another geometry (e.g. the MLIP oracle's tighter relaxation, "
+        "which the export does not hold): dft_geometry_* columns (and dft_geometry_relaxed_* "
+        "with --relax-candidates); repeatable",
+    )
+    p.add_argument(
         "--cached-only",
         action="store_true",
         help="run no new calculation: whatever is not in the cache is recorded as not computed "
@@ -244,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         st = Structure.from_file(cif)
         phases[st.composition.reduced_formula] = st
     verifier = DFTVerifier(args.cache, settings, service=service, phases=phases)
-    polymorphs = dict(args.polymorph)
+    polymorphs, geometries = dict(args.polymorph), dict(args.geometry)
     out: dict = {
         "command": "OMP_NUM_THREADS=1 " + " ".join([".venv/bin/python", *sys.argv]),
         "machine": f"{os.cpu_count()}-core CPU (shared), one GPAW worker process, OMP_NUM_THREADS=1",
@@ -283,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             row |= relaxed_row(verifier, st, r.id)
         if r.id in polymorphs:
             row |= polymorph_row(verifier, row, Path(polymorphs[r.id]))
+        if r.id in geometries and row.get("dft_status") == "ok":
+            row |= geometry_rows(verifier, Path(geometries[r.id]), r.id, args.relax_candidates)
         chg = {f"chgnet_{c}": _float(getattr(r, c, None)) for c in CHGNET_COLUMNS}
         if comparable:
             chg |= chgnet_at_geometry(st, chg["chgnet_energy_per_atom"], chg["chgnet_e_above_hull"])
