@@ -43,6 +43,7 @@ second run takes finished calculations from the cache (``--cache``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -131,22 +132,22 @@ def select(df, n: int, magnetic: bool):
     return keep.sort_values(["natoms", "material_id"]).head(n)
 
 
-def mp_legacy_e_form(formula: str) -> float | None:
-    """The lowest Matbench mp_e_form value of ``formula`` (MP's legacy scale: the hull's)."""
-    import functools
-
-    @functools.cache
-    def table():
-        import pandas as pd
-        from pymatgen.core import Composition
-
-        df = pd.read_csv(data_dir() / "hull_refs" / "mp_e_form_compositions.csv.gz")
-        df["reduced"] = [Composition(f).reduced_formula for f in df.formula]
-        return df.groupby("reduced").target.min().to_dict()
-
+@functools.cache
+def _mp_legacy_table() -> dict[str, float]:
+    """Matbench mp_e_form's lowest value per reduced formula (read once: 132,752 rows)."""
+    import pandas as pd
     from pymatgen.core import Composition
 
-    v = table().get(Composition(formula).reduced_formula)
+    df = pd.read_csv(data_dir() / "hull_refs" / "mp_e_form_compositions.csv.gz")
+    df["reduced"] = [Composition(f).reduced_formula for f in df.formula]
+    return df.groupby("reduced").target.min().to_dict()
+
+
+def mp_legacy_e_form(formula: str) -> float | None:
+    """The lowest Matbench mp_e_form value of ``formula`` (MP's legacy scale: the hull's)."""
+    from pymatgen.core import Composition
+
+    v = _mp_legacy_table().get(Composition(formula).reduced_formula)
     return None if v is None else float(v)
 
 
