@@ -23,20 +23,17 @@ import math
 
 def mp_hubbard(symbols) -> tuple[dict[str, float], dict[str, float]]:
     """MP's PBE+U of a composition (element symbols): ``({element: U eV}, {element: starting
-    moment})`` for the elements that get a U (an oxide or fluoride of Co, Cr, Fe, Mn, Mo, Ni, V,
-    W: the most electronegative element decides, as in pymatgen's compatibility schemes), empty
-    dicts for plain PBE."""
+    moment})`` for the elements that get a U (:func:`matgen.surrogates._mlip.mp_hubbard_u`, the
+    rule the MLIP scores' corrections assume), empty dicts for plain PBE."""
     from pymatgen.core import Element
     from pymatgen.io.vasp.sets import MPRelaxSet
 
-    from matgen.surrogates._mlip import _mp2020
+    from matgen.surrogates._mlip import mp_hubbard_u
 
-    elements = sorted({Element(str(s)) for s in symbols}, key=lambda el: el.symbol)
+    elements = [Element(s) for s in dict.fromkeys(map(str, symbols))]
     if len(elements) < 2:
         return {}, {}
-    anion = max(elements, key=lambda el: el.X if not math.isnan(el.X) else -1.0).symbol
-    table = _mp2020().u_settings.get(anion, {})
-    u = {el.symbol: float(table[el.symbol]) for el in elements if table.get(el.symbol, 0)}
+    u = mp_hubbard_u(elements)
     moments = MPRelaxSet.CONFIG["INCAR"]["MAGMOM"]
     return u, {el: float(moments.get(el, 0.6)) for el in u}
 

@@ -189,6 +189,14 @@ LEGACY_GAS_SHIFTS = {
 }
 
 
+def mp_hubbard_u(elements) -> dict[str, float]:
+    """``{element: U eV}`` where MP's input set runs PBE+U (an oxide or fluoride of Co, Cr, Fe,
+    Mn, Mo, Ni, V, W: the most electronegative of the pymatgen ``elements`` decides), else {}."""
+    anion = max(elements, key=lambda el: el.X).symbol
+    u = _mp2020().u_settings.get(anion, {})
+    return {el.symbol: float(u[el.symbol]) for el in elements if u.get(el.symbol, 0)}
+
+
 def energy_corrections(structures: list[Structure], scheme: str = HULL_SCALE) -> np.ndarray:
     """Materials Project energy corrections of each structure, eV/atom (NaN: rejected).
 
@@ -206,13 +214,10 @@ def energy_corrections(structures: list[Structure], scheme: str = HULL_SCALE) ->
     if scheme not in ("mp2020", HULL_SCALE):
         raise ValueError(f"unknown correction scheme {scheme!r}; 'mp2020' or {HULL_SCALE!r}")
     compat = _mp2020() if scheme == "mp2020" else _mp_legacy()
-    u_settings = _mp2020().u_settings
     out = np.full(len(structures), np.nan)
     for i, s in enumerate(structures):
         comp = s.composition
-        anion = max(comp.elements, key=lambda el: el.X).symbol
-        u = u_settings.get(anion, {})
-        hub = {el.symbol: float(u[el.symbol]) for el in comp.elements if u.get(el.symbol, 0)}
+        hub = mp_hubbard_u(comp.elements)
         entry = ComputedStructureEntry(s, -5.0 * len(s), parameters={
             "run_type": "GGA+U" if hub else "GGA", "hubbards": hub, "is_hubbard": bool(hub)})
         with warnings.catch_warnings():
