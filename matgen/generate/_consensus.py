@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import atexit
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import lru_cache
 
 #: answers per batch from which the votes run in a process pool (below it the pool's start-up,
-#: ~2 s a worker, costs more than one core saves); workers: the cores this process may use
+#: ~2 s a worker, costs more than one core saves); workers: matgen.crystal.default_workers
 POOL_MIN_ANSWERS = 64
 _POOL: dict = {}
 
@@ -55,23 +54,14 @@ def votes(structures: Sequence) -> dict[int, int]:
     return count
 
 
-def _workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _pool(workers: int):
-    """One process pool for the run (forkserver: no copy of the sampler's CUDA state)."""
+    """One process pool for the run (:func:`matgen._pool.process_pool`), kept across batches."""
     if _POOL.get("workers") != workers:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from matgen._pool import process_pool
 
         if _POOL:
             _POOL["executor"].shutdown()
-        ctx = multiprocessing.get_context("forkserver")
-        _POOL.update(workers=workers, executor=ProcessPoolExecutor(workers, mp_context=ctx))
+        _POOL.update(workers=workers, executor=process_pool(workers))
         atexit.register(_POOL["executor"].shutdown)
     return _POOL["executor"]
 
@@ -80,7 +70,10 @@ def votes_of_groups(groups: list[list], workers: int | None = None) -> list[dict
     """:func:`votes` of every group of candidates; with many groups (:data:`POOL_MIN_ANSWERS`)
     and several cores, in a process pool (the same numbers, in order). At K = 10 one core takes
     about 0.1 s an answer, far slower than a GPU samples them."""
-    workers = _workers() if workers is None else workers
+    if workers is None:
+        from matgen.crystal import default_workers
+
+        workers = default_workers()
     if workers < 2 or len(groups) < POOL_MIN_ANSWERS:
         return [votes(g) for g in groups]
     chunk = max(1, len(groups) // (4 * workers))
