@@ -7,6 +7,7 @@ Public API:
     sample: predictor-corrector sampler (CSP or de novo); sample_fast: few-step ODE/DDIM sampler.
     SAMPLER_FAILED: the result property marking crystals whose sampling failed numerically.
     combine_guidance, guided_call, unconditional: classifier-free guidance helpers.
+    call_denoiser: a denoiser call that passes a self-conditioning estimate only when there is one.
     ConsistencyDistillation, sample_consistency, consistency_readout, consistency_times:
         few-step sampling from a consistency-distilled denoiser and the distillation loss.
 """
@@ -20,7 +21,7 @@ from matgen.diffusion._consistency import (
     consistency_times,
     sample_consistency,
 )
-from matgen.diffusion._crystal import CrystalDiffusion, Denoiser, build_diffusion
+from matgen.diffusion._crystal import CrystalDiffusion, Denoiser, build_diffusion, call_denoiser
 from matgen.diffusion._processes import LatticeProcess, MaskedTypeProcess, TorusProcess, wrap01
 from matgen.diffusion._sampling import FAILED as SAMPLER_FAILED
 from matgen.diffusion._sampling import (
@@ -42,6 +43,7 @@ __all__ = [
     "MaskedTypeProcess",
     "TorusProcess",
     "build_diffusion",
+    "call_denoiser",
     "combine_guidance",
     "consistency_readout",
     "consistency_times",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from matgen.crystal import CrystalBatch
 
@@ -37,6 +37,11 @@ class DiffusionConfig(BaseModel):
         coord_weight, lattice_weight, type_weight: weights of the per-field losses.
         cond_dropout: probability, per crystal and condition, that a condition is replaced by
             "unconditioned" (NaN) in the loss, for classifier-free guidance.
+        self_condition: ``flow``: probability that a training step first runs the denoiser
+            without gradients and gives it that estimate of the clean crystal as an input
+            (self-conditioning; Chen et al. 2023). With > 0, sampling feeds each step's
+            estimate to the next step at no extra cost; the denoiser must be built with
+            ``self_condition: true`` (dense). 0 = off.
         corrector_steps: Langevin corrector steps per predictor step in :func:`sample`.
         langevin_step: Langevin step size in units of ``sigma(t)^2`` (DiffCSP's ``step_lr`` is
             ``langevin_step * sigma_min^2``; 0.4 matches its MP-20 value 1e-5).
@@ -60,6 +65,13 @@ class DiffusionConfig(BaseModel):
     cond_dropout: float = 0.2
     corrector_steps: int = 1
     langevin_step: float = 0.4
+    self_condition: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _self_condition_is_flow(self) -> DiffusionConfig:
+        if self.self_condition > 0 and self.objective != "flow":
+            raise ValueError("self_condition needs objective: flow")
+        return self
 
 
 class DatasetStats(BaseModel):

@@ -17,10 +17,21 @@ from matgen.diffusion._processes import (
     MaskedTypeProcess,
     TorusProcess,
 )
-from matgen.nn import DenoiserOutput, scatter_mean
+from matgen.nn import CleanEstimate, DenoiserOutput, scatter_mean
 
-#: A denoiser: ``(noisy batch, t (B,), cond {name: (B,)} | None) -> DenoiserOutput``.
+#: A denoiser: ``(noisy batch, t (B,), cond {name: (B,)} | None) -> DenoiserOutput``; one
+#: built with self-conditioning also takes ``prev=CleanEstimate`` (a keyword, given only then).
 Denoiser = Callable[[CrystalBatch, torch.Tensor, "dict[str, torch.Tensor] | None"], DenoiserOutput]
+
+
+def call_denoiser(denoiser: Denoiser, batch: CrystalBatch, t: torch.Tensor,
+                  cond: dict[str, torch.Tensor] | None,
+                  prev: CleanEstimate | None = None) -> DenoiserOutput:
+    """``denoiser(batch, t, cond)``, with ``prev=`` only when there is an estimate (so every
+    denoiser without self-conditioning keeps its three-argument call)."""
+    if prev is None:
+        return denoiser(batch, t, cond)
+    return denoiser(batch, t, cond, prev=prev)  # type: ignore[call-arg]
 
 
 class CrystalDiffusion:
@@ -53,6 +64,43 @@ class CrystalDiffusion:
     def is_flow(self) -> bool:
         """True for the flow-matching objective."""
         return self.cfg.objective == "flow"
+
+    @property
+    def self_conditioned(self) -> bool:
+        """True when the denoiser takes its previous clean estimate (``cfg.self_condition``)."""
+        return self.cfg.self_condition > 0
+
+    def clean_estimate(self, noisy: CrystalBatch, out: DenoiserOutput, t: torch.Tensor,
+                       bidx: torch.Tensor) -> CleanEstimate:
+        """The clean crystals that the denoiser's ``out`` at times ``t (B,)`` predicts (flow:
+        each field's path end point), detached, weight 1; ``bidx`` the atoms' crystal index."""
+        if not self.is_flow:
+            raise ValueError("clean estimates (self-conditioning) need objective: flow")
+        b = noisy.num_crystals
+        v = out.coord - scatter_mean(out.coord, bidx, b)[bidx]
+        f0 = self.coords.clean(noisy.frac_coords, v, t[bidx])  # type: ignore[attr-defined]
+        l0 = self.lattice.clean(noisy.lattice, out.lattice, t,  # type: ignore[attr-defined]
+                                noisy.num_atoms)
+        return CleanEstimate(f0.detach(), l0.detach(), torch.ones_like(t))
+
+    def self_condition_input(self, denoiser: Denoiser, noisy: CrystalBatch, t: torch.Tensor,
+                             cond: dict[str, torch.Tensor] | None,
+                             generator: torch.Generator | None = None) -> CleanEstimate:
+        """Training: with probability ``cfg.self_condition`` (one draw per batch, on the host's
+        RNG so no device sync) the denoiser's own estimate from a pass without gradients,
+        otherwise an empty estimate (weight 0), which still runs the self-conditioning
+        branch so every parameter is in the graph (DDP)."""
+        cpu_gen = generator if generator is not None and generator.device.type == "cpu" else None
+        empty = CleanEstimate(noisy.frac_coords, noisy.lattice, torch.zeros_like(t))
+        if float(torch.rand((), generator=cpu_gen)) >= self.cfg.self_condition:
+            return empty
+        bidx = torch.repeat_interleave(
+            torch.arange(noisy.num_crystals, device=t.device), noisy.num_atoms,
+            output_size=noisy.frac_coords.shape[0],
+        )
+        with torch.no_grad():
+            first = denoiser(noisy, t, cond, prev=empty)  # type: ignore[call-arg]
+        return self.clean_estimate(noisy, first, t, bidx)
 
     def drop_conditions(
         self, cond: dict[str, torch.Tensor] | None, p: float, generator=None
@@ -110,7 +158,8 @@ class CrystalDiffusion:
         Samples ``t = t_min + (1 - t_min) u^t_power`` (``u ~ U[0, 1]``) per crystal, noises coordinates and lattice (and types
         when ``task == "gen"``; in CSP types stay fixed), runs the denoiser and returns the
         weighted sum of the per-field losses. Conditions are dropped with probability
-        ``cfg.cond_dropout`` for classifier-free guidance.
+        ``cfg.cond_dropout`` for classifier-free guidance. With ``cfg.self_condition`` the
+        denoiser also gets :meth:`self_condition_input`.
 
         Args:
             denoiser: the network.
@@ -133,7 +182,9 @@ class CrystalDiffusion:
         t = self.cfg.t_min + (1 - self.cfg.t_min) * t
         noisy, coord_target, lat_target, masked = self.noise(batch, t, task, generator)
         cond = self.drop_conditions(cond, self.cfg.cond_dropout, generator)
-        out = denoiser(noisy, t, cond)
+        prev = (self.self_condition_input(denoiser, noisy, t, cond, generator)
+                if self.self_conditioned else None)
+        out = call_denoiser(denoiser, noisy, t, cond, prev)
         l_coord = self.coords.loss(out.coord, coord_target)
         l_lat = self.lattice.loss(out.lattice, lat_target)
         return self.combine_losses(out, batch, masked, l_coord, l_lat, self.cfg.type_weight)

@@ -76,6 +76,11 @@ class TorusFlow:
         length = torch.minimum((t - s) * (1.0 + slope * (1.0 - t)), t).unsqueeze(-1)
         return wrap01(ft - length * self.scale * velocity)
 
+    def clean(self, ft, velocity, t):
+        """The path's end point that the centred ``velocity`` at per-atom times ``t (N,)``
+        predicts: ``f_t - t v`` (unwrapped)."""
+        return ft - t.unsqueeze(-1) * self.scale * velocity
+
 
 class LatticeFlow:
     """Straight-line flow matching of the lattice matrix to the cube prior (see the module).
@@ -106,3 +111,7 @@ class LatticeFlow:
         """Euler step from ``t`` to ``s < t`` (``(B,)`` times)."""
         c = self.scale(num_atoms, lt).view(-1, 1, 1)
         return lt - (t - s).view(-1, 1, 1) * self.rel * c * velocity
+
+    def clean(self, lt, velocity, t, num_atoms):
+        """The lattice at ``t = 0`` that ``velocity`` at ``t (B,)`` predicts."""
+        return self.step(lt, velocity, t, torch.zeros_like(t), num_atoms)

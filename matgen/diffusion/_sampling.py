@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import torch
 
 from matgen.crystal import CrystalBatch
-from matgen.diffusion._crystal import CrystalDiffusion, Denoiser
+from matgen.diffusion._crystal import CrystalDiffusion, Denoiser, call_denoiser
 from matgen.diffusion._processes import wrap01
-from matgen.nn import DenoiserOutput, scatter_mean, scatter_sum
+from matgen.nn import CleanEstimate, DenoiserOutput, scatter_mean, scatter_sum
 
 #: ``properties`` key of a sampler's result that marks (1.0) crystals whose sampling failed
 #: numerically (present only when some did); their structures are not usable.
@@ -47,6 +47,7 @@ def guided_call(
     t: torch.Tensor,
     cond: dict[str, torch.Tensor] | None,
     guidance: float,
+    prev: CleanEstimate | None = None,
 ) -> DenoiserOutput:
     """One classifier-free-guided denoiser evaluation.
 
@@ -60,9 +61,10 @@ def guided_call(
         t: ``(B,)`` times.
         cond: ``{name: (B,)}`` conditions or None.
         guidance: scale G.
+        prev: the previous clean estimate (self-conditioning) or None; both halves get it.
     """
     if not cond or guidance == 1.0:
-        return denoiser(batch, t, cond)
+        return call_denoiser(denoiser, batch, t, cond, prev)
     b, n = batch.num_crystals, batch.frac_coords.shape[0]
     double = CrystalBatch(
         atomic_numbers=batch.atomic_numbers.repeat(2),
@@ -71,7 +73,8 @@ def guided_call(
         num_atoms=batch.num_atoms.repeat(2),
     )
     both = {k: torch.cat([v, torch.full_like(v, float("nan"))]) for k, v in cond.items()}
-    out = denoiser(double, t.repeat(2), both)
+    out = call_denoiser(denoiser, double, t.repeat(2), both,
+                        None if prev is None else prev.repeat(2))
     c = DenoiserOutput(out.coord[:n], out.lattice[:b], out.type_logits[:n])
     u = DenoiserOutput(out.coord[n:], out.lattice[b:], out.type_logits[n:])
     return combine_guidance(c, u, guidance)
@@ -104,6 +107,7 @@ class SamplerState:
         cond: ``{name: (B,)}`` float32 conditions on the model's device, or None.
         de_novo: types are generated (else fixed, CSP).
         device, dtype: the model's.
+        prev: the last step's clean estimate (self-conditioned models), None before the first.
     """
 
     f: torch.Tensor
@@ -117,6 +121,7 @@ class SamplerState:
     dtype: torch.dtype
     ids: list[str] = field(default_factory=list)
     failed: torch.Tensor | None = None
+    prev: CleanEstimate | None = None
 
     @property
     def num_crystals(self) -> int:
@@ -197,14 +202,14 @@ def _corrected_output(denoiser, diffusion, st: SamplerState, t, guidance, genera
     """The (guided) denoiser output at ``t`` after ``corrector_steps`` Langevin moves of the
     coordinates (each move re-evaluates the denoiser)."""
     ta = t[st.bidx]
-    out = guided_call(denoiser, st.batch(), t, st.cond, guidance)
+    out = guided_call(denoiser, st.batch(), t, st.cond, guidance, st.prev)
     for c in range(corrector_steps):
         if c > 0:
-            out = guided_call(denoiser, st.batch(), t, st.cond, guidance)
+            out = guided_call(denoiser, st.batch(), t, st.cond, guidance, st.prev)
         st.f = diffusion.coords.corrector(st.f, out.coord, ta, diffusion.cfg.langevin_step,
                                           generator)
     if corrector_steps > 0:
-        out = guided_call(denoiser, st.batch(), t, st.cond, guidance)
+        out = guided_call(denoiser, st.batch(), t, st.cond, guidance, st.prev)
     return out
 
 
@@ -246,7 +251,8 @@ def _unmask_types(diffusion, st: SamplerState, out: DenoiserOutput, t, s, last: 
 def _integrate(denoiser, diffusion, st: SamplerState, times: Sequence[float], predictor,
                guidance, generator, type_mask, callback, corrector_steps) -> CrystalBatch:
     """Walk ``times`` (decreasing, ``steps + 1`` of them): corrector moves, one ``predictor``
-    step, type unmasking; the coordinates are wrapped at the end."""
+    step, type unmasking; the coordinates are wrapped at the end. A self-conditioned model gets
+    the previous step's clean estimate (none at the first step)."""
     steps = len(times) - 1
     if steps < 1:
         raise ValueError("steps must be >= 1")
@@ -255,6 +261,8 @@ def _integrate(denoiser, diffusion, st: SamplerState, times: Sequence[float], pr
             t, s = st.times(times[i]), st.times(times[i + 1])
             out = st.guard(_corrected_output(denoiser, diffusion, st, t, guidance, generator,
                                              corrector_steps))
+            if diffusion.self_conditioned:  # the next step sees this step's estimate
+                st.prev = diffusion.clean_estimate(st.batch(), out, t, st.bidx)
             predictor(diffusion, st, out, t, s, generator)
             _unmask_types(diffusion, st, out, t, s, i == steps - 1, generator, type_mask)
             if callback is not None:

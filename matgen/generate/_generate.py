@@ -34,6 +34,7 @@ import torch
 
 from matgen.crystal import MAX_Z, CrystalBatch, too_close
 from matgen.diffusion import SAMPLER_FAILED as FAILED
+from matgen.diffusion import call_denoiser
 from matgen.generate._checkpoints import load_for_sampling, weights_id
 from matgen.generate._output import open_writer, output_format
 from matgen.generate._requests import (
@@ -285,9 +286,9 @@ class _Autocast(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch, t, cond=None):
+    def forward(self, batch, t, cond=None, prev=None):
         with torch.autocast(batch.frac_coords.device.type, dtype=torch.bfloat16):
-            out = self.model(batch, t, cond)
+            out = call_denoiser(self.model, batch, t, cond, prev)
         return type(out)(coord=out.coord.float(), lattice=out.lattice.float(),
                          type_logits=out.type_logits.float())
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from matgen.crystal import CrystalBatch
-from matgen.diffusion import Denoiser, guided_call
-from matgen.nn import DenoiserOutput
+from matgen.diffusion import Denoiser, call_denoiser, guided_call
+from matgen.nn import CleanEstimate, DenoiserOutput
 
 
 class GuidedDenoiser(nn.Module):
@@ -29,9 +29,10 @@ class GuidedDenoiser(nn.Module):
         self.scale = float(scale)
 
     def forward(
-        self, batch: CrystalBatch, t: torch.Tensor, cond: dict[str, torch.Tensor] | None = None
+        self, batch: CrystalBatch, t: torch.Tensor, cond: dict[str, torch.Tensor] | None = None,
+        prev: CleanEstimate | None = None,
     ) -> DenoiserOutput:
-        return guided_call(self.denoiser, batch, t, cond, self.scale)
+        return guided_call(self.denoiser, batch, t, cond, self.scale, prev)
 
 
 class TypeMaskedDenoiser(nn.Module):
@@ -48,9 +49,10 @@ class TypeMaskedDenoiser(nn.Module):
         self.register_buffer("type_mask", type_mask.bool())
 
     def forward(
-        self, batch: CrystalBatch, t: torch.Tensor, cond: dict[str, torch.Tensor] | None = None
+        self, batch: CrystalBatch, t: torch.Tensor, cond: dict[str, torch.Tensor] | None = None,
+        prev: CleanEstimate | None = None,
     ) -> DenoiserOutput:
-        out = self.denoiser(batch, t, cond)
+        out = call_denoiser(self.denoiser, batch, t, cond, prev)
         logits = out.type_logits.masked_fill(~self.type_mask, float("-inf"))
         return DenoiserOutput(coord=out.coord, lattice=out.lattice, type_logits=logits)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from matgen.crystal import MAX_Z, CrystalBatch
@@ -36,8 +36,8 @@ class DenoiserConfig(BaseModel):
             ``dense`` (:class:`~matgen.models._dense.DenseDenoiser`, all atom pairs of the cell
             with Fourier features of fractional differences; basis-dependent: train it on
             Niggli-reduced cells). ``dense`` uses only ``hidden``, ``layers``, ``num_freqs``,
-            ``pad_atoms``, ``size_groups``, ``cpu_size_groups``, ``dropout``, ``conditions`` and
-            ``num_types``.
+            ``pad_atoms``, ``size_groups``, ``cpu_size_groups``, ``dropout``,
+            ``self_condition``, ``conditions`` and ``num_types``.
         hidden: invariant (scalar, l=0) channels per atom.
         vectors: equivariant (vector, l=1) channels per atom.
         layers: message-passing blocks.
@@ -60,6 +60,10 @@ class DenoiserConfig(BaseModel):
             where the arithmetic is what costs (4 groups halve the CPU time per forward on
             MP-20 sizes). Outputs do not depend on it.
         dropout: ``dense``: dropout on each layer's residual update (training only).
+        self_condition: ``dense``: the network also takes its previous estimate of the clean
+            crystal (:class:`~matgen.nn.CleanEstimate`; zero-initialised branches, so weights
+            of a model without them load unchanged). Train it with
+            ``DiffusionConfig.self_condition > 0``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -80,6 +84,13 @@ class DenoiserConfig(BaseModel):
     size_groups: int = Field(default=1, ge=1)
     cpu_size_groups: int = Field(default=4, ge=1)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    self_condition: bool = False
+
+    @model_validator(mode="after")
+    def _self_condition_is_dense(self) -> DenoiserConfig:
+        if self.self_condition and self.arch != "dense":
+            raise ValueError("self_condition needs arch: dense")
+        return self
 
 
 class CrystalDenoiser(CountedModule):

@@ -15,6 +15,11 @@ lattice basis ``L -> U L`` (unimodular ``U``): the Gram matrix and the fractiona
 depend on the chosen basis. Training data are therefore Niggli-reduced (``data.reduce: niggli``
 in the train config), which picks one basis per lattice; tests/models/test_dense.py checks
 both the exact symmetries and that basis-changed copies of a crystal agree after reduction.
+
+Self-conditioning (``cfg.self_condition``): the previous estimate of the clean crystal enters
+through the same ingredients, Fourier features of its fractional differences added to the edge
+embedding and its cell descriptors added to the global embedding, so the symmetries above hold
+with the estimate transformed along with the crystal.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch import nn
 
 from matgen.crystal import MAX_Z, CrystalBatch
 from matgen.nn import (
+    CleanEstimate,
     ConditionEmbedding,
     CountedModule,
     DenoiserOutput,
@@ -141,6 +147,9 @@ class DenseDenoiser(CountedModule):
         self.coord_head = mlp([f, f, 3])
         self.lattice_head = mlp([f, f, 9])
         self.type_head = mlp([f, f, cfg.num_types])
+        if cfg.self_condition:  # zero-initialised: the model starts as one without them
+            self.sc_edge = mlp([6 * k, f, f], last_zero=True)
+            self.sc_cell = mlp([7, f, f], last_zero=True)
 
     def _fourier(self, df: torch.Tensor) -> torch.Tensor:
         a = (2 * math.pi) * (df.unsqueeze(-1) * self.freqs.to(df.dtype)).flatten(-2)
@@ -151,14 +160,19 @@ class DenseDenoiser(CountedModule):
         batch: CrystalBatch,
         t: torch.Tensor,
         cond: dict[str, torch.Tensor] | None = None,
+        prev: CleanEstimate | None = None,
     ) -> DenoiserOutput:
-        """Denoise a noisy batch (see :meth:`CrystalDenoiser.forward`).
+        """Denoise a noisy batch (see :meth:`CrystalDenoiser.forward`); ``prev``: the
+        previous estimate of the clean crystals (only with ``cfg.self_condition``; None = no
+        estimate).
 
         With ``G > 1`` size groups (``cfg.size_groups``; ``cfg.cpu_size_groups`` on a CPU) the
         crystals are split into ``G`` groups of similar size (equal counts, by atom count) and
         each group is padded only to its own largest crystal: the same outputs for about half
         the all-pairs work on MP-20-like size mixes.
         """
+        if prev is not None and not self.cfg.self_condition:
+            raise ValueError("this denoiser was built without self_condition")
         na = batch.num_atoms
         groups = (self.cfg.cpu_size_groups if batch.lattice.device.type == "cpu"
                   else self.cfg.size_groups)
@@ -166,10 +180,12 @@ class DenseDenoiser(CountedModule):
         for sel, atoms, m in size_plan(na, groups, self.cfg.pad_atoms):
             if sel is None:  # one group: the whole batch
                 return self._forward(batch.atomic_numbers, batch.frac_coords, batch.lattice, na,
-                                     t, cond, m)
+                                     t, cond, m, prev)
             sub_cond = None if cond is None else {k: v[sel] for k, v in cond.items()}
+            sub_prev = None if prev is None else CleanEstimate(
+                prev.frac_coords[atoms], prev.lattice[sel], prev.weight[sel])
             out = self._forward(batch.atomic_numbers[atoms], batch.frac_coords[atoms],
-                                batch.lattice[sel], na[sel], t[sel], sub_cond, m)
+                                batch.lattice[sel], na[sel], t[sel], sub_cond, m, sub_prev)
             if coord is None:
                 coord = out.coord.new_empty((batch.frac_coords.shape[0], 3))
                 lattice = out.lattice.new_empty((batch.num_crystals, 3, 3))
@@ -177,9 +193,10 @@ class DenseDenoiser(CountedModule):
             coord[atoms], lattice[sel], logits[atoms] = out.coord, out.lattice, out.type_logits
         return DenoiserOutput(coord=coord, lattice=lattice, type_logits=logits)
 
-    def _forward(self, z, frac, lat, na, t, cond, m: int) -> DenoiserOutput:
+    def _forward(self, z, frac, lat, na, t, cond, m: int, prev=None) -> DenoiserOutput:
         """One padded group: ``z (N,)``, ``frac (N, 3)``, ``lat (B, 3, 3)``, ``na (B,)`` (on
-        the device), ``m`` the padded size (a host int, so nothing here waits for the GPU)."""
+        the device), ``m`` the padded size (a host int, so nothing here waits for the GPU),
+        ``prev`` the group's :class:`CleanEstimate` or None."""
         b, n = lat.shape[0], frac.shape[0]
         dt, dev = lat.dtype, lat.device
         bidx = torch.repeat_interleave(torch.arange(b, device=dev), na, output_size=n)
@@ -195,6 +212,15 @@ class DenseDenoiser(CountedModule):
         g = self.time(t.to(dt)) + self.cell(cellf) + self.cond(cond, b, lat)
         h = to_dense(self.embed(z), bidx, pos, b, m)
         e = self.edge_in(feats)
+        if prev is not None:
+            w = prev.weight.to(dt)
+            with torch.autocast(dev.type, enabled=False):
+                fp = to_dense(prev.frac_coords.to(dt), bidx, pos, b, m)
+                sc_feats = self._fourier(fp.unsqueeze(1) - fp.unsqueeze(2))
+                sc_cellf = lattice_features(prev.lattice.to(dt), na).clamp(-5.0, 5.0)  # early
+                # estimates can be near-singular cells
+            e = e + w.view(-1, 1, 1, 1) * self.sc_edge(sc_feats)
+            g = g + w.view(-1, 1) * self.sc_cell(sc_cellf)
         for blk in self.blocks:
             h = blk(h, e, g, mask, inv_count)
         hf = self.out_norm(h)

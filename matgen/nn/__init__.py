@@ -3,6 +3,7 @@
 Public API:
     periodic_radius_graph, PeriodicGraph: complete cutoff graph over periodic images, batched.
     DenoiserOutput: what a crystal denoiser returns (shared by diffusion, models, guidance).
+    CleanEstimate: a denoiser's previous estimate of the clean crystals (self-conditioning).
     ConditionSpec: one conditioning property.
     RadialBasis, SinusoidalEmbedding, ConditionEmbedding, AngularDescriptor, EquivariantBlock,
     scatter_sum, scatter_mean, mlp: building blocks.
@@ -25,10 +26,11 @@ from matgen.nn._layers import (
     scatter_sum,
 )
 from matgen.nn._linalg import cofactor_rows, det3, inv3, polar_rotation
-from matgen.nn._types import ConditionSpec, DenoiserOutput
+from matgen.nn._types import CleanEstimate, ConditionSpec, DenoiserOutput
 
 __all__ = [
     "AngularDescriptor",
+    "CleanEstimate",
     "ConditionEmbedding",
     "ConditionSpec",
     "CountedModule",

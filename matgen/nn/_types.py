@@ -28,6 +28,28 @@ class DenoiserOutput:
     type_logits: torch.Tensor
 
 
+@dataclass
+class CleanEstimate:
+    """A denoiser's estimate of the clean crystals, given back to it at the next evaluation
+    (self-conditioning, Chen et al. 2023 "Analog Bits"; see ``DiffusionConfig.self_condition``).
+
+    Fields:
+        frac_coords: ``(N, 3)`` estimated clean fractional coordinates (need not be wrapped).
+        lattice: ``(B, 3, 3)`` estimated clean lattices (rows).
+        weight: ``(B,)`` 1 where a crystal has an estimate, 0 where it has none (the term is
+            switched off for that crystal: the same as no estimate at all).
+    """
+
+    frac_coords: torch.Tensor
+    lattice: torch.Tensor
+    weight: torch.Tensor
+
+    def repeat(self, times: int) -> CleanEstimate:
+        """The estimate for a batch repeated ``times`` times (classifier-free guidance)."""
+        return CleanEstimate(self.frac_coords.repeat(times, 1), self.lattice.repeat(times, 1, 1),
+                             self.weight.repeat(times))
+
+
 class ConditionSpec(BaseModel):
     """One conditioning property (a column of the training data).
 

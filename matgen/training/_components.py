@@ -182,23 +182,24 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def load_init_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
     """Load a checkpoint's (EMA) weights into ``model`` for fine-tuning.
 
-    Only the condition embeddings (``cond.*``) may differ: their tensors absent from the
-    checkpoint (new conditions) keep their fresh (zero-output) initialisation, and checkpoint
-    condition tensors the model lacks or whose shape changed are skipped. Every other tensor
-    must be present with the same shape in both.
+    Only the condition embeddings (``cond.*``) and the self-conditioning branches (``sc_*``,
+    ``model.self_condition``) may differ: their tensors absent from the checkpoint (new
+    conditions, self-conditioning added) keep their fresh (zero-output) initialisation, and
+    such checkpoint tensors the model lacks or whose shape changed are skipped. Every other
+    tensor must be present with the same shape in both.
 
     Returns:
         ``(missing, skipped)``: parameter names not loaded, and checkpoint names ignored.
 
     Raises:
-        InitMismatchError: (one line) a tensor outside ``cond.`` is missing or differs in
+        InitMismatchError: (one line) a tensor outside those is missing or differs in
             shape, e.g. a checkpoint of another model size; nothing is loaded.
     """
     state = read_weights(resolve_checkpoint(path))
     own = model.state_dict()
     bad = []
     for k in sorted(set(own) | set(state)):
-        if k.startswith("cond."):
+        if k.startswith(("cond.", "sc_edge.", "sc_cell.")):
             continue
         if k not in state:
             bad.append(f"{k} missing from the checkpoint")

@@ -215,6 +215,11 @@ class TrainConfig(_Strict):
             self.diffusion = self.diffusion.model_copy(
                 update={"cond_dropout": self.conditions.drop_prob}
             )
+        if (self.diffusion.self_condition > 0) != self.model.self_condition:
+            raise ValueError(
+                "self-conditioning needs both model.self_condition: true (the network's input) "
+                "and diffusion.self_condition > 0 (how often training uses it), or neither"
+            )
         return self
 
     # ------------------------------------------------------------------ io
