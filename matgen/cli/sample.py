@@ -120,6 +120,13 @@ FlowSlopeOpt = Annotated[
         "checkpoint's)."
     ),
 ]
+ClashScaleOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Flow-matching checkpoints: push apart atoms closer than this fraction of their "
+        "covalent bond length after each step, 0 = off (default: the checkpoint's).",
+    ),
+]
 ConsensusOpt = Annotated[
     int | None,
     typer.Option(
@@ -184,6 +191,7 @@ def sample(
     batch_size: BatchSizeOpt = 64,
     device: DeviceOpt = "auto",
     flow_slope: FlowSlopeOpt = None,
+    clash_scale: ClashScaleOpt = None,
     type_temperature: TypeTemperatureOpt = None,
     consensus: ConsensusOpt = None,
     select_by: SelectByOpt = "votes",
@@ -223,7 +231,7 @@ def sample(
             chemsys=chemsys, conditions=condition, guidance=guidance, steps=steps,
             sampler=sampler.value if sampler is not None else "auto", seed=seed,
             batch_size=batch_size, device=device, precision=precision, flow_slope=flow_slope,
-            type_temperature=type_temperature, consensus=consensus, select_by=select_by,
+            clash_scale=clash_scale, type_temperature=type_temperature, consensus=consensus, select_by=select_by,
             energies=energies, progress=progress,
             log=lambda m: _err.print(escape(m)),
         )  # fmt: skip

@@ -6,7 +6,8 @@ Public API:
         (usable crystals as a CrystalBatch + one EntryProblem per unusable entry).
     write_extxyz / write_cif: writers.
     check_crystal / check_labels / ValidationOptions: the per-crystal checks; too_close: which
-        crystals of a batch have two atoms closer than the minimum distance.
+        crystals of a batch have two atoms closer than the minimum distance;
+        covalent_radii: Å by atomic number.
     reduce_batch: Niggli / primitive reduction.
 """
 
@@ -23,6 +24,7 @@ from matgen.crystal._validate import (
     ValidationOptions,
     check_crystal,
     check_labels,
+    covalent_radii,
     min_image_distance,
     too_close,
 )
@@ -36,6 +38,7 @@ __all__ = [
     "ValidationOptions",
     "check_crystal",
     "check_labels",
+    "covalent_radii",
     "default_workers",
     "min_image_distance",
     "read_crystals",

@@ -26,6 +26,18 @@ from matgen.crystal._batch import MAX_Z
 _SYMBOLS: list[str] | None = None
 
 
+def covalent_radii() -> np.ndarray:
+    """``(MAX_Z + 1,)`` single-bond covalent radii in Å indexed by Z (Cordero et al. 2008, via
+    pymatgen's ``CovalentRadius``); index 0 (the mask / dummy) holds their mean over Z 1-94."""
+    from pymatgen.analysis.molecule_structure_comparator import CovalentRadius
+
+    out = np.zeros(MAX_Z + 1)
+    for z in range(1, MAX_Z + 1):
+        out[z] = CovalentRadius.radius[symbol(z)]
+    out[0] = out[1:].mean()
+    return out
+
+
 def symbol(z: int) -> str:
     """Chemical symbol of atomic number ``z`` (``'X'`` for 0 or unknown)."""
     global _SYMBOLS

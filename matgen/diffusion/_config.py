@@ -17,10 +17,13 @@ class DiffusionConfig(BaseModel):
         objective: ``score`` (denoising score matching, DiffCSP-style predictor-corrector
             sampling) or ``flow`` (flow matching on straight / geodesic paths, Euler ODE
             sampling; see :mod:`matgen.diffusion._flow`). With ``flow`` only
-            ``lattice_sigma``, ``t_min``, the loss weights, ``cond_dropout`` and
-            ``flow_slope`` apply.
+            ``lattice_sigma``, ``t_min``, the loss weights, ``cond_dropout``, ``flow_slope``
+            and ``clash_scale`` apply.
         flow_slope: ``flow``: the coordinate velocity is scaled by ``1 + flow_slope * (1 - t)``
             while sampling (FlowMM's inference anti-annealing; 0 = the plain flow).
+        clash_scale: ``flow``: after each Euler step, atoms closer than ``clash_scale`` times
+            the sum of their covalent radii are pushed apart (:mod:`matgen.diffusion._clash`:
+            without it two like atoms can merge on one spot); 0 = off. Sampling only.
         type_temperature: de novo sampling draws each revealed atom type from
             ``softmax(logits / type_temperature)``; < 1 sharpens it (fewer stray elements per
             crystal), 1 is the learned distribution. Sampling only; any objective.
@@ -51,6 +54,7 @@ class DiffusionConfig(BaseModel):
 
     objective: Literal["score", "flow"] = "score"
     flow_slope: float = Field(default=0.0, ge=0.0)
+    clash_scale: float = Field(default=0.0, ge=0.0, le=1.0)
     type_temperature: float = Field(default=1.0, gt=0.0)
     sigma_min: float = 0.005
     sigma_max: float = 0.5
@@ -71,6 +75,8 @@ class DiffusionConfig(BaseModel):
     def _self_condition_is_flow(self) -> DiffusionConfig:
         if self.self_condition > 0 and self.objective != "flow":
             raise ValueError("self_condition needs objective: flow")
+        if self.clash_scale > 0 and self.objective != "flow":
+            raise ValueError("clash_scale needs objective: flow")
         return self
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from matgen.crystal import CrystalBatch
+from matgen.diffusion._clash import repel_clashes
 from matgen.diffusion._crystal import CrystalDiffusion, Denoiser, call_denoiser
 from matgen.diffusion._processes import wrap01
 from matgen.nn import CleanEstimate, DenoiserOutput, scatter_mean, scatter_sum
@@ -228,10 +229,13 @@ def _deterministic_step(diffusion, st: SamplerState, out: DenoiserOutput, t, s,
 
 def _flow_step(diffusion, st: SamplerState, out: DenoiserOutput, t, s, generator) -> None:
     """Euler step of the learned flow, ``t -> s``: the centred coordinate velocity (scaled by
-    ``1 + flow_slope * (1 - t)``) and the lattice velocity."""
+    ``1 + flow_slope * (1 - t)``) and the lattice velocity; then clashing atoms are pushed
+    apart (``clash_scale``, :func:`matgen.diffusion._clash.repel_clashes`)."""
     v = out.coord - scatter_mean(out.coord, st.bidx, st.num_crystals)[st.bidx]
     st.f = diffusion.coords.step(st.f, v, t[st.bidx], s[st.bidx], diffusion.cfg.flow_slope)
     st.lat = diffusion.lattice.step(st.lat, out.lattice, t, s, st.num_atoms)
+    st.f = repel_clashes(st.f, st.lat, st.z, st.bidx, st.num_atoms, diffusion.cfg.clash_scale,
+                         generator)
 
 
 def _flow_schedule(steps: int, times) -> list[float]:

@@ -216,24 +216,6 @@ def build_requests(
                                   generator), []
 
 
-def _with_overrides(diffusion, spec: SampleSpec):
-    """``diffusion`` with the run's flow anti-annealing slope and type temperature (``None``:
-    the checkpoint's)."""
-    update = {}
-    if spec.flow_slope is not None:
-        if not diffusion.is_flow:
-            raise SampleInputError("--flow-slope needs a flow-matching checkpoint "
-                                   "(diffusion.objective: flow); this one is score-based")
-        update["flow_slope"] = float(spec.flow_slope)
-    if spec.type_temperature is not None:
-        update["type_temperature"] = float(spec.type_temperature)
-    if not update:
-        return diffusion
-    from matgen.diffusion import build_diffusion
-
-    return build_diffusion(diffusion.cfg.model_copy(update=update), diffusion.stats)
-
-
 def plan_sampling(spec: SampleSpec, say: Log,
                   energies: Callable[[list], Sequence[float]] | None = None) -> SamplePlan:
     """Check ``spec``, load its checkpoint, choose the sampler, build the requests and draw the
@@ -250,7 +232,7 @@ def plan_sampling(spec: SampleSpec, say: Log,
     targets = spec.targets()
     device = resolve_device(spec.device)
     model, diffusion, meta, ckpt = load_for_sampling(spec.checkpoint, device)
-    diffusion = _with_overrides(diffusion, spec)
+    diffusion = spec.sampling_diffusion(diffusion)
     ckpt_id = weights_id(ckpt)
     _check_targets(targets, model)
     sampler = choose_sampler(spec, bool(meta.get("distill")), device, say,
@@ -356,6 +338,8 @@ def frame_info(plan: SamplePlan, lo: int, chunk: list[Request],
         info["chemsys"] = [spec.chemsys] * n
     if getattr(plan.diffusion, "is_flow", False):  # pc and fast both integrate the flow ODE
         info["flow_slope"] = [float(plan.diffusion.cfg.flow_slope)] * n
+        if plan.diffusion.cfg.clash_scale > 0:
+            info["clash_scale"] = [float(plan.diffusion.cfg.clash_scale)] * n
     if spec.task == "gen":
         tt = getattr(getattr(plan.diffusion, "cfg", None), "type_temperature", 1.0)
         info["type_temperature"] = [float(tt)] * n
@@ -451,6 +435,9 @@ def plan_fingerprint(plan: SamplePlan) -> str:
                      for r in plan.requests],
         "batch_order": batch_order(plan),
     }
+    clash = getattr(getattr(plan.diffusion, "cfg", None), "clash_scale", 0.0)
+    if clash:  # absent when off: fingerprints of earlier runs stay as they were
+        doc["clash_scale"] = clash
     if spec.consensus:  # absent otherwise: fingerprints of plain runs stay as they were
         doc["consensus"], doc["select_by"] = spec.consensus, spec.select_by
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

@@ -51,6 +51,10 @@ class SampleSpec:
             always stay in float32.
         flow_slope: a flow-matching checkpoint's coordinate anti-annealing slope for this run
             (``None``: the checkpoint's ``diffusion.flow_slope``); refused for score models.
+        clash_scale: a flow-matching checkpoint's clash repulsion for this run: atoms closer
+            than this fraction of their covalent bond length are pushed apart after each step
+            (``None``: the checkpoint's ``diffusion.clash_scale``; 0 = off); refused for score
+            models.
         type_temperature: de novo: revealed atom types are drawn from ``softmax(logits / T)``
             (``None``: the checkpoint's ``diffusion.type_temperature``, 1 if it has none).
         consensus: CSP: each of the ``num`` answers per composition is chosen from this many
@@ -82,6 +86,7 @@ class SampleSpec:
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     flow_slope: float | None = None
+    clash_scale: float | None = None
     type_temperature: float | None = None
     consensus: int | None = None
     select_by: str = "votes"
@@ -100,6 +105,9 @@ class SampleSpec:
         if self.flow_slope is not None and not (
                 self.flow_slope >= 0 and math.isfinite(self.flow_slope)):
             raise SampleInputError(f"--flow-slope must be a number >= 0 (got {self.flow_slope})")
+        if self.clash_scale is not None and not 0 <= self.clash_scale <= 1:
+            raise SampleInputError(
+                f"--clash-scale must be a number in [0, 1] (got {self.clash_scale})")
         if self.type_temperature is not None and not (
                 self.type_temperature > 0 and math.isfinite(self.type_temperature)):
             raise SampleInputError(
@@ -142,6 +150,26 @@ class SampleSpec:
             raise SampleInputError(f"--select-by {self.select_by} chooses among the samples of "
                                    "--consensus K; give --consensus")
         return replace(self, task=task)
+
+    def sampling_diffusion(self, diffusion):
+        """The checkpoint's ``diffusion`` with this run's flow anti-annealing slope, clash
+        scale and type temperature (each ``None``: the checkpoint's)."""
+        update = {}
+        for flag, name, value in (("--flow-slope", "flow_slope", self.flow_slope),
+                                  ("--clash-scale", "clash_scale", self.clash_scale)):
+            if value is None:
+                continue
+            if not diffusion.is_flow:
+                raise SampleInputError(f"{flag} needs a flow-matching checkpoint "
+                                       "(diffusion.objective: flow); this one is score-based")
+            update[name] = float(value)
+        if self.type_temperature is not None:
+            update["type_temperature"] = float(self.type_temperature)
+        if not update:
+            return diffusion
+        from matgen.diffusion import build_diffusion
+
+        return build_diffusion(diffusion.cfg.model_copy(update=update), diffusion.stats)
 
     def targets(self) -> list[ConditionTarget]:
         """The parsed conditions (a name given twice is refused)."""

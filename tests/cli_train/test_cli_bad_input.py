@@ -32,6 +32,8 @@ def _one_line_error(res, code: int, *words: str) -> None:
     (["--chemsys", "Li-Xx-O"], ["--chemsys", "unknown element 'Xx'"]),
     (["--condition", "band_gap=1e999"], ["band_gap=1e999", "finite"]),
     (["--flow-slope", "nan"], ["--flow-slope"]),
+    (["--clash-scale", "1.5"], ["--clash-scale", "[0, 1]"]),
+    (["--clash-scale", "nan"], ["--clash-scale", "[0, 1]"]),
 ])
 def test_sample_option_errors_before_loading_anything(tmp_path, args, words):
     out = tmp_path / "x.extxyz"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,7 +52,7 @@ def test_dense_flow_model_trains_checkpoints_and_samples_with_both_samplers(tmp_
     assert all((a == b).all() for a, b in zip(outs["pc"], outs["fast"], strict=True))
 
 
-def test_flow_slope_option_changes_a_flow_model_and_is_refused_for_a_score_model(
+def test_flow_slope_and_clash_options_change_a_flow_model_and_are_refused_for_a_score_model(
         tmp_path, tiny_setup, runs):
     from ase.io import read
 
@@ -72,10 +73,18 @@ def test_flow_slope_option_changes_a_flow_model_and_is_refused_for_a_score_model
         assert frame.info["flow_slope"] == (0.0 if slope is None else 4.0)
         pos[slope] = frame.get_scaled_positions()
     assert not (pos[None] == pos[4.0]).all()
+    assert "clash_scale" not in frame.info  # off unless asked for
+    out = tmp_path / "clash.extxyz"
+    generate(out, ck, 1, task="csp", compositions=["SrTiO3"], sampler="fast", steps=6,
+             flow_slope=4.0, clash_scale=0.9, progress=False, log=None)
+    frame = read(out)
+    assert frame.info["clash_scale"] == 0.9
+    assert frame.get_all_distances(mic=True)[~np.eye(5, dtype=bool)].min() > 0.5
     teacher = runs[0]  # the score-based tiny teacher of the pinned-output tests
-    with pytest.raises(SampleInputError, match="flow-matching checkpoint"):
-        generate(tmp_path / "x.extxyz", teacher.checkpoint, 1, task="csp",
-                 compositions=["NaCl"], steps=2, flow_slope=1.0, progress=False, log=None)
+    for option in ({"flow_slope": 1.0}, {"clash_scale": 0.5}):
+        with pytest.raises(SampleInputError, match="flow-matching checkpoint"):
+            generate(tmp_path / "x.extxyz", teacher.checkpoint, 1, task="csp",
+                     compositions=["NaCl"], steps=2, progress=False, log=None, **option)
 
 
 def test_self_conditioned_dense_flow_trains_resumes_and_samples_guided_and_de_novo(
