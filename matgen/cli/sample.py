@@ -231,7 +231,8 @@ def sample(
             chemsys=chemsys, conditions=condition, guidance=guidance, steps=steps,
             sampler=sampler.value if sampler is not None else "auto", seed=seed,
             batch_size=batch_size, device=device, precision=precision, flow_slope=flow_slope,
-            clash_scale=clash_scale, type_temperature=type_temperature, consensus=consensus, select_by=select_by,
+            clash_scale=clash_scale, type_temperature=type_temperature, consensus=consensus,
+            select_by=select_by,
             energies=energies, progress=progress,
             log=lambda m: _err.print(escape(m)),
         )  # fmt: skip

@@ -2,8 +2,8 @@
 
 Two atoms of one element can end on one spot: the denoiser is continuous and blind to atom
 identity, so once two like atoms meet while the anti-annealed Euler steps pull everything onto
-the predicted crystal (mostly a third to two thirds of the way in), they get the same velocity
-and stay together. Such a crystal is structurally invalid (two atoms within 0.5 Å), and no
+the predicted crystal (in traced samples between steps 25 and 40 of 50), they get the same
+velocity and stay together. Such a crystal is structurally invalid (two atoms within 0.5 Å), and no
 later step can separate them.
 
 After each Euler step every pair of atoms closer than ``clash_scale * (r_i + r_j)`` (``r``: the

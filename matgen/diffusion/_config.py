@@ -72,7 +72,7 @@ class DiffusionConfig(BaseModel):
     self_condition: float = Field(default=0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
-    def _self_condition_is_flow(self) -> DiffusionConfig:
+    def _flow_only_options(self) -> DiffusionConfig:
         if self.self_condition > 0 and self.objective != "flow":
             raise ValueError("self_condition needs objective: flow")
         if self.clash_scale > 0 and self.objective != "flow":
