@@ -23,8 +23,9 @@ import functools
 import torch
 
 from matgen.crystal import covalent_radii
+from matgen.diffusion._flow import signed_wrap
 from matgen.diffusion._processes import _randn
-from matgen.nn import inv3
+from matgen.nn import atom_slots, inv3, to_dense
 
 #: Sweeps of pairwise pushes per sampler step.
 SWEEPS = 3
@@ -33,13 +34,6 @@ SWEEPS = 3
 @functools.lru_cache(maxsize=8)
 def _radii(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return torch.as_tensor(covalent_radii(), device=device, dtype=dtype)
-
-
-def _dense_index(bidx: torch.Tensor, num_atoms: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Position of each atom inside its crystal and the largest crystal's size."""
-    start = torch.cumsum(num_atoms, 0) - num_atoms
-    pos = torch.arange(bidx.shape[0], device=bidx.device) - start[bidx]
-    return pos, int(num_atoms.max()) if num_atoms.numel() else 0
 
 
 def repel_clashes(f: torch.Tensor, lattice: torch.Tensor, z: torch.Tensor, bidx: torch.Tensor,
@@ -61,22 +55,18 @@ def repel_clashes(f: torch.Tensor, lattice: torch.Tensor, z: torch.Tensor, bidx:
     """
     if scale <= 0 or f.shape[0] < 2:
         return f
-    b = num_atoms.shape[0]
-    pos, m = _dense_index(bidx, num_atoms)
-    dense = f.new_zeros(b, m, 3)
-    present = torch.zeros(b, m, dtype=torch.bool, device=f.device)
-    present[bidx, pos] = True
+    b, m = num_atoms.shape[0], int(num_atoms.max())
+    pos = atom_slots(bidx, num_atoms)
+    present = to_dense(torch.ones_like(bidx, dtype=torch.bool), bidx, pos, b, m)
     table = _radii(f.device, f.dtype)
-    radius = f.new_zeros(b, m)
-    radius[bidx, pos] = table[z.clamp(0, table.shape[0] - 1)]
+    radius = to_dense(table[z.clamp(0, table.shape[0] - 1)], bidx, pos, b, m)
     need = scale * (radius.unsqueeze(2) + radius.unsqueeze(1))
     pair = present.unsqueeze(2) & present.unsqueeze(1)
     pair &= ~torch.eye(m, dtype=torch.bool, device=f.device)
     inverse = inv3(lattice)
-    dense[bidx, pos] = f
+    dense = to_dense(f, bidx, pos, b, m)
     for _ in range(SWEEPS):
-        d = dense.unsqueeze(2) - dense.unsqueeze(1)  # f_i - f_j
-        d = d - torch.floor(d + 0.5)
+        d = signed_wrap(dense.unsqueeze(2) - dense.unsqueeze(1))  # f_i - f_j
         cart = torch.einsum("bijk,bkl->bijl", d, lattice)
         dist = cart.norm(dim=-1)
         short = pair & (dist < need)

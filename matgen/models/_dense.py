@@ -36,16 +36,11 @@ from matgen.nn import (
     CountedModule,
     DenoiserOutput,
     SinusoidalEmbedding,
+    atom_slots,
     det3,
     mlp,
+    to_dense,
 )
-
-
-def to_dense(x: torch.Tensor, bidx: torch.Tensor, pos: torch.Tensor, b: int, m: int):
-    """Scatter per-atom rows ``x (N, ...)`` into a zero-padded ``(B, M, ...)`` tensor."""
-    out = x.new_zeros((b, m, *x.shape[1:]))
-    out[bidx, pos] = x
-    return out
 
 
 def lattice_features(lat: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
@@ -200,8 +195,7 @@ class DenseDenoiser(CountedModule):
         b, n = lat.shape[0], frac.shape[0]
         dt, dev = lat.dtype, lat.device
         bidx = torch.repeat_interleave(torch.arange(b, device=dev), na, output_size=n)
-        start = torch.cumsum(na, 0) - na
-        pos = torch.arange(n, device=dev) - start[bidx]
+        pos = atom_slots(bidx, na)
         mask = (torch.arange(m, device=dev).unsqueeze(0) < na.unsqueeze(1)).to(dt)
         inv_count = (1.0 / na.to(dt).clamp(min=1)).view(-1, 1, 1)
         with torch.autocast(dev.type, enabled=False):  # geometry in full precision

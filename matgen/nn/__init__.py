@@ -6,7 +6,8 @@ Public API:
     CleanEstimate: a denoiser's previous estimate of the clean crystals (self-conditioning).
     ConditionSpec: one conditioning property.
     RadialBasis, SinusoidalEmbedding, ConditionEmbedding, AngularDescriptor, EquivariantBlock,
-    scatter_sum, scatter_mean, mlp: building blocks.
+    scatter_sum, scatter_mean, mlp: building blocks; atom_slots, to_dense: per-atom rows into
+        a padded (B, M, ...) layout.
     CountedModule: a module with ``num_parameters`` (the denoisers' base).
     det3, inv3, cofactor_rows, polar_rotation: closed-form 3x3 algebra (no GPU syncs).
 """
@@ -21,9 +22,11 @@ from matgen.nn._layers import (
     EquivariantBlock,
     RadialBasis,
     SinusoidalEmbedding,
+    atom_slots,
     mlp,
     scatter_mean,
     scatter_sum,
+    to_dense,
 )
 from matgen.nn._linalg import cofactor_rows, det3, inv3, polar_rotation
 from matgen.nn._types import CleanEstimate, ConditionSpec, DenoiserOutput
@@ -39,6 +42,7 @@ __all__ = [
     "PeriodicGraph",
     "RadialBasis",
     "SinusoidalEmbedding",
+    "atom_slots",
     "cofactor_rows",
     "det3",
     "inv3",
@@ -47,4 +51,5 @@ __all__ = [
     "polar_rotation",
     "scatter_mean",
     "scatter_sum",
+    "to_dense",
 ]

@@ -34,6 +34,20 @@ def scatter_mean(src: torch.Tensor, index: torch.Tensor, size: int) -> torch.Ten
     return total / count.view(-1, *([1] * (src.dim() - 1)))
 
 
+def atom_slots(bidx: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` position of each atom inside its crystal (atoms ordered by crystal ``bidx``)."""
+    start = torch.cumsum(num_atoms, 0) - num_atoms
+    return torch.arange(bidx.shape[0], device=bidx.device) - start[bidx]
+
+
+def to_dense(x: torch.Tensor, bidx: torch.Tensor, pos: torch.Tensor, b: int, m: int):
+    """Scatter per-atom rows ``x (N, ...)`` into a zero-padded ``(B, M, ...)`` tensor at the
+    crystal ``bidx`` and slot ``pos`` (:func:`atom_slots`) of each atom."""
+    out = x.new_zeros((b, m, *x.shape[1:]))
+    out[bidx, pos] = x
+    return out
+
+
 class RadialBasis(nn.Module):
     """Bessel radial basis ``sqrt(2/c) sin(n pi d / c) / d`` times a smooth polynomial envelope.
 
