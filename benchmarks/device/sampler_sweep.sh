@@ -7,19 +7,24 @@
 # against test. Samplings run four at a time on the GPU, then the scorings four at a time (four
 # workers each); everything stops at $DEADLINE s after the start so the results come back
 # ($OUT/$NAME.tgz, samples included). Write the rule the numbers are judged by down before the
-# call. From the repository root, carrying .whl and .devdata:
+# call. CSP=0 leaves out the CSP jobs (an option that acts on de novo sampling only); GEN_SEEDS
+# sets the de novo seeds (default "0 1 2"). From the repository root, carrying .whl and .devdata:
 #   OPT=--flow-slope VALUES="0 2.5 5 10" NAME=slope DEADLINE=480 bash benchmarks/device/sampler_sweep.sh
 set -u
 START=$(date +%s); NAME=${NAME:-sweep}; D=/tmp/$NAME; mkdir -p "$D"
 OPT=${OPT:?set OPT, e.g. --flow-slope}; VALUES=${VALUES:?set VALUES}
 DEADLINE=${DEADLINE:-480}; CK=${CK:-matgen/assets/models/default}; TEST=${TEST:-0}
+CSP=${CSP:-1}; GEN_SEEDS=${GEN_SEEDS:-0 1 2}
 source benchmarks/device/_env.sh
 V=/tmp/datasets/mp20_reduced/val.csv; T=/tmp/datasets/mp20_reduced/test.csv
 jobs=(); scores=()
 for s in $VALUES; do
-  for seed in 0 1; do jobs+=("csp $s $seed val"); done
-  for seed in 0 1 2; do jobs+=("gen $s $seed val"); done
-  if [ "$TEST" = 1 ]; then jobs+=("csp $s 0 test"); scores+=("gen $s 0 test"); fi
+  if [ "$CSP" = 1 ]; then for seed in 0 1; do jobs+=("csp $s $seed val"); done; fi
+  for seed in $GEN_SEEDS; do jobs+=("gen $s $seed val"); done
+  if [ "$TEST" = 1 ]; then
+    [ "$CSP" = 1 ] && jobs+=("csp $s 0 test")
+    scores+=("gen $s 0 test")
+  fi
 done
 sample() {  # task value seed split
   local ref=$V extra=(--num 1000 --batch-size 1000); [ "$4" = test ] && ref=$T

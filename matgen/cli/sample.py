@@ -113,6 +113,14 @@ TypeTemperatureOpt = Annotated[
         "elements per crystal (default: the checkpoint's, else 1)."
     ),
 ]
+TypeOrderOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="<random|confidence>",
+        help="De novo: which masked atoms each step reveals: random ones or the ones whose "
+        "drawn type is the most probable (default: the checkpoint's, else random).",
+    ),
+]
 FlowSlopeOpt = Annotated[
     float | None,
     typer.Option(
@@ -193,6 +201,7 @@ def sample(
     flow_slope: FlowSlopeOpt = None,
     clash_scale: ClashScaleOpt = None,
     type_temperature: TypeTemperatureOpt = None,
+    type_order: TypeOrderOpt = None,
     consensus: ConsensusOpt = None,
     select_by: SelectByOpt = "votes",
     precision: PrecisionOpt = "auto",
@@ -231,8 +240,8 @@ def sample(
             chemsys=chemsys, conditions=condition, guidance=guidance, steps=steps,
             sampler=sampler.value if sampler is not None else "auto", seed=seed,
             batch_size=batch_size, device=device, precision=precision, flow_slope=flow_slope,
-            clash_scale=clash_scale, type_temperature=type_temperature, consensus=consensus,
-            select_by=select_by,
+            clash_scale=clash_scale, type_temperature=type_temperature, type_order=type_order,
+            consensus=consensus, select_by=select_by,
             energies=energies, progress=progress,
             log=lambda m: _err.print(escape(m)),
         )  # fmt: skip

@@ -27,6 +27,10 @@ class DiffusionConfig(BaseModel):
         type_temperature: de novo sampling draws each revealed atom type from
             ``softmax(logits / type_temperature)``; < 1 sharpens it (fewer stray elements per
             crystal), 1 is the learned distribution. Sampling only; any objective.
+        type_order: de novo sampling reveals as many masked atoms per step as the masking
+            schedule draws, ``random`` ones (the reverse of the training process) or the
+            ``confidence`` ones whose drawn type the prediction gives the highest probability
+            (MaskGIT's order). Sampling only; any objective.
         sigma_min, sigma_max: geometric noise range of the torus (fractional-coordinate)
             process, ``sigma(t) = sigma_min^(1-t) sigma_max^t`` (DiffCSP: 0.005, 0.5).
         wrap_images: K, the wrapped-normal sums run over periodic images ``k in [-K, K]``.
@@ -56,6 +60,7 @@ class DiffusionConfig(BaseModel):
     flow_slope: float = Field(default=0.0, ge=0.0)
     clash_scale: float = Field(default=0.0, ge=0.0, le=1.0)
     type_temperature: float = Field(default=1.0, gt=0.0)
+    type_order: Literal["random", "confidence"] = "random"
     sigma_min: float = 0.005
     sigma_max: float = 0.5
     wrap_images: int = 5

@@ -37,7 +37,7 @@ import torch
 from matgen.crystal import CrystalBatch
 from matgen.diffusion._crystal import CrystalDiffusion, Denoiser
 from matgen.diffusion._processes import _randn, wrap01
-from matgen.diffusion._sampling import Callback, _start, guided_call
+from matgen.diffusion._sampling import Callback, _order_by, _start, guided_call
 from matgen.nn import DenoiserOutput
 
 
@@ -216,7 +216,8 @@ def sample_consistency(
             if st.de_novo:
                 st.z = diffusion.types.step(st.z, out.type_logits, t[st.bidx], s[st.bidx],
                                             generator, type_mask,
-                                            diffusion.cfg.type_temperature)
+                                            diffusion.cfg.type_temperature,
+                                            _order_by(diffusion, st))
             if last:
                 st.f, st.lat = wrap01(f0), l0
             else:

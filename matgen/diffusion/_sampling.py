@@ -249,7 +249,14 @@ def _unmask_types(diffusion, st: SamplerState, out: DenoiserOutput, t, s, last: 
     if st.de_novo:
         s_types = torch.zeros_like(s) if last else s
         st.z = diffusion.types.step(st.z, out.type_logits, t[st.bidx], s_types[st.bidx],
-                                    generator, type_mask, diffusion.cfg.type_temperature)
+                                    generator, type_mask, diffusion.cfg.type_temperature,
+                                    _order_by(diffusion, st))
+
+
+def _order_by(diffusion, st: SamplerState) -> torch.Tensor | None:
+    """What :meth:`MaskedTypeProcess.step` needs to reveal types in confidence order
+    (``diffusion.cfg.type_order``): the atoms per crystal; None for the random order."""
+    return st.num_atoms if diffusion.cfg.type_order == "confidence" else None
 
 
 def _integrate(denoiser, diffusion, st: SamplerState, times: Sequence[float], predictor,

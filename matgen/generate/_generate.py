@@ -343,6 +343,9 @@ def frame_info(plan: SamplePlan, lo: int, chunk: list[Request],
     if spec.task == "gen":
         tt = getattr(getattr(plan.diffusion, "cfg", None), "type_temperature", 1.0)
         info["type_temperature"] = [float(tt)] * n
+        order = getattr(getattr(plan.diffusion, "cfg", None), "type_order", "random")
+        if order != "random":
+            info["type_order"] = [order] * n
     return info
 
 
@@ -438,6 +441,9 @@ def plan_fingerprint(plan: SamplePlan) -> str:
     clash = getattr(getattr(plan.diffusion, "cfg", None), "clash_scale", 0.0)
     if clash:  # absent when off: fingerprints of earlier runs stay as they were
         doc["clash_scale"] = clash
+    order = getattr(getattr(plan.diffusion, "cfg", None), "type_order", "random")
+    if order != "random":  # the same: absent for the order every earlier run used
+        doc["type_order"] = order
     if spec.consensus:  # absent otherwise: fingerprints of plain runs stay as they were
         doc["consensus"], doc["select_by"] = spec.consensus, spec.select_by
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

@@ -57,6 +57,8 @@ class SampleSpec:
             models.
         type_temperature: de novo: revealed atom types are drawn from ``softmax(logits / T)``
             (``None``: the checkpoint's ``diffusion.type_temperature``, 1 if it has none).
+        type_order: de novo: which masked atoms each step reveals, ``random`` or the most
+            ``confidence``-ly predicted (``None``: the checkpoint's ``diffusion.type_order``).
         consensus: CSP: each of the ``num`` answers per composition is chosen from this many
             samples of it, the one the most others match (see
             :mod:`matgen.generate._consensus`); ``None``: every sample is an answer. Costs
@@ -88,6 +90,7 @@ class SampleSpec:
     flow_slope: float | None = None
     clash_scale: float | None = None
     type_temperature: float | None = None
+    type_order: str | None = None
     consensus: int | None = None
     select_by: str = "votes"
 
@@ -112,6 +115,9 @@ class SampleSpec:
                 self.type_temperature > 0 and math.isfinite(self.type_temperature)):
             raise SampleInputError(
                 f"--type-temperature must be a number > 0 (got {self.type_temperature})")
+        if self.type_order not in (None, "random", "confidence"):
+            raise SampleInputError(
+                f"--type-order must be random or confidence (got {self.type_order!r})")
         if not math.isfinite(self.guidance):
             raise SampleInputError(f"--guidance must be a finite number (got {self.guidance})")
         if self.steps is not None and self.steps < 1:
@@ -153,7 +159,7 @@ class SampleSpec:
 
     def sampling_diffusion(self, diffusion):
         """The checkpoint's ``diffusion`` with this run's flow anti-annealing slope, clash
-        scale and type temperature (each ``None``: the checkpoint's)."""
+        scale, type temperature and type order (each ``None``: the checkpoint's)."""
         update = {}
         for flag, name, value in (("--flow-slope", "flow_slope", self.flow_slope),
                                   ("--clash-scale", "clash_scale", self.clash_scale)):
@@ -165,6 +171,8 @@ class SampleSpec:
             update[name] = float(value)
         if self.type_temperature is not None:
             update["type_temperature"] = float(self.type_temperature)
+        if self.type_order is not None:
+            update["type_order"] = self.type_order
         if not update:
             return diffusion
         from matgen.diffusion import build_diffusion

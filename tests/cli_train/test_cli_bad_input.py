@@ -34,6 +34,7 @@ def _one_line_error(res, code: int, *words: str) -> None:
     (["--flow-slope", "nan"], ["--flow-slope"]),
     (["--clash-scale", "1.5"], ["--clash-scale", "[0, 1]"]),
     (["--clash-scale", "nan"], ["--clash-scale", "[0, 1]"]),
+    (["--type-order", "greedy"], ["--type-order", "random or confidence", "'greedy'"]),
 ])
 def test_sample_option_errors_before_loading_anything(tmp_path, args, words):
     out = tmp_path / "x.extxyz"
