@@ -121,6 +121,13 @@ TypeOrderOpt = Annotated[
         "drawn type is the most probable (default: the checkpoint's, else random).",
     ),
 ]
+TypeRemaskOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="De novo: rate per unit time at which revealed atom types are masked again and "
+        "redrawn, 0 = never (default: the checkpoint's, else 0).",
+    ),
+]
 FlowSlopeOpt = Annotated[
     float | None,
     typer.Option(
@@ -202,6 +209,7 @@ def sample(
     clash_scale: ClashScaleOpt = None,
     type_temperature: TypeTemperatureOpt = None,
     type_order: TypeOrderOpt = None,
+    type_remask: TypeRemaskOpt = None,
     consensus: ConsensusOpt = None,
     select_by: SelectByOpt = "votes",
     precision: PrecisionOpt = "auto",
@@ -241,7 +249,7 @@ def sample(
             sampler=sampler.value if sampler is not None else "auto", seed=seed,
             batch_size=batch_size, device=device, precision=precision, flow_slope=flow_slope,
             clash_scale=clash_scale, type_temperature=type_temperature, type_order=type_order,
-            consensus=consensus, select_by=select_by,
+            type_remask=type_remask, consensus=consensus, select_by=select_by,
             energies=energies, progress=progress,
             log=lambda m: _err.print(escape(m)),
         )  # fmt: skip

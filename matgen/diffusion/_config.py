@@ -31,6 +31,9 @@ class DiffusionConfig(BaseModel):
             schedule draws, ``random`` ones (the reverse of the training process) or the
             ``confidence`` ones whose drawn type the prediction gives the highest probability
             (MaskGIT's order). Sampling only; any objective.
+        type_remask: de novo sampling masks revealed atoms again at this rate per unit time
+            (ReMDM's remasking: a type that no longer fits the others can be drawn anew; the
+            share of masked atoms at each time stays the training one); 0 = never.
         sigma_min, sigma_max: geometric noise range of the torus (fractional-coordinate)
             process, ``sigma(t) = sigma_min^(1-t) sigma_max^t`` (DiffCSP: 0.005, 0.5).
         wrap_images: K, the wrapped-normal sums run over periodic images ``k in [-K, K]``.
@@ -61,6 +64,7 @@ class DiffusionConfig(BaseModel):
     clash_scale: float = Field(default=0.0, ge=0.0, le=1.0)
     type_temperature: float = Field(default=1.0, gt=0.0)
     type_order: Literal["random", "confidence"] = "random"
+    type_remask: float = Field(default=0.0, ge=0.0)
     sigma_min: float = 0.005
     sigma_max: float = 0.5
     wrap_images: int = 5

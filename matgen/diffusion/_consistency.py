@@ -217,7 +217,8 @@ def sample_consistency(
                 st.z = diffusion.types.step(st.z, out.type_logits, t[st.bidx], s[st.bidx],
                                             generator, type_mask,
                                             diffusion.cfg.type_temperature,
-                                            _order_by(diffusion, st))
+                                            _order_by(diffusion, st),
+                                            diffusion.cfg.type_remask)
             if last:
                 st.f, st.lat = wrap01(f0), l0
             else:

@@ -341,7 +341,7 @@ class MaskedTypeProcess:
         return logits.masked_fill(~type_mask.to(logits.device), float("-inf"))
 
     def step(self, zt, logits, t, s, generator=None, type_mask=None, temperature: float = 1.0,
-             num_atoms: torch.Tensor | None = None):
+             num_atoms: torch.Tensor | None = None, remask: float = 0.0):
         """Reveal masked atoms between ``t`` and ``s`` (per-atom ``(N,)`` times), each drawn
         from ``softmax(logits / temperature)``.
 
@@ -349,17 +349,27 @@ class MaskedTypeProcess:
         ``num_atoms (B,)`` (atoms ordered by crystal), as many per crystal as that draw gives,
         but the ones whose drawn type is the most probable under the prediction (confidence
         order, as MaskGIT unmasks; Chang et al. 2022). The same random numbers are used
-        either way, so only the choice of positions differs."""
+        either way, so only the choice of positions differs.
+
+        ``remask = eta > 0``: revealed atoms are masked again with probability
+        ``sigma = min(eta (t - s), s / (1 - t))`` and masked ones revealed with probability
+        ``(t - s + sigma (1 - t)) / t``, which keeps a share ``t`` of atoms masked at time ``t``
+        as in training, and lets a type that no longer fits the rest be drawn again (ReMDM,
+        Wang et al. 2025, with its "cap" schedule in units of time; none at the last step)."""
         p = torch.softmax(self.masked_logits(logits, type_mask).float() / temperature, -1)
         u = _rand(zt.shape, t, generator)
         masked = zt == self.MASK
-        reveal = masked & (u < ((t - s) / t.clamp(min=1e-12)))
+        sigma = torch.zeros_like(t)
+        if remask > 0:
+            sigma = torch.minimum(remask * (t - s), s / (1 - t).clamp(min=1e-12)).clamp(0, 1)
+        reveal = masked & (u < ((t - s + sigma * (1 - t)) / t.clamp(min=1e-12)))
         dev = _gen_device(p, generator)
         draw = torch.multinomial(p.to(dev), 1, generator=generator).squeeze(-1).to(zt.device) + 1
         if num_atoms is not None:
             conf = p.gather(-1, (draw - 1).unsqueeze(-1)).squeeze(-1)
             reveal = _most_confident(reveal, masked, conf, num_atoms)
-        return torch.where(reveal, draw, zt)
+        again = ~masked & (u < sigma)  # u is free here: these atoms were not masked
+        return torch.where(again, torch.zeros_like(zt), torch.where(reveal, draw, zt))
 
 
 def _most_confident(reveal: torch.Tensor, masked: torch.Tensor, conf: torch.Tensor,

@@ -250,7 +250,7 @@ def _unmask_types(diffusion, st: SamplerState, out: DenoiserOutput, t, s, last: 
         s_types = torch.zeros_like(s) if last else s
         st.z = diffusion.types.step(st.z, out.type_logits, t[st.bidx], s_types[st.bidx],
                                     generator, type_mask, diffusion.cfg.type_temperature,
-                                    _order_by(diffusion, st))
+                                    _order_by(diffusion, st), diffusion.cfg.type_remask)
 
 
 def _order_by(diffusion, st: SamplerState) -> torch.Tensor | None:

@@ -346,6 +346,9 @@ def frame_info(plan: SamplePlan, lo: int, chunk: list[Request],
         order = getattr(getattr(plan.diffusion, "cfg", None), "type_order", "random")
         if order != "random":
             info["type_order"] = [order] * n
+        remask = getattr(getattr(plan.diffusion, "cfg", None), "type_remask", 0.0)
+        if remask:
+            info["type_remask"] = [float(remask)] * n
     return info
 
 
@@ -444,6 +447,9 @@ def plan_fingerprint(plan: SamplePlan) -> str:
     order = getattr(getattr(plan.diffusion, "cfg", None), "type_order", "random")
     if order != "random":  # the same: absent for the order every earlier run used
         doc["type_order"] = order
+    remask = getattr(getattr(plan.diffusion, "cfg", None), "type_remask", 0.0)
+    if remask:
+        doc["type_remask"] = remask
     if spec.consensus:  # absent otherwise: fingerprints of plain runs stay as they were
         doc["consensus"], doc["select_by"] = spec.consensus, spec.select_by
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

@@ -59,6 +59,8 @@ class SampleSpec:
             (``None``: the checkpoint's ``diffusion.type_temperature``, 1 if it has none).
         type_order: de novo: which masked atoms each step reveals, ``random`` or the most
             ``confidence``-ly predicted (``None``: the checkpoint's ``diffusion.type_order``).
+        type_remask: de novo: rate per unit time at which revealed atoms are masked again and
+            redrawn (``None``: the checkpoint's ``diffusion.type_remask``; 0 = never).
         consensus: CSP: each of the ``num`` answers per composition is chosen from this many
             samples of it, the one the most others match (see
             :mod:`matgen.generate._consensus`); ``None``: every sample is an answer. Costs
@@ -91,6 +93,7 @@ class SampleSpec:
     clash_scale: float | None = None
     type_temperature: float | None = None
     type_order: str | None = None
+    type_remask: float | None = None
     consensus: int | None = None
     select_by: str = "votes"
 
@@ -118,6 +121,10 @@ class SampleSpec:
         if self.type_order not in (None, "random", "confidence"):
             raise SampleInputError(
                 f"--type-order must be random or confidence (got {self.type_order!r})")
+        if self.type_remask is not None and not (
+                self.type_remask >= 0 and math.isfinite(self.type_remask)):
+            raise SampleInputError(
+                f"--type-remask must be a number >= 0 (got {self.type_remask})")
         if not math.isfinite(self.guidance):
             raise SampleInputError(f"--guidance must be a finite number (got {self.guidance})")
         if self.steps is not None and self.steps < 1:
@@ -159,7 +166,7 @@ class SampleSpec:
 
     def sampling_diffusion(self, diffusion):
         """The checkpoint's ``diffusion`` with this run's flow anti-annealing slope, clash
-        scale, type temperature and type order (each ``None``: the checkpoint's)."""
+        scale and type temperature, order and remasking (each ``None``: the checkpoint's)."""
         update = {}
         for flag, name, value in (("--flow-slope", "flow_slope", self.flow_slope),
                                   ("--clash-scale", "clash_scale", self.clash_scale)):
@@ -173,6 +180,8 @@ class SampleSpec:
             update["type_temperature"] = float(self.type_temperature)
         if self.type_order is not None:
             update["type_order"] = self.type_order
+        if self.type_remask is not None:
+            update["type_remask"] = float(self.type_remask)
         if not update:
             return diffusion
         from matgen.diffusion import build_diffusion

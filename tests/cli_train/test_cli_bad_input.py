@@ -35,6 +35,7 @@ def _one_line_error(res, code: int, *words: str) -> None:
     (["--clash-scale", "1.5"], ["--clash-scale", "[0, 1]"]),
     (["--clash-scale", "nan"], ["--clash-scale", "[0, 1]"]),
     (["--type-order", "greedy"], ["--type-order", "random or confidence", "'greedy'"]),
+    (["--type-remask", "-1"], ["--type-remask", ">= 0"]),
 ])
 def test_sample_option_errors_before_loading_anything(tmp_path, args, words):
     out = tmp_path / "x.extxyz"

@@ -63,3 +63,38 @@ def test_sample_option_sets_records_and_checks_the_order(tmp_path, runs):
     assert types["confidence"] != types[None]
     with pytest.raises(SampleInputError, match="--type-order"):
         generate(tmp_path / "x.extxyz", ck, 1, type_order="greedy", progress=False, log=None)
+
+
+@pytest.mark.parametrize(("t", "s"), [(0.8, 0.6), (0.3, 0.2), (0.05, 0.0)])
+def test_remasking_keeps_the_training_share_of_masked_atoms(t, s):
+    """From a share ``t`` of masked atoms, a step to ``s`` leaves a share ``s`` masked with or
+    without remasking; with it, atoms revealed before are masked again (never at the end)."""
+    n, g = 200_000, torch.Generator().manual_seed(0)
+    z0 = torch.randint(1, 4, (n,), generator=g)
+    zt = torch.where(torch.rand(n, generator=g) < t, torch.zeros_like(z0), z0)
+    logits = torch.zeros(n, 3)
+    tt, ss = torch.full((n,), t), torch.full((n,), s)
+    for eta in (0.0, 0.5, 5.0):
+        z = MaskedTypeProcess().step(zt, logits, tt, ss, torch.Generator().manual_seed(1),
+                                     remask=eta)
+        assert abs(float((z == 0).float().mean()) - s) < 0.005, (eta, t, s)
+        again = int(((zt > 0) & (z == 0)).sum())
+        assert (again == 0) if (eta == 0 or s == 0) else again > 0.5 * n * (1 - t) * min(
+            eta * (t - s), s / (1 - t))
+        assert torch.equal(z[(zt > 0) & (z > 0)], zt[(zt > 0) & (z > 0)])  # kept types kept
+
+
+def test_remask_option_is_recorded_and_checked(tmp_path, runs):
+    from ase.io import read
+
+    from matgen.generate import SampleInputError, generate
+
+    ck = runs[0].checkpoint
+    out = tmp_path / "r.extxyz"
+    generate(out, ck, 4, steps=4, seed=3, type_remask=2.0, progress=False, log=None)
+    assert {f.info.get("type_remask") for f in read(out, index=":")} == {2.0}
+    generate(tmp_path / "n.extxyz", ck, 4, steps=4, seed=3, progress=False, log=None)
+    assert "type_remask" not in read(tmp_path / "n.extxyz", index=0).info
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(SampleInputError, match="--type-remask"):
+            generate(tmp_path / "x.extxyz", ck, 1, type_remask=bad, progress=False, log=None)
