@@ -343,13 +343,20 @@ def frame_info(plan: SamplePlan, lo: int, chunk: list[Request],
     if spec.task == "gen":
         tt = getattr(getattr(plan.diffusion, "cfg", None), "type_temperature", 1.0)
         info["type_temperature"] = [float(tt)] * n
-        order = getattr(getattr(plan.diffusion, "cfg", None), "type_order", "random")
-        if order != "random":
-            info["type_order"] = [order] * n
-        remask = getattr(getattr(plan.diffusion, "cfg", None), "type_remask", 0.0)
-        if remask:
-            info["type_remask"] = [float(remask)] * n
+        for name, value in _set_type_options(plan).items():
+            info[name] = [value] * n
     return info
+
+
+#: De novo type options that frames and fingerprints record only when not at these defaults.
+_TYPE_DEFAULTS = {"type_order": "random", "type_remask": 0.0}
+
+
+def _set_type_options(plan: SamplePlan) -> dict:
+    """The plan's de novo type options that differ from :data:`_TYPE_DEFAULTS`."""
+    cfg = getattr(plan.diffusion, "cfg", None)
+    values = {k: getattr(cfg, k, d) for k, d in _TYPE_DEFAULTS.items()}
+    return {k: v for k, v in values.items() if v != _TYPE_DEFAULTS[k]}
 
 
 def num_batches(plan: SamplePlan) -> int:
@@ -444,12 +451,7 @@ def plan_fingerprint(plan: SamplePlan) -> str:
     clash = getattr(getattr(plan.diffusion, "cfg", None), "clash_scale", 0.0)
     if clash:  # absent when off: fingerprints of earlier runs stay as they were
         doc["clash_scale"] = clash
-    order = getattr(getattr(plan.diffusion, "cfg", None), "type_order", "random")
-    if order != "random":  # the same: absent for the order every earlier run used
-        doc["type_order"] = order
-    remask = getattr(getattr(plan.diffusion, "cfg", None), "type_remask", 0.0)
-    if remask:
-        doc["type_remask"] = remask
+    doc.update(_set_type_options(plan))  # the same: absent at the defaults earlier runs used
     if spec.consensus:  # absent otherwise: fingerprints of plain runs stay as they were
         doc["consensus"], doc["select_by"] = spec.consensus, spec.select_by
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
