@@ -142,6 +142,13 @@ ClashScaleOpt = Annotated[
         "covalent bond length after each step, 0 = off (default: the checkpoint's).",
     ),
 ]
+ClashFloorOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Flow-matching checkpoints: the same push for any two atoms closer than this "
+        "many Å, 0 = none (default: the checkpoint's).",
+    ),
+]
 ConsensusOpt = Annotated[
     int | None,
     typer.Option(
@@ -207,6 +214,7 @@ def sample(
     device: DeviceOpt = "auto",
     flow_slope: FlowSlopeOpt = None,
     clash_scale: ClashScaleOpt = None,
+    clash_floor: ClashFloorOpt = None,
     type_temperature: TypeTemperatureOpt = None,
     type_order: TypeOrderOpt = None,
     type_remask: TypeRemaskOpt = None,
@@ -248,7 +256,7 @@ def sample(
             chemsys=chemsys, conditions=condition, guidance=guidance, steps=steps,
             sampler=sampler.value if sampler is not None else "auto", seed=seed,
             batch_size=batch_size, device=device, precision=precision, flow_slope=flow_slope,
-            clash_scale=clash_scale, type_temperature=type_temperature, type_order=type_order,
+            clash_scale=clash_scale, clash_floor=clash_floor, type_temperature=type_temperature, type_order=type_order,
             type_remask=type_remask, consensus=consensus, select_by=select_by,
             energies=energies, progress=progress,
             log=lambda m: _err.print(escape(m)),

@@ -14,6 +14,10 @@ between the nearest fractional images (shortest fractional difference, then Cart
 is the true nearest image except in strongly sheared cells. The denoiser then sees two atoms
 where it saw one and can send them to different sites; the push itself is small (it only
 restores a fraction of a bond length).
+
+``clash_floor`` adds an absolute distance in Å that every pair keeps, whatever its radii: at the
+default scale the scaled radius sum of two H atoms is 0.25 Å and of two F atoms 0.46 Å, while the
+shortest pair in any of MP-20's 9,894 training crystals is 0.748 Å (H-H in SnH4, mp-1079902).
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ def _radii(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
 
 def repel_clashes(f: torch.Tensor, lattice: torch.Tensor, z: torch.Tensor, bidx: torch.Tensor,
                   num_atoms: torch.Tensor, scale: float,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Push apart atoms closer than ``scale`` times the sum of their covalent radii.
+                  generator: torch.Generator | None = None, floor: float = 0.0) -> torch.Tensor:
+    """Push apart atoms closer than ``scale`` times the sum of their covalent radii, or than
+    ``floor`` Å.
 
     Args:
         f: ``(N, 3)`` fractional coordinates (unwrapped is fine).
@@ -47,20 +52,21 @@ def repel_clashes(f: torch.Tensor, lattice: torch.Tensor, z: torch.Tensor, bidx:
         z: ``(N,)`` atomic numbers (0: masked, given the mean radius).
         bidx: ``(N,)`` crystal of each atom (atoms ordered by crystal).
         num_atoms: ``(B,)``.
-        scale: fraction of the covalent bond length kept free; ``<= 0`` returns ``f``.
+        scale: fraction of the covalent bond length kept free (0: none).
         generator: for the directions of atoms on the same spot.
+        floor: Å that every pair keeps (0: none); with ``scale <= 0`` and ``floor <= 0`` off.
 
     Returns:
         ``(N, 3)`` the moved fractional coordinates (not wrapped).
     """
-    if scale <= 0 or f.shape[0] < 2:
+    if (scale <= 0 and floor <= 0) or f.shape[0] < 2:
         return f
     b, m = num_atoms.shape[0], int(num_atoms.max())
     pos = atom_slots(bidx, num_atoms)
     present = to_dense(torch.ones_like(bidx, dtype=torch.bool), bidx, pos, b, m)
     table = _radii(f.device, f.dtype)
     radius = to_dense(table[z.clamp(0, table.shape[0] - 1)], bidx, pos, b, m)
-    need = scale * (radius.unsqueeze(2) + radius.unsqueeze(1))
+    need = (max(scale, 0.0) * (radius.unsqueeze(2) + radius.unsqueeze(1))).clamp_min(floor)
     pair = present.unsqueeze(2) & present.unsqueeze(1)
     pair &= ~torch.eye(m, dtype=torch.bool, device=f.device)
     inverse = inv3(lattice)

@@ -24,6 +24,8 @@ class DiffusionConfig(BaseModel):
         clash_scale: ``flow``: after each Euler step, atoms closer than ``clash_scale`` times
             the sum of their covalent radii are pushed apart (:mod:`matgen.diffusion._clash`:
             without it two like atoms can merge on one spot); 0 = off. Sampling only.
+        clash_floor: ``flow``: the same push for any pair closer than this many Å, whatever
+            the radii (0 = none). Sampling only.
         type_temperature: de novo sampling draws each revealed atom type from
             ``softmax(logits / type_temperature)``; < 1 sharpens it (fewer stray elements per
             crystal), 1 is the learned distribution. Sampling only; any objective.
@@ -62,6 +64,7 @@ class DiffusionConfig(BaseModel):
     objective: Literal["score", "flow"] = "score"
     flow_slope: float = Field(default=0.0, ge=0.0)
     clash_scale: float = Field(default=0.0, ge=0.0, le=1.0)
+    clash_floor: float = Field(default=0.0, ge=0.0, le=2.0)
     type_temperature: float = Field(default=1.0, gt=0.0)
     type_order: Literal["random", "confidence"] = "random"
     type_remask: float = Field(default=0.0, ge=0.0)
@@ -84,8 +87,8 @@ class DiffusionConfig(BaseModel):
     def _flow_only_options(self) -> DiffusionConfig:
         if self.self_condition > 0 and self.objective != "flow":
             raise ValueError("self_condition needs objective: flow")
-        if self.clash_scale > 0 and self.objective != "flow":
-            raise ValueError("clash_scale needs objective: flow")
+        if (self.clash_scale > 0 or self.clash_floor > 0) and self.objective != "flow":
+            raise ValueError("clash_scale and clash_floor need objective: flow")
         return self
 
 

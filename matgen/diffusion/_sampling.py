@@ -230,12 +230,12 @@ def _deterministic_step(diffusion, st: SamplerState, out: DenoiserOutput, t, s,
 def _flow_step(diffusion, st: SamplerState, out: DenoiserOutput, t, s, generator) -> None:
     """Euler step of the learned flow, ``t -> s``: the centred coordinate velocity (scaled by
     ``1 + flow_slope * (1 - t)``) and the lattice velocity; then clashing atoms are pushed
-    apart (``clash_scale``, :func:`matgen.diffusion._clash.repel_clashes`)."""
+    apart (``clash_scale``, ``clash_floor``, :func:`matgen.diffusion._clash.repel_clashes`)."""
     v = out.coord - scatter_mean(out.coord, st.bidx, st.num_crystals)[st.bidx]
     st.f = diffusion.coords.step(st.f, v, t[st.bidx], s[st.bidx], diffusion.cfg.flow_slope)
     st.lat = diffusion.lattice.step(st.lat, out.lattice, t, s, st.num_atoms)
     st.f = repel_clashes(st.f, st.lat, st.z, st.bidx, st.num_atoms, diffusion.cfg.clash_scale,
-                         generator)
+                         generator, diffusion.cfg.clash_floor)
 
 
 def _flow_schedule(steps: int, times) -> list[float]:

@@ -338,8 +338,9 @@ def frame_info(plan: SamplePlan, lo: int, chunk: list[Request],
         info["chemsys"] = [spec.chemsys] * n
     if getattr(plan.diffusion, "is_flow", False):  # pc and fast both integrate the flow ODE
         info["flow_slope"] = [float(plan.diffusion.cfg.flow_slope)] * n
-        if plan.diffusion.cfg.clash_scale > 0:
-            info["clash_scale"] = [float(plan.diffusion.cfg.clash_scale)] * n
+        for name in ("clash_scale", "clash_floor"):
+            if getattr(plan.diffusion.cfg, name) > 0:
+                info[name] = [float(getattr(plan.diffusion.cfg, name))] * n
     if spec.task == "gen":
         tt = getattr(getattr(plan.diffusion, "cfg", None), "type_temperature", 1.0)
         info["type_temperature"] = [float(tt)] * n
@@ -448,9 +449,10 @@ def plan_fingerprint(plan: SamplePlan) -> str:
                      for r in plan.requests],
         "batch_order": batch_order(plan),
     }
-    clash = getattr(getattr(plan.diffusion, "cfg", None), "clash_scale", 0.0)
-    if clash:  # absent when off: fingerprints of earlier runs stay as they were
-        doc["clash_scale"] = clash
+    for name in ("clash_scale", "clash_floor"):
+        value = getattr(getattr(plan.diffusion, "cfg", None), name, 0.0)
+        if value:  # absent when off: fingerprints of earlier runs stay as they were
+            doc[name] = value
     doc.update(_set_type_options(plan))  # the same: absent at the defaults earlier runs used
     if spec.consensus:  # absent otherwise: fingerprints of plain runs stay as they were
         doc["consensus"], doc["select_by"] = spec.consensus, spec.select_by

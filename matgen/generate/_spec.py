@@ -55,6 +55,8 @@ class SampleSpec:
             than this fraction of their covalent bond length are pushed apart after each step
             (``None``: the checkpoint's ``diffusion.clash_scale``; 0 = off); refused for score
             models.
+        clash_floor: the same push for any pair closer than this many Å (``None``: the
+            checkpoint's ``diffusion.clash_floor``; 0 = none); refused for score models.
         type_temperature: de novo: revealed atom types are drawn from ``softmax(logits / T)``
             (``None``: the checkpoint's ``diffusion.type_temperature``, 1 if it has none).
         type_order: de novo: which masked atoms each step reveals, ``random`` or the most
@@ -91,6 +93,7 @@ class SampleSpec:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     flow_slope: float | None = None
     clash_scale: float | None = None
+    clash_floor: float | None = None
     type_temperature: float | None = None
     type_order: str | None = None
     type_remask: float | None = None
@@ -114,6 +117,9 @@ class SampleSpec:
         if self.clash_scale is not None and not 0 <= self.clash_scale <= 1:
             raise SampleInputError(
                 f"--clash-scale must be a number in [0, 1] (got {self.clash_scale})")
+        if self.clash_floor is not None and not 0 <= self.clash_floor <= 2:
+            raise SampleInputError(
+                f"--clash-floor must be a distance in [0, 2] Å (got {self.clash_floor})")
         if self.type_temperature is not None and not (
                 self.type_temperature > 0 and math.isfinite(self.type_temperature)):
             raise SampleInputError(
@@ -169,7 +175,8 @@ class SampleSpec:
         scale and type temperature, order and remasking (each ``None``: the checkpoint's)."""
         update = {}
         for flag, name, value in (("--flow-slope", "flow_slope", self.flow_slope),
-                                  ("--clash-scale", "clash_scale", self.clash_scale)):
+                                  ("--clash-scale", "clash_scale", self.clash_scale),
+                                  ("--clash-floor", "clash_floor", self.clash_floor)):
             if value is None:
                 continue
             if not diffusion.is_flow:

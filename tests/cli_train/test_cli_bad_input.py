@@ -34,6 +34,7 @@ def _one_line_error(res, code: int, *words: str) -> None:
     (["--flow-slope", "nan"], ["--flow-slope"]),
     (["--clash-scale", "1.5"], ["--clash-scale", "[0, 1]"]),
     (["--clash-scale", "nan"], ["--clash-scale", "[0, 1]"]),
+    (["--clash-floor", "3"], ["--clash-floor", "[0, 2]"]),
     (["--type-order", "greedy"], ["--type-order", "random or confidence", "'greedy'"]),
     (["--type-remask", "-1"], ["--type-remask", ">= 0"]),
 ])

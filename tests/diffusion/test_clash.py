@@ -53,8 +53,27 @@ def test_scale_zero_is_off_and_the_config_refuses_score_models():
     f = torch.zeros(2, 3)
     assert repel_clashes(f, torch.eye(3).unsqueeze(0), torch.tensor([1, 1]),
                          torch.zeros(2, dtype=torch.long), torch.tensor([2]), 0.0) is f
-    with pytest.raises(ValueError, match="clash_scale needs objective: flow"):
+    with pytest.raises(ValueError, match="clash_scale and clash_floor need objective: flow"):
         DiffusionConfig(objective="score", clash_scale=0.5)
+    with pytest.raises(ValueError, match="need objective: flow"):
+        DiffusionConfig(objective="score", clash_floor=0.7)
+
+
+def test_the_floor_keeps_pairs_whose_scaled_radii_are_tiny_apart():
+    """Two H atoms 0.3 A apart: at scale 0.4 their free length is 0.25 A, so only the floor
+    (0.7 A, under MP-20's shortest training pair) pushes them; Se-Se, whose scaled length is
+    larger, is pushed to that length, not to the floor."""
+    lat = 5.0 * torch.eye(3, dtype=torch.float64).repeat(2, 1, 1)
+    f = torch.tensor([[0.5, 0.5, 0.5], [0.56, 0.5, 0.5]] * 2, dtype=torch.float64)
+    z = torch.tensor([1, 1, 34, 34])
+    bidx, n = torch.tensor([0, 0, 1, 1]), torch.tensor([2, 2])
+    plain = repel_clashes(f, lat, z, bidx, n, 0.4)
+    assert torch.equal(plain[:2], f[:2])
+    floored = repel_clashes(f, lat, z, bidx, n, 0.4, floor=0.7)
+    assert _cart_dist(floored, lat[0], 0, 1) == pytest.approx(0.7, rel=1e-6)
+    assert _cart_dist(floored, lat[1], 2, 3) == pytest.approx(0.4 * 2 * R_SE, rel=1e-6)
+    assert _cart_dist(repel_clashes(f, lat, z, bidx, n, 0.0, floor=0.7), lat[0], 0, 1) == \
+        pytest.approx(0.7, rel=1e-6)  # the floor alone works too
 
 
 class OneSpot:
