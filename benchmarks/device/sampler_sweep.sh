@@ -8,13 +8,13 @@
 # workers each); everything stops at $DEADLINE s after the start so the results come back
 # ($OUT/$NAME.tgz, samples included). Write the rule the numbers are judged by down before the
 # call. CSP=0 leaves out the CSP jobs (an option that acts on de novo sampling only); GEN_SEEDS
-# sets the de novo seeds (default "0 1 2"). From the repository root, carrying .whl and .devdata:
+# sets the de novo seeds (default "0 1 2"), P the jobs at a time (default 4). From the repository root, carrying .whl and .devdata:
 #   OPT=--flow-slope VALUES="0 2.5 5 10" NAME=slope DEADLINE=480 bash benchmarks/device/sampler_sweep.sh
 set -u
 START=$(date +%s); NAME=${NAME:-sweep}; D=/tmp/$NAME; mkdir -p "$D"
 OPT=${OPT:?set OPT, e.g. --flow-slope}; VALUES=${VALUES:?set VALUES}
 DEADLINE=${DEADLINE:-480}; CK=${CK:-matgen/assets/models/default}; TEST=${TEST:-0}
-CSP=${CSP:-1}; GEN_SEEDS=${GEN_SEEDS:-0 1 2}
+CSP=${CSP:-1}; GEN_SEEDS=${GEN_SEEDS:-0 1 2}; P=${P:-4}
 source benchmarks/device/_env.sh
 V=/tmp/datasets/mp20_reduced/val.csv; T=/tmp/datasets/mp20_reduced/test.csv
 jobs=(); scores=()
@@ -40,9 +40,9 @@ score() {  # task value seed split (de novo samples are drawn once, under the va
     "${extra[@]}" --workers 4 --out "$D/$1_$4_k$2_s$3.json" > "$D/eval_$1_$4_k$2_s$3.log" 2>&1
 }
 export -f sample score; export D V T CK OPT
-printf '%s\n' "${jobs[@]}" | timeout $((DEADLINE / 3)) xargs -P 4 -L 1 bash -c 'sample $0 $1 $2 $3'
+printf '%s\n' "${jobs[@]}" | timeout $((DEADLINE / 3)) xargs -P "$P" -L 1 bash -c 'sample $0 $1 $2 $3'
 echo "sampled in $(($(date +%s) - START)) s"
 left=$((DEADLINE - ($(date +%s) - START)))
-printf '%s\n' "${jobs[@]}" "${scores[@]}" | timeout "$left" xargs -P 4 -L 1 bash -c 'score $0 $1 $2 $3'
+printf '%s\n' "${jobs[@]}" "${scores[@]}" | timeout "$left" xargs -P "$P" -L 1 bash -c 'score $0 $1 $2 $3'
 echo "sampled + scored in $(($(date +%s) - START)) s"; ls "$D" | grep -c json
 tar czf "${OUT:-/tmp}/$NAME.tgz" -C /tmp "$NAME"
