@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from matgen.generate._generate import plan_sampling, sample_batches
-from matgen.generate._spec import SampleSpec
+from matgen.generate import SampleSpec, plan_sampling, sample_batches
 
 SIZE_BINS = ((1, 4), (5, 8), (9, 14), (15, 20))
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import torch
 
-from matgen.nn import polar_rotation
+from matgen.nn import atom_slots, polar_rotation
 
 
 def _gen_device(like: torch.Tensor, generator: torch.Generator | None) -> torch.device:
@@ -341,12 +341,13 @@ class MaskedTypeProcess:
         return logits.masked_fill(~type_mask.to(logits.device), float("-inf"))
 
     def step(self, zt, logits, t, s, generator=None, type_mask=None, temperature: float = 1.0,
-             num_atoms: torch.Tensor | None = None, remask: float = 0.0):
+             crystals: tuple[torch.Tensor, torch.Tensor] | None = None, remask: float = 0.0):
         """Reveal masked atoms between ``t`` and ``s`` (per-atom ``(N,)`` times), each drawn
         from ``softmax(logits / temperature)``.
 
         Which atoms: each masked atom independently with probability ``(t - s) / t``; or, with
-        ``num_atoms (B,)`` (atoms ordered by crystal), as many per crystal as that draw gives,
+        ``crystals = (bidx (N,), num_atoms (B,))`` (atoms ordered by crystal), as many per
+        crystal as that draw gives,
         but the ones whose drawn type is the most probable under the prediction (confidence
         order, as MaskGIT unmasks; Chang et al. 2022). The same random numbers are used
         either way, so only the choice of positions differs.
@@ -365,26 +366,22 @@ class MaskedTypeProcess:
         reveal = masked & (u < ((t - s + sigma * (1 - t)) / t.clamp(min=1e-12)))
         dev = _gen_device(p, generator)
         draw = torch.multinomial(p.to(dev), 1, generator=generator).squeeze(-1).to(zt.device) + 1
-        if num_atoms is not None:
+        if crystals is not None:
             conf = p.gather(-1, (draw - 1).unsqueeze(-1)).squeeze(-1)
-            reveal = _most_confident(reveal, masked, conf, num_atoms)
+            reveal = _most_confident(reveal, masked, conf, *crystals)
         again = ~masked & (u < sigma)  # u is free here: these atoms were not masked
         return torch.where(again, torch.zeros_like(zt), torch.where(reveal, draw, zt))
 
 
 def _most_confident(reveal: torch.Tensor, masked: torch.Tensor, conf: torch.Tensor,
-                    num_atoms: torch.Tensor) -> torch.Tensor:
+                    bidx: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
     """Per crystal, the ``reveal.sum()`` masked atoms of highest ``conf`` (atoms ordered by
-    crystal, ``num_atoms (B,)`` of each); all ``(N,)``."""
-    n = reveal.shape[0]
-    bidx = torch.repeat_interleave(torch.arange(num_atoms.shape[0], device=reveal.device),
-                                   num_atoms, output_size=n)
+    crystal ``bidx (N,)``, ``num_atoms (B,)`` of each); all ``(N,)``."""
     count = torch.zeros(num_atoms.shape[0], dtype=torch.long, device=reveal.device)
     count.index_add_(0, bidx, reveal.long())
     score = torch.where(masked, conf, torch.full_like(conf, -1.0))
     order = torch.argsort(score, descending=True, stable=True)
     order = order[torch.argsort(bidx[order], stable=True)]  # by crystal, then by score
-    start = torch.cumsum(num_atoms, 0) - num_atoms
     rank = torch.empty_like(bidx)
-    rank[order] = torch.arange(n, device=reveal.device) - start[bidx[order]]
+    rank[order] = atom_slots(bidx[order], num_atoms)  # place in its crystal's sorted run
     return masked & (rank < count[bidx])

@@ -253,10 +253,11 @@ def _unmask_types(diffusion, st: SamplerState, out: DenoiserOutput, t, s, last: 
                                     _order_by(diffusion, st), diffusion.cfg.type_remask)
 
 
-def _order_by(diffusion, st: SamplerState) -> torch.Tensor | None:
+def _order_by(diffusion, st: SamplerState) -> tuple[torch.Tensor, torch.Tensor] | None:
     """What :meth:`MaskedTypeProcess.step` needs to reveal types in confidence order
-    (``diffusion.cfg.type_order``): the atoms per crystal; None for the random order."""
-    return st.num_atoms if diffusion.cfg.type_order == "confidence" else None
+    (``diffusion.cfg.type_order``): each atom's crystal and the atoms per crystal; None for
+    the random order."""
+    return (st.bidx, st.num_atoms) if diffusion.cfg.type_order == "confidence" else None
 
 
 def _integrate(denoiser, diffusion, st: SamplerState, times: Sequence[float], predictor,

@@ -338,26 +338,29 @@ def frame_info(plan: SamplePlan, lo: int, chunk: list[Request],
         info["chemsys"] = [spec.chemsys] * n
     if getattr(plan.diffusion, "is_flow", False):  # pc and fast both integrate the flow ODE
         info["flow_slope"] = [float(plan.diffusion.cfg.flow_slope)] * n
-        for name in ("clash_scale", "clash_floor"):
-            if getattr(plan.diffusion.cfg, name) > 0:
-                info[name] = [float(getattr(plan.diffusion.cfg, name))] * n
+        for name, value in _set_options(plan, _CLASH_OPTIONS).items():
+            info[name] = [value] * n
     if spec.task == "gen":
         tt = getattr(getattr(plan.diffusion, "cfg", None), "type_temperature", 1.0)
         info["type_temperature"] = [float(tt)] * n
-        for name, value in _set_type_options(plan).items():
+        for name, value in _set_options(plan, _TYPE_OPTIONS).items():
             info[name] = [value] * n
     return info
 
 
-#: De novo type options that frames and fingerprints record only when not at these defaults.
-_TYPE_DEFAULTS = {"type_order": "random", "type_remask": 0.0}
+#: Sampling options that frames and fingerprints record only away from these defaults (so the
+#: fingerprints of runs from before each option existed stay as they were).
+_OPTION_DEFAULTS = {"clash_scale": 0.0, "clash_floor": 0.0, "type_order": "random",
+                    "type_remask": 0.0}
+_CLASH_OPTIONS = ("clash_scale", "clash_floor")  # flow models only (others have them at 0)
+_TYPE_OPTIONS = ("type_order", "type_remask")  # de novo only
 
 
-def _set_type_options(plan: SamplePlan) -> dict:
-    """The plan's de novo type options that differ from :data:`_TYPE_DEFAULTS`."""
+def _set_options(plan: SamplePlan, names=tuple(_OPTION_DEFAULTS)) -> dict:
+    """The plan's options among ``names`` that differ from :data:`_OPTION_DEFAULTS`."""
     cfg = getattr(plan.diffusion, "cfg", None)
-    values = {k: getattr(cfg, k, d) for k, d in _TYPE_DEFAULTS.items()}
-    return {k: v for k, v in values.items() if v != _TYPE_DEFAULTS[k]}
+    values = {k: getattr(cfg, k, _OPTION_DEFAULTS[k]) for k in names}
+    return {k: v for k, v in values.items() if v != _OPTION_DEFAULTS[k]}
 
 
 def num_batches(plan: SamplePlan) -> int:
@@ -449,11 +452,7 @@ def plan_fingerprint(plan: SamplePlan) -> str:
                      for r in plan.requests],
         "batch_order": batch_order(plan),
     }
-    for name in ("clash_scale", "clash_floor"):
-        value = getattr(getattr(plan.diffusion, "cfg", None), name, 0.0)
-        if value:  # absent when off: fingerprints of earlier runs stay as they were
-            doc[name] = value
-    doc.update(_set_type_options(plan))  # the same: absent at the defaults earlier runs used
+    doc.update(_set_options(plan))  # absent at their defaults: earlier fingerprints stay
     if spec.consensus:  # absent otherwise: fingerprints of plain runs stay as they were
         doc["consensus"], doc["select_by"] = spec.consensus, spec.select_by
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

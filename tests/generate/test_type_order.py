@@ -16,7 +16,8 @@ def test_most_confident_keeps_each_crystals_count_and_takes_the_surest_masked_at
     conf = torch.tensor([0.1, 0.9, 0.99, 0.5, 0.2, 0.8, 0.7, 0.9, 0.9])
     # crystal 0: one reveal, atom 2 is already revealed -> atom 1; crystal 1: two -> 5, 6;
     # crystal 2: none
-    assert _most_confident(reveal, masked, conf, num_atoms).tolist() == [
+    bidx = torch.repeat_interleave(torch.arange(3), num_atoms)
+    assert _most_confident(reveal, masked, conf, bidx, num_atoms).tolist() == [
         False, True, False, False, False, True, True, False, False]
 
 
@@ -30,7 +31,8 @@ def _one_step(order_by_confidence: bool, seed: int = 0):
     logits = torch.stack([pos, torch.zeros(n), torch.zeros(n)], -1)  # class 0 surer for later i
     z = MaskedTypeProcess().step(torch.zeros(n, dtype=torch.long), logits, torch.ones(n),
                                  torch.full((n,), 0.5), torch.Generator().manual_seed(1),
-                                 num_atoms=num_atoms if order_by_confidence else None)
+                                 crystals=(torch.repeat_interleave(torch.arange(40), num_atoms),
+                                           num_atoms) if order_by_confidence else None)
     return z, num_atoms, pos
 
 
