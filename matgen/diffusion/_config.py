@@ -47,6 +47,11 @@ class DiffusionConfig(BaseModel):
             uniform): 1 is uniform, > 1 puts more of the steps near the data (``t = 0``),
             where the final precision of the structure is decided.
         coord_weight, lattice_weight, type_weight: weights of the per-field losses.
+        type_loss: de novo: the types' cross-entropy averaged over the batch's masked atoms
+            (``atoms``: a crystal weighs as its masked atoms, about ``t`` of them) or with the
+            ELBO's weighting (``elbo``: each crystal's masked atoms weighted by its atoms over
+            its masked atoms, so the completion of nearly unmasked compositions counts as much
+            as the first draws). Training only.
         cond_dropout: probability, per crystal and condition, that a condition is replaced by
             "unconditioned" (NaN) in the loss, for classifier-free guidance.
         self_condition: ``flow``: probability that a training step first runs the denoiser
@@ -78,6 +83,7 @@ class DiffusionConfig(BaseModel):
     coord_weight: float = 1.0
     lattice_weight: float = 1.0
     type_weight: float = 1.0
+    type_loss: Literal["atoms", "elbo"] = "atoms"
     cond_dropout: float = 0.2
     corrector_steps: int = 1
     langevin_step: float = 0.4

@@ -328,10 +328,26 @@ class MaskedTypeProcess:
         masked = _rand(z0.shape, t, generator) < t
         return torch.where(masked, torch.zeros_like(z0), z0), masked
 
-    def loss(self, logits: torch.Tensor, z0: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy over masked atoms (0 if none is masked)."""
+    def loss(self, logits: torch.Tensor, z0: torch.Tensor, masked: torch.Tensor,
+             num_atoms: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy over masked atoms (0 if none is masked).
+
+        Without ``num_atoms`` the mean over all masked atoms of the batch, so a crystal weighs
+        in proportion to its masked atoms (about ``t`` of them). With ``num_atoms (B,)`` (atoms
+        ordered by crystal) the ELBO weighting: each crystal's masked atoms are weighted by
+        ``N_i / m_i`` (its atoms over its masked atoms, the per-crystal estimate of MDLM's
+        ``1 / t``; Sahoo et al. 2024) and the sum divided by the batch's atoms, so nearly
+        unmasked crystals, whose few masked atoms decide how a composition is completed, weigh
+        as much as nearly masked ones."""
         ce = torch.nn.functional.cross_entropy(logits, z0 - 1, reduction="none")
-        return (ce * masked).sum() / masked.sum().clamp(min=1)
+        if num_atoms is None:
+            return (ce * masked).sum() / masked.sum().clamp(min=1)
+        bidx = torch.repeat_interleave(torch.arange(num_atoms.shape[0], device=ce.device),
+                                       num_atoms, output_size=ce.shape[0])
+        m = torch.zeros(num_atoms.shape[0], device=ce.device, dtype=ce.dtype)
+        m = m.index_add(0, bidx, masked.to(ce.dtype))
+        w = (num_atoms.to(ce.dtype) / m.clamp(min=1))[bidx]
+        return (ce * masked * w).sum() / num_atoms.sum().clamp(min=1)
 
     @staticmethod
     def masked_logits(logits: torch.Tensor, type_mask: torch.Tensor | None) -> torch.Tensor:

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The detached half of finetune_sweep.sh (run from /tmp/src with its exported variables).
+set -u
+log() { echo "[$(date -u +%H:%M:%S)] $*" >> "$W/driver.log"; }
+log start; source benchmarks/device/_env.sh; log installed
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 \
+  > "$W/gpu_util.csv" 2>&1 &
+python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.json" \
+  --stage train ${MINUTES:+--minutes $MINUTES} > "$W/train.log" 2>&1
+log "trained: exit $?"; touch "$W/TRAINED"
+W=$W bash benchmarks/device/export_weights.sh $RUNS >> "$W/driver.log" 2>&1; log exported
+PIDS=""
+for R in $RUNS; do
+  CK="$W/runs/$R/run/checkpoints/last" NAME=$R P=3 OPT=--clash-floor VALUES=0.7 \
+    DEADLINE=$SWEEP_S OUT="$W/sweeps" bash benchmarks/device/sampler_sweep.sh \
+    > "$W/sweep_$R.log" 2>&1 & PIDS="$PIDS $!"
+done
+if [ -n "$GEN_EXTRA" ]; then  # the shipped default's extra de novo seeds
+  mkdir -p /tmp/denovo_extra
+  for S in $GEN_EXTRA; do
+    python3 -m matgen sample --checkpoint matgen/assets/models/default --num 1000 \
+      --batch-size 1000 --sampler fast --steps 50 --seed "$S" --no-progress \
+      --out "/tmp/denovo_extra/gen_default_s$S.extxyz" > "/tmp/denovo_extra/sample_s$S.log" 2>&1
+  done
+  tar czf "$W/export/denovo_extra.tgz" -C /tmp denovo_extra; log "extra de novo seeds done"
+fi
+wait $PIDS  # not a bare wait: nvidia-smi runs in the background for good
+log "swept: $(ls "$W/sweeps" | tr '\n' ' ')"
+tar czf "$W/export/results.tgz" -C "$W" sweeps driver.log train.log gpu_util.csv ablation.json \
+  $(cd "$W" && ls sweep_*.log runs/*/run/metrics.csv runs/*/config.yaml runs/*/*.log 2>/dev/null)
+touch "$W/ALL_DONE"; log done

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Fine-tune variants side by side, then score each the way sampler_sweep.sh scores a sampling
+# option (val CSP seeds 0 and 1, 1,000 de novo at seeds 0-2 vs val, with TEST=1 (default) the
+# public test CSP seed 0 and de novo seed 0 vs test), and bring back fp16 weights of each run.
+# GEN_EXTRA="3 4 ..." also draws 1,000 de novo samples of the shipped default per seed
+# (denovo_extra.tgz; for the 10,000-sample COV protocol, scored on the CPU).
+# Longer than one call: the first call starts it detached and watches; a follow-up call within
+# ~25 s runs the same command and only watches (the pattern of oneshot.sh). Each call copies to
+# $OUT what is there: results.tgz (sweeps, logs, metrics), RUN.tar.part-* (weights).
+#   MINUTES=5 SET=benchmarks/ablations/round19.yaml RUNS="r19_ctl r19_gen r19_elbo" \
+#   bash benchmarks/device/finetune_sweep.sh      (carry .whl, .devdata)
+set -u
+export SET=${SET:?set SET} RUNS=${RUNS:?set RUNS} W=${W:-/tmp/ft} MINUTES=${MINUTES:-}
+export TEST=${TEST:-1} SWEEP_S=${SWEEP_S:-480} GEN_EXTRA=${GEN_EXTRA:-}
+DEADLINE=${DEADLINE:-560}
+if [ ! -f "$W/driver.log" ]; then
+  mkdir -p "$W/export" "$W/sweeps"; rm -rf /tmp/src && cp -rL "$PWD" /tmp/src
+  (cd /tmp/src && setsid nohup bash benchmarks/device/_finetune_sweep_driver.sh \
+     > /tmp/ft.nohup 2>&1 < /dev/null &)
+  sleep 2
+else
+  echo "[finetune_sweep] following the run an earlier call started"
+fi
+while [ ! -f "$W/ALL_DONE" ] && [ "$SECONDS" -lt "$DEADLINE" ]; do sleep 5; done
+cat "$W/driver.log"; tail -3 /tmp/ft.nohup "$W/train.log" 2>/dev/null
+cp "$W"/export/* "${OUT:?}"/ 2>/dev/null; ls -la "$OUT"
