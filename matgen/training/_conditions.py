@@ -29,14 +29,17 @@ def training_conditions(
             (a condition inherited from a fine-tuning checkpoint) is all NaN, i.e.
             unconditioned, on the batch's device.
         drop_prob: probability of dropping a crystal's conditions here.
-        generator: CPU generator for the drop mask (resumable, per rank).
+        generator: generator for the drop mask (resumable, per rank); without one the mask is
+            drawn on the batch's device from the global RNG (no host-to-device copy).
     """
     if not names:
         return None
     out = {}
     keep = None
     if drop_prob > 0:
-        keep = (torch.rand(batch.num_crystals, generator=generator) >= drop_prob).to(batch.device)
+        dev = generator.device if generator is not None else batch.lattice.device
+        u = torch.rand(batch.num_crystals, generator=generator, device=dev)
+        keep = (u >= drop_prob).to(batch.lattice.device)
     like = next(iter(batch.properties.values()), batch.lattice)
     for name in names:
         v = batch.properties.get(name)

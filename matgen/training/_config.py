@@ -71,11 +71,16 @@ class ConditionConfig(_Strict):
     Attributes:
         properties: the conditions (CSV column names or ``ConditionSpec`` mappings).
         drop_prob: probability that a crystal's condition is dropped in a training step
-            (sets ``diffusion.cond_dropout``).
+            (sets ``diffusion.cond_dropout``), each condition on its own.
+        drop_all_prob: probability that all conditions of a crystal are dropped together
+            first (0 = never). Sampling without conditions (de novo and CSP by default) gives
+            the denoiser every condition as NaN, which per-condition dropping alone shows it
+            on only ``drop_prob ** k`` of the crystals for k conditions (0.8% for three at 0.2).
     """
 
     properties: list[str | ConditionSpec] = Field(default_factory=list)
     drop_prob: float = Field(default=0.2, ge=0.0, le=1.0)
+    drop_all_prob: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @property
     def names(self) -> list[str]:

@@ -199,7 +199,7 @@ def _forward_backward(run: Run, state: RunState, batch: CrystalBatch):
     cfg, info = run.cfg, run.info
     batch = batch.to(info.device) if info.device.type != "cpu" else batch
     task = step_task(cfg, state.step)
-    cond = training_conditions(batch, run.names)
+    cond = training_conditions(batch, run.names, cfg.conditions.drop_all_prob)
     run.train_model.train()
     with compile_fallback(cfg):
         with _autocast(run):

@@ -228,6 +228,19 @@ def test_the_loop_passes_conditions_whole_to_the_objective(tmp_path):
     assert all(not torch.isnan(c["band_gap"]).any() for c in diff.conds)
 
 
+def test_drop_all_prob_hands_the_objective_unconditioned_crystals(tmp_path):
+    """conditions.drop_all_prob trains the all-NaN input that unconditioned sampling gives."""
+    seen = {}
+    for p in (1.0, 0.5):
+        diff = _Recording()
+        _run(tmp_path / f"r{p}", cfg=_cfg(conditions={"properties": ["band_gap"],
+                                                       "drop_prob": 0.3, "drop_all_prob": p}),
+             diffusion=diff)
+        seen[p] = torch.cat([torch.isnan(c["band_gap"]) for c in diff.conds])
+    assert bool(seen[1.0].all())
+    assert 0 < int(seen[0.5].sum()) < len(seen[0.5])
+
+
 def test_compile_fallback_is_scoped_not_process_wide():
     from torch import _dynamo
 
