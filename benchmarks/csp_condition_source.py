@@ -14,15 +14,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
+import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
-from ase import Atoms
-from ase.io import write
 
-from matgen.generate import SampleSpec, plan_sampling, sample_batches
+from matgen.generate import SampleSpec, plan_sampling
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from denovo_condition_source import sample_arms  # one way to sample and write the arms
 
 
 def row_values(split: pd.DataFrame, ids: list[str], names: list[str]) -> dict[str, torch.Tensor]:
@@ -32,24 +33,12 @@ def row_values(split: pd.DataFrame, ids: list[str], names: list[str]) -> dict[st
             for n in names}
 
 
-def run(spec: SampleSpec, split: pd.DataFrame | None) -> list[Atoms]:
-    """CSP frames of ``spec``; with ``split``, each request conditioned on its row's labels."""
-    plan = plan_sampling(spec.checked(), lambda _m: None)
-    if split is not None:
+def own_labels(split: pd.DataFrame):
+    """The function of a plan that gives each request its row's labels (for ``sample``)."""
+    def values(plan) -> dict[str, torch.Tensor]:
         names = list(plan.meta.get("conditions") or {})
-        plan = dataclasses.replace(plan, values=row_values(
-            split, [r.material_id for r in plan.requests], names))
-    frames = []
-    for item in sample_batches(plan):
-        c = item.crystals
-        z, f, lo = c.atomic_numbers.tolist(), c.frac_coords.double().numpy(), 0
-        for b, n in enumerate(c.num_atoms.tolist()):
-            a = Atoms(numbers=z[lo:lo + n], scaled_positions=f[lo:lo + n],
-                      cell=c.lattice[b].double().numpy(), pbc=True)
-            a.info["material_id"] = c.ids[b]
-            frames.append(a)
-            lo += n
-    return frames
+        return row_values(split, [r.material_id for r in plan.requests], names)
+    return values
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,12 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     names = list(plan_sampling(base.checked(), lambda _m: None).meta.get("conditions") or {})
     cond = dataclasses.replace(base, conditions=[f"{n}=0" for n in names])
     doc = {"split": str(a.split), "rows": a.rows, "seed": a.seed, "conditions": names}
-    for tag, spec, labels in (("unconditioned", base, None), ("own_labels", cond, split)):
-        t0 = time.perf_counter()
-        frames = run(spec, labels)
-        write(a.out / f"{tag}.extxyz", frames, format="extxyz")
-        doc[tag] = {"frames": len(frames), "seconds": round(time.perf_counter() - t0, 1)}
-        print(tag, doc[tag])
+    doc |= sample_arms(a.out, [("unconditioned", base, None),
+                               ("own_labels", cond, own_labels(split))])
     (a.out / "run.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 

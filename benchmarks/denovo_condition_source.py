@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 from ase import Atoms
-from ase.io import write
 
+from matgen.crystal import write_extxyz
 from matgen.generate import SampleSpec, plan_sampling, sample_batches
 
 
@@ -36,21 +36,27 @@ def draw_rows(train: Path, names: list[str], num: int, seed: int) -> dict[str, t
     return {n: torch.tensor(df[n].to_numpy()[idx], dtype=torch.float64) for n in names}
 
 
-def sample(spec: SampleSpec, values: dict[str, torch.Tensor] | None) -> list[Atoms]:
-    """De novo crystals of ``spec``; with ``values`` every request gets those condition values
-    (the targets only name the conditions; their drawn values are replaced)."""
+def sample(spec: SampleSpec, values=None) -> list[Atoms]:
+    """Crystals of ``spec`` (``CrystalBatch.to_atoms``: ``material_id`` in ``info``). ``values``
+    ``{name: (R,)}``, or a function of the plan giving them, replaces the condition values
+    drawn for the requests (the targets only name the conditions)."""
     plan = plan_sampling(spec.checked(), lambda _m: None)
     if values is not None:
-        plan = dataclasses.replace(plan, values=values)
-    frames = []
-    for item in sample_batches(plan):
-        c = item.crystals
-        z, f, lo = c.atomic_numbers.tolist(), c.frac_coords.double().numpy(), 0
-        for b, n in enumerate(c.num_atoms.tolist()):
-            frames.append(Atoms(numbers=z[lo:lo + n], scaled_positions=f[lo:lo + n],
-                                cell=c.lattice[b].double().numpy(), pbc=True))
-            lo += n
-    return frames
+        plan = dataclasses.replace(plan, values=values(plan) if callable(values) else values)
+    return [a for item in sample_batches(plan) for a in item.crystals.to_atoms()]
+
+
+def sample_arms(out: Path, arms) -> dict:
+    """Each ``(tag, spec, values)`` arm sampled (:func:`sample`) into ``out/<tag>.extxyz``;
+    ``{tag: {frames, seconds}}``."""
+    doc = {}
+    for tag, spec, values in arms:
+        t0 = time.perf_counter()
+        frames = sample(spec, values)
+        write_extxyz(out / f"{tag}.extxyz", frames)
+        doc[tag] = {"frames": len(frames), "seconds": round(time.perf_counter() - t0, 1)}
+        print(tag, doc[tag])
+    return doc
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,12 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     values = draw_rows(a.train, names, a.num, a.seed)
     cond_spec = dataclasses.replace(base, conditions=[f"{n}=0" for n in names])
     doc = {"checkpoint": plan.checkpoint_id, "conditions": names, "num": a.num, "seed": a.seed}
-    for tag, spec, vals in (("unconditioned", base, None), ("train_conditions", cond_spec, values)):
-        t0 = time.perf_counter()
-        frames = sample(spec, vals)
-        write(a.out / f"{tag}.extxyz", frames, format="extxyz")
-        doc[tag] = {"frames": len(frames), "seconds": round(time.perf_counter() - t0, 1)}
-        print(tag, doc[tag])
+    doc |= sample_arms(a.out, [("unconditioned", base, None),
+                               ("train_conditions", cond_spec, values)])
     (a.out / "run.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
