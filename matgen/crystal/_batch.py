@@ -70,8 +70,9 @@ class CrystalBatch:
     @property
     def batch(self) -> torch.Tensor:
         """``(N,)`` int64 index of the crystal each atom belongs to."""
-        return torch.repeat_interleave(
-            torch.arange(self.num_crystals, device=self.device), self.num_atoms
+        return torch.repeat_interleave(  # output_size: no host sync for the length on a GPU
+            torch.arange(self.num_crystals, device=self.device), self.num_atoms,
+            output_size=self.atomic_numbers.shape[0],
         )
 
     @property

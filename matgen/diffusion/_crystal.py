@@ -205,8 +205,8 @@ class CrystalDiffusion:
         them with its one reduction per step, ``float()`` reads one elsewhere)."""
         loss = self.cfg.coord_weight * l_coord + self.cfg.lattice_weight * l_lat
         if masked is not None:
-            l_type = self.types.loss(out.type_logits, batch.atomic_numbers, masked,
-                                     batch.num_atoms if self.cfg.type_loss == "elbo" else None)
+            crystals = (batch.batch, batch.num_atoms) if self.cfg.type_loss == "elbo" else None
+            l_type = self.types.loss(out.type_logits, batch.atomic_numbers, masked, crystals)
             loss = loss + type_weight * l_type
         else:
             # types are fixed in CSP; the zero term keeps every parameter in the graph (DDP)

@@ -329,21 +329,20 @@ class MaskedTypeProcess:
         return torch.where(masked, torch.zeros_like(z0), z0), masked
 
     def loss(self, logits: torch.Tensor, z0: torch.Tensor, masked: torch.Tensor,
-             num_atoms: torch.Tensor | None = None) -> torch.Tensor:
+             crystals: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Cross-entropy over masked atoms (0 if none is masked).
 
-        Without ``num_atoms`` the mean over all masked atoms of the batch, so a crystal weighs
-        in proportion to its masked atoms (about ``t`` of them). With ``num_atoms (B,)`` (atoms
-        ordered by crystal) the ELBO weighting: each crystal's masked atoms are weighted by
+        Without ``crystals`` the mean over all masked atoms of the batch, so a crystal weighs
+        in proportion to its masked atoms (about ``t`` of them). With ``crystals = (bidx (N,),
+        num_atoms (B,))`` (as :meth:`step` takes them) the ELBO weighting: each crystal's masked atoms are weighted by
         ``N_i / m_i`` (its atoms over its masked atoms, the per-crystal estimate of MDLM's
         ``1 / t``; Sahoo et al. 2024) and the sum divided by the batch's atoms, so nearly
         unmasked crystals, whose few masked atoms decide how a composition is completed, weigh
         as much as nearly masked ones."""
         ce = torch.nn.functional.cross_entropy(logits, z0 - 1, reduction="none")
-        if num_atoms is None:
+        if crystals is None:
             return (ce * masked).sum() / masked.sum().clamp(min=1)
-        bidx = torch.repeat_interleave(torch.arange(num_atoms.shape[0], device=ce.device),
-                                       num_atoms, output_size=ce.shape[0])
+        bidx, num_atoms = crystals
         m = torch.zeros(num_atoms.shape[0], device=ce.device, dtype=ce.dtype)
         m = m.index_add(0, bidx, masked.to(ce.dtype))
         w = (num_atoms.to(ce.dtype) / m.clamp(min=1))[bidx]

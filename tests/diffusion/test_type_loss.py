@@ -12,6 +12,10 @@ from matgen.diffusion import DatasetStats, DiffusionConfig, MaskedTypeProcess, b
 from matgen.nn import DenoiserOutput
 
 
+def _bidx(num_atoms):
+    return torch.repeat_interleave(torch.arange(len(num_atoms)), num_atoms)
+
+
 def _case():
     g = torch.Generator().manual_seed(0)
     num_atoms = torch.tensor([10, 4, 6])
@@ -28,7 +32,7 @@ def test_elbo_weights_each_crystal_by_its_atoms_over_its_masked_atoms():
     num_atoms, z0, logits, masked, ce = _case()
     proc = MaskedTypeProcess()
     pooled = proc.loss(logits, z0, masked)
-    elbo = proc.loss(logits, z0, masked, num_atoms)
+    elbo = proc.loss(logits, z0, masked, (_bidx(num_atoms), num_atoms))
     assert torch.allclose(pooled, (ce[3] + ce[10:14].sum()) / 5)
     # crystal 0: 10/1 * ce[3]; crystal 1: 4/4 * its four; crystal 2: nothing; over 20 atoms
     assert torch.allclose(elbo, (10 * ce[3] + ce[10:14].sum()) / 20)
@@ -39,9 +43,10 @@ def test_elbo_equals_the_pooled_mean_when_every_atom_is_masked_and_is_zero_with_
     num_atoms, z0, logits, _, ce = _case()
     proc = MaskedTypeProcess()
     everything = torch.ones(20, dtype=torch.bool)
-    assert torch.allclose(proc.loss(logits, z0, everything, num_atoms), ce.mean())
+    crystals = (_bidx(num_atoms), num_atoms)
+    assert torch.allclose(proc.loss(logits, z0, everything, crystals), ce.mean())
     nothing = torch.zeros(20, dtype=torch.bool)
-    assert float(proc.loss(logits, z0, nothing, num_atoms)) == 0.0
+    assert float(proc.loss(logits, z0, nothing, crystals)) == 0.0
 
 
 def test_the_diffusion_loss_uses_the_configured_weighting():
