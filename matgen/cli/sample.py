@@ -128,6 +128,21 @@ TypeRemaskOpt = Annotated[
         "redrawn, 0 = never (default: the checkpoint's, else 0).",
     ),
 ]
+DenovoOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="De novo: joint (the denoiser draws atom types with the structure) or composition "
+        "(the checkpoint's composition model draws each cell's atoms, then the denoiser "
+        "predicts their structure as in CSP) (default: the checkpoint's, else joint).",
+    ),
+]
+CompositionTemperatureOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="With --denovo composition: the composition model's logits are divided by it; "
+        "< 1 draws more typical compositions (default: the checkpoint's, else 1).",
+    ),
+]
 FlowSlopeOpt = Annotated[
     float | None,
     typer.Option(
@@ -218,6 +233,8 @@ def sample(
     type_temperature: TypeTemperatureOpt = None,
     type_order: TypeOrderOpt = None,
     type_remask: TypeRemaskOpt = None,
+    denovo: DenovoOpt = None,
+    composition_temperature: CompositionTemperatureOpt = None,
     consensus: ConsensusOpt = None,
     select_by: SelectByOpt = "votes",
     precision: PrecisionOpt = "auto",
@@ -257,7 +274,9 @@ def sample(
             sampler=sampler.value if sampler is not None else "auto", seed=seed,
             batch_size=batch_size, device=device, precision=precision, flow_slope=flow_slope,
             clash_scale=clash_scale, clash_floor=clash_floor, type_temperature=type_temperature, type_order=type_order,
-            type_remask=type_remask, consensus=consensus, select_by=select_by,
+            type_remask=type_remask, denovo=denovo,
+            composition_temperature=composition_temperature, consensus=consensus,
+            select_by=select_by,
             energies=energies, progress=progress,
             log=lambda m: _err.print(escape(m)),
         )  # fmt: skip

@@ -36,6 +36,8 @@ from matgen.crystal import MAX_Z, CrystalBatch, too_close
 from matgen.diffusion import SAMPLER_FAILED as FAILED
 from matgen.diffusion import call_denoiser
 from matgen.generate._checkpoints import load_for_sampling, weights_id
+from matgen.generate._compositions import composition_requests, resolve_denovo
+from matgen.generate._frames import frame_info, set_options
 from matgen.generate._output import open_writer, output_format
 from matgen.generate._requests import (
     Request,
@@ -113,6 +115,9 @@ class SamplePlan:
     skipped: list[str]
     #: ``select_by`` an MLIP: structures -> single-point energies per atom (NaN: failed)
     energies: Callable[[list], Sequence[float]] | None = None
+    #: de novo: ``joint`` or ``composition`` (see :mod:`matgen.generate._compositions`)
+    denovo: str = "joint"
+    composition_temperature: float = 1.0
 
 
 @dataclass
@@ -243,20 +248,30 @@ def plan_sampling(spec: SampleSpec, say: Log,
     if k > 1:  # a composition's K candidates share a batch (pick_answers)
         spec = replace(spec, batch_size=k * max(1, round(spec.batch_size / k)))
     g_req = torch.Generator().manual_seed(spec.seed)
-    reqs, skipped = build_requests(spec, meta, g_req)
+    stats = meta.get("conditions") or {}
+
+    def draw(n: int) -> dict[str, torch.Tensor]:
+        return {s.name: s.draw(n, stats.get(s.name, {"mean": 0.0, "std": 1.0}), g_req)
+                for s in targets}
+
+    denovo, comp_t = resolve_denovo(spec, ckpt)
+    if denovo == "composition":  # targets first: the composition model reads them
+        values = draw(spec.num)
+        reqs, skipped = composition_requests(spec, ckpt, values, comp_t, g_req), []
+    else:
+        reqs, skipped = build_requests(spec, meta, g_req)
     # an answer's K candidates share its request (and so its cell where formula units are drawn)
     reqs = [r for r in reqs for _ in range(k)]
     for line in skipped:
         say(line)
     if not reqs:
         raise SampleInputError("nothing to generate (no usable compositions)")
-    stats = meta.get("conditions") or {}
-    values = {s.name: s.draw(len(reqs), stats.get(s.name, {"mean": 0.0, "std": 1.0}), g_req)
-              for s in targets}
+    if denovo != "composition":
+        values = draw(len(reqs))
     steps = spec.steps if spec.steps is not None else DEFAULT_STEPS[sampler]
     return SamplePlan(spec, model, diffusion, meta, ckpt_id, device, sampler, steps, targets,
                       values, type_mask, reqs, skipped,
-                      energies if spec.select_by != "votes" else None)
+                      energies if spec.select_by != "votes" else None, denovo, comp_t)
 
 
 # ---------------------------------------------------------------------- the batch loop
@@ -295,13 +310,15 @@ def _sample_batch(plan: SamplePlan, k: int, lo: int, chunk: list[Request],
     dev, spec = plan.device, plan.spec
     na = torch.tensor([r.num_atoms for r in chunk], dtype=torch.long, device=dev)
     zs = None
-    if spec.task == "csp":
+    if chunk[0].atomic_numbers is not None:  # CSP, or composition-first de novo
         zs = torch.tensor([z for r in chunk for z in r.atomic_numbers], device=dev)
     cond = None
     if plan.values:
         cond = {n: v[lo : lo + len(chunk)].to(dev, torch.float32) for n, v in plan.values.items()}
     gen = torch.Generator(device=dev).manual_seed(spec.seed * 1_000_003 + k)
-    kwargs: dict[str, Any] = {"type_mask": plan.type_mask} if plan.type_mask is not None else {}
+    kwargs: dict[str, Any] = {}
+    if plan.type_mask is not None and zs is None:
+        kwargs["type_mask"] = plan.type_mask
     if callback is not None:
         kwargs["callback"] = callback
     with torch.no_grad():
@@ -310,57 +327,6 @@ def _sample_batch(plan: SamplePlan, k: int, lo: int, chunk: list[Request],
                                         cond=cond, guidance=spec.guidance, generator=gen,
                                         **kwargs)
     return res.to("cpu")
-
-
-def frame_info(plan: SamplePlan, lo: int, chunk: list[Request],
-               index: list[int] | None = None) -> dict[str, list]:
-    """The per-frame info of requests ``lo .. lo + len(chunk)`` of ``plan`` (see
-    :func:`generate`); ``index``: their input-order indices for the ``sample_id`` (default
-    ``lo ..``)."""
-    spec, n = plan.spec, len(chunk)
-    index = list(range(lo, lo + n)) if index is None else index
-    info: dict[str, list] = {
-        "sample_id": [f"{plan.checkpoint_id}-s{spec.seed}-{i}" for i in index],
-        "task": [spec.task] * n,
-        "checkpoint": [plan.checkpoint_id] * n,
-        "seed": [spec.seed] * n,
-        "sampler": [plan.sampler] * n,
-        "steps": [plan.steps] * n,
-        "guidance": [float(spec.guidance)] * n,
-    }
-    if spec.task == "csp":
-        info["composition"] = [r.composition for r in chunk]
-    if plan.targets:
-        info["conditions"] = [";".join(s.describe() for s in plan.targets)] * n
-        for name, v in plan.values.items():
-            info[f"target_{name}"] = [float(x) for x in v[lo : lo + n]]
-    if spec.chemsys:
-        info["chemsys"] = [spec.chemsys] * n
-    if getattr(plan.diffusion, "is_flow", False):  # pc and fast both integrate the flow ODE
-        info["flow_slope"] = [float(plan.diffusion.cfg.flow_slope)] * n
-        for name, value in _set_options(plan, _CLASH_OPTIONS).items():
-            info[name] = [value] * n
-    if spec.task == "gen":
-        tt = getattr(getattr(plan.diffusion, "cfg", None), "type_temperature", 1.0)
-        info["type_temperature"] = [float(tt)] * n
-        for name, value in _set_options(plan, _TYPE_OPTIONS).items():
-            info[name] = [value] * n
-    return info
-
-
-#: Sampling options that frames and fingerprints record only away from these defaults (so the
-#: fingerprints of runs from before each option existed stay as they were).
-_OPTION_DEFAULTS = {"clash_scale": 0.0, "clash_floor": 0.0, "type_order": "random",
-                    "type_remask": 0.0}
-_CLASH_OPTIONS = ("clash_scale", "clash_floor")  # flow models only (others have them at 0)
-_TYPE_OPTIONS = ("type_order", "type_remask")  # de novo only
-
-
-def _set_options(plan: SamplePlan, names=tuple(_OPTION_DEFAULTS)) -> dict:
-    """The plan's options among ``names`` that differ from :data:`_OPTION_DEFAULTS`."""
-    cfg = getattr(plan.diffusion, "cfg", None)
-    values = {k: getattr(cfg, k, _OPTION_DEFAULTS[k]) for k in names}
-    return {k: v for k, v in values.items() if v != _OPTION_DEFAULTS[k]}
 
 
 def num_batches(plan: SamplePlan) -> int:
@@ -452,7 +418,9 @@ def plan_fingerprint(plan: SamplePlan) -> str:
                      for r in plan.requests],
         "batch_order": batch_order(plan),
     }
-    doc.update(_set_options(plan))  # absent at their defaults: earlier fingerprints stay
+    doc.update(set_options(plan))  # absent at their defaults: earlier fingerprints stay
+    if plan.denovo == "composition":  # absent for joint de novo: earlier fingerprints stay
+        doc["denovo"], doc["composition_temperature"] = "composition", plan.composition_temperature
     if spec.consensus:  # absent otherwise: fingerprints of plain runs stay as they were
         doc["consensus"], doc["select_by"] = spec.consensus, spec.select_by
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

@@ -63,6 +63,12 @@ class SampleSpec:
             ``confidence``-ly predicted (``None``: the checkpoint's ``diffusion.type_order``).
         type_remask: de novo: rate per unit time at which revealed atoms are masked again and
             redrawn (``None``: the checkpoint's ``diffusion.type_remask``; 0 = never).
+        denovo: de novo: ``joint`` (the denoiser draws atom types with the structure) or
+            ``composition`` (the checkpoint's composition model draws each cell's atoms, then
+            the denoiser predicts their structure as in CSP); ``None``: the checkpoint's default
+            (``composition.json``), joint without a composition model.
+        composition_temperature: ``denovo="composition"``: the composition model's logits
+            are divided by it (``None``: the checkpoint's default, else 1).
         consensus: CSP: each of the ``num`` answers per composition is chosen from this many
             samples of it, the one the most others match (see
             :mod:`matgen.generate._consensus`); ``None``: every sample is an answer. Costs
@@ -97,6 +103,8 @@ class SampleSpec:
     type_temperature: float | None = None
     type_order: str | None = None
     type_remask: float | None = None
+    denovo: str | None = None
+    composition_temperature: float | None = None
     consensus: int | None = None
     select_by: str = "votes"
 
@@ -131,6 +139,13 @@ class SampleSpec:
                 self.type_remask >= 0 and math.isfinite(self.type_remask)):
             raise SampleInputError(
                 f"--type-remask must be a number >= 0 (got {self.type_remask})")
+        if self.denovo not in (None, "joint", "composition"):
+            raise SampleInputError(
+                f"--denovo must be joint or composition (got {self.denovo!r})")
+        if self.composition_temperature is not None and not (
+                self.composition_temperature > 0 and math.isfinite(self.composition_temperature)):
+            raise SampleInputError("--composition-temperature must be a number > 0 "
+                                   f"(got {self.composition_temperature})")
         if not math.isfinite(self.guidance):
             raise SampleInputError(f"--guidance must be a finite number (got {self.guidance})")
         if self.steps is not None and self.steps < 1:
@@ -159,6 +174,9 @@ class SampleSpec:
             raise SampleInputError("--task csp needs --composition or --compositions-from")
         if self.compositions and csv_given:
             raise SampleInputError("use --composition or --compositions-from, not both")
+        if task == "csp" and (self.denovo is not None or self.composition_temperature is not None):
+            raise SampleInputError("--denovo and --composition-temperature apply to de novo "
+                                   "generation (CSP is given its atoms)")
         if self.consensus is not None:
             if task != "csp":
                 raise SampleInputError("--consensus applies to CSP (--composition or "

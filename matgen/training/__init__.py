@@ -12,6 +12,9 @@ Public API:
     training_conditions: a batch's condition labels. TrainingObjective: the loss protocol the
         loop trains (plain diffusion and consistency distillation implement it).
     Checkpoint helpers: read_weights, load_init_weights (writing: save_run_checkpoint).
+    train_composition_model(train_set, val_set, names, CompositionTrainConfig) -> (model,
+        record): the composition model of composition-first de novo generation (``matgen
+        train-composition``); cell_compositions: a dataset's cells as ``{Z: count}``.
 
 Sampling (``generate``, checkpoint lookup, the default model, condition targets) lives in
 :mod:`matgen.generate` only.
@@ -43,6 +46,11 @@ from matgen.training._components import (
     build_components,
     load_init_weights,
 )
+from matgen.training._composition import (
+    CompositionTrainConfig,
+    cell_compositions,
+    train_composition_model,
+)
 from matgen.training._conditions import training_conditions
 from matgen.training._config import (
     ConditionConfig,
@@ -60,6 +68,7 @@ from matgen.training._schedule import warmup_cosine
 
 __all__ = [
     "EMA",
+    "CompositionTrainConfig",
     "ConditionConfig",
     "ConfigFileError",
     "DataConfig",
@@ -74,12 +83,14 @@ __all__ = [
     "TrainDataError",
     "TrainingObjective",
     "build_components",
+    "cell_compositions",
     "config_error_line",
     "dataset_stats",
     "load_init_weights",
     "read_weights",
     "setup_distributed",
     "train",
+    "train_composition_model",
     "training_conditions",
     "warmup_cosine",
 ]

@@ -1,0 +1,282 @@
+"""The composition model: which atoms a de novo cell holds, drawn before its structure.
+
+An autoregressive network over a cell's ``(element, count)`` pairs, elements in ascending Pauling
+electronegativity (cations first; elements without a value last, ties by Z), each element at a
+higher rank than the one before (so a composition has one spelling and no element twice), counts
+within the cell's atom budget. A GRU reads the pairs; its initial state comes from the property
+conditions (each one given or missing, missing ones as a learned null vector, as the denoiser's
+condition embedding). Composition-first de novo generation draws a composition here and then
+predicts its structure with the denoiser's CSP mode (:mod:`matgen.generate`).
+
+Files: ``composition.safetensors`` (weights) + ``composition.json`` (config, training record)
+beside a denoiser's ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+COMPOSITION_WEIGHTS = "composition.safetensors"
+COMPOSITION_META = "composition.json"
+_NEG = -1e9
+
+
+class CompositionConfig(BaseModel):
+    """Shape of a :class:`CompositionModel` and the scaling of its conditions.
+
+    Attributes:
+        hidden / layers / dropout: the GRU.
+        max_atoms: atoms per cell at most (the denoiser's training limit).
+        num_types: elements Z = 1 .. num_types.
+        conditions: property names, in the order of the condition columns.
+        cond_mean / cond_std: training mean and standard deviation of each condition.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    hidden: int = Field(default=256, ge=8)
+    layers: int = Field(default=2, ge=1)
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    max_atoms: int = Field(default=20, ge=1)
+    num_types: int = Field(default=94, ge=2)
+    conditions: list[str] = Field(default_factory=list)
+    cond_mean: list[float] = Field(default_factory=list)
+    cond_std: list[float] = Field(default_factory=list)
+
+
+@lru_cache(maxsize=4)
+def element_ranks(num_types: int = 94) -> tuple[int, ...]:
+    """Rank of Z = 1 .. num_types (index Z - 1) in the composition order."""
+    import warnings
+
+    from pymatgen.core import Element
+
+    def key(z: int) -> tuple[float, int]:
+        with warnings.catch_warnings():  # noble gases have no Pauling value (pymatgen warns)
+            warnings.simplefilter("ignore")
+            x = Element.from_Z(z).X
+        return (x if math.isfinite(x) else math.inf, z)
+
+    order = sorted(range(1, num_types + 1), key=key)
+    ranks = [0] * num_types
+    for r, z in enumerate(order):
+        ranks[z - 1] = r
+    return tuple(ranks)
+
+
+def encode(compositions: list[dict[int, int]], num_types: int = 94
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(elements, counts, valid)`` of shape ``(B, L)``: each composition's pairs in the
+    model's order, then a stop (element 0); ``valid`` marks the pairs and the stop."""
+    ranks = element_ranks(num_types)
+    length = max(len(c) for c in compositions) + 1
+    el = torch.zeros(len(compositions), length, dtype=torch.long)
+    cnt = torch.zeros_like(el)
+    valid = torch.zeros(len(compositions), length, dtype=torch.bool)
+    for b, comp in enumerate(compositions):
+        for j, z in enumerate(sorted(comp, key=lambda z: ranks[z - 1])):
+            el[b, j], cnt[b, j] = z, comp[z]
+        valid[b, : len(comp) + 1] = True
+    return el, cnt, valid
+
+
+class CompositionModel(nn.Module):
+    """Autoregressive ``(element, count)`` model of a cell's composition (module docstring)."""
+
+    def __init__(self, cfg: CompositionConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        h, k, c = cfg.hidden, cfg.num_types, max(len(cfg.conditions), 1)
+        self.bos = k + 1
+        self.element = nn.Embedding(k + 2, h)  # 0 stop, 1..k elements, k+1 start
+        self.count = nn.Embedding(cfg.max_atoms + 1, h)
+        self.left = nn.Embedding(cfg.max_atoms + 1, h)  # atoms still allowed
+        self.cond_scale = nn.Parameter(torch.randn(c, h) * 0.1)
+        self.cond_null = nn.Parameter(torch.zeros(c, h))
+        self.cond_mlp = nn.Sequential(nn.Linear(h, h), nn.SiLU(), nn.Linear(h, cfg.layers * h))
+        self.gru = nn.GRU(h, h, cfg.layers, batch_first=True,
+                          dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head_element = nn.Linear(h, k + 1)
+        self.head_count = nn.Sequential(nn.Linear(2 * h, h), nn.SiLU(),
+                                        nn.Linear(h, cfg.max_atoms + 1))
+        self.register_buffer("ranks", torch.tensor((-1,) + element_ranks(k)), persistent=False)
+
+    # ------------------------------------------------------------------ pieces
+    def normalise(self, cond: torch.Tensor) -> torch.Tensor:
+        """Raw condition values ``(B, C)`` (NaN = not given) to the scale the model reads."""
+        if not self.cfg.conditions:
+            return torch.full((cond.shape[0], 1), math.nan, device=cond.device)
+        mean = torch.tensor(self.cfg.cond_mean, device=cond.device)
+        std = torch.tensor(self.cfg.cond_std, device=cond.device).clamp(min=1e-8)
+        return (cond.float() - mean) / std
+
+    def initial_state(self, cond: torch.Tensor) -> torch.Tensor:
+        """GRU state ``(layers, B, H)`` from normalised conditions ``(B, C)``."""
+        given = ~torch.isnan(cond)
+        v = torch.nan_to_num(cond)[..., None] * self.cond_scale
+        e = torch.where(given[..., None], v, self.cond_null).sum(1)
+        h = torch.tanh(self.cond_mlp(e))
+        return h.view(-1, self.cfg.layers, self.cfg.hidden).transpose(0, 1).contiguous()
+
+    def _inputs(self, prev_el, prev_cnt, left):
+        return self.element(prev_el) + self.count(prev_cnt) + self.left(left)
+
+    def _element_mask(self, prev_el: torch.Tensor, left: torch.Tensor, first: torch.Tensor
+                      ) -> torch.Tensor:
+        """Allowed next classes (0 = stop): elements ranked above the previous one while atoms
+        are left; stop anywhere but first."""
+        prev_rank = torch.where(prev_el == self.bos, -1, self.ranks[prev_el.clamp(max=self.bos - 1)])
+        ok = (self.ranks[None, 1:] > prev_rank[..., None]) & (left[..., None] > 0)
+        return torch.cat([~first[..., None], ok], -1)
+
+    def _count_logits(self, out, el, left):
+        logits = self.head_count(torch.cat([out, self.element(el)], -1))
+        n = torch.arange(self.cfg.max_atoms + 1, device=out.device)
+        bad = (n == 0) | (n > left[..., None])
+        return logits.masked_fill(bad, _NEG)
+
+    # ------------------------------------------------------------------ training
+    def nll(self, el: torch.Tensor, cnt: torch.Tensor, valid: torch.Tensor, cond: torch.Tensor
+            ) -> torch.Tensor:
+        """Negative log-likelihood of each composition ``(B,)`` (nats); ``cond`` normalised."""
+        b = el.shape[0]
+        prev_el = torch.cat([el.new_full((b, 1), self.bos), el[:, :-1]], 1)
+        prev_cnt = torch.cat([cnt.new_zeros(b, 1), cnt[:, :-1]], 1)
+        left = (self.cfg.max_atoms - prev_cnt.cumsum(1)).clamp(min=0)
+        out, _ = self.gru(self.drop(self._inputs(prev_el, prev_cnt, left)),
+                          self.initial_state(cond))
+        out = self.drop(out)
+        first = torch.zeros_like(valid)
+        first[:, 0] = True
+        lel = self.head_element(out).masked_fill(~self._element_mask(prev_el, left, first), _NEG)
+        nll_el = F.cross_entropy(lel.transpose(1, 2), el, reduction="none")
+        lc = self._count_logits(out, el, left)
+        nll_c = F.cross_entropy(lc.transpose(1, 2), cnt, reduction="none")
+        real = valid & (el > 0)
+        return (nll_el * valid).sum(1) + (nll_c * real).sum(1)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(self, cond: torch.Tensor, temperature: float = 1.0, guidance: float = 1.0,
+               allowed: torch.Tensor | None = None, generator: torch.Generator | None = None
+               ) -> list[dict[int, int]]:
+        """One composition per row of raw conditions ``cond`` ``(B, C)`` (NaN = not given):
+        ``{Z: count}``, at least one atom, at most ``max_atoms``.
+
+        ``temperature`` divides the logits; ``guidance`` mixes conditional and unconditional
+        logits as classifier-free guidance (1 = conditional only); ``allowed`` ``(num_types,)``
+        bool restricts the elements (a chemical system).
+        """
+        was_training = self.training
+        self.eval()
+        dev = self.head_element.weight.device
+        n = cond.shape[0]
+        c = self.normalise(cond.to(dev))
+        guided = guidance != 1.0 and not bool(torch.isnan(c).all())
+        if guided:
+            c = torch.cat([c, torch.full_like(c, math.nan)])
+        h = self.initial_state(c)
+        m = c.shape[0]
+        prev_el = torch.full((m,), self.bos, dtype=torch.long, device=dev)
+        prev_cnt = torch.zeros(m, dtype=torch.long, device=dev)
+        left = torch.full((m,), self.cfg.max_atoms, dtype=torch.long, device=dev)
+        done = torch.zeros(m, dtype=torch.bool, device=dev)
+        keep = torch.ones(self.cfg.num_types + 1, dtype=torch.bool, device=dev)
+        if allowed is not None:
+            keep[1:] = allowed.to(dev)
+        out: list[dict[int, int]] = [{} for _ in range(n)]
+        for step in range(self.cfg.num_types + 1):
+            o, h = self.gru(self._inputs(prev_el, prev_cnt, left)[:, None], h)
+            o = o[:, 0]
+            first = torch.full((m,), step == 0, device=dev)
+            mask = self._element_mask(prev_el, left, first) & keep
+            mask[:, 0] |= ~mask.any(-1)  # nothing allowed is left: stop
+            lel = self.head_element(o).masked_fill(~mask, _NEG)
+            lel = _guide(lel, guidance, n) if guided else lel
+            e = _draw(lel, temperature, generator)
+            e_all = torch.cat([e, e]) if guided else e
+            lc = self._count_logits(o, e_all, left)
+            k = _draw(_guide(lc, guidance, n) if guided else lc, temperature, generator)
+            k_all = torch.cat([k, k]) if guided else k
+            stop = (e_all == 0) | done
+            for i in torch.nonzero(~stop[:n]).flatten().tolist():
+                out[i][int(e[i])] = int(k[i])
+            done = stop
+            prev_el = torch.where(done, prev_el, e_all)
+            prev_cnt = torch.where(done, prev_cnt, k_all)
+            left = torch.where(done, left, left - k_all)
+            if bool(done.all()):
+                break
+        self.train(was_training)
+        return out
+
+
+def _guide(logits: torch.Tensor, guidance: float, n: int) -> torch.Tensor:
+    cond, uncond = logits[:n], logits[n:]
+    mixed = uncond + guidance * (cond - uncond)
+    return mixed.masked_fill(cond <= _NEG / 2, _NEG)
+
+
+def _draw(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
+    p = torch.softmax(logits.float() / temperature, -1)
+    return torch.multinomial(p, 1, generator=generator)[:, 0]
+
+
+# ---------------------------------------------------------------------- files
+class CompositionFileError(Exception):
+    """A composition model that cannot be used; the message is one line naming the file."""
+
+
+def save_composition_model(model: CompositionModel, folder: str | Path,
+                           record: dict[str, Any] | None = None,
+                           sampling: dict[str, Any] | None = None) -> Path:
+    """Write ``composition.safetensors`` + ``composition.json`` into ``folder``; ``sampling``:
+    the folder's de novo defaults (``{"denovo": "composition" | "joint", "temperature": T}``,
+    see :mod:`matgen.generate._compositions`)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / COMPOSITION_WEIGHTS
+    tmp = weights.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    tmp.replace(weights)
+    meta = {"config": model.cfg.model_dump(), "sampling": sampling or {}, "record": record or {}}
+    tmp = folder / (COMPOSITION_META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    tmp.replace(folder / COMPOSITION_META)
+    return folder
+
+
+def has_composition_model(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return (folder / COMPOSITION_WEIGHTS).is_file() and (folder / COMPOSITION_META).is_file()
+
+
+def load_composition_model(folder: str | Path, device: torch.device | str = "cpu"
+                           ) -> CompositionModel:
+    """The composition model stored in ``folder``.
+
+    Raises:
+        CompositionFileError: missing, unreadable or mismatched files (one line).
+    """
+    folder = Path(folder)
+    meta_path, weights = folder / COMPOSITION_META, folder / COMPOSITION_WEIGHTS
+    try:
+        meta = json.loads(meta_path.read_text())
+        model = CompositionModel(CompositionConfig(**meta["config"]))
+        model.load_state_dict(load_file(weights))
+    except FileNotFoundError as e:
+        raise CompositionFileError(f"{e.filename}: not found") from None
+    except Exception as e:  # noqa: BLE001 - bad JSON, config or tensors (safetensors has its own errors)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CompositionFileError(f"{folder}: unusable composition model ({first})") from None
+    return model.to(device).eval()
