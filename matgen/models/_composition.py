@@ -270,13 +270,22 @@ def load_composition_model(folder: str | Path, device: torch.device | str = "cpu
     """
     folder = Path(folder)
     meta_path, weights = folder / COMPOSITION_META, folder / COMPOSITION_WEIGHTS
+    for path in (meta_path, weights):
+        if not path.is_file():
+            raise CompositionFileError(f"{path}: not found")
     try:
-        meta = json.loads(meta_path.read_text())
-        model = CompositionModel(CompositionConfig(**meta["config"]))
+        model = CompositionModel(CompositionConfig(**json.loads(meta_path.read_text())["config"]))
+    except Exception as e:  # noqa: BLE001 - bad JSON or config
+        raise CompositionFileError(f"{meta_path}: unusable composition model ({_line(e)})"
+                                   ) from None
+    try:
         model.load_state_dict(load_file(weights))
-    except FileNotFoundError as e:
-        raise CompositionFileError(f"{e.filename}: not found") from None
-    except Exception as e:  # noqa: BLE001 - bad JSON, config or tensors (safetensors has its own errors)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CompositionFileError(f"{folder}: unusable composition model ({first})") from None
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CompositionFileError(f"{weights}: unusable composition model ({_line(e)})"
+                                   ) from None
     return model.to(device).eval()
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,126 @@
+"""The composition model: its order, its constraints when sampling, training and its files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from matgen.models import (
+    CompositionConfig,
+    CompositionFileError,
+    CompositionModel,
+    encode,
+    load_composition_model,
+    save_composition_model,
+)
+from matgen.models._composition import element_ranks
+
+
+def _model(**kw) -> CompositionModel:
+    torch.manual_seed(0)
+    cfg = CompositionConfig(hidden=16, layers=2, max_atoms=kw.pop("max_atoms", 20),
+                            conditions=["band_gap"], cond_mean=[1.0], cond_std=[2.0], **kw)
+    return CompositionModel(cfg)
+
+
+def test_order_is_electronegativity_with_missing_values_last():
+    ranks = element_ranks(94)
+    assert ranks[3 - 1] < ranks[26 - 1] < ranks[8 - 1] < ranks[9 - 1]  # Li < Fe < O < F
+    assert ranks[2 - 1] > ranks[9 - 1]  # He has no Pauling value: after F
+    assert sorted(ranks) == list(range(94))
+
+
+def test_encode_spells_each_composition_one_way():
+    el, cnt, valid = encode([{8: 4, 26: 2, 3: 2}, {11: 1}])
+    assert el[0].tolist() == [3, 26, 8, 0]  # Li, Fe, O, stop
+    assert cnt[0].tolist() == [2, 2, 4, 0]
+    assert el[1].tolist() == [11, 0, 0, 0] and valid[1].tolist() == [True, True, False, False]
+
+
+def test_nll_is_finite_and_per_crystal():
+    m = _model()
+    el, cnt, valid = encode([{8: 4, 26: 2, 3: 2}, {11: 1, 17: 1}])
+    nll = m.nll(el, cnt, valid, m.normalise(torch.tensor([[0.5], [math.nan]])))
+    assert nll.shape == (2,) and torch.isfinite(nll).all() and (nll > 0).all()
+
+
+def test_samples_obey_the_atom_limit_and_the_allowed_elements():
+    m = _model(max_atoms=6)
+    allowed = torch.zeros(94, dtype=torch.bool)
+    allowed[[2, 25, 7]] = True  # Li, Fe, O
+    g = torch.Generator().manual_seed(1)
+    comps = m.sample(torch.full((64, 1), math.nan), allowed=allowed, generator=g)
+    assert len(comps) == 64
+    for c in comps:
+        assert c and set(c) <= {3, 26, 8}
+        assert all(n >= 1 for n in c.values()) and sum(c.values()) <= 6
+    free = m.sample(torch.full((64, 1), math.nan), generator=torch.Generator().manual_seed(1))
+    assert len({z for c in free for z in c}) > 3  # untrained: elements well beyond Li-Fe-O
+
+
+def test_guided_sampling_draws_one_composition_per_row():
+    m = _model()
+    cond = torch.tensor([[2.5]] * 10 + [[math.nan]] * 6)
+    comps = m.sample(cond, guidance=2.0, temperature=0.8,
+                     generator=torch.Generator().manual_seed(0))
+    assert len(comps) == 16 and all(1 <= sum(c.values()) <= 20 for c in comps)
+
+
+def test_training_learns_the_compositions():
+    from pymatgen.core import Lattice, Structure
+
+    from matgen.crystal import CrystalBatch
+    from matgen.data import CrystalDataset
+    from matgen.training import CompositionTrainConfig, train_composition_model
+
+    structs = []
+    for i in range(12):
+        structs.append(Structure(Lattice.cubic(4 + 0.01 * i), ["Na", "Cl"],
+                                 [[0, 0, 0], [0.5, 0.5, 0.5]]))
+        structs.append(Structure(Lattice.cubic(3.9), ["Sr", "Ti", "O", "O", "O"],
+                                 [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5],
+                                  [0, 0.5, 0.5]]))
+    b = CrystalBatch.from_structures(structs)
+    gaps = torch.tensor([0.0, 3.0] * 12, dtype=b.lattice.dtype)
+    ds = CrystalDataset(b.atomic_numbers, b.frac_coords, b.lattice, b.num_atoms,
+                        {"band_gap": gaps})
+    cfg = CompositionTrainConfig(epochs=40, patience=40, batch_size=8, lr=1e-2,
+                                 model=CompositionConfig(hidden=32, dropout=0.0))
+    model, record = train_composition_model(ds, ds, ["band_gap"], cfg, log=lambda m: None)
+    assert record["curve"][-1]["val_nll"] < record["curve"][0]["val_nll"] / 4
+    comps = model.sample(torch.full((40, 1), math.nan), temperature=0.5,
+                         generator=torch.Generator().manual_seed(0))
+    known = {(("Cl", 1), ("Na", 1)), (("O", 3), ("Sr", 1), ("Ti", 1))}
+    from pymatgen.core import Element
+
+    spelled = {tuple(sorted((Element.from_Z(z).symbol, n) for z, n in c.items())) for c in comps}
+    assert spelled <= known and len(spelled) == 2
+    # the condition is read: a large gap asks for the oxide
+    oxide = model.sample(torch.full((20, 1), 3.0), temperature=0.5,
+                         generator=torch.Generator().manual_seed(0))
+    assert sum(8 in c for c in oxide) >= 18
+
+
+def test_files_round_trip_and_damage_is_one_line(tmp_path):
+    m = _model()
+    save_composition_model(m, tmp_path, {"val_nll": 1.0}, {"denovo": "composition"})
+    meta = json.loads((tmp_path / "composition.json").read_text())
+    assert meta["sampling"] == {"denovo": "composition"} and meta["record"]["val_nll"] == 1.0
+    back = load_composition_model(tmp_path)
+    cond = torch.full((8, 1), math.nan)
+    assert back.sample(cond, generator=torch.Generator().manual_seed(3)) == \
+        m.sample(cond, generator=torch.Generator().manual_seed(3))
+    (tmp_path / "composition.json").write_text("{not json")
+    with pytest.raises(CompositionFileError, match="unusable composition model") as e:
+        load_composition_model(tmp_path)
+    assert "\n" not in str(e.value) and "composition.json" in str(e.value)
+    save_composition_model(m, tmp_path)
+    (tmp_path / "composition.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(CompositionFileError, match="composition.safetensors: unusable"):
+        load_composition_model(tmp_path)
+    (tmp_path / "composition.safetensors").unlink()
+    with pytest.raises(CompositionFileError, match="not found"):
+        load_composition_model(tmp_path)
