@@ -44,6 +44,18 @@ log = logging.getLogger("matgen.campaign")
 CHECKPOINT_FILES = ("model.safetensors", "model.json")
 
 
+def _keep_composition_model(parent: str, folder: Path) -> None:
+    """Copy the parent's composition model (composition-first de novo sampling) into a new
+    version folder: the denoiser is fine-tuned on the hits, the composition model is kept."""
+    from matgen.generate import resolve_checkpoint
+    from matgen.models import COMPOSITION_META, COMPOSITION_WEIGHTS, has_composition_model
+
+    src = resolve_checkpoint(parent)
+    if has_composition_model(src):
+        for f in (COMPOSITION_WEIGHTS, COMPOSITION_META):
+            shutil.copy2(src / f, folder / f)
+
+
 # ---------------------------------------------------------------------------------- the store
 def recorded_versions(store: CampaignStore) -> list[dict[str, Any]]:
     """The campaign's recorded generator versions, oldest round first."""
@@ -327,6 +339,7 @@ def _train_version(
         tmp.mkdir()
         for f in CHECKPOINT_FILES:
             shutil.copy2(Path(res.checkpoint) / f, tmp / f)
+        _keep_composition_model(parent, tmp)
     losses = [v for _, v in res.losses if math.isfinite(v)]
     details = {"hits": sum(h["hit"] for h in hits),
                "replay_rows": len(rows) - hit_rows, "steps": res.step,

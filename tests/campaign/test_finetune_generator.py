@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -298,3 +299,29 @@ def test_finetune_skip_suspects_leaves_out_hits_below_the_known_hull(
     (rec,) = recorded_versions(camp.store)
     assert rec["details"]["hits"] == (1 if skip else 2)
     assert rec["details"].get("skip_suspects", False) is skip
+
+
+def test_a_new_version_keeps_the_parents_composition_model(tmp_path):
+    """Composition-first de novo sampling reads composition.* beside the denoiser; fine-tuning
+    the denoiser copies them over unchanged (none for a parent without one)."""
+    import torch
+
+    from matgen.campaign._finetune import _keep_composition_model
+    from matgen.generate import DEFAULT_MODEL_DIR
+    from matgen.models import CompositionConfig, CompositionModel, save_composition_model
+
+    parent = tmp_path / "parent"
+    shutil.copytree(DEFAULT_MODEL_DIR, parent, ignore=shutil.ignore_patterns("composition.*"))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    _keep_composition_model(str(parent), plain)
+    assert not list(plain.iterdir())
+    torch.manual_seed(0)
+    save_composition_model(CompositionModel(CompositionConfig(hidden=8)), parent,
+                           sampling={"denovo": "composition"})
+    paired = tmp_path / "paired"
+    paired.mkdir()
+    _keep_composition_model(str(parent), paired)
+    assert sorted(p.name for p in paired.iterdir()) == ["composition.json",
+                                                       "composition.safetensors"]
+    assert (paired / "composition.json").read_bytes() == (parent / "composition.json").read_bytes()
