@@ -28,7 +28,9 @@ def sample(num: int = 1, checkpoint: str | Path | None = None, *,
     for a score model the 1000-step predictor-corrector, or fast 50 steps on CPU). ``options`` are the fields of
     :class:`matgen.generate.SampleSpec`: ``task``, ``compositions``, ``compositions_from``,
     ``formula_units``, ``chemsys``, ``conditions``, ``guidance``, ``steps``, ``sampler``,
-    ``seed``, ``batch_size``, ``device``, ``consensus`` (CSP: each answer chosen from K samples,
+    ``seed``, ``batch_size``, ``device``, ``denovo`` (``composition``: the checkpoint's
+    composition model draws the atoms, the shipped model's default; ``joint``: the denoiser
+    does), ``composition_temperature``, ``consensus`` (CSP: each answer chosen from K samples,
     with ``consensus_votes`` in its properties), ``select_by`` (``votes`` or an MLIP name: the
     sample of lowest single-point energy). Each structure's ``properties`` hold
     ``sample_id``, ``checkpoint``, ``sampler``, ``steps``, ``seed``, ``target_<name>``, ...

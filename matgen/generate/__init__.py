@@ -11,6 +11,9 @@ Public API:
         is batched by atom count; ``SampledBatch.index`` gives input-order indices).
     Requests: Request, build_requests, expand_formula, requests_from_formulas,
         requests_from_csv, requests_de_novo; SampleInputError (bad input, one line).
+    Composition-first de novo (``SampleSpec.denovo``): the checkpoint's composition model
+        draws each cell's atoms, the denoiser their structure (matgen.generate._compositions;
+        the shipped model's default).
     Consensus: consensus_pick (the candidate of one composition the most others match; the
         ``consensus`` option of SampleSpec).
     Targets: ConditionTarget, parse_condition (``KEY=VALUE | LO:HI | :HI | LO:``).
