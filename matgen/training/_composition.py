@@ -21,6 +21,18 @@ from matgen.models import CompositionConfig, CompositionModel, encode
 
 @dataclass
 class CompositionTrainConfig:
+    """Training settings of :func:`train_composition_model`.
+
+    Attributes:
+        epochs / patience: epochs at most; stop after ``patience`` epochs without a lower
+            unconditioned validation NLL.
+        batch_size, lr, weight_decay: AdamW on mini-batches of compositions.
+        drop_prob / drop_all_prob: each condition is hidden with ``drop_prob``, all of a
+            crystal's with ``drop_all_prob`` (the unconditioned input de novo sampling reads).
+        seed: initialisation, data order and dropping.
+        model: the network's shape (conditions and their scaling are filled in from the data).
+    """
+
     epochs: int = 60
     patience: int = 10
     batch_size: int = 256
