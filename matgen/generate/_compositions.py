@@ -51,6 +51,9 @@ def resolve_denovo(spec, ckpt_dir: Path) -> tuple[str, float]:
                                "(composition.safetensors; make one with matgen "
                                "train-composition)")
     temperature = spec.composition_temperature
+    if mode == "joint" and temperature is not None:
+        raise SampleInputError("--composition-temperature applies to composition-first de novo "
+                               "(--denovo composition)")
     if temperature is None:
         temperature = float(defaults.get("temperature", 1.0))
     return mode, float(temperature)

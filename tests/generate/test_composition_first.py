@@ -95,6 +95,8 @@ def test_errors_are_one_line(tmp_path, runs, paired):
     bad("--denovo must be joint or composition", denovo="both")
     bad("--composition-temperature must be", composition_temperature=0.0)
     bad("apply to de novo", compositions=["NaCl"], denovo="composition")
+    bad("applies to composition-first", denovo="joint", composition_temperature=0.9)
+    bad("applies to composition-first", ckpt=runs[0].checkpoint, composition_temperature=0.9)
     broken = tmp_path / "broken"
     shutil.copytree(paired, broken)
     (broken / "composition.safetensors").write_bytes(b"junk")
