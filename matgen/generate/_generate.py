@@ -242,7 +242,9 @@ def plan_sampling(spec: SampleSpec, say: Log,
     _check_targets(targets, model)
     sampler = choose_sampler(spec, bool(meta.get("distill")), device, say,
                              flow=bool(getattr(diffusion, "is_flow", False)))
-    _task_notes(spec.task, meta, say)
+    denovo, comp_t = resolve_denovo(spec, ckpt)
+    # composition-first de novo runs the denoiser's CSP mode on the drawn atoms
+    _task_notes("csp" if denovo == "composition" else spec.task, meta, say)
     type_mask = _chemsys_mask(spec, model, device)
     k = spec.consensus or 1
     if k > 1:  # a composition's K candidates share a batch (pick_answers)
@@ -254,7 +256,6 @@ def plan_sampling(spec: SampleSpec, say: Log,
         return {s.name: s.draw(n, stats.get(s.name, {"mean": 0.0, "std": 1.0}), g_req)
                 for s in targets}
 
-    denovo, comp_t = resolve_denovo(spec, ckpt)
     if denovo == "composition":  # targets first: the composition model reads them
         values = draw(spec.num)
         reqs, skipped = composition_requests(spec, ckpt, values, comp_t, g_req), []
