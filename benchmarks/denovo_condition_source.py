@@ -70,8 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder for the two extxyz files")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
+    # joint sampling, the mode this diagnostic is about (the shipped default draws atoms
+    # composition-first, from the condition values before they could be replaced)
     base = SampleSpec(checkpoint=a.checkpoint, num=a.num, seed=a.seed, device=a.device,
-                      batch_size=a.batch_size)
+                      batch_size=a.batch_size, denovo="joint")
     plan = plan_sampling(base.checked(), lambda _m: None)
     names = [s["name"] if isinstance(s, dict) else s
              for s in (plan.meta.get("conditions") or {})]

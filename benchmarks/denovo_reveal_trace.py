@@ -80,9 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--type-remask", type=float, default=None)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
+    # the denoiser's own type reveals (the shipped default draws atoms composition-first)
     spec = SampleSpec(checkpoint=a.checkpoint, num=a.num, seed=a.seed, device=a.device,
                       batch_size=a.batch_size, type_order=a.type_order,
-                      type_remask=a.type_remask)
+                      type_remask=a.type_remask, denovo="joint")
     t0 = time.perf_counter()
     rows, steps = trace(spec)
     doc = {"what": __doc__.split("\n\n")[0].replace("\n", " "),
