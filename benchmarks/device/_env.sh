@@ -1,11 +1,14 @@
 # Set-up shared by the device drivers (sourced from the repository root): install the carried
 # wheels (${WHL:-.whl}; skipped with NO_PIP=1) into /tmp/site, unpack the carried gzipped
-# datasets and processed-data cache from .devdata, and export the paths matgen reads. Sourced
-# again below a driver that already did this (ENV_READY set), it only exports the paths.
+# datasets and processed-data cache from .devdata (each where carried), and export the paths
+# matgen reads. Sourced again below a driver that already did this (ENV_READY set), it only
+# exports the paths.
 if [ -z "${ENV_READY:-}" ]; then
 [ -n "${NO_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
   --upgrade --target /tmp/site "${WHL:-.whl}"/*.whl > /tmp/pip.log 2>&1
-mkdir -p /tmp/datasets && cp -r .devdata/datasets/* /tmp/datasets/ && gunzip -f /tmp/datasets/mp20_reduced/*.gz
+if [ -d .devdata/datasets ]; then  # a sampling-only call may carry no datasets
+  mkdir -p /tmp/datasets && cp -r .devdata/datasets/* /tmp/datasets/ && gunzip -f /tmp/datasets/mp20_reduced/*.gz
+fi
 if [ -d .devdata/cache ]; then mkdir -p /tmp/matgen_cache && cp -r .devdata/cache/* /tmp/matgen_cache/; fi
 fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1

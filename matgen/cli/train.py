@@ -133,6 +133,12 @@ def train_composition(
     max_atoms: Annotated[int, typer.Option(help="Atoms per cell at most.", min=1)] = 20,
     epochs: Annotated[int, typer.Option(help="Epochs at most (early stopping on the "
                                         "validation NLL).", min=1)] = 60,
+    members: Annotated[int, typer.Option(help="Networks trained from seeds SEED, SEED+1, ... "
+                                         "whose next-step distributions are averaged (an "
+                                         "ensemble).", min=1)] = 1,
+    hidden: Annotated[int, typer.Option(help="GRU width of each network.", min=8)] = 256,
+    float16: Annotated[bool, typer.Option("--float16", help="Store the weights as float16 "
+                                          "(half the file; read back as float32).")] = False,
     temperature: Annotated[
         float, typer.Option(help="Sampling temperature recorded as the folder's default.",
                             min=0.01)] = 1.0,
@@ -162,11 +168,15 @@ def train_composition(
         fail(f"--condition {missing[0]}: not a property column of {data} (has: "
              f"{', '.join(known) or 'none'})", 2)
     cfg = CompositionTrainConfig(epochs=epochs, seed=seed,
-                                 model=CompositionConfig(max_atoms=max_atoms))
+                                 model=CompositionConfig(max_atoms=max_atoms, members=members,
+                                                         hidden=hidden))
     model, record = train_composition_model(sets[0], sets[1], names, cfg,
                                             log=lambda m: _out.print(escape(m)))
     record["data"] = {"source": sets[0].source, "sha256": sets[0].sha256}
     save_composition_model(model, out, record, sampling={
-        "denovo": "composition" if make_default else "joint", "temperature": temperature})
-    _out.print(f"composition model (best epoch {record['best_epoch']}, val NLL "
-               f"{record['val_nll']:.3f} per crystal) -> {out}")
+        "denovo": "composition" if make_default else "joint", "temperature": temperature},
+        half=float16)
+    what = (f"best epoch {record['best_epoch']}" if members == 1 else
+            f"{members} networks, best epochs {record['best_epoch']}")
+    _out.print(f"composition model ({what}, val NLL {record['val_nll']:.3f} per crystal) -> "
+               f"{out}")

@@ -10,7 +10,8 @@ Public API:
         verify_checkpoint, read_checkpoint_json, read_checked_weights, CheckpointError (a
         damaged checkpoint, one line naming the file); WEIGHTS, META: the checkpoint's file
         names (``model.safetensors``, ``model.json``).
-    CompositionModel, CompositionConfig, encode: the autoregressive composition model that
+    CompositionModel, CompositionEnsemble, CompositionConfig, encode: the autoregressive
+        composition model (one network, or several averaged) that
         composition-first de novo generation draws cells' atoms from; save_composition_model,
         load_composition_model, has_composition_model, CompositionFileError: its files
         (``composition.safetensors`` + ``composition.json`` beside a denoiser's).
@@ -33,6 +34,7 @@ from matgen.models._composition import (
     COMPOSITION_META,
     COMPOSITION_WEIGHTS,
     CompositionConfig,
+    CompositionEnsemble,
     CompositionFileError,
     CompositionModel,
     encode,
@@ -54,6 +56,7 @@ __all__ = [
     "WEIGHTS",
     "CheckpointError",
     "CompositionConfig",
+    "CompositionEnsemble",
     "CompositionFileError",
     "CompositionModel",
     "ConditionSpec",

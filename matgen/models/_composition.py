@@ -40,6 +40,8 @@ class CompositionConfig(BaseModel):
         num_types: elements Z = 1 .. num_types.
         conditions: property names, in the order of the condition columns.
         cond_mean / cond_std: training mean and standard deviation of each condition.
+        members: networks of this shape whose next-step distributions are averaged (an
+            ensemble trained from different seeds; 1 = a single network).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -51,6 +53,7 @@ class CompositionConfig(BaseModel):
     conditions: list[str] = Field(default_factory=list)
     cond_mean: list[float] = Field(default_factory=list)
     cond_std: list[float] = Field(default_factory=list)
+    members: int = Field(default=1, ge=1)
 
 
 @lru_cache(maxsize=4)
@@ -146,9 +149,10 @@ class CompositionModel(nn.Module):
         return logits.masked_fill(bad, _NEG)
 
     # ------------------------------------------------------------------ training
-    def nll(self, el: torch.Tensor, cnt: torch.Tensor, valid: torch.Tensor, cond: torch.Tensor
-            ) -> torch.Tensor:
-        """Negative log-likelihood of each composition ``(B,)`` (nats); ``cond`` normalised."""
+    def step_logprobs(self, el: torch.Tensor, cnt: torch.Tensor, valid: torch.Tensor,
+                      cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities ``(B, L)`` of each step's element and of its count (0 where the
+        step is padding, or the stop, for counts); ``cond`` normalised."""
         b = el.shape[0]
         prev_el = torch.cat([el.new_full((b, 1), self.bos), el[:, :-1]], 1)
         prev_cnt = torch.cat([cnt.new_zeros(b, 1), cnt[:, :-1]], 1)
@@ -159,11 +163,16 @@ class CompositionModel(nn.Module):
         first = torch.zeros_like(valid)
         first[:, 0] = True
         lel = self.head_element(out).masked_fill(~self._element_mask(prev_el, left, first), _NEG)
-        nll_el = F.cross_entropy(lel.transpose(1, 2), el, reduction="none")
+        lp_el = -F.cross_entropy(lel.transpose(1, 2), el, reduction="none")
         lc = self._count_logits(out, el, left)
-        nll_c = F.cross_entropy(lc.transpose(1, 2), cnt, reduction="none")
-        real = valid & (el > 0)
-        return (nll_el * valid).sum(1) + (nll_c * real).sum(1)
+        lp_c = -F.cross_entropy(lc.transpose(1, 2), cnt, reduction="none")
+        return lp_el * valid, lp_c * (valid & (el > 0))
+
+    def nll(self, el: torch.Tensor, cnt: torch.Tensor, valid: torch.Tensor, cond: torch.Tensor
+            ) -> torch.Tensor:
+        """Negative log-likelihood of each composition ``(B,)`` (nats); ``cond`` normalised."""
+        lp_el, lp_c = self.step_logprobs(el, cnt, valid, cond)
+        return -(lp_el.sum(1) + lp_c.sum(1))
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -177,48 +186,95 @@ class CompositionModel(nn.Module):
         logits as classifier-free guidance (1 = conditional only); ``allowed`` ``(num_types,)``
         bool restricts the elements (a chemical system).
         """
-        was_training = self.training
-        self.eval()
-        dev = self.head_element.weight.device
-        n = cond.shape[0]
-        c = self.normalise(cond.to(dev))
-        guided = guidance != 1.0 and not bool(torch.isnan(c).all())
-        if guided:
-            c = torch.cat([c, torch.full_like(c, math.nan)])
-        h = self.initial_state(c)
-        m = c.shape[0]
-        prev_el = torch.full((m,), self.bos, dtype=torch.long, device=dev)
-        prev_cnt = torch.zeros(m, dtype=torch.long, device=dev)
-        left = torch.full((m,), self.cfg.max_atoms, dtype=torch.long, device=dev)
-        done = torch.zeros(m, dtype=torch.bool, device=dev)
-        keep = torch.ones(self.cfg.num_types + 1, dtype=torch.bool, device=dev)
-        if allowed is not None:
-            keep[1:] = allowed.to(dev)
-        out: list[dict[int, int]] = [{} for _ in range(n)]
-        for step in range(self.cfg.num_types + 1):
-            o, h = self.gru(self._inputs(prev_el, prev_cnt, left)[:, None], h)
-            o = o[:, 0]
-            first = torch.full((m,), step == 0, device=dev)
-            mask = self._element_mask(prev_el, left, first) & keep
-            mask[:, 0] |= ~mask.any(-1)  # nothing allowed is left: stop
-            lel = self.head_element(o).masked_fill(~mask, _NEG)
-            lel = _guide(lel, guidance, n) if guided else lel
-            e = _draw(lel, temperature, generator)
-            e_all = torch.cat([e, e]) if guided else e
-            lc = self._count_logits(o, e_all, left)
-            k = _draw(_guide(lc, guidance, n) if guided else lc, temperature, generator)
-            k_all = torch.cat([k, k]) if guided else k
-            stop = (e_all == 0) | done
-            for i in torch.nonzero(~stop[:n]).flatten().tolist():
-                out[i][int(e[i])] = int(k[i])
-            done = stop
-            prev_el = torch.where(done, prev_el, e_all)
-            prev_cnt = torch.where(done, prev_cnt, k_all)
-            left = torch.where(done, left, left - k_all)
-            if bool(done.all()):
-                break
-        self.train(was_training)
-        return out
+        return _sample([self], cond, temperature, guidance, allowed, generator)
+
+
+class CompositionEnsemble(nn.Module):
+    """``cfg.members`` composition models (trained from different seeds) as one model: each
+    step's element and count are drawn from the members' averaged distributions, and
+    :meth:`nll` scores that averaged model."""
+
+    def __init__(self, cfg: CompositionConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.members = nn.ModuleList(CompositionModel(cfg) for _ in range(cfg.members))
+
+    def normalise(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.members[0].normalise(cond)
+
+    def nll(self, el: torch.Tensor, cnt: torch.Tensor, valid: torch.Tensor, cond: torch.Tensor
+            ) -> torch.Tensor:
+        """Negative log-likelihood ``(B,)`` under the averaged next-step distributions."""
+        steps = [m.step_logprobs(el, cnt, valid, cond) for m in self.members]
+        log_m = math.log(len(steps))
+        lp_el = torch.logsumexp(torch.stack([a for a, _ in steps]), 0) - log_m
+        lp_c = torch.logsumexp(torch.stack([c for _, c in steps]), 0) - log_m
+        return -(lp_el * valid).sum(1) - (lp_c * (valid & (el > 0))).sum(1)
+
+    @torch.no_grad()
+    def sample(self, cond: torch.Tensor, temperature: float = 1.0, guidance: float = 1.0,
+               allowed: torch.Tensor | None = None, generator: torch.Generator | None = None
+               ) -> list[dict[int, int]]:
+        """As :meth:`CompositionModel.sample`, from the members' averaged distributions."""
+        return _sample(list(self.members), cond, temperature, guidance, allowed, generator)
+
+
+def _sample(members: list[CompositionModel], cond: torch.Tensor, temperature: float,
+            guidance: float, allowed: torch.Tensor | None, generator: torch.Generator | None
+            ) -> list[dict[int, int]]:
+    """Draw compositions step by step; each step's element, then its count, from the average of
+    the members' (guided, tempered) distributions."""
+    first_m = members[0]
+    was_training = [m.training for m in members]
+    for m in members:
+        m.eval()
+    dev = first_m.head_element.weight.device
+    n = cond.shape[0]
+    c = first_m.normalise(cond.to(dev))
+    guided = guidance != 1.0 and not bool(torch.isnan(c).all())
+    if guided:
+        c = torch.cat([c, torch.full_like(c, math.nan)])
+    hs = [m.initial_state(c) for m in members]
+    rows = c.shape[0]
+    prev_el = torch.full((rows,), first_m.bos, dtype=torch.long, device=dev)
+    prev_cnt = torch.zeros(rows, dtype=torch.long, device=dev)
+    left = torch.full((rows,), first_m.cfg.max_atoms, dtype=torch.long, device=dev)
+    done = torch.zeros(rows, dtype=torch.bool, device=dev)
+    keep = torch.ones(first_m.cfg.num_types + 1, dtype=torch.bool, device=dev)
+    if allowed is not None:
+        keep[1:] = allowed.to(dev)
+    out: list[dict[int, int]] = [{} for _ in range(n)]
+
+    def probs(logits: torch.Tensor) -> torch.Tensor:
+        return _probs(_guide(logits, guidance, n) if guided else logits, temperature)
+
+    for step in range(first_m.cfg.num_types + 1):
+        outs = []
+        for j, m in enumerate(members):
+            o, hs[j] = m.gru(m._inputs(prev_el, prev_cnt, left)[:, None], hs[j])
+            outs.append(o[:, 0])
+        first = torch.full((rows,), step == 0, device=dev)
+        mask = first_m._element_mask(prev_el, left, first) & keep
+        mask[:, 0] |= ~mask.any(-1)  # nothing allowed is left: stop
+        p_el = sum(probs(m.head_element(o).masked_fill(~mask, _NEG))
+                   for m, o in zip(members, outs))
+        e = torch.multinomial(p_el, 1, generator=generator)[:, 0]
+        e_all = torch.cat([e, e]) if guided else e
+        p_cnt = sum(probs(m._count_logits(o, e_all, left)) for m, o in zip(members, outs))
+        k = torch.multinomial(p_cnt, 1, generator=generator)[:, 0]
+        k_all = torch.cat([k, k]) if guided else k
+        stop = (e_all == 0) | done
+        for i in torch.nonzero(~stop[:n]).flatten().tolist():
+            out[i][int(e[i])] = int(k[i])
+        done = stop
+        prev_el = torch.where(done, prev_el, e_all)
+        prev_cnt = torch.where(done, prev_cnt, k_all)
+        left = torch.where(done, left, left - k_all)
+        if bool(done.all()):
+            break
+    for m, t in zip(members, was_training):
+        m.train(t)
+    return out
 
 
 def _guide(logits: torch.Tensor, guidance: float, n: int) -> torch.Tensor:
@@ -227,9 +283,8 @@ def _guide(logits: torch.Tensor, guidance: float, n: int) -> torch.Tensor:
     return mixed.masked_fill(cond <= _NEG / 2, _NEG)
 
 
-def _draw(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
-    p = torch.softmax(logits.float() / temperature, -1)
-    return torch.multinomial(p, 1, generator=generator)[:, 0]
+def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.softmax(logits.float() / temperature, -1)
 
 
 # ---------------------------------------------------------------------- files
@@ -237,19 +292,26 @@ class CompositionFileError(Exception):
     """A composition model that cannot be used; the message is one line naming the file."""
 
 
-def save_composition_model(model: CompositionModel, folder: str | Path,
+def save_composition_model(model: CompositionModel | CompositionEnsemble, folder: str | Path,
                            record: dict[str, Any] | None = None,
-                           sampling: dict[str, Any] | None = None) -> Path:
+                           sampling: dict[str, Any] | None = None,
+                           half: bool = False) -> Path:
     """Write ``composition.safetensors`` + ``composition.json`` into ``folder``; ``sampling``:
     the folder's de novo defaults (``{"denovo": "composition" | "joint", "temperature": T}``,
-    see :mod:`matgen.generate._compositions`)."""
+    see :mod:`matgen.generate._compositions`); ``half`` stores the weights as float16 (half the
+    file; they are read back into float32)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / COMPOSITION_WEIGHTS
     tmp = weights.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_file(state, tmp)
     tmp.replace(weights)
     meta = {"config": model.cfg.model_dump(), "sampling": sampling or {}, "record": record or {}}
+    if half:
+        meta["weights_dtype"] = "float16"
     tmp = folder / (COMPOSITION_META + ".tmp")
     tmp.write_text(json.dumps(meta, indent=1) + "\n")
     tmp.replace(folder / COMPOSITION_META)
@@ -262,8 +324,9 @@ def has_composition_model(folder: str | Path) -> bool:
 
 
 def load_composition_model(folder: str | Path, device: torch.device | str = "cpu"
-                           ) -> CompositionModel:
-    """The composition model stored in ``folder``.
+                           ) -> CompositionModel | CompositionEnsemble:
+    """The composition model stored in ``folder`` (an ensemble where its config has
+    ``members`` > 1).
 
     Raises:
         CompositionFileError: missing, unreadable or mismatched files (one line).
@@ -274,7 +337,8 @@ def load_composition_model(folder: str | Path, device: torch.device | str = "cpu
         if not path.is_file():
             raise CompositionFileError(f"{path}: not found")
     try:
-        model = CompositionModel(CompositionConfig(**json.loads(meta_path.read_text())["config"]))
+        cfg = CompositionConfig(**json.loads(meta_path.read_text())["config"])
+        model = CompositionEnsemble(cfg) if cfg.members > 1 else CompositionModel(cfg)
     except Exception as e:  # noqa: BLE001 - bad JSON or config
         raise CompositionFileError(f"{meta_path}: unusable composition model ({_line(e)})"
                                    ) from None

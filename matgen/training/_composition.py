@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from matgen.models import CompositionConfig, CompositionModel, encode
+from matgen.models import CompositionConfig, CompositionEnsemble, CompositionModel, encode
 
 
 @dataclass
@@ -29,6 +29,11 @@ class CompositionTrainConfig:
         batch_size, lr, weight_decay: AdamW on mini-batches of compositions.
         drop_prob / drop_all_prob: each condition is hidden with ``drop_prob``, all of a
             crystal's with ``drop_all_prob`` (the unconditioned input de novo sampling reads).
+        calibrate_epochs / calibrate_lr: after training, the output layers' biases of the
+            network as it samples (dropout off) are fitted by maximum likelihood on the train
+            split for up to this many epochs (Adam at this rate; kept where the val NLL is
+            lowest; 0 = off). Dropout leaves the dropout-free network's element distribution
+            too flat (common light elements such as F, N, S drawn too rarely); this corrects it.
         seed: initialisation, data order and dropping.
         model: the network's shape (conditions and their scaling are filled in from the data).
     """
@@ -40,6 +45,8 @@ class CompositionTrainConfig:
     weight_decay: float = 1e-2
     drop_prob: float = 0.2
     drop_all_prob: float = 0.3
+    calibrate_epochs: int = 5
+    calibrate_lr: float = 1e-2
     seed: int = 0
     model: CompositionConfig = field(default_factory=CompositionConfig)
 
@@ -61,7 +68,8 @@ def condition_matrix(dataset, names: Sequence[str]) -> torch.Tensor:
     return torch.stack(cols, 1) if cols else torch.zeros(len(dataset), 0, dtype=torch.float64)
 
 
-def _mean_nll(model: CompositionModel, data, cond: torch.Tensor) -> float:
+def _mean_nll(model: CompositionModel | CompositionEnsemble, data, cond: torch.Tensor
+              ) -> float:
     model.eval()
     total = 0.0
     with torch.no_grad():
@@ -74,21 +82,74 @@ def _mean_nll(model: CompositionModel, data, cond: torch.Tensor) -> float:
 def train_composition_model(train_set, val_set, names: Sequence[str],
                             cfg: CompositionTrainConfig | None = None,
                             log: Callable[[str], None] = print
-                            ) -> tuple[CompositionModel, dict]:
-    """Train on ``train_set``'s cells, select on ``val_set`` (two CrystalDatasets).
+                            ) -> tuple[CompositionModel | CompositionEnsemble, dict]:
+    """Train on ``train_set``'s cells, select on ``val_set`` (two CrystalDatasets); with
+    ``cfg.model.members`` > 1, that many networks from seeds ``cfg.seed``, ``cfg.seed + 1``, ...
+    form an ensemble (:class:`~matgen.models.CompositionEnsemble`).
 
     Returns:
-        the model at its best epoch and a record (epochs, NLLs per crystal, seconds).
+        the model (each network at its best epoch) and a record (epochs, NLLs per crystal,
+        seconds; per network under ``members`` for an ensemble).
     """
     cfg = cfg or CompositionTrainConfig()
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     train, val = cell_compositions(train_set), cell_compositions(val_set)
     y_tr, y_va = condition_matrix(train_set, names), condition_matrix(val_set, names)
     mean = [float(np.nanmean(y_tr[:, j].numpy())) for j in range(len(names))]
     std = [float(np.nanstd(y_tr[:, j].numpy())) for j in range(len(names))]
     mcfg = cfg.model.model_copy(update={"conditions": list(names), "cond_mean": mean,
                                         "cond_std": std})
+    config = {k: v for k, v in cfg.__dict__.items() if k != "model"}
+    t0 = time.perf_counter()
+    if mcfg.members == 1:
+        model, record = _train_one(train, val, y_tr, y_va, mcfg, cfg, cfg.seed, log)
+        record.update(train_crystals=len(train), val_crystals=len(val), train_config=config)
+        return model, record
+    ensemble = CompositionEnsemble(mcfg)
+    records = []
+    for i in range(mcfg.members):
+        log(f"member {i + 1} of {mcfg.members} (seed {cfg.seed + i})")
+        one, rec = _train_one(train, val, y_tr, y_va, mcfg.model_copy(update={"members": 1}),
+                              cfg, cfg.seed + i, log)
+        ensemble.members[i].load_state_dict(one.state_dict())
+        records.append(rec)
+    ensemble.eval()
+    none_va = torch.full_like(y_va, math.nan)
+    record = {"val_nll": round(_mean_nll(ensemble, val, none_va), 4),
+              "val_nll_conditioned": round(_mean_nll(ensemble, val, y_va), 4),
+              "best_epoch": [r["best_epoch"] for r in records],
+              "train_crystals": len(train), "val_crystals": len(val),
+              "seconds": round(time.perf_counter() - t0, 1), "members": records,
+              "train_config": config}
+    return ensemble, record
+
+
+def _epoch(model: CompositionModel, opt: torch.optim.Optimizer, train: list[dict[int, int]],
+           y_tr: torch.Tensor, cfg: CompositionTrainConfig, rng: np.random.Generator,
+           clip: bool) -> torch.Tensor:
+    """One pass over ``train`` in shuffled mini-batches, conditions dropped as configured;
+    returns the last batch's loss."""
+    perm = rng.permutation(len(train))
+    for lo in range(0, len(train), cfg.batch_size):
+        idx = perm[lo : lo + cfg.batch_size]
+        el, cnt, valid = encode([train[i] for i in idx], model.cfg.num_types)
+        cond = model.normalise(y_tr[idx])
+        cond[torch.rand(cond.shape) < cfg.drop_prob] = math.nan
+        cond[torch.rand(len(idx)) < cfg.drop_all_prob] = math.nan
+        loss = model.nll(el, cnt, valid, cond).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    return loss
+
+
+def _train_one(train: list[dict[int, int]], val: list[dict[int, int]], y_tr: torch.Tensor,
+               y_va: torch.Tensor, mcfg: CompositionConfig, cfg: CompositionTrainConfig,
+               seed: int, log: Callable[[str], None]) -> tuple[CompositionModel, dict]:
+    """One network from ``seed``: AdamW epochs, kept at its lowest unconditioned val NLL."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     model = CompositionModel(mcfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     none_va = torch.full_like(y_va, math.nan)
@@ -96,18 +157,7 @@ def train_composition_model(train_set, val_set, names: Sequence[str],
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()
-        perm = rng.permutation(len(train))
-        for lo in range(0, len(train), cfg.batch_size):
-            idx = perm[lo : lo + cfg.batch_size]
-            el, cnt, valid = encode([train[i] for i in idx], mcfg.num_types)
-            cond = model.normalise(y_tr[idx])
-            cond[torch.rand(cond.shape) < cfg.drop_prob] = math.nan
-            cond[torch.rand(len(idx)) < cfg.drop_all_prob] = math.nan
-            loss = model.nll(el, cnt, valid, cond).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+        loss = _epoch(model, opt, train, y_tr, cfg, rng, clip=True)
         v_none, v_cond = _mean_nll(model, val, none_va), _mean_nll(model, val, y_va)
         curve.append({"epoch": epoch, "train_nll": round(loss.item(), 4),
                       "val_nll": round(v_none, 4), "val_nll_conditioned": round(v_cond, 4)})
@@ -119,8 +169,40 @@ def train_composition_model(train_set, val_set, names: Sequence[str],
         elif epoch - best_epoch >= cfg.patience:
             break
     model.load_state_dict(best_state)
-    record = {"best_epoch": best_epoch, "val_nll": round(best, 4),
-              "train_crystals": len(train), "val_crystals": len(val),
-              "seconds": round(time.perf_counter() - t0, 1), "curve": curve,
-              "train_config": {k: v for k, v in cfg.__dict__.items() if k != "model"}}
+    record = {"best_epoch": best_epoch, "val_nll": round(best, 4), "seed": seed}
+    if cfg.calibrate_epochs:
+        record["calibration"] = _calibrate(model, train, val, y_tr, y_va, cfg, rng, log)
+        record["val_nll"] = record["calibration"]["val_nll"]
+    record.update(seconds=round(time.perf_counter() - t0, 1), curve=curve)
     return model.eval(), record
+
+
+def _calibrate(model: CompositionModel, train: list[dict[int, int]], val: list[dict[int, int]],
+               y_tr: torch.Tensor, y_va: torch.Tensor, cfg: CompositionTrainConfig,
+               rng: np.random.Generator, log: Callable[[str], None]) -> dict:
+    """Fit the element and count heads' output biases of the dropout-free network on the train
+    split (everything else frozen); keep the epoch with the lowest unconditioned val NLL."""
+    biases = [model.head_element.bias, model.head_count[-1].bias]
+    frozen = [p for p in model.parameters() if all(p is not b for b in biases)]
+    for p in frozen:
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(biases, lr=cfg.calibrate_lr)
+    none_va = torch.full_like(y_va, math.nan)
+    best = before = _mean_nll(model, val, none_va)
+    best_state, best_epoch, curve = [b.detach().clone() for b in biases], -1, []
+    model.eval()
+    for epoch in range(cfg.calibrate_epochs):
+        _epoch(model, opt, train, y_tr, cfg, rng, clip=False)
+        v = _mean_nll(model, val, none_va)
+        curve.append(round(v, 4))
+        log(f"calibration epoch {epoch}: val NLL {v:.3f} per crystal")
+        if v < best:
+            best, best_epoch = v, epoch
+            best_state = [b.detach().clone() for b in biases]
+    with torch.no_grad():
+        for b, kept in zip(biases, best_state):
+            b.copy_(kept)
+    for p in frozen:
+        p.requires_grad_(True)
+    return {"val_nll_before": round(before, 4), "val_nll": round(best, 4),
+            "best_epoch": best_epoch, "curve": curve}

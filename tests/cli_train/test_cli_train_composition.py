@@ -47,3 +47,21 @@ def test_bad_usage_is_exit_2_one_line(tmp_path, tiny_structures, monkeypatch):
     res = CliRunner().invoke(app, ["train-composition", "--data", str(tmp_path / "nowhere"),
                                    "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "--data" in res.output and "Traceback" not in res.output
+
+
+def test_trains_an_ensemble_in_float16(tmp_path, tiny_structures, monkeypatch):
+    monkeypatch.setenv("MATGEN_CACHE_DIR", str(tmp_path / "cache"))
+    d = _folder(tmp_path, tiny_structures)
+    out = tmp_path / "ckpt"
+    res = CliRunner().invoke(app, ["train-composition", "--data", str(d), "--out", str(out),
+                                   "--epochs", "2", "--members", "2", "--hidden", "32",
+                                   "--float16"])
+    assert res.exit_code == 0, res.output
+    assert "2 networks, best epochs" in res.output
+    meta = json.loads((out / "composition.json").read_text())
+    assert meta["config"]["members"] == 2 and meta["config"]["hidden"] == 32
+    assert meta["weights_dtype"] == "float16" and len(meta["record"]["members"]) == 2
+
+    from matgen.models import CompositionEnsemble, load_composition_model
+
+    assert isinstance(load_composition_model(out), CompositionEnsemble)

@@ -10,6 +10,7 @@ import torch
 
 from matgen.models import (
     CompositionConfig,
+    CompositionEnsemble,
     CompositionFileError,
     CompositionModel,
     encode,
@@ -124,3 +125,89 @@ def test_files_round_trip_and_damage_is_one_line(tmp_path):
     (tmp_path / "composition.safetensors").unlink()
     with pytest.raises(CompositionFileError, match="not found"):
         load_composition_model(tmp_path)
+
+
+def _ensemble(members: int = 2) -> CompositionEnsemble:
+    cfg = CompositionConfig(hidden=16, layers=2, conditions=["band_gap"], cond_mean=[1.0],
+                            cond_std=[2.0], members=members)
+    torch.manual_seed(0)
+    return CompositionEnsemble(cfg).eval()
+
+
+def test_an_ensemble_of_copies_is_the_single_network():
+    m = _model().eval()
+    ens = _ensemble(2)
+    for member in ens.members:
+        member.load_state_dict(m.state_dict())
+    el, cnt, valid = encode([{8: 4, 26: 2, 3: 2}, {11: 1, 17: 1}])
+    cond = m.normalise(torch.tensor([[0.5], [math.nan]]))
+    assert torch.allclose(ens.nll(el, cnt, valid, cond), m.nll(el, cnt, valid, cond), atol=1e-5)
+    c = torch.tensor([[2.5]] * 6 + [[math.nan]] * 6)
+    for guidance in (1.0, 2.0):
+        assert ens.sample(c, guidance=guidance, generator=torch.Generator().manual_seed(4)) == \
+            m.sample(c, guidance=guidance, generator=torch.Generator().manual_seed(4))
+
+
+def test_ensemble_nll_is_at_most_its_members_mean():
+    ens = _ensemble(3)
+    el, cnt, valid = encode([{8: 4, 26: 2, 3: 2}, {11: 1, 17: 1}, {6: 8}])
+    cond = ens.normalise(torch.tensor([[0.5], [math.nan], [3.0]]))
+    members = torch.stack([m.nll(el, cnt, valid, cond) for m in ens.members])
+    assert (ens.nll(el, cnt, valid, cond) <= members.mean(0) + 1e-5).all()
+    # it is a distribution over compositions that differs from each member's
+    assert not torch.allclose(ens.nll(el, cnt, valid, cond), members[0])
+
+
+def test_ensemble_samples_obey_the_constraints():
+    ens = _ensemble(2)
+    allowed = torch.zeros(94, dtype=torch.bool)
+    allowed[[2, 25, 7]] = True
+    comps = ens.sample(torch.full((32, 1), math.nan), allowed=allowed, temperature=0.9,
+                       generator=torch.Generator().manual_seed(1))
+    assert len(comps) == 32
+    assert all(c and set(c) <= {3, 26, 8} and sum(c.values()) <= 20 for c in comps)
+
+
+def test_ensemble_files_round_trip_in_float16(tmp_path):
+    ens = _ensemble(2)
+    save_composition_model(ens, tmp_path, {"val_nll": 1.0}, half=True)
+    meta = json.loads((tmp_path / "composition.json").read_text())
+    assert meta["config"]["members"] == 2 and meta["weights_dtype"] == "float16"
+    back = load_composition_model(tmp_path)
+    assert isinstance(back, CompositionEnsemble) and len(back.members) == 2
+    assert back.members[1].gru.weight_hh_l0.dtype == torch.float32
+    for a, b in zip(ens.state_dict().values(), back.state_dict().values()):
+        assert torch.equal(a.half().float(), b) if a.is_floating_point() else torch.equal(a, b)
+    el, cnt, valid = encode([{8: 4, 26: 2, 3: 2}])
+    cond = ens.normalise(torch.tensor([[math.nan]]))
+    assert torch.allclose(back.nll(el, cnt, valid, cond), ens.nll(el, cnt, valid, cond),
+                          rtol=1e-2)
+    # a member count that does not match the weights is a one-line file error
+    meta["config"]["members"] = 3
+    (tmp_path / "composition.json").write_text(json.dumps(meta))
+    with pytest.raises(CompositionFileError, match="composition.safetensors: unusable"):
+        load_composition_model(tmp_path)
+
+
+def test_training_an_ensemble_records_each_member():
+    from pymatgen.core import Lattice, Structure
+
+    from matgen.crystal import CrystalBatch
+    from matgen.data import CrystalDataset
+    from matgen.training import CompositionTrainConfig, train_composition_model
+
+    structs = [Structure(Lattice.cubic(4 + 0.01 * i), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3])
+               for i in range(6)]
+    structs += [Structure(Lattice.cubic(4.0), ["Cs", "Br"], [[0, 0, 0], [0.5] * 3])] * 6
+    b = CrystalBatch.from_structures(structs)
+    ds = CrystalDataset(b.atomic_numbers, b.frac_coords, b.lattice, b.num_atoms,
+                        {"band_gap": torch.linspace(0, 3, 12, dtype=b.lattice.dtype)})
+    cfg = CompositionTrainConfig(epochs=4, patience=4, batch_size=4, lr=1e-2, seed=3,
+                                 model=CompositionConfig(hidden=16, members=2))
+    model, record = train_composition_model(ds, ds, ["band_gap"], cfg, log=lambda m: None)
+    assert isinstance(model, CompositionEnsemble) and len(model.members) == 2
+    assert [m["seed"] for m in record["members"]] == [3, 4]
+    assert len(record["best_epoch"]) == 2
+    assert record["val_nll"] <= sum(m["val_nll"] for m in record["members"]) / 2 + 1e-3
+    a, b2 = (dict(m.state_dict()) for m in model.members)
+    assert not torch.equal(a["gru.weight_hh_l0"], b2["gru.weight_hh_l0"])  # two seeds
