@@ -137,6 +137,12 @@ def train_composition(
                                          "whose next-step distributions are averaged (an "
                                          "ensemble).", min=1)] = 1,
     hidden: Annotated[int, typer.Option(help="GRU width of each network.", min=8)] = 256,
+    dropout: Annotated[float, typer.Option(help="Dropout on the GRU's inputs, between its "
+                                           "layers and on its outputs.", min=0.0, max=0.95)
+                       ] = 0.5,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.", min=0.0)] = 0.1,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without a lower "
+                                          "validation NLL.", min=1)] = 10,
     float16: Annotated[bool, typer.Option("--float16", help="Store the weights as float16 "
                                           "(half the file; read back as float32).")] = False,
     temperature: Annotated[
@@ -167,9 +173,10 @@ def train_composition(
     if missing:
         fail(f"--condition {missing[0]}: not a property column of {data} (has: "
              f"{', '.join(known) or 'none'})", 2)
-    cfg = CompositionTrainConfig(epochs=epochs, seed=seed,
+    cfg = CompositionTrainConfig(epochs=epochs, seed=seed, weight_decay=weight_decay,
+                                 patience=patience,
                                  model=CompositionConfig(max_atoms=max_atoms, members=members,
-                                                         hidden=hidden))
+                                                         hidden=hidden, dropout=dropout))
     model, record = train_composition_model(sets[0], sets[1], names, cfg,
                                             log=lambda m: _out.print(escape(m)))
     record["data"] = {"source": sets[0].source, "sha256": sets[0].sha256}

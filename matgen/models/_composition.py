@@ -47,7 +47,7 @@ class CompositionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hidden: int = Field(default=256, ge=8)
     layers: int = Field(default=2, ge=1)
-    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
     max_atoms: int = Field(default=20, ge=1)
     num_types: int = Field(default=94, ge=2)
     conditions: list[str] = Field(default_factory=list)

@@ -42,7 +42,7 @@ class CompositionTrainConfig:
     patience: int = 10
     batch_size: int = 256
     lr: float = 2e-3
-    weight_decay: float = 1e-2
+    weight_decay: float = 0.1
     drop_prob: float = 0.2
     drop_all_prob: float = 0.3
     calibrate_epochs: int = 5

@@ -55,11 +55,15 @@ def test_trains_an_ensemble_in_float16(tmp_path, tiny_structures, monkeypatch):
     out = tmp_path / "ckpt"
     res = CliRunner().invoke(app, ["train-composition", "--data", str(d), "--out", str(out),
                                    "--epochs", "2", "--members", "2", "--hidden", "32",
-                                   "--float16"])
+                                   "--float16", "--dropout", "0.5", "--weight-decay", "0.1",
+                                   "--patience", "3"])
     assert res.exit_code == 0, res.output
     assert "2 networks, best epochs" in res.output
     meta = json.loads((out / "composition.json").read_text())
     assert meta["config"]["members"] == 2 and meta["config"]["hidden"] == 32
+    assert meta["config"]["dropout"] == 0.5
+    assert meta["record"]["train_config"]["weight_decay"] == 0.1
+    assert meta["record"]["train_config"]["patience"] == 3
     assert meta["weights_dtype"] == "float16" and len(meta["record"]["members"]) == 2
 
     from matgen.models import CompositionEnsemble, load_composition_model
