@@ -24,10 +24,7 @@ for c in $CANDS; do
     python3 - "$ck" ${src//+/ } <<'PY'
 import sys
 from matgen.models import CompositionEnsemble, load_composition_model, save_composition_model
-nets = [load_composition_model(p) for p in sys.argv[2:]]
-ens = CompositionEnsemble(nets[0].cfg.model_copy(update={"members": len(nets)}))
-for member, net in zip(ens.members, nets):
-    member.load_state_dict(net.state_dict())
+ens = CompositionEnsemble.of([load_composition_model(p) for p in sys.argv[2:]])
 save_composition_model(ens, sys.argv[1], {"members_from": sys.argv[2:]}, {"denovo": "composition"})
 PY
   else

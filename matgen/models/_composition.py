@@ -199,6 +199,14 @@ class CompositionEnsemble(nn.Module):
         self.cfg = cfg
         self.members = nn.ModuleList(CompositionModel(cfg) for _ in range(cfg.members))
 
+    @classmethod
+    def of(cls, nets: list[CompositionModel]) -> CompositionEnsemble:
+        """The ensemble of trained networks of one shape (their weights copied)."""
+        ens = cls(nets[0].cfg.model_copy(update={"members": len(nets)}))
+        for member, net in zip(ens.members, nets):
+            member.load_state_dict(net.state_dict())
+        return ens.eval()
+
     def normalise(self, cond: torch.Tensor) -> torch.Tensor:
         return self.members[0].normalise(cond)
 

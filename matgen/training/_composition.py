@@ -104,15 +104,14 @@ def train_composition_model(train_set, val_set, names: Sequence[str],
         model, record = _train_one(train, val, y_tr, y_va, mcfg, cfg, cfg.seed, log)
         record.update(train_crystals=len(train), val_crystals=len(val), train_config=config)
         return model, record
-    ensemble = CompositionEnsemble(mcfg)
-    records = []
+    nets, records = [], []
     for i in range(mcfg.members):
         log(f"member {i + 1} of {mcfg.members} (seed {cfg.seed + i})")
         one, rec = _train_one(train, val, y_tr, y_va, mcfg.model_copy(update={"members": 1}),
                               cfg, cfg.seed + i, log)
-        ensemble.members[i].load_state_dict(one.state_dict())
+        nets.append(one)
         records.append(rec)
-    ensemble.eval()
+    ensemble = CompositionEnsemble.of(nets)
     none_va = torch.full_like(y_va, math.nan)
     record = {"val_nll": round(_mean_nll(ensemble, val, none_va), 4),
               "val_nll_conditioned": round(_mean_nll(ensemble, val, y_va), 4),

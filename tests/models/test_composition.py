@@ -136,9 +136,8 @@ def _ensemble(members: int = 2) -> CompositionEnsemble:
 
 def test_an_ensemble_of_copies_is_the_single_network():
     m = _model().eval()
-    ens = _ensemble(2)
-    for member in ens.members:
-        member.load_state_dict(m.state_dict())
+    ens = CompositionEnsemble.of([m, m])
+    assert ens.cfg.members == 2 and len(ens.members) == 2
     el, cnt, valid = encode([{8: 4, 26: 2, 3: 2}, {11: 1, 17: 1}])
     cond = m.normalise(torch.tensor([[0.5], [math.nan]]))
     assert torch.allclose(ens.nll(el, cnt, valid, cond), m.nll(el, cnt, valid, cond), atol=1e-5)
