@@ -8,13 +8,15 @@
 # workers each); everything stops at $DEADLINE s after the start so the results come back
 # ($OUT/$NAME.tgz, samples included). Write the rule the numbers are judged by down before the
 # call. CSP=0 leaves out the CSP jobs (an option that acts on de novo sampling only); GEN_SEEDS
-# sets the de novo seeds (default "0 1 2"), P the jobs at a time (default 4). From the repository root, carrying .whl and .devdata:
+# sets the de novo seeds (default "0 1 2"), P the jobs at a time (default 4), EXTRA more sampling
+# flags held fixed (e.g. EXTRA="--flow-slope 20" with OPT=--steps; a flag given twice, the last
+# wins). From the repository root, carrying .whl and .devdata:
 #   OPT=--flow-slope VALUES="0 2.5 5 10" NAME=slope DEADLINE=480 bash benchmarks/device/sampler_sweep.sh
 set -u
 START=$(date +%s); NAME=${NAME:-sweep}; D=/tmp/$NAME; mkdir -p "$D"
 OPT=${OPT:?set OPT, e.g. --flow-slope}; VALUES=${VALUES:?set VALUES}
 DEADLINE=${DEADLINE:-480}; CK=${CK:-matgen/assets/models/default}; TEST=${TEST:-0}
-CSP=${CSP:-1}; GEN_SEEDS=${GEN_SEEDS:-0 1 2}; P=${P:-4}
+CSP=${CSP:-1}; GEN_SEEDS=${GEN_SEEDS:-0 1 2}; P=${P:-4}; EXTRA=${EXTRA:-}
 source benchmarks/device/_env.sh
 V=/tmp/datasets/mp20_reduced/val.csv; T=/tmp/datasets/mp20_reduced/test.csv
 jobs=(); scores=()
@@ -30,7 +32,7 @@ sample() {  # task value seed split
   local ref=$V extra=(--num 1000 --batch-size 1000); [ "$4" = test ] && ref=$T
   [ "$1" = csp ] && extra=(--task csp --num 1 --compositions-from "$ref" --batch-size 1200)
   python3 -m matgen sample --checkpoint "$CK" "${extra[@]}" --sampler fast --steps 50 \
-    "$OPT" "$2" --seed "$3" --no-progress --out "$D/$1_$4_k$2_s$3.extxyz" \
+    $EXTRA "$OPT" "$2" --seed "$3" --no-progress --out "$D/$1_$4_k$2_s$3.extxyz" \
     > "$D/sample_$1_$4_k$2_s$3.log" 2>&1
 }
 score() {  # task value seed split (de novo samples are drawn once, under the val name)
@@ -39,7 +41,7 @@ score() {  # task value seed split (de novo samples are drawn once, under the va
   python3 -m matgen evaluate --task "$1" --generated "$gen" --reference "$ref" \
     "${extra[@]}" --workers 4 --out "$D/$1_$4_k$2_s$3.json" > "$D/eval_$1_$4_k$2_s$3.log" 2>&1
 }
-export -f sample score; export D V T CK OPT
+export -f sample score; export D V T CK OPT EXTRA
 printf '%s\n' "${jobs[@]}" | timeout $((DEADLINE / 3)) xargs -P "$P" -L 1 bash -c 'sample $0 $1 $2 $3'
 echo "sampled in $(($(date +%s) - START)) s"
 left=$((DEADLINE - ($(date +%s) - START)))
