@@ -5,7 +5,8 @@
 # (the image lacks matminer), and with TEST=1 also CSP on the whole public test split (seed 0,
 # batch 1,200: the rounds' shipping protocol, as csp_protocol.sh) and de novo seed 0 scored
 # against test. Samplings run four at a time on the GPU, then the scorings four at a time (four
-# workers each); everything stops at $DEADLINE s after the start so the results come back
+# workers each); the samplings stop at $SAMPLE_S s (default DEADLINE / 3) and everything at
+# $DEADLINE s after the start so the results come back
 # ($OUT/$NAME.tgz, samples included). Write the rule the numbers are judged by down before the
 # call. CSP=0 leaves out the CSP jobs (an option that acts on de novo sampling only); GEN_SEEDS
 # sets the de novo seeds (default "0 1 2"), P the jobs at a time (default 4), EXTRA more sampling
@@ -16,6 +17,7 @@ set -u
 START=$(date +%s); NAME=${NAME:-sweep}; D=/tmp/$NAME; mkdir -p "$D"
 OPT=${OPT:?set OPT, e.g. --flow-slope}; VALUES=${VALUES:?set VALUES}
 DEADLINE=${DEADLINE:-480}; CK=${CK:-matgen/assets/models/default}; TEST=${TEST:-0}
+SAMPLE_S=${SAMPLE_S:-$((DEADLINE / 3))}
 CSP=${CSP:-1}; GEN_SEEDS=${GEN_SEEDS:-0 1 2}; P=${P:-4}; EXTRA=${EXTRA:-}
 source benchmarks/device/_env.sh
 V=/tmp/datasets/mp20_reduced/val.csv; T=/tmp/datasets/mp20_reduced/test.csv
@@ -42,7 +44,7 @@ score() {  # task value seed split (de novo samples are drawn once, under the va
     "${extra[@]}" --workers 4 --out "$D/$1_$4_k$2_s$3.json" > "$D/eval_$1_$4_k$2_s$3.log" 2>&1
 }
 export -f sample score; export D V T CK OPT EXTRA
-printf '%s\n' "${jobs[@]}" | timeout $((DEADLINE / 3)) xargs -P "$P" -L 1 bash -c 'sample $0 $1 $2 $3'
+printf '%s\n' "${jobs[@]}" | timeout "$SAMPLE_S" xargs -P "$P" -L 1 bash -c 'sample $0 $1 $2 $3'
 echo "sampled in $(($(date +%s) - START)) s"
 left=$((DEADLINE - ($(date +%s) - START)))
 printf '%s\n' "${jobs[@]}" "${scores[@]}" | timeout "$left" xargs -P "$P" -L 1 bash -c 'score $0 $1 $2 $3'
