@@ -1,0 +1,55 @@
+"""benchmarks/csp_refine_probe.py and autoguidance_probe.py: the loose-match probes of #16."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from ase.build import bulk
+from ase.io import read, write
+
+from matgen.nn import DenoiserOutput
+from tests.benchmarks._bench import load_benchmark
+
+
+def test_symmetrize_idealises_a_rattled_rock_salt_to_its_primitive_cell(tmp_path):
+    a = bulk("NaCl", "rocksalt", a=5.64, cubic=True)  # 8 atoms, conventional cell
+    a.positions += np.random.default_rng(0).normal(0, 0.01, a.positions.shape)
+    a.info["material_id"] = "m1"
+    src, dst = tmp_path / "in.extxyz", tmp_path / "out.extxyz"
+    write(src, [a], format="extxyz")
+    args = argparse.Namespace(generated=str(src), out=str(dst), symprec=0.1)
+    got = load_benchmark("csp_refine_probe").symmetrize(args)
+    assert got == {"structures": 1, "idealised": 1, "symprec": 0.1}
+    (b,) = read(dst, index=":")
+    assert sorted(b.numbers) == [11, 17] and b.info["material_id"] == "m1"
+    assert abs(b.get_volume() - a.get_volume() / 4) < 0.5  # the primitive quarter
+
+
+def test_reassign_keeps_each_composition_and_single_species_crystals(tmp_path):
+    two = bulk("NaCl", "rocksalt", a=5.64)
+    one = bulk("Cu", "fcc", a=3.6)
+    src, dst = tmp_path / "in.extxyz", tmp_path / "out.extxyz"
+    write(src, [two, one], format="extxyz")
+    args = argparse.Namespace(generated=str(src), out=str(dst), time=0.05, margin=0.0,
+                              checkpoint=None)
+    got = load_benchmark("csp_refine_probe").reassign(args)
+    assert got["structures"] == 2 and got["reassigned"] in (0, 1)
+    a, b = read(dst, index=":")
+    assert sorted(a.numbers) == [11, 17] and list(b.numbers) == [29]
+
+
+def test_autoguidance_is_weak_plus_w_times_the_difference():
+    ag = load_benchmark("autoguidance_probe")
+
+    def const(c):
+        class M(torch.nn.Module):
+            def forward(self, batch, t, cond=None):
+                return DenoiserOutput(torch.full((2, 3), c), torch.full((1, 3, 3), c),
+                                      torch.zeros(2, 4))
+        return M()
+
+    out = ag.AutoGuided(const(1.0), const(0.5), 2.0)(None, torch.zeros(1))
+    assert torch.allclose(out.coord, torch.full((2, 3), 1.5))
+    assert torch.allclose(out.lattice, torch.full((1, 3, 3), 1.5))
