@@ -46,7 +46,7 @@ from matgen.generate._requests import (
     requests_from_csv,
     requests_from_formulas,
 )
-from matgen.generate._spec import DEFAULT_STEPS, SampleSpec
+from matgen.generate._spec import SampleSpec, default_steps
 from matgen.generate._targets import ConditionTarget
 
 Log = Callable[[str], None]
@@ -153,7 +153,8 @@ def choose_sampler(spec: SampleSpec, distilled: bool, device: torch.device, say:
     checkpoint (and a warning for another sampler on one).
 
     ``auto``: consistency for a distilled checkpoint; fast for a flow-matching one (its ODE
-    is as good at 50 Euler steps as at 500: ``benchmarks/results/ablation_round3_h200.json``);
+    matches as well at 50-100 Euler steps as at 500-1,000: ``benchmarks/results/
+    ablation_round3_h200.json``, ``default_model_h100_eval_slope30.json``);
     fast on CPU when no step count is given; else the 1000-step predictor-corrector."""
     sampler = spec.sampler
     if sampler == "auto":
@@ -269,7 +270,7 @@ def plan_sampling(spec: SampleSpec, say: Log,
         raise SampleInputError("nothing to generate (no usable compositions)")
     if denovo != "composition":
         values = draw(len(reqs))
-    steps = spec.steps if spec.steps is not None else DEFAULT_STEPS[sampler]
+    steps = spec.steps if spec.steps is not None else default_steps(sampler, spec.task)
     return SamplePlan(spec, model, diffusion, meta, ckpt_id, device, sampler, steps, targets,
                       values, type_mask, reqs, skipped,
                       energies if spec.select_by != "votes" else None, denovo, comp_t)

@@ -77,3 +77,17 @@ def test_score_returns_structures_with_scores(rock_salt, diamond_si, tmp_path):
         assert np.isfinite(s.properties["energy_per_atom"])
         assert "relaxed_cif" not in s.properties
     assert len((tmp_path / "s.csv").read_text().splitlines()) == 3
+
+
+def test_csp_takes_100_fast_steps_by_default_and_de_novo_50():
+    """The fast sampler's default step count depends on the task (csp_steps_rule.txt); an
+    explicit ``steps`` always wins."""
+    from matgen.generate import SampleSpec, default_steps, plan_sampling
+
+    assert default_steps("fast", "csp") == 100 and default_steps("fast", "gen") == 50
+    assert default_steps("pc", "csp") == 1000 and default_steps("consistency", "csp") == 2
+    csp = SampleSpec(compositions=["NaCl"], num=1, device="cpu")
+    assert plan_sampling(csp, lambda _m: None).steps == 100
+    assert plan_sampling(SampleSpec(num=2, device="cpu"), lambda _m: None).steps == 50
+    mine = SampleSpec(compositions=["NaCl"], num=1, steps=20, device="cpu")
+    assert plan_sampling(mine, lambda _m: None).steps == 20
