@@ -21,7 +21,8 @@ has seen the test crystals).
 
     python benchmarks/csp_refine_probe.py framework --generated S.extxyz \\
         --per-structure S.csp_per_structure.csv --reference val.csv
-    python benchmarks/csp_refine_probe.py symmetrize --generated S.extxyz --out T.extxyz --symprec 0.1
+    python benchmarks/csp_refine_probe.py symmetrize --generated S.extxyz --out T.extxyz \\
+        --symprec 0.1
     python benchmarks/csp_refine_probe.py reassign --generated S.extxyz --out T.extxyz --time 0.05
 """
 
@@ -40,18 +41,23 @@ def framework(args) -> dict:
     from pymatgen.core import Structure
     from pymatgen.io.ase import AseAtomsAdaptor
 
+    from matgen.evaluation import MatcherConfig
+
     per = pd.read_csv(args.per_structure)
     ref = pd.read_csv(args.reference).set_index("material_id")
     frames = read(args.generated, index=":")
     loose = per[per.matched & (per.rms_dist > args.loose)]
-    fm = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3, comparator=FrameworkComparator())
+    tol = MatcherConfig()  # the tolerances `matgen evaluate` matched with, species ignored
+    fm = StructureMatcher(stol=tol.stol, angle_tol=tol.angle_tol, ltol=tol.ltol,
+                          comparator=FrameworkComparator())
     rows = []
     for _, r in loose.iterrows():
         gen = AseAtomsAdaptor.get_structure(frames[int(r.frame_index)])
         want = Structure.from_str(ref.loc[r.material_id, "cif"], fmt="cif")
         fr = fm.get_rms_dist(gen, want)
         rows.append({"material_id": r.material_id, "num_atoms": len(want),
-                     "rms": float(r.rms_dist), "rms_framework": None if fr is None else float(fr[0])})
+                     "rms": float(r.rms_dist),
+                     "rms_framework": None if fr is None else float(fr[0])})
     fw = np.array([r["rms_framework"] for r in rows if r["rms_framework"] is not None])
     return {"matched": int(per.matched.sum()), "loose": len(rows),
             "framework_tight_lt_0.1": int((fw < 0.1).sum()),
@@ -131,10 +137,12 @@ def main() -> None:
     ap.add_argument("--out", help="refined extxyz (symmetrize, reassign)")
     ap.add_argument("--per-structure", help="framework: matgen evaluate's per-structure CSV")
     ap.add_argument("--reference", help="framework: the reference CSV")
-    ap.add_argument("--loose", type=float, default=0.2, help="framework: RMS above which a match is loose")
+    ap.add_argument("--loose", type=float, default=0.2,
+                    help="framework: RMS above which a match is loose")
     ap.add_argument("--symprec", type=float, default=0.1)
     ap.add_argument("--time", type=float, default=0.05, help="reassign: time of the masked call")
-    ap.add_argument("--margin", type=float, default=0.0, help="reassign: nats a new assignment must gain")
+    ap.add_argument("--margin", type=float, default=0.0,
+                    help="reassign: nats a new assignment must gain")
     ap.add_argument("--checkpoint", default=None, help="reassign: the denoiser (default: shipped)")
     ap.add_argument("--json", help="write the summary here too")
     args = ap.parse_args()
@@ -144,7 +152,8 @@ def main() -> None:
         ap.error("framework needs --per-structure and --reference")
     res = {"framework": framework, "symmetrize": symmetrize, "reassign": reassign}[args.mode](args)
     text = json.dumps(res, indent=1)
-    print(text if args.mode != "framework" else json.dumps({k: v for k, v in res.items() if k != "rows"}))
+    brief = {k: v for k, v in res.items() if k != "rows"}
+    print(text if args.mode != "framework" else json.dumps(brief))
     if args.json:
         with open(args.json, "w") as fh:
             fh.write(text + "\n")
