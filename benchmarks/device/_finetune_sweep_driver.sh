@@ -9,6 +9,9 @@ python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.
   --stage train ${MINUTES:+--minutes $MINUTES} > "$W/train.log" 2>&1
 log "trained: exit $?"; touch "$W/TRAINED"
 W=$W bash benchmarks/device/export_weights.sh $RUNS >> "$W/driver.log" 2>&1; log exported
+for R in $RUNS; do  # composition-first de novo, as the shipped default samples
+  [ -n "${COMPOSITION_FROM:-}" ] && cp "$COMPOSITION_FROM"/composition.* "$W/runs/$R/run/checkpoints/last/"
+done
 PIDS=""
 for R in $RUNS; do
   CK="$W/runs/$R/run/checkpoints/last" NAME=$R P=3 OPT=--clash-floor VALUES=0.7 \

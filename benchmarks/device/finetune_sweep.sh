@@ -2,7 +2,9 @@
 # Fine-tune variants side by side, then score each the way sampler_sweep.sh scores a sampling
 # option (val CSP seeds 0 and 1, 1,000 de novo at seeds 0-2 vs val, with TEST=1 (default) the
 # public test CSP seed 0 and de novo seed 0 vs test), and bring back fp16 weights of each run.
-# GEN_EXTRA="3 4 ..." also draws 1,000 de novo samples of the shipped default per seed
+# COMPOSITION_FROM=FOLDER copies that folder's composition model into each run's checkpoint before
+# scoring, so de novo is sampled composition-first as with the shipped default (else the denoiser's
+# joint mode). GEN_EXTRA="3 4 ..." also draws 1,000 de novo samples of the shipped default per seed
 # (denovo_extra.tgz; for the 10,000-sample COV protocol, scored on the CPU).
 # Longer than one call: the first call starts it detached and watches; a follow-up call within
 # ~25 s runs the same command and only watches (the pattern of oneshot.sh). Each call copies to
@@ -12,6 +14,7 @@
 set -u
 export SET=${SET:?set SET} RUNS=${RUNS:?set RUNS} W=${W:-/tmp/ft} MINUTES=${MINUTES:-}
 export TEST=${TEST:-1} SWEEP_S=${SWEEP_S:-480} GEN_EXTRA=${GEN_EXTRA:-}
+export COMPOSITION_FROM=${COMPOSITION_FROM:-}
 DEADLINE=${DEADLINE:-560}
 if [ ! -f "$W/driver.log" ]; then
   mkdir -p "$W/export" "$W/sweeps"; rm -rf /tmp/src && cp -rL "$PWD" /tmp/src
