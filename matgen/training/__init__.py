@@ -14,7 +14,9 @@ Public API:
     Checkpoint helpers: read_weights, load_init_weights (writing: save_run_checkpoint).
     train_composition_model(train_set, val_set, names, CompositionTrainConfig) -> (model,
         record): the composition model of composition-first de novo generation (``matgen
-        train-composition``); cell_compositions: a dataset's cells as ``{Z: count}``.
+        train-composition``); cell_compositions: a dataset's cells as ``{Z: count}``;
+        condition_matrix: its labels as condition columns; finetune_composition_model: a
+        trained one continued on a small set (the campaign's generator fine-tuning).
 
 Sampling (``generate``, checkpoint lookup, the default model, condition targets) lives in
 :mod:`matgen.generate` only.
@@ -49,6 +51,8 @@ from matgen.training._components import (
 from matgen.training._composition import (
     CompositionTrainConfig,
     cell_compositions,
+    condition_matrix,
+    finetune_composition_model,
     train_composition_model,
 )
 from matgen.training._conditions import training_conditions
@@ -84,8 +88,10 @@ __all__ = [
     "TrainingObjective",
     "build_components",
     "cell_compositions",
+    "condition_matrix",
     "config_error_line",
     "dataset_stats",
+    "finetune_composition_model",
     "load_init_weights",
     "read_weights",
     "setup_distributed",

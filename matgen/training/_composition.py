@@ -4,10 +4,16 @@ Maximum likelihood with AdamW; each condition is dropped on its own with ``drop_
 a crystal's together with ``drop_all_prob`` (unconditioned de novo sampling, the default, reads
 the all-missing input, so it is trained often); the weights of the epoch with the lowest
 unconditioned validation NLL are kept (early stopping with ``patience`` epochs).
+
+Fine-tuning (:func:`finetune_composition_model`, the campaign's generator step) continues a
+trained model on a small set for a fixed number of optimizer steps, with the same loss and
+condition dropping, so the compositions it proposes move towards those of the set.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +23,8 @@ import numpy as np
 import torch
 
 from matgen.models import CompositionConfig, CompositionEnsemble, CompositionModel, encode
+
+logger = logging.getLogger("matgen.training")
 
 
 @dataclass
@@ -62,14 +70,23 @@ def cell_compositions(dataset) -> list[dict[int, int]]:
     return out
 
 
-def condition_matrix(dataset, names: Sequence[str]) -> torch.Tensor:
-    """``(B, C)`` raw labels of ``names`` (NaN where missing)."""
-    cols = [dataset.properties[n].double() for n in names]
+def condition_matrix(dataset, names: Sequence[str], absent_missing: bool = False
+                     ) -> torch.Tensor:
+    """``(B, C)`` raw labels of ``names`` (NaN where missing); ``absent_missing``: a name the
+    dataset has no column for is an all-NaN column (no label given) instead of a KeyError (a
+    fine-tuning set need not carry every condition the model reads)."""
+    props = dataset.properties
+    if absent_missing:
+        nan = torch.full((len(dataset),), math.nan, dtype=torch.float64)
+        props = {n: props.get(n, nan) for n in names}
+    cols = [props[n].double() for n in names]
     return torch.stack(cols, 1) if cols else torch.zeros(len(dataset), 0, dtype=torch.float64)
 
 
 def _mean_nll(model: CompositionModel | CompositionEnsemble, data, cond: torch.Tensor
               ) -> float:
+    if not len(data):
+        return math.nan
     model.eval()
     total = 0.0
     with torch.no_grad():
@@ -205,3 +222,70 @@ def _calibrate(model: CompositionModel, train: list[dict[int, int]], val: list[d
         p.requires_grad_(True)
     return {"val_nll_before": round(before, 4), "val_nll": round(best, 4),
             "best_epoch": best_epoch, "curve": curve}
+
+
+def finetune_composition_model(model: CompositionModel | CompositionEnsemble,
+                               compositions: Sequence[dict[int, int]], cond: torch.Tensor,
+                               steps: int, cfg: CompositionTrainConfig | None = None
+                               ) -> tuple[CompositionModel | CompositionEnsemble, dict]:
+    """Continue training ``model`` (in place) on ``compositions`` with raw conditions ``cond``
+    ``(B, C)`` (NaN = not given; normalised with the model's own ``cond_mean`` /
+    ``cond_std``, so the scale it learned stays) for ``steps`` AdamW steps of
+    ``cfg.batch_size`` compositions (``cfg.lr``, ``cfg.weight_decay``; conditions dropped with
+    ``cfg.drop_prob`` / ``cfg.drop_all_prob`` as in training; each network of an ensemble from
+    ``cfg.seed + i``). Deterministic given ``cfg.seed``; the global RNG is left as it was.
+
+    No early stopping or bias calibration: the set is small and has no validation split, and
+    a few steps at a low rate keep the parent's calibrated output layers close.
+
+    Compositions the model cannot spell (an element above ``num_types``, more than
+    ``max_atoms`` atoms or none) are left out with a warning.
+
+    Returns:
+        the model and a record: ``steps``, ``rows`` (used), ``dropped``, ``lr``, ``batch_size``
+        and ``nll_before`` / ``nll_after`` (mean per crystal, conditioned on the rows' labels,
+        dropout off).
+    """
+    cfg = cfg or CompositionTrainConfig()
+    mcfg = model.cfg
+    keep = [i for i, c in enumerate(compositions)
+            if c and all(1 <= z <= mcfg.num_types for z in c)
+            and 1 <= sum(c.values()) <= mcfg.max_atoms]
+    dropped = len(compositions) - len(keep)
+    if dropped:
+        logger.warning("composition fine-tuning: %d of %d composition(s) left out (an element "
+                     "above Z = %d or more than %d atoms)", dropped, len(compositions),
+                     mcfg.num_types, mcfg.max_atoms)
+    comps = [compositions[i] for i in keep]
+    y = cond.double()[keep] if len(keep) else cond.double()[:0]
+    record = {"steps": 0, "rows": len(comps), "dropped": dropped, "lr": cfg.lr,
+              "batch_size": min(cfg.batch_size, max(1, len(comps)))}
+    before = _mean_nll(model, comps, y)
+    record["nll_before"] = round(before, 4) if comps else None
+    if not comps or steps < 1:
+        record["nll_after"] = record["nll_before"]
+        return model.eval(), record
+    nets = list(model.members) if isinstance(model, CompositionEnsemble) else [model]
+    one = dataclasses.replace(cfg, batch_size=record["batch_size"])
+    with torch.random.fork_rng(devices=[]):
+        for i, net in enumerate(nets):
+            _finetune_one(net, comps, y, steps, one, cfg.seed + i)
+    record.update(steps=steps, nll_after=round(_mean_nll(model, comps, y), 4))
+    return model.eval(), record
+
+
+def _finetune_one(net: CompositionModel, comps: list[dict[int, int]], y: torch.Tensor,
+                  steps: int, cfg: CompositionTrainConfig, seed: int) -> None:
+    """``steps`` AdamW steps on ``cfg.batch_size`` compositions each, drawn from seeded
+    permutations (one pass after another); one :func:`_epoch` per step."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    order: list[int] = []
+    net.train()
+    for _ in range(steps):
+        if len(order) < cfg.batch_size:
+            order += rng.permutation(len(comps)).tolist()
+        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        _epoch(net, opt, [comps[i] for i in idx], y[idx], cfg, rng, clip=True)
+    net.eval()

@@ -1,8 +1,9 @@
 """Run the fine-tuning campaign of ``_finetune_setup``; SIGKILL itself at POINT.
 
 Usage: python _finetune_killer.py CONFIG CSV POINT
-POINT: ``mid_train`` (after the fine-tuning run's first checkpoint), ``before_record`` (the
-version folder is complete, the store has not recorded it) or ``none``.
+POINT: ``mid_train`` (after the fine-tuning run's first checkpoint), ``mid_composition`` (the
+fine-tuned composition model written into the version's temporary folder, not yet renamed),
+``before_record`` (the version folder is complete, the store has not recorded it) or ``none``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ def main() -> None:
             _die()
 
         loop.save_run_checkpoint = save_then_die
+    elif point == "mid_composition":
+        from matgen import models
+
+        real_save = models.save_composition_model
+
+        def write_then_die(*a, **k):
+            real_save(*a, **k)
+            _die()
+
+        models.save_composition_model = write_then_die
     elif point == "before_record":
         ft._record = _die
     campaign(config, csv).run()

@@ -3,6 +3,10 @@ YAML with ``generator.finetune``, shared by the fine-tuning tests and their kill
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -49,7 +53,8 @@ class HitOracle:
 
 
 def write_config(folder: Path, csv: Path, ckpt: Path, rounds: int = 2, steps: int = 2,
-                 min_distinct_share: float = 0.0) -> Path:
+                 min_distinct_share: float = 0.0, **finetune) -> Path:
+    """The campaign YAML; ``finetune``: more ``generator.finetune`` keys."""
     cfg = {
         "name": "ft",
         "seed": 1,
@@ -61,7 +66,7 @@ def write_config(folder: Path, csv: Path, ckpt: Path, rounds: int = 2, steps: in
         "generator": {"kind": "model", "checkpoint": str(ckpt), "steps": 3, "chunk_size": 4,
                       "finetune": {"every": 1, "steps": steps, "replay": 0.5, "batch_size": 4,
                                    "replay_csv": str(csv), "device": "cpu",
-                                   "min_distinct_share": min_distinct_share}},
+                                   "min_distinct_share": min_distinct_share, **finetune}},
         "scorer": {"kind": "dataset", "labels_csv": str(csv)},
         "oracle": {"kind": "lab", "properties": ["band_gap", "e_above_hull"]},
         "acquisition": {"kind": "random"},
@@ -80,3 +85,14 @@ def campaign(config: Path, csv: Path):
 
     return Campaign(load_config(config), generator=DatasetGenerator(csv), scorer=HitScorer(),
                     oracle=HitOracle())
+
+
+def run_killer(config: Path, csv: Path, point: str, cache_dir: Path) -> int:
+    """Run the campaign in ``_finetune_killer.py`` (SIGKILL at ``point``); its return code."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "MATGEN_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "_finetune_killer.py"),
+                           str(config), str(csv), point], check=False, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-2000:]
+    return proc.returncode

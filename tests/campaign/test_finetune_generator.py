@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +14,6 @@ from matgen.campaign._finetune import (
     recorded_versions,
     version_for_round,
 )
-
-HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
@@ -104,29 +98,19 @@ def test_diversity_guard_backs_off_and_stops(tmp_path, toy_csv, tiny_ckpt, cache
     assert camp.generator.version == rec["version"] != "ft-r001"
 
 
-def _run(config: Path, csv: Path, point: str, cache_dir: Path) -> int:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
-           "MATGEN_CACHE_DIR": str(cache_dir)}
-    proc = subprocess.run([sys.executable, str(HERE / "_finetune_killer.py"), str(config),
-                           str(csv), point], check=False, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-2000:]
-    return proc.returncode
-
-
 def test_sigkill_during_finetune_resumes_with_one_version_and_all_labels(
     tmp_path, toy_csv, tiny_ckpt, monkeypatch
 ):
-    from _finetune_setup import write_config
+    from _finetune_setup import run_killer, write_config
 
     from matgen.campaign import Campaign
 
     config = write_config(tmp_path, toy_csv, tiny_ckpt, rounds=2, steps=4)
     cache_dir = tmp_path / "cache"
-    assert _run(config, toy_csv, "mid_train", cache_dir) == -signal.SIGKILL
+    assert run_killer(config, toy_csv, "mid_train", cache_dir) == -signal.SIGKILL
     runs = tmp_path / "work" / "generator" / "_runs" / "round_0001" / "checkpoints"
     assert any(runs.glob("step_*")), "killed before the fine-tuning run wrote a checkpoint"
-    assert _run(config, toy_csv, "before_record", cache_dir) == -signal.SIGKILL
+    assert run_killer(config, toy_csv, "before_record", cache_dir) == -signal.SIGKILL
     assert (tmp_path / "work" / "generator" / "round_0001" / "model.safetensors").is_file()
     assert recorded_versions(Campaign(load_config(config)).store) == []  # folder, no record
 
@@ -299,29 +283,3 @@ def test_finetune_skip_suspects_leaves_out_hits_below_the_known_hull(
     (rec,) = recorded_versions(camp.store)
     assert rec["details"]["hits"] == (1 if skip else 2)
     assert rec["details"].get("skip_suspects", False) is skip
-
-
-def test_a_new_version_keeps_the_parents_composition_model(tmp_path):
-    """Composition-first de novo sampling reads composition.* beside the denoiser; fine-tuning
-    the denoiser copies them over unchanged (none for a parent without one)."""
-    import torch
-
-    from matgen.campaign._finetune import _keep_composition_model
-    from matgen.generate import DEFAULT_MODEL_DIR
-    from matgen.models import CompositionConfig, CompositionModel, save_composition_model
-
-    parent = tmp_path / "parent"
-    shutil.copytree(DEFAULT_MODEL_DIR, parent, ignore=shutil.ignore_patterns("composition.*"))
-    plain = tmp_path / "plain"
-    plain.mkdir()
-    _keep_composition_model(str(parent), plain)
-    assert not list(plain.iterdir())
-    torch.manual_seed(0)
-    save_composition_model(CompositionModel(CompositionConfig(hidden=8)), parent,
-                           sampling={"denovo": "composition"})
-    paired = tmp_path / "paired"
-    paired.mkdir()
-    _keep_composition_model(str(parent), paired)
-    assert sorted(p.name for p in paired.iterdir()) == ["composition.json",
-                                                       "composition.safetensors"]
-    assert (paired / "composition.json").read_bytes() == (parent / "composition.json").read_bytes()

@@ -210,3 +210,59 @@ def test_training_an_ensemble_records_each_member():
     assert record["val_nll"] <= sum(m["val_nll"] for m in record["members"]) / 2 + 1e-3
     a, b2 = (dict(m.state_dict()) for m in model.members)
     assert not torch.equal(a["gru.weight_hh_l0"], b2["gru.weight_hh_l0"])  # two seeds
+
+
+def test_finetuning_moves_the_model_towards_the_set_deterministically(caplog):
+    import logging
+
+    from matgen.training import CompositionTrainConfig, finetune_composition_model
+
+    parent = _model(max_atoms=8)
+    state = {k: v.clone() for k, v in parent.state_dict().items()}
+    comps = [{11: 1, 17: 1}, {38: 1, 22: 1, 8: 3}] * 3
+    comps += [{100: 1, 8: 1}, {11: 5, 17: 5}]  # Z 100 > num_types 94; 10 atoms > max_atoms 8
+    cond = torch.tensor([[0.0], [3.0]] * 3 + [[1.0], [math.nan]])
+    cfg = CompositionTrainConfig(batch_size=4, lr=5e-3, seed=3)
+
+    def tuned():
+        m = _model(max_atoms=8)
+        torch.manual_seed(123)
+        before = torch.get_rng_state()
+        with caplog.at_level(logging.WARNING, logger="matgen.training"):
+            m, rec = finetune_composition_model(m, comps, cond, steps=12, cfg=cfg)
+        assert torch.equal(torch.get_rng_state(), before)  # the global RNG is left alone
+        return m, rec
+
+    model, rec = tuned()
+    assert "2 of 8 composition(s) left out" in caplog.text
+    assert rec["rows"] == 6 and rec["dropped"] == 2 and rec["steps"] == 12
+    assert rec["batch_size"] == 4 and rec["lr"] == 5e-3
+    assert rec["nll_after"] < rec["nll_before"] - 1.0
+    assert not model.training
+    assert any(not torch.equal(state[k], v) for k, v in model.state_dict().items())
+    el, cnt, valid = encode(comps[:2])
+    y = cond[:2]
+    with torch.no_grad():
+        assert (model.nll(el, cnt, valid, model.normalise(y))
+                < parent.eval().nll(el, cnt, valid, parent.normalise(y))).all()
+    again, rec2 = tuned()  # the seed fixes the batches, the dropping and the dropout
+    assert rec2 == rec
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_finetuning_an_ensemble_tunes_each_member_and_an_empty_set_changes_nothing():
+    from matgen.training import CompositionTrainConfig, finetune_composition_model
+
+    ens = _ensemble(2)
+    state = {k: v.clone() for k, v in ens.state_dict().items()}
+    cfg = CompositionTrainConfig(batch_size=2, lr=5e-3, seed=0)
+    _, rec = finetune_composition_model(ens, [{100: 2}], torch.zeros(1, 1), steps=3, cfg=cfg)
+    assert rec["steps"] == 0 and rec["rows"] == 0 and rec["nll_after"] is None
+    assert all(torch.equal(state[k], v) for k, v in ens.state_dict().items())
+    comps = [{11: 1, 17: 1}, {3: 2, 8: 1}]
+    _, rec = finetune_composition_model(ens, comps, torch.tensor([[0.0], [2.0]]), steps=5,
+                                        cfg=cfg)
+    assert rec["nll_after"] < rec["nll_before"]
+    for m in ("members.0.", "members.1."):
+        assert any(not torch.equal(state[k], v) for k, v in ens.state_dict().items()
+                   if k.startswith(m))
