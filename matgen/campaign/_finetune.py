@@ -325,7 +325,13 @@ def _train_config(parent: str, ft: FinetuneConfig, seed: int, n_rows: int):
     composition model, structure from the denoiser's CSP mode), so it keeps its own task mix
     (``task``, ``csp_share``) and the CSP mode learns from the hits too; a parent without one
     (an older or a user's checkpoint) samples de novo with the denoiser's joint mode, so it
-    fine-tunes that mode alone (``gen``)."""
+    fine-tunes that mode alone (``gen``).
+
+    Diffusion settings: the parent's as it samples (``metadata.diffusion``), not as it was
+    trained (``config.diffusion``): sampling defaults chosen after training (the shipped model's
+    flow slope 30, clash repulsion 0.4 and floor 0.7 A) live only there, and the new version
+    samples with its config's settings. The training loss reads none of them."""
+    from matgen.diffusion import DiffusionConfig
     from matgen.generate import read_metadata, resolve_checkpoint
     from matgen.models import has_composition_model
     from matgen.training import TrainConfig
@@ -333,6 +339,9 @@ def _train_config(parent: str, ft: FinetuneConfig, seed: int, n_rows: int):
     src = resolve_checkpoint(parent)
     meta = read_metadata(src)
     base = TrainConfig.model_validate(meta["config"])
+    if meta.get("diffusion"):
+        base = base.model_copy(update={"diffusion": DiffusionConfig.model_validate(
+            {**base.diffusion.model_dump(), **meta["diffusion"]})})
     task = base.task if has_composition_model(src) else "gen"
     optim = base.optim.model_copy(update={
         "lr": ft.lr, "warmup_steps": min(base.optim.warmup_steps, max(1, ft.steps // 5)),

@@ -117,6 +117,11 @@ def test_denoiser_task_mix_follows_whether_the_parent_has_a_composition_model(tm
     plain = tmp_path / "plain"  # no composition model: de novo by the joint mode alone
     shutil.copytree(DEFAULT_MODEL_DIR, plain, ignore=shutil.ignore_patterns("composition.*"))
     assert _train_config(str(plain), ft, seed=1, n_rows=8).task == "gen"
+    # the shipped model's sampling defaults (set after training) carry over, not config's
+    sampling = read_metadata(DEFAULT_MODEL_DIR)["diffusion"]
+    assert base["diffusion"]["flow_slope"] != sampling["flow_slope"] == 30.0
+    d = paired.diffusion
+    assert (d.flow_slope, d.clash_scale, d.clash_floor) == (30.0, 0.4, 0.7)
 
 
 def test_no_composition_model_writes_none_and_unknown_elements_are_left_out(
@@ -187,3 +192,28 @@ def test_sigkill_while_writing_the_composition_model_leaves_no_version(
     assert sorted(p.name for p in Path(rec["checkpoint"]).iterdir()) == [
         "composition.json", "composition.safetensors", "model.json", "model.safetensors"]
     assert rec["details"]["composition"]["steps"] == 2
+
+
+def test_finetuned_version_keeps_the_parents_sampling_defaults(
+    tmp_path, toy_csv, paired_ckpt, cache
+):
+    """Sampling settings chosen after training live in ``metadata.diffusion`` only; a
+    fine-tuned version samples as its parent did (the tiny parent is a score model: its
+    predictor-corrector settings stand in for the shipped flow model's slope and clash)."""
+    from _finetune_setup import campaign, write_config
+
+    from matgen.generate import read_metadata
+
+    parent = tmp_path / "parent"
+    shutil.copytree(paired_ckpt, parent)
+    doc = json.loads((parent / "model.json").read_text())
+    chosen = {"langevin_step": 0.25, "corrector_steps": 2}
+    assert all(doc["metadata"]["config"]["diffusion"].get(k) != v for k, v in chosen.items())
+    doc["metadata"]["diffusion"].update(chosen)
+    (parent / "model.json").write_text(json.dumps(doc))
+    camp = campaign(write_config(tmp_path, toy_csv, parent, rounds=2, steps=2), toy_csv)
+    camp.run(rounds=1)
+    finetune_step(camp, 1)
+    (rec,) = recorded_versions(camp.store)
+    got = read_metadata(Path(rec["checkpoint"]))["diffusion"]
+    assert {k: got[k] for k in chosen} == chosen
