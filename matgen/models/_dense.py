@@ -102,6 +102,14 @@ class DenseBlock(nn.Module):
         self.msg = nn.Sequential(nn.SiLU(), nn.Linear(f, f), nn.SiLU())
         self.node = mlp([2 * f, f, f])
 
+    def zero_output_(self) -> None:
+        """Zero the node update's last layer: the block then passes ``h`` through unchanged
+        (a block appended to a trained network starts as the identity, see
+        :func:`matgen.training.load_init_weights`)."""
+        last = self.node[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
     def forward(self, h, e, g, mask, inv_count):
         """``h (B, M, F)``, ``e (B, M, M, F)``, ``g (B, F)``, ``mask (B, M)`` float,
         ``inv_count (B, 1, 1)``; returns the updated ``h``."""

@@ -179,14 +179,35 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return groups
 
 
+def _block_index(key: str) -> int | None:
+    """``K`` of a ``blocks.K.*`` tensor name, else None."""
+    parts = key.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else None
+
+
+def _grown_blocks(model: nn.Module, state: dict) -> set[int]:
+    """The model's message-passing blocks past the checkpoint's last one, when every block
+    type there can start as the identity (``zero_output_``); else none (a mismatch)."""
+    have = {_block_index(k) for k in state} - {None}
+    blocks = getattr(model, "blocks", None)
+    if not have or not isinstance(blocks, nn.ModuleList) or have != set(range(len(have))):
+        return set()
+    new = set(range(len(have), len(blocks)))
+    return new if all(hasattr(blocks[i], "zero_output_") for i in new) else set()
+
+
 def load_init_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
     """Load a checkpoint's (EMA) weights into ``model`` for fine-tuning.
 
     Only the condition embeddings (``cond.*``) and the self-conditioning branches (``sc_*``,
     ``model.self_condition``) may differ: their tensors absent from the checkpoint (new
     conditions, self-conditioning added) keep their fresh (zero-output) initialisation, and
-    such checkpoint tensors the model lacks or whose shape changed are skipped. Every other
-    tensor must be present with the same shape in both.
+    such checkpoint tensors the model lacks or whose shape changed are skipped. A deeper
+    model may also grow from a shallower checkpoint: message-passing blocks (``blocks.K.*``)
+    after the checkpoint's last are new, each zeroed to the identity (its ``zero_output_``;
+    a block type without one cannot grow), so the grown network computes what the checkpoint
+    did until training moves them. Every other tensor must be present with the same shape in
+    both.
 
     Returns:
         ``(missing, skipped)``: parameter names not loaded, and checkpoint names ignored.
@@ -197,9 +218,10 @@ def load_init_weights(model: nn.Module, path: str | Path) -> tuple[list[str], li
     """
     state = read_weights(resolve_checkpoint(path))
     own = model.state_dict()
+    grown = _grown_blocks(model, state)
     bad = []
     for k in sorted(set(own) | set(state)):
-        if k.startswith(("cond.", "sc_edge.", "sc_cell.")):
+        if k.startswith(("cond.", "sc_edge.", "sc_cell.")) or _block_index(k) in grown:
             continue
         if k not in state:
             bad.append(f"{k} missing from the checkpoint")
@@ -216,6 +238,8 @@ def load_init_weights(model: nn.Module, path: str | Path) -> tuple[list[str], li
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(state) - set(usable))
     model.load_state_dict(usable, strict=False)
+    for i in grown:
+        model.blocks[i].zero_output_()
     missing = sorted(set(own) - set(usable))
     return missing, skipped
 
