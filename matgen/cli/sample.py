@@ -92,7 +92,7 @@ ConditionOpt = Annotated[
 ]
 GuidanceOpt = Annotated[float, typer.Option(help="Classifier-free guidance scale.")]
 StepsOpt = Annotated[
-    int | None, typer.Option(min=1, help="Sampler steps (default 1000 pc, 50 fast (100 for CSP), 2 consistency).")
+    int | None, typer.Option(min=1, help="Sampler steps (default 1000 pc, 50 fast (for CSP the model's own: 100 for the shipped one), 2 consistency).")
 ]
 SamplerOpt = Annotated[
     Sampler | None,

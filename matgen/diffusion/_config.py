@@ -26,6 +26,9 @@ class DiffusionConfig(BaseModel):
             without it two like atoms can merge on one spot); 0 = off. Sampling only.
         clash_floor: ``flow``: the same push for any pair closer than this many Å, whatever
             the radii (0 = none). Sampling only.
+        csp_fast_steps: the fast sampler's steps for CSP when none are given (None: its
+            default for every task, 50). Sampling only; a checkpoint's own measured choice
+            (the shipped model: 100, ``benchmarks/ablations/csp_steps_rule.txt``).
         type_temperature: de novo sampling draws each revealed atom type from
             ``softmax(logits / type_temperature)``; < 1 sharpens it (fewer stray elements per
             crystal), 1 is the learned distribution. Sampling only; any objective.
@@ -70,6 +73,7 @@ class DiffusionConfig(BaseModel):
     flow_slope: float = Field(default=0.0, ge=0.0)
     clash_scale: float = Field(default=0.0, ge=0.0, le=1.0)
     clash_floor: float = Field(default=0.0, ge=0.0, le=2.0)
+    csp_fast_steps: int | None = Field(default=None, ge=1)
     type_temperature: float = Field(default=1.0, gt=0.0)
     type_order: Literal["random", "confidence"] = "random"
     type_remask: float = Field(default=0.0, ge=0.0)

@@ -63,11 +63,10 @@ from matgen.generate._requests import (
     requests_from_csv,
     requests_from_formulas,
 )
-from matgen.generate._spec import CSP_FAST_STEPS, DEFAULT_STEPS, SampleSpec, default_steps
+from matgen.generate._spec import DEFAULT_STEPS, SampleSpec, default_steps
 from matgen.generate._targets import ConditionTarget, parse_condition
 
 __all__ = [
-    "CSP_FAST_STEPS",
     "DEFAULT_MODEL_DIR",
     "DEFAULT_STEPS",
     "STATE",

@@ -165,7 +165,8 @@ def choose_sampler(spec: SampleSpec, distilled: bool, device: torch.device, say:
         elif device.type == "cpu" and spec.steps is None:
             # the 1000-step predictor-corrector takes hours for 100 crystals on a laptop CPU
             sampler = "fast"
-            say("note: on CPU the default sampler is fast (50 ODE steps, 100 for CSP); pass "
+            say("note: on CPU the default sampler is fast (50 ODE steps; for CSP the model's own "
+                "count, 100 for the shipped one); pass "
                 "--sampler pc for the 1000-step predictor-corrector (better, ~40x slower)")
         else:
             sampler = "pc"
@@ -270,7 +271,8 @@ def plan_sampling(spec: SampleSpec, say: Log,
         raise SampleInputError("nothing to generate (no usable compositions)")
     if denovo != "composition":
         values = draw(len(reqs))
-    steps = spec.steps if spec.steps is not None else default_steps(sampler, spec.task)
+    steps = spec.steps if spec.steps is not None else default_steps(
+        sampler, spec.task, getattr(diffusion, "cfg", None))
     return SamplePlan(spec, model, diffusion, meta, ckpt_id, device, sampler, steps, targets,
                       values, type_mask, reqs, skipped,
                       energies if spec.select_by != "votes" else None, denovo, comp_t)

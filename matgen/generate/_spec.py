@@ -17,17 +17,14 @@ SamplerName = Literal["pc", "fast", "consistency", "auto"]
 #: Steps of each sampler when ``steps`` is not given.
 DEFAULT_STEPS = {"pc": 1000, "fast": 50, "consistency": 2}
 
-#: Fast-sampler steps for CSP when ``steps`` is not given: on fresh val seeds the shipped
-#: model's RMSE falls from 0.0947 to 0.0844 at 100 steps, matches 1,012 -> 1,003 of 2,000
-#: (benchmarks/ablations/csp_steps_rule.txt, results/csp_steps_cpu.json); de novo keeps
-#: DEFAULT_STEPS.
-CSP_FAST_STEPS = 100
-
-
-def default_steps(sampler: str, task: str) -> int:
-    """Steps of ``sampler`` for ``task`` (``gen`` / ``csp``) when none are given."""
-    if sampler == "fast" and task == "csp":
-        return CSP_FAST_STEPS
+def default_steps(sampler: str, task: str, diffusion_cfg=None) -> int:
+    """Steps of ``sampler`` for ``task`` (``gen`` / ``csp``) when none are given: the
+    checkpoint's ``diffusion.csp_fast_steps`` for fast CSP where it sets one (the shipped
+    model: 100, chosen on its fresh val seeds: RMSE 0.0947 -> 0.0844, matches 1,012 -> 1,003 of
+    2,000; ``benchmarks/ablations/csp_steps_rule.txt``), else :data:`DEFAULT_STEPS`."""
+    own = getattr(diffusion_cfg, "csp_fast_steps", None)
+    if sampler == "fast" and task == "csp" and own:
+        return int(own)
     return DEFAULT_STEPS[sampler]
 
 
@@ -49,7 +46,8 @@ class SampleSpec:
             :class:`ConditionTarget`); a range is sampled uniformly per structure (the drawn
             value is recorded).
         guidance: classifier-free guidance scale (1: plain conditional model).
-        steps: sampler steps (default 1000 for ``pc``, 50 for ``fast`` (100 for CSP), 2
+        steps: sampler steps (default 1000 for ``pc``, 50 for ``fast`` (for CSP the
+            checkpoint's ``diffusion.csp_fast_steps`` where set: 100 for the shipped model), 2
             for ``consistency``).
         sampler: ``pc`` predictor-corrector, ``fast`` the few-step deterministic sampler,
             ``consistency`` the 1-4 step sampler of a consistency-distilled checkpoint,
