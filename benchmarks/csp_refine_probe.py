@@ -9,6 +9,13 @@ the RMS of the same pair under pymatgen's ``FrameworkComparator`` (species ignor
 match whose framework matches tightly is a site-assignment (anti-site) error; one whose
 framework is off is an arrangement error.
 
+``lattice``: for every row of a per-structure CSV, how far the sampled cell is from the
+reference's, by basis-free numbers of the Niggli-reduced cells: the relative error of the volume
+per atom, of the three sorted lengths (largest of the three) and the largest difference of the
+sorted angles; summarised by group (tight matches, RMS <= 0.05; loose, > ``--loose``; unmatched).
+If loose matches carried cell errors the tight ones do not, the lattice would be the place to
+work on; if their cells are as good, the error is in the arrangement of the atoms.
+
 ``symmetrize``: each structure replaced by spglib's idealised primitive standard cell at
 ``--symprec`` (kept only when the atom count divides and the species set is unchanged).
 
@@ -20,6 +27,8 @@ than ``--margin`` nats. A model-internal judge, not an MLIP (an MLIP trained on 
 has seen the test crystals).
 
     python benchmarks/csp_refine_probe.py framework --generated S.extxyz \\
+        --per-structure S.csp_per_structure.csv --reference val.csv
+    python benchmarks/csp_refine_probe.py lattice --generated S.extxyz \\
         --per-structure S.csp_per_structure.csv --reference val.csv
     python benchmarks/csp_refine_probe.py symmetrize --generated S.extxyz --out T.extxyz \\
         --symprec 0.1
@@ -62,6 +71,44 @@ def framework(args) -> dict:
     return {"matched": int(per.matched.sum()), "loose": len(rows),
             "framework_tight_lt_0.1": int((fw < 0.1).sum()),
             "framework_rms_median": float(np.median(fw)) if len(fw) else None, "rows": rows}
+
+
+def _cell_numbers(structure) -> tuple[float, np.ndarray, np.ndarray]:
+    """Volume per atom, sorted lengths and sorted angles of the Niggli-reduced cell."""
+    lat = structure.lattice.get_niggli_reduced_lattice()
+    return (lat.volume / len(structure), np.sort(lat.abc), np.sort(lat.angles))
+
+
+def lattice(args) -> dict:
+    import pandas as pd
+    from ase.io import read
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    per = pd.read_csv(args.per_structure)
+    ref = pd.read_csv(args.reference).set_index("material_id")
+    frames = read(args.generated, index=":")
+    rows = []
+    for _, r in per.iterrows():
+        gen = AseAtomsAdaptor.get_structure(frames[int(r.frame_index)])
+        want = Structure.from_str(ref.loc[r.material_id, "cif"], fmt="cif")
+        (vg, lg, ag), (vw, lw, aw) = _cell_numbers(gen), _cell_numbers(want)
+        group = ("unmatched" if not r.matched else "tight" if r.rms_dist <= 0.05
+                 else "loose" if r.rms_dist > args.loose else "middle")
+        rows.append({"material_id": r.material_id, "num_atoms": len(want), "group": group,
+                     "volume_err": float(abs(vg / vw - 1)),
+                     "length_err": float(np.max(np.abs(lg / lw - 1))),
+                     "angle_err": float(np.max(np.abs(ag - aw)))})
+    df = pd.DataFrame(rows)
+    out = {"rows_total": len(df), "loose_above": args.loose, "groups": {}}
+    for g, sub in df.groupby("group"):
+        out["groups"][g] = {"n": len(sub), "num_atoms_median": float(sub.num_atoms.median()),
+                            **{f"{k}_median": round(float(sub[k].median()), 4)
+                               for k in ("volume_err", "length_err", "angle_err")},
+                            **{f"{k}_p90": round(float(sub[k].quantile(0.9)), 4)
+                               for k in ("volume_err", "length_err", "angle_err")}}
+    out["rows"] = rows
+    return out
 
 
 def symmetrize(args) -> dict:
@@ -132,11 +179,12 @@ def reassign(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=["framework", "symmetrize", "reassign"])
+    ap.add_argument("mode", choices=["framework", "lattice", "symmetrize", "reassign"])
     ap.add_argument("--generated", required=True)
     ap.add_argument("--out", help="refined extxyz (symmetrize, reassign)")
-    ap.add_argument("--per-structure", help="framework: matgen evaluate's per-structure CSV")
-    ap.add_argument("--reference", help="framework: the reference CSV")
+    ap.add_argument("--per-structure",
+                    help="framework, lattice: matgen evaluate's per-structure CSV")
+    ap.add_argument("--reference", help="framework, lattice: the reference CSV")
     ap.add_argument("--loose", type=float, default=0.2,
                     help="framework: RMS above which a match is loose")
     ap.add_argument("--symprec", type=float, default=0.1)
@@ -146,14 +194,16 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="reassign: the denoiser (default: shipped)")
     ap.add_argument("--json", help="write the summary here too")
     args = ap.parse_args()
-    if args.mode != "framework" and not args.out:
+    scored = args.mode in ("framework", "lattice")
+    if not scored and not args.out:
         ap.error(f"{args.mode} needs --out")
-    if args.mode == "framework" and not (args.per_structure and args.reference):
-        ap.error("framework needs --per-structure and --reference")
-    res = {"framework": framework, "symmetrize": symmetrize, "reassign": reassign}[args.mode](args)
+    if scored and not (args.per_structure and args.reference):
+        ap.error(f"{args.mode} needs --per-structure and --reference")
+    res = {"framework": framework, "lattice": lattice, "symmetrize": symmetrize,
+           "reassign": reassign}[args.mode](args)
     text = json.dumps(res, indent=1)
     brief = {k: v for k, v in res.items() if k != "rows"}
-    print(text if args.mode != "framework" else json.dumps(brief))
+    print(text if not scored else json.dumps(brief, indent=1))
     if args.json:
         with open(args.json, "w") as fh:
             fh.write(text + "\n")
