@@ -53,3 +53,31 @@ def test_autoguidance_is_weak_plus_w_times_the_difference():
     out = ag.AutoGuided(const(1.0), const(0.5), 2.0)(None, torch.zeros(1))
     assert torch.allclose(out.coord, torch.full((2, 3), 1.5))
     assert torch.allclose(out.lattice, torch.full((1, 3, 3), 1.5))
+
+
+def test_lattice_numbers_are_basis_free_and_grouped_by_match(tmp_path):
+    """A prediction in another basis of the same cell has zero cell error; a strained one has
+    its strain; rows land in their match group."""
+    import pandas as pd
+    from pymatgen.core import Lattice, Structure
+
+    ref = Structure(Lattice.cubic(4.0), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    same = ref.copy()
+    same.make_supercell([[1, 1, 0], [0, 1, 0], [0, 0, 1]])  # another basis, same cell
+    strained = ref.copy()
+    strained.apply_strain([0.05, 0.0, 0.0])
+    frames = [a for s in (same, strained) for a in [s.to_ase_atoms()]]
+    write(tmp_path / "g.extxyz", frames, format="extxyz")
+    pd.DataFrame({"material_id": ["m1", "m2"], "cif": [ref.to(fmt="cif")] * 2}).to_csv(
+        tmp_path / "ref.csv", index=False)
+    pd.DataFrame({"frame_index": [0, 1], "material_id": ["m1", "m2"], "matched": [True, True],
+                  "rms_dist": [0.001, 0.3]}).to_csv(tmp_path / "per.csv", index=False)
+    args = argparse.Namespace(generated=str(tmp_path / "g.extxyz"),
+                              per_structure=str(tmp_path / "per.csv"),
+                              reference=str(tmp_path / "ref.csv"), loose=0.2)
+    got = load_benchmark("csp_refine_probe").lattice(args)
+    tight, loose = got["rows"]
+    assert tight["group"] == "tight" and loose["group"] == "loose"
+    assert tight["volume_err"] < 1e-9 and tight["length_err"] < 1e-9 and tight["angle_err"] < 1e-6
+    assert abs(loose["length_err"] - 0.05) < 1e-6 and abs(loose["volume_err"] - 0.05) < 1e-6
+    assert got["groups"]["loose"]["n"] == 1
