@@ -54,9 +54,10 @@ def _finetune_composition(parent: str, csv: Path, ft: FinetuneConfig, seed: int,
     moves the proposed chemistry towards the hits. As the denoiser: ``ft.steps`` steps of
     ``ft.batch_size`` rows at the campaign's rate ``ft.lr``, the round's seed; the parent's
     condition scaling, condition dropping and weight decay. The rate is the denoiser's on
-    purpose: on the shipped model, 20 steps at 1e-4 on 4 rock-salt hits + 4 replayed MP-20 rows
-    make the hits' compositions ~4x likelier for +0.07 nats of MP-20 val NLL, while a quarter
-    of its training rate (5e-4) costs +0.7 nats (the rest of the chemistry forgotten).
+    purpose: with the loop's fine-tuning size (20 hits, 60 steps of 16) 1e-4 makes the hits'
+    compositions ~8x likelier for +0.05 nats of MP-20 val NLL, while 5e-4 and 2e-3 memorise
+    them further and forget more (+0.4, +1.3 nats; ``benchmarks/composition_finetune_probe.py``,
+    ``results/composition_finetune_probe_cpu.json``).
 
     The new ``composition.json`` keeps the parent's ``sampling`` defaults and training record,
     a ``finetuned`` entry added; returns that entry (None: the parent has no composition model,
