@@ -87,8 +87,8 @@ def main() -> None:
     for lr in args.lr:
         t0 = time.perf_counter()
         cfg = CompositionTrainConfig(lr=lr, batch_size=args.batch, seed=args.seed)
-        model, rec = finetune_composition_model(copy.deepcopy(base), ft_comps, ft_cond,
-                                                args.steps, cfg)
+        model, _ = finetune_composition_model(copy.deepcopy(base), ft_comps, ft_cond,
+                                              args.steps, cfg)
         out["after"][str(lr)] = {k: round(_nll(model, *v), 4) for k, v in sets.items()}
         out["after"][str(lr)]["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out, indent=1))
