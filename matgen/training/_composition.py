@@ -257,7 +257,7 @@ def finetune_composition_model(model: CompositionModel | CompositionEnsemble,
                      "above Z = %d or more than %d atoms)", dropped, len(compositions),
                      mcfg.num_types, mcfg.max_atoms)
     comps = [compositions[i] for i in keep]
-    y = cond.double()[keep] if len(keep) else cond.double()[:0]
+    y = cond.double()[keep]
     record = {"steps": 0, "rows": len(comps), "dropped": dropped, "lr": cfg.lr,
               "batch_size": min(cfg.batch_size, max(1, len(comps)))}
     before = _mean_nll(model, comps, y)

@@ -22,31 +22,29 @@ def _die(*_a, **_k):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _die_after(module, name: str) -> None:
+    """Replace ``module.name`` by a call of it followed by SIGKILL."""
+    real = getattr(module, name)
+
+    def call_then_die(*a, **k):
+        real(*a, **k)
+        _die()
+
+    setattr(module, name, call_then_die)
+
+
 def main() -> None:
     config, csv, point = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     from _finetune_setup import campaign
 
     import matgen.campaign._finetune as ft
     import matgen.training._loop as loop
+    from matgen import models
 
     if point == "mid_train":
-        real = loop.save_run_checkpoint
-
-        def save_then_die(*a, **k):
-            real(*a, **k)
-            _die()
-
-        loop.save_run_checkpoint = save_then_die
+        _die_after(loop, "save_run_checkpoint")
     elif point == "mid_composition":
-        from matgen import models
-
-        real_save = models.save_composition_model
-
-        def write_then_die(*a, **k):
-            real_save(*a, **k)
-            _die()
-
-        models.save_composition_model = write_then_die
+        _die_after(models, "save_composition_model")
     elif point == "before_record":
         ft._record = _die
     campaign(config, csv).run()
