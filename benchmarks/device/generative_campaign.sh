@@ -24,10 +24,12 @@
 #   EXTRA="--rounds 1 --labels 2 --pool-per-round 4 --finetune-steps 2" bash benchmarks/device/generative_campaign.sh
 set -u
 W=${W:-/tmp/gc}; PY=${PY:-python3}; DEVICE=${DEVICE:-cuda}; SEEDS=${SEEDS:-"100 101"}
-EXTRA=${EXTRA:-}; STAGE=${STAGE:-all}
+EXTRA=${EXTRA:-}; STAGE=${STAGE:-all}; ARMS=${ARMS:-"H D"}
 # STAGE=setup installs, unpacks and fits the judge only; STAGE=run (a later call on the same warm
 # machine) starts the arms on what setup left in /tmp: two calls whose carries each fit 64 MiB
-# (setup with .gc but the model weights moved aside, run with the weights but no .gc)
+# (setup with .gc but the model weights moved aside, run with the weights but no .gc).
+# ARMS=H reruns one arm only (its D seeds already measured with the same settings: D does not
+# fine-tune, so a fix to fine-tuning leaves it unchanged); --paired-over pairs the two files.
 mkdir -p "$W/logs" "$W/data/mp20_reduced" "$W/data/hull_refs"
 log() { echo "[$(date -u +%H:%M:%S)] $*" >> "$W/driver.log"; }
 log start seeds $SEEDS
@@ -59,7 +61,7 @@ j = build_judge('composition', Path('$W/data'), Path('$W/work')); print(getattr(
   log judge fitted
 fi
 [ "$STAGE" = setup ] && { log setup done; touch "$W/SETUP_DONE"; exit 0; }
-for s in $SEEDS; do for a in H D; do
+for s in $SEEDS; do for a in $ARMS; do
   $PY benchmarks/generative_campaign.py --device $DEVICE --seeds $s --arms $a --rounds 5 \
     --labels 60 --pool-per-round 48 --finetune-steps 60 --finetune-batch 16 \
     --checkpoint "$CK" --data "$W/data" --work "$W/work" --out "$W/gc.json" $EXTRA \
