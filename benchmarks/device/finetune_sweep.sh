@@ -8,7 +8,8 @@
 # (denovo_extra.tgz; for the 10,000-sample COV protocol, scored on the CPU).
 # Longer than one call: the first call starts it detached and watches; a follow-up call within
 # ~25 s runs the same command and only watches (the pattern of oneshot.sh). Each call copies to
-# $OUT what is there: results.tgz (sweeps, logs, metrics), RUN.tar.part-* (weights).
+# $OUT what is there: results.tgz (sweeps, logs, metrics), and RUN.tar.part-* (weights) of the
+# runs named in FETCH="RUN ..." (default none).
 #   MINUTES=5 SET=benchmarks/ablations/round19.yaml RUNS="r19_ctl r19_gen r19_elbo" \
 #   bash benchmarks/device/finetune_sweep.sh      (carry .whl, .devdata)
 set -u
@@ -26,4 +27,9 @@ else
 fi
 while [ ! -f "$W/ALL_DONE" ] && [ "$SECONDS" -lt "$DEADLINE" ]; do sleep 5; done
 cat "$W/driver.log"; tail -3 /tmp/ft.nohup "$W/train.log" 2>/dev/null
-cp "$W"/export/* "${OUT:?}"/ 2>/dev/null; ls -la "$OUT"
+# results first: what comes back per call is capped (~64 MiB in all), and three runs' weight parts
+# crowded results.tgz out in round 23; weights only of the runs named in FETCH (a follow-up
+# call with FETCH="RUN" after the results are read returns at once with that run's parts)
+cp "$W/export/results.tgz" "${OUT:?}/" 2>/dev/null
+for r in ${FETCH:-}; do cp "$W/export/$r".tar.part-* "$OUT"/ 2>/dev/null; done
+ls -la "$W/export" "$OUT"

@@ -37,7 +37,8 @@ class DenoiserConfig(BaseModel):
             with Fourier features of fractional differences; basis-dependent: train it on
             Niggli-reduced cells). ``dense`` uses only ``hidden``, ``layers``, ``num_freqs``,
             ``pad_atoms``, ``size_groups``, ``cpu_size_groups``, ``dropout``,
-            ``self_condition``, ``conditions`` and ``num_types``.
+            ``self_condition``, ``distance_rbf``, ``distance_max``, ``edge_update``,
+            ``conditions`` and ``num_types``.
         hidden: invariant (scalar, l=0) channels per atom.
         vectors: equivariant (vector, l=1) channels per atom.
         layers: message-passing blocks.
@@ -64,6 +65,11 @@ class DenoiserConfig(BaseModel):
             crystal (:class:`~matgen.nn.CleanEstimate`; zero-initialised branches, so weights
             of a model without them load unchanged). Train it with
             ``DiffusionConfig.self_condition > 0``.
+        distance_rbf: ``dense``: Gaussians on each pair's minimum-image distance added to the
+            edge embedding (zero-initialised branch); 0 = no distance features.
+        distance_max: ``dense``: the Gaussians' centres span [0, distance_max] Å.
+        edge_update: ``dense``: each block adds a zero-initialised projection of its
+            messages to the edge embedding of the next.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -85,11 +91,16 @@ class DenoiserConfig(BaseModel):
     cpu_size_groups: int = Field(default=4, ge=1)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     self_condition: bool = False
+    distance_rbf: int = Field(default=0, ge=0)
+    distance_max: float = Field(default=8.0, gt=0.0)
+    edge_update: bool = False
 
     @model_validator(mode="after")
-    def _self_condition_is_dense(self) -> DenoiserConfig:
-        if self.self_condition and self.arch != "dense":
-            raise ValueError("self_condition needs arch: dense")
+    def _dense_options_need_dense(self) -> DenoiserConfig:
+        if self.arch != "dense":
+            for name in ("self_condition", "distance_rbf", "edge_update"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} needs arch: dense")
         return self
 
 

@@ -16,6 +16,16 @@ depend on the chosen basis. Training data are therefore Niggli-reduced (``data.r
 in the train config), which picks one basis per lattice; tests/models/test_dense.py checks
 both the exact symmetries and that basis-changed copies of a crystal agree after reduction.
 
+Pair distances (``cfg.distance_rbf`` > 0): the Cartesian distance of every pair to its nearest
+periodic image (among the 27 neighbouring cells, enough for a reduced cell; an atom to its own
+nearest image: the shortest lattice vector), expanded in Gaussians and added to the edge
+embedding through a zero-initialised branch. Distances are invariant to rotations,
+reflections, permutations and translations, and to the lattice basis whenever the nearest image
+lies among the 27 cells, so they add no symmetry the module did not have. Edge updates
+(``cfg.edge_update``): each block adds a zero-initialised projection of its messages to the edge
+embedding the next block reads (a pair representation that evolves with the atoms). Both start
+as the identity, so weights of a model without them load and compute the same.
+
 Self-conditioning (``cfg.self_condition``): the previous estimate of the clean crystal enters
 through the same ingredients, Fourier features of its fractional differences added to the edge
 embedding and its cell descriptors added to the global embedding, so the symmetries above hold
@@ -57,6 +67,28 @@ def lattice_features(lat: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor
     return torch.cat([loglen, cos, lvpa.unsqueeze(-1)], -1)
 
 
+_IMAGES = torch.tensor([[a, b, c] for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)],
+                       dtype=torch.float32)  # the 27 neighbouring cells; index 13 is the cell itself
+
+
+def pair_distances(f: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
+    """Minimum-image Cartesian distances ``(B, M, M)`` of dense fractional coordinates
+    ``f (B, M, 3)`` in cells ``lat (B, 3, 3)`` (rows are the cell vectors): the fractional
+    differences are wrapped to [-0.5, 0.5) and the nearest of the 27 neighbouring images taken;
+    on the diagonal the zero image is left out (an atom's distance to its own nearest copy)."""
+    df = f.unsqueeze(1) - f.unsqueeze(2)
+    df = df - torch.round(df)
+    cart = df @ lat.unsqueeze(1)  # (B, M, M, 3)
+    shifts = _IMAGES.to(lat) @ lat  # (B, 27, 3)
+    d2 = (cart.square().sum(-1, keepdim=True) + shifts.square().sum(-1)[:, None, None, :]
+          + 2.0 * torch.einsum("bijc,bkc->bijk", cart, shifts))
+    m = f.shape[1]
+    self_zero = torch.eye(m, dtype=torch.bool, device=f.device)[None, :, :, None] & (
+        torch.arange(27, device=f.device) == 13)
+    d2 = d2.masked_fill(self_zero, float("inf"))
+    return d2.amin(-1).clamp(min=0.0).sqrt()
+
+
 def size_plan(num_atoms: torch.Tensor, groups: int, pad: int = 0):
     """How a batch is split into ``groups`` groups of similar crystal size (equal counts).
 
@@ -90,7 +122,7 @@ class DenseBlock(nn.Module):
     over the real (unpadded) atoms ``j``.
     """
 
-    def __init__(self, hidden: int, dropout: float = 0.0) -> None:
+    def __init__(self, hidden: int, dropout: float = 0.0, edge_update: bool = False) -> None:
         super().__init__()
         f = hidden
         self.drop = nn.Dropout(dropout)
@@ -101,23 +133,32 @@ class DenseBlock(nn.Module):
         self.glob = nn.Linear(f, f, bias=False)
         self.msg = nn.Sequential(nn.SiLU(), nn.Linear(f, f), nn.SiLU())
         self.node = mlp([2 * f, f, f])
+        self.edge_out = None
+        if edge_update:  # zero-initialised: the block starts as one without it
+            self.edge_out = nn.Linear(f, f)
+            nn.init.zeros_(self.edge_out.weight)
+            nn.init.zeros_(self.edge_out.bias)
 
     def zero_output_(self) -> None:
         """Zero the node update's last layer: the block then passes ``h`` through unchanged
         (a block appended to a trained network starts as the identity, see
         :func:`matgen.training.load_init_weights`)."""
-        last = self.node[-1]
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        for last in (self.node[-1], self.edge_out):
+            if last is not None:
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
 
     def forward(self, h, e, g, mask, inv_count):
         """``h (B, M, F)``, ``e (B, M, M, F)``, ``g (B, F)``, ``mask (B, M)`` float,
-        ``inv_count (B, 1, 1)``; returns the updated ``h``."""
+        ``inv_count (B, 1, 1)``; returns the updated ``(h, e)`` (``e`` unchanged without
+        edge updates)."""
         x = self.norm(h)
         pre = (self.src(x) + self.glob(g).unsqueeze(1)).unsqueeze(2) + self.dst(x).unsqueeze(1)
         m = self.msg(pre + self.edge(e))
         agg = torch.einsum("bijf,bj->bif", m, mask) * inv_count
-        return h + self.drop(self.node(torch.cat([x, agg], -1)))
+        if self.edge_out is not None:
+            e = e + self.edge_out(m)
+        return h + self.drop(self.node(torch.cat([x, agg], -1))), e
 
 
 class DenseDenoiser(CountedModule):
@@ -145,7 +186,12 @@ class DenseDenoiser(CountedModule):
         k = cfg.num_freqs
         self.register_buffer("freqs", torch.arange(1, k + 1, dtype=torch.float32))  # exact ints
         self.edge_in = mlp([6 * k, f, f])
-        self.blocks = nn.ModuleList(DenseBlock(f, cfg.dropout) for _ in range(cfg.layers))
+        if cfg.distance_rbf:  # Gaussians on [0, distance_max] Å, zero-initialised branch
+            self.register_buffer("rbf_centres", torch.linspace(
+                0.0, cfg.distance_max, cfg.distance_rbf), persistent=False)  # from the config
+            self.dist_edge = mlp([cfg.distance_rbf, f, f], last_zero=True)
+        self.blocks = nn.ModuleList(DenseBlock(f, cfg.dropout, cfg.edge_update)
+                                    for _ in range(cfg.layers))
         self.out_norm = nn.LayerNorm(f)
         self.coord_head = mlp([f, f, 3])
         self.lattice_head = mlp([f, f, 9])
@@ -211,9 +257,16 @@ class DenseDenoiser(CountedModule):
             feats = self._fourier(f.unsqueeze(1) - f.unsqueeze(2))  # (B, M, M, 6K): i -> j
             cellf = lattice_features(lat, na)
             lscale = det3(lat).abs().clamp(min=1e-6).pow(1.0 / 3.0).clamp(min=0.5)
+            rbf = None
+            if self.cfg.distance_rbf:
+                c = self.rbf_centres.to(lat.dtype)
+                width = self.cfg.distance_max / max(self.cfg.distance_rbf - 1, 1)
+                rbf = torch.exp(-((pair_distances(f, lat).unsqueeze(-1) - c) / width).square())
         g = self.time(t.to(dt)) + self.cell(cellf) + self.cond(cond, b, lat)
         h = to_dense(self.embed(z), bidx, pos, b, m)
         e = self.edge_in(feats)
+        if rbf is not None:
+            e = e + self.dist_edge(rbf)
         if prev is not None:
             w = prev.weight.to(dt)
             with torch.autocast(dev.type, enabled=False):
@@ -224,7 +277,7 @@ class DenseDenoiser(CountedModule):
             e = e + w.view(-1, 1, 1, 1) * self.sc_edge(sc_feats)
             g = g + w.view(-1, 1) * self.sc_cell(sc_cellf)
         for blk in self.blocks:
-            h = blk(h, e, g, mask, inv_count)
+            h, e = blk(h, e, g, mask, inv_count)
         hf = self.out_norm(h)
         pooled = torch.einsum("bif,bi->bf", hf, mask) * inv_count.view(-1, 1) + g
         hn = hf[bidx, pos]

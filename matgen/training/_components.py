@@ -196,12 +196,17 @@ def _grown_blocks(model: nn.Module, state: dict) -> set[int]:
     return new if all(hasattr(blocks[i], "zero_output_") for i in new) else set()
 
 
+_OPTIONAL = ("cond.", "sc_edge.", "sc_cell.", "dist_edge.")  # branches a checkpoint may lack
+
+
 def load_init_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
     """Load a checkpoint's (EMA) weights into ``model`` for fine-tuning.
 
-    Only the condition embeddings (``cond.*``) and the self-conditioning branches (``sc_*``,
-    ``model.self_condition``) may differ: their tensors absent from the checkpoint (new
-    conditions, self-conditioning added) keep their fresh (zero-output) initialisation, and
+    Only the condition embeddings (``cond.*``) and the zero-initialised optional branches
+    (self-conditioning ``sc_*``, ``model.self_condition``; pair distances ``dist_edge.*``,
+    ``model.distance_rbf``; edge updates ``blocks.K.edge_out.*``, ``model.edge_update``) may
+    differ: their tensors absent from the checkpoint (new conditions, a branch added) keep
+    their fresh (zero-output) initialisation, and
     such checkpoint tensors the model lacks or whose shape changed are skipped. A deeper
     model may also grow from a shallower checkpoint: message-passing blocks (``blocks.K.*``)
     after the checkpoint's last are new, each zeroed to the identity (its ``zero_output_``;
@@ -221,7 +226,7 @@ def load_init_weights(model: nn.Module, path: str | Path) -> tuple[list[str], li
     grown = _grown_blocks(model, state)
     bad = []
     for k in sorted(set(own) | set(state)):
-        if k.startswith(("cond.", "sc_edge.", "sc_cell.")) or _block_index(k) in grown:
+        if (k.startswith(_OPTIONAL) or ".edge_out." in k) or _block_index(k) in grown:
             continue
         if k not in state:
             bad.append(f"{k} missing from the checkpoint")

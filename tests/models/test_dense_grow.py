@@ -35,16 +35,36 @@ def test_grown_blocks_start_as_the_identity_and_then_train(tmp_path):
     state = deep.state_dict()
     for k, v in shallow.state_dict().items():
         assert torch.equal(state[k], v), k
+    # the zeroed layer still receives gradient: the new blocks learn
+    _same_outputs_then_learns(shallow, deep, [deep.blocks[3].node[-1].weight])
+
+
+def _same_outputs_then_learns(parent, grown, new_zeroed) -> None:
+    """``grown`` (loaded from ``parent``'s checkpoint) computes what ``parent`` does, and the
+    zero-initialised tensors ``new_zeroed`` get gradient in training."""
     batch = random_crystals([1, 4, 9], torch.Generator().manual_seed(2), dtype=torch.float32)
     t = torch.tensor([0.2, 0.5, 0.9])
-    a, b = shallow.eval()(batch, t), deep.eval()(batch, t)
+    a, b = parent.eval()(batch, t), grown.eval()(batch, t)
     for x, y in ((a.coord, b.coord), (a.lattice, b.lattice), (a.type_logits, b.type_logits)):
         assert torch.allclose(x, y, atol=1e-6)
-    # the zeroed layer still receives gradient: the new blocks learn
-    deep.train()
-    out = deep(batch, t)
+    grown.train()
+    out = grown(batch, t)
     (out.coord.square().sum() + out.lattice.square().sum()).backward()
-    assert deep.blocks[3].node[-1].weight.grad.abs().sum() > 0
+    for p in new_zeroed:
+        assert p.grad.abs().sum() > 0
+
+
+def test_pair_branches_added_by_init_start_at_zero_and_then_train(tmp_path):
+    """model.distance_rbf and model.edge_update on a checkpoint without them: their tensors
+    are the only new ones, the network computes the same, and they learn."""
+    plain, folder = _saved(tmp_path, 2, seed=3)
+    torch.manual_seed(4)
+    pairs = build_denoiser(TINY.model_copy(update={"distance_rbf": 16, "edge_update": True}))
+    missing, skipped = load_init_weights(pairs, folder)
+    assert skipped == [] and missing
+    assert all(k.startswith("dist_edge.") or ".edge_out." in k for k in missing), missing
+    _same_outputs_then_learns(plain, pairs, [pairs.dist_edge[-1].weight,
+                                             pairs.blocks[0].edge_out.weight])
 
 
 def test_a_shallower_or_wider_model_is_still_a_mismatch(tmp_path):
