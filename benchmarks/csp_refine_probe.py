@@ -43,26 +43,36 @@ import json
 import numpy as np
 
 
-def framework(args) -> dict:
+def _pairs(args, loose_only: bool = False):
+    """``(per-structure row, sampled structure, reference structure)`` for every row of the
+    per-structure CSV (only loose matches, RMS > ``args.loose``, with ``loose_only``)."""
     import pandas as pd
     from ase.io import read
-    from pymatgen.analysis.structure_matcher import FrameworkComparator, StructureMatcher
     from pymatgen.core import Structure
     from pymatgen.io.ase import AseAtomsAdaptor
-
-    from matgen.evaluation import MatcherConfig
 
     per = pd.read_csv(args.per_structure)
     ref = pd.read_csv(args.reference).set_index("material_id")
     frames = read(args.generated, index=":")
-    loose = per[per.matched & (per.rms_dist > args.loose)]
+    if loose_only:
+        per = per[per.matched & (per.rms_dist > args.loose)]
+    for _, r in per.iterrows():
+        yield (r, AseAtomsAdaptor.get_structure(frames[int(r.frame_index)]),
+               Structure.from_str(ref.loc[r.material_id, "cif"], fmt="cif"))
+
+
+def framework(args) -> dict:
+    import pandas as pd
+    from pymatgen.analysis.structure_matcher import FrameworkComparator, StructureMatcher
+
+    from matgen.evaluation import MatcherConfig
+
+    per = pd.read_csv(args.per_structure)
     tol = MatcherConfig()  # the tolerances `matgen evaluate` matched with, species ignored
     fm = StructureMatcher(stol=tol.stol, angle_tol=tol.angle_tol, ltol=tol.ltol,
                           comparator=FrameworkComparator())
     rows = []
-    for _, r in loose.iterrows():
-        gen = AseAtomsAdaptor.get_structure(frames[int(r.frame_index)])
-        want = Structure.from_str(ref.loc[r.material_id, "cif"], fmt="cif")
+    for r, gen, want in _pairs(args, loose_only=True):
         fr = fm.get_rms_dist(gen, want)
         rows.append({"material_id": r.material_id, "num_atoms": len(want),
                      "rms": float(r.rms_dist),
@@ -81,17 +91,9 @@ def _cell_numbers(structure) -> tuple[float, np.ndarray, np.ndarray]:
 
 def lattice(args) -> dict:
     import pandas as pd
-    from ase.io import read
-    from pymatgen.core import Structure
-    from pymatgen.io.ase import AseAtomsAdaptor
 
-    per = pd.read_csv(args.per_structure)
-    ref = pd.read_csv(args.reference).set_index("material_id")
-    frames = read(args.generated, index=":")
     rows = []
-    for _, r in per.iterrows():
-        gen = AseAtomsAdaptor.get_structure(frames[int(r.frame_index)])
-        want = Structure.from_str(ref.loc[r.material_id, "cif"], fmt="cif")
+    for r, gen, want in _pairs(args):
         (vg, lg, ag), (vw, lw, aw) = _cell_numbers(gen), _cell_numbers(want)
         group = ("unmatched" if not r.matched else "tight" if r.rms_dist <= 0.05
                  else "loose" if r.rms_dist > args.loose else "middle")
