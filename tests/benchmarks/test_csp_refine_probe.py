@@ -81,3 +81,32 @@ def test_lattice_numbers_are_basis_free_and_grouped_by_match(tmp_path):
     assert tight["volume_err"] < 1e-9 and tight["length_err"] < 1e-9 and tight["angle_err"] < 1e-6
     assert abs(loose["length_err"] - 0.05) < 1e-6 and abs(loose["volume_err"] - 0.05) < 1e-6
     assert got["groups"]["loose"]["n"] == 1
+
+
+def test_framework_tells_a_site_swap_from_another_arrangement(tmp_path):
+    """Only loose matches are probed; a prediction with two species swapped has the reference's
+    framework (RMS ~0 with species ignored), a displaced one does not."""
+    import pandas as pd
+    from pymatgen.core import Lattice, Structure
+
+    ref = Structure(Lattice.tetragonal(4.0, 6.0), ["Ba", "Ti", "O"],
+                    [[0, 0, 0], [0.5, 0.5, 0.3], [0.5, 0.5, 0.8]])
+    swapped = Structure(ref.lattice, ["Ti", "Ba", "O"], ref.frac_coords)
+    moved = Structure(ref.lattice, ["Ba", "Ti", "O"],
+                      [[0, 0, 0], [0.5, 0.5, 0.45], [0.5, 0.5, 0.8]])
+    write(tmp_path / "g.extxyz", [s.to_ase_atoms() for s in (ref, swapped, moved)],
+          format="extxyz")
+    pd.DataFrame({"material_id": ["m1", "m2", "m3"], "cif": [ref.to(fmt="cif")] * 3}).to_csv(
+        tmp_path / "ref.csv", index=False)
+    pd.DataFrame({"frame_index": [0, 1, 2], "material_id": ["m1", "m2", "m3"],
+                  "matched": [True, True, True], "rms_dist": [0.0, 0.3, 0.35]}).to_csv(
+        tmp_path / "per.csv", index=False)
+    args = argparse.Namespace(generated=str(tmp_path / "g.extxyz"),
+                              per_structure=str(tmp_path / "per.csv"),
+                              reference=str(tmp_path / "ref.csv"), loose=0.2)
+    got = load_benchmark("csp_refine_probe").framework(args)
+    assert got["matched"] == 3 and got["loose"] == 2
+    by_id = {r["material_id"]: r["rms_framework"] for r in got["rows"]}
+    assert by_id["m2"] < 1e-6
+    assert by_id["m3"] is None or by_id["m3"] > 0.05
+    assert got["framework_tight_lt_0.1"] == 1
