@@ -67,10 +67,6 @@ def lattice_features(lat: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor
     return torch.cat([loglen, cos, lvpa.unsqueeze(-1)], -1)
 
 
-_IMAGES = torch.tensor([[a, b, c] for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)],
-                       dtype=torch.float32)  # the 27 neighbouring cells; index 13 is the cell itself
-
-
 def pair_distances(f: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
     """Minimum-image Cartesian distances ``(B, M, M)`` of dense fractional coordinates
     ``f (B, M, 3)`` in cells ``lat (B, 3, 3)`` (rows are the cell vectors): the fractional
@@ -79,7 +75,9 @@ def pair_distances(f: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
     df = f.unsqueeze(1) - f.unsqueeze(2)
     df = df - torch.round(df)
     cart = df @ lat.unsqueeze(1)  # (B, M, M, 3)
-    shifts = _IMAGES.to(lat) @ lat  # (B, 27, 3)
+    k = torch.arange(27, device=f.device)  # the 27 neighbouring cells, made on the device (no
+    images = torch.stack([k // 9, k // 3 % 3, k % 3], -1).to(lat.dtype) - 1  # copy, no sync)
+    shifts = images @ lat  # (B, 27, 3); image 13 is the cell itself
     d2 = (cart.square().sum(-1, keepdim=True) + shifts.square().sum(-1)[:, None, None, :]
           + 2.0 * torch.einsum("bijc,bkc->bijk", cart, shifts))
     m = f.shape[1]
