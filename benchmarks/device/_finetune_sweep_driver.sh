@@ -12,11 +12,12 @@ W=$W bash benchmarks/device/export_weights.sh $RUNS >> "$W/driver.log" 2>&1; log
 for R in $RUNS; do  # composition-first de novo, as the shipped default samples
   [ -n "${COMPOSITION_FROM:-}" ] && cp "$COMPOSITION_FROM"/composition.* "$W/runs/$R/run/checkpoints/last/"
 done
-PIDS=""
-for R in $RUNS; do
-  CK="$W/runs/$R/run/checkpoints/last" NAME=$R P=3 OPT=--clash-floor VALUES=0.7 \
+PIDS=""; I=0; NGPU=$(nvidia-smi -L 2>/dev/null | grep -c GPU); [ "$NGPU" -ge 1 ] || NGPU=1
+for R in $RUNS; do  # the runs' scorings spread over the machine's GPUs
+  CUDA_VISIBLE_DEVICES=$((I % NGPU)) CK="$W/runs/$R/run/checkpoints/last" NAME=$R P=3 \
+    OPT=--clash-floor VALUES=0.7 \
     DEADLINE=$SWEEP_S OUT="$W/sweeps" bash benchmarks/device/sampler_sweep.sh \
-    > "$W/sweep_$R.log" 2>&1 & PIDS="$PIDS $!"
+    > "$W/sweep_$R.log" 2>&1 & PIDS="$PIDS $!"; I=$((I + 1))
 done
 if [ -n "$GEN_EXTRA" ]; then  # the shipped default's extra de novo seeds
   mkdir -p /tmp/denovo_extra
