@@ -38,8 +38,11 @@ elif [ -z "${NO_PIP:-}" ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gc/whl/*.whl > "$W/pip.log" 2>&1 || log pip failed
   export PYTHONPATH=/tmp/site:$PWD
 fi
-[ "$STAGE" != run ] && for s in train val test; do xz -dc .gc/data/mp20_reduced/$s.csv.xz > "$W/data/mp20_reduced/$s.csv"; done
-[ "$STAGE" != run ] && cp .gc/data/hull_refs/*.json.gz "$W/data/hull_refs/"
+if [ "$STAGE" != run ]; then  # the data (a run call finds them where setup unpacked them)
+  for s in train val test; do xz -dc .gc/data/mp20_reduced/$s.csv.xz > "$W/data/mp20_reduced/$s.csv"; done
+  cp .gc/data/hull_refs/*.json.gz "$W/data/hull_refs/"
+  xz -dc .gc/data/hull_refs/mp_e_form_compositions.csv.xz | gzip > "$W/data/hull_refs/mp_e_form_compositions.csv.gz"
+fi
 CK=$W/model GEN_NOTE=${GEN_NOTE:-generator 34fe27b86562}
 if [ -f .gc/model/model.json ]; then  # the pinned generator
   mkdir -p "$W/model" && cp .gc/model/model.json "$W/model/" \
@@ -47,7 +50,6 @@ if [ -f .gc/model/model.json ]; then  # the pinned generator
 else  # prepare_gc_carry.sh MODEL=tree: the tracked default (composition model included)
   CK=$PWD/matgen/assets/models/default
 fi
-[ "$STAGE" != run ] && xz -dc .gc/data/hull_refs/mp_e_form_compositions.csv.xz | gzip > "$W/data/hull_refs/mp_e_form_compositions.csv.gz"
 export MATGEN_DATA_DIR=$W/data MATGEN_CACHE_DIR=$W/cache PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 \
   PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
 log installed

@@ -131,20 +131,17 @@ class DenseBlock(nn.Module):
         self.glob = nn.Linear(f, f, bias=False)
         self.msg = nn.Sequential(nn.SiLU(), nn.Linear(f, f), nn.SiLU())
         self.node = mlp([2 * f, f, f])
-        self.edge_out = None
-        if edge_update:  # zero-initialised: the block starts as one without it
-            self.edge_out = nn.Linear(f, f)
-            nn.init.zeros_(self.edge_out.weight)
-            nn.init.zeros_(self.edge_out.bias)
+        # zero-initialised: the block starts as one without it
+        self.edge_out = mlp([f, f], last_zero=True) if edge_update else None
 
     def zero_output_(self) -> None:
         """Zero the node update's last layer: the block then passes ``h`` through unchanged
         (a block appended to a trained network starts as the identity, see
         :func:`matgen.training.load_init_weights`)."""
-        for last in (self.node[-1], self.edge_out):
-            if last is not None:
-                nn.init.zeros_(last.weight)
-                nn.init.zeros_(last.bias)
+        for out in (self.node, self.edge_out):
+            if out is not None:
+                nn.init.zeros_(out[-1].weight)
+                nn.init.zeros_(out[-1].bias)
 
     def forward(self, h, e, g, mask, inv_count):
         """``h (B, M, F)``, ``e (B, M, M, F)``, ``g (B, F)``, ``mask (B, M)`` float,

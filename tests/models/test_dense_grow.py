@@ -64,7 +64,7 @@ def test_pair_branches_added_by_init_start_at_zero_and_then_train(tmp_path):
     assert skipped == [] and missing
     assert all(k.startswith("dist_edge.") or ".edge_out." in k for k in missing), missing
     _same_outputs_then_learns(plain, pairs, [pairs.dist_edge[-1].weight,
-                                             pairs.blocks[0].edge_out.weight])
+                                             pairs.blocks[0].edge_out[-1].weight])
 
 
 def test_a_shallower_or_wider_model_is_still_a_mismatch(tmp_path):
