@@ -1,0 +1,157 @@
+"""How much of the generator's CSP match is generalisation: the same model and sampler on random
+rows of its own training split and of the val split, val rows split by whether their reduced
+formula (or chemical system) occurs in train, and whether a val miss is a training polymorph.
+
+Runs the commands a user runs (``matgen sample --task csp`` then ``matgen evaluate --task csp``)
+on ``--rows`` random rows of each split (one sample each), the two splits side by side in one
+process each. Then, for every val row whose formula occurs in train and that is unmatched or
+loosely matched (RMS > 0.2), pymatgen's StructureMatcher (the evaluation's tolerances) asks
+whether the generated crystal is one of the train crystals with that formula.
+
+    python benchmarks/csp_train_val_gap.py --data-dir ../shared/datasets/mp20_reduced --rows 300 \
+        --seed 0 --out benchmarks/results/csp_train_val_gap_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+LOOSE = 0.2
+
+
+def _formula_keys(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Reduced formula and chemical system of each row of a CDVAE-style CSV."""
+    from pymatgen.core import Composition
+
+    comps = [Composition(f) for f in frame["pretty_formula"]]
+    return (pd.Series([c.reduced_formula for c in comps], index=frame.index),
+            pd.Series(["-".join(sorted(e.symbol for e in c.elements)) for c in comps],
+                      index=frame.index))
+
+
+def split_summary(per: pd.DataFrame) -> dict:
+    """Match rate, RMSE over matches, and the loose matches' share of a per-structure table."""
+    m = per["matched"].eq(True)
+    rms = per.loc[m, "rms_dist"].astype(float)
+    out = {"rows": len(per), "matched": int(m.sum()),
+           "match_rate": float(m.mean()) if len(per) else 0.0,
+           "rmse": float(rms.mean()) if len(rms) else None,
+           "loose": int((rms > LOOSE).sum())}
+    out["tight_rms_mean"] = float(rms[rms <= LOOSE].mean()) if (rms <= LOOSE).any() else None
+    return out
+
+
+def grouped(per: pd.DataFrame, key: pd.Series) -> dict:
+    """``split_summary`` of the rows where ``key`` is True and where it is False."""
+    k = key.reindex(per.index).fillna(False).astype(bool)
+    return {"seen": split_summary(per[k]), "unseen": split_summary(per[~k])}
+
+
+def _run(cmd: list[str], log: Path) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+
+def _sample_and_score(work: Path, splits: dict[str, Path], args) -> dict[str, pd.DataFrame]:
+    py = [sys.executable, "-m", "matgen"]
+    procs = []
+    for name, csv in splits.items():
+        cmd = py + ["sample", "--task", "csp", "--num", "1", "--compositions-from", str(csv),
+                    "--sampler", "fast", "--steps", str(args.steps), "--seed", str(args.seed),
+                    "--device", args.device, "--no-progress", "--out", str(work / f"{name}.extxyz")]
+        if args.checkpoint:
+            cmd += ["--checkpoint", str(args.checkpoint)]
+        procs.append(_run(cmd, work / f"sample_{name}.log"))
+    if any(p.wait() for p in procs):
+        raise SystemExit(f"error: matgen sample failed (logs in {work})")
+    procs = [_run(py + ["evaluate", "--task", "csp", "--generated", str(work / f"{n}.extxyz"),
+                        "--reference", str(csv), "--workers", "1", "--out", str(work / f"{n}.json"),
+                        "--per-structure", str(work / f"{n}.csv")], work / f"eval_{n}.log")
+             for n, csv in splits.items()]
+    if any(p.wait() for p in procs):
+        raise SystemExit(f"error: matgen evaluate failed (logs in {work})")
+    return {n: pd.read_csv(work / f"{n}.csv").set_index("material_id") for n in splits}
+
+
+def train_polymorph_hits(gen_file: Path, misses: list[str], val: pd.DataFrame,
+                         train: pd.DataFrame, formula_val: pd.Series,
+                         formula_train: pd.Series) -> int:
+    """How many of the val rows ``misses`` got a crystal that matches a train crystal of the
+    same reduced formula (the evaluation's StructureMatcher tolerances)."""
+    from ase.io import read
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    sm = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
+    frames = {a.info.get("material_id"): a for a in read(gen_file, index=":")}
+    hits = 0
+    for mid in misses:
+        atoms = frames.get(mid)
+        if atoms is None:
+            continue
+        gen = AseAtomsAdaptor.get_structure(atoms)
+        same = train.index[formula_train == formula_val[mid]]
+        if any(sm.fit(gen, Structure.from_str(train.at[t, "cif"], fmt="cif")) for t in same):
+            hits += 1
+    return hits
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, required=True, help="folder with train.csv, val.csv")
+    ap.add_argument("--rows", type=int, default=300, help="random rows per split")
+    ap.add_argument("--row-seed", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/csp_train_val_gap"))
+    ap.add_argument("--out", type=Path, required=True, help="results JSON")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    args.work.mkdir(parents=True, exist_ok=True)
+    full = {n: pd.read_csv(args.data_dir / f"{n}.csv").set_index("material_id")
+            for n in ("train", "val")}
+    splits = {}
+    for n, frame in full.items():
+        frame.sample(args.rows, random_state=args.row_seed).reset_index().to_csv(
+            args.work / f"{n}_rows.csv", index=False)
+        splits[n] = args.work / f"{n}_rows.csv"
+    per = _sample_and_score(args.work, splits, args)
+    f_train, s_train = _formula_keys(full["train"])
+    f_val, s_val = _formula_keys(full["val"])
+    val_per = per["val"]
+    seen_f = f_val.isin(set(f_train))
+    seen_s = s_val.isin(set(s_train))
+    tight = val_per["matched"].eq(True) & (val_per["rms_dist"].astype(float) <= LOOSE)
+    misses = [m for m in val_per.index if seen_f.get(m, False) and not tight[m]]
+    out = {
+        "what": __doc__.splitlines()[0],
+        "command": "python benchmarks/csp_train_val_gap.py " + " ".join(argv or sys.argv[1:]),
+        "rows_per_split": args.rows, "row_seed": args.row_seed, "sampling_seed": args.seed,
+        "sampler": f"fast {args.steps}", "checkpoint": str(args.checkpoint or "shipped default"),
+        "train": split_summary(per["train"]), "val": split_summary(val_per),
+        "val_by_formula_in_train": grouped(val_per, seen_f),
+        "val_by_chemsys_in_train": grouped(val_per, seen_s),
+        "val_formula_seen_misses_or_loose": len(misses),
+        "of_which_a_train_polymorph": train_polymorph_hits(
+            args.work / "val.extxyz", misses, full["val"], full["train"], f_val, f_train),
+        "wall_s": round(time.time() - t0, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps({k: out[k] for k in ("train", "val")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
