@@ -49,6 +49,9 @@ class DataConfig(_Strict):
         val_batches: number of fixed validation batches evaluated at each checkpoint.
         reduce: ``niggli`` (or ``primitive``) reduces every cell on load, the canonical cell a
             basis-dependent denoiser (``model.arch: dense``) needs; ``None`` keeps the file's cell.
+        train_limit: train on a random subset of this many training crystals (drawn with
+            ``seed``, after ``max_atoms``), for learning curves and probes of the small-data
+            regime; ``None`` keeps all. Validation is unaffected.
     """
 
     dataset: str = "perov5"
@@ -57,6 +60,7 @@ class DataConfig(_Strict):
     max_atoms: int | None = None
     val_batches: int = Field(default=4, ge=0)
     reduce: Literal["niggli", "primitive"] | None = None
+    train_limit: int | None = Field(default=None, ge=1)
 
 
 class ConditionConfig(_Strict):

@@ -209,6 +209,12 @@ def load_data(cfg: TrainConfig, call: TrainCall, start_ckpt: Path | None, init, 
 
 def _training_set(cfg: TrainConfig, call: TrainCall, old_names: list[str]):
     source, desc = load_source(cfg, call.data, cfg.data.train_split)
+    limit = cfg.data.train_limit
+    if limit is not None and len(source) > limit:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        keep = torch.randperm(len(source), generator=gen)[:limit].sort().values.tolist()
+        source = _IndexView(source, keep)
+        desc = dict(desc, train_limit=limit, sha256=None)  # a subset: hashed by content below
     if len(source) == 0:
         where = desc.get("source") or desc.get("name")
         limit = f" (data.max_atoms: {cfg.data.max_atoms})" if cfg.data.max_atoms else ""
@@ -368,16 +374,10 @@ def load_source(cfg: TrainConfig, data: Any, split: str | None) -> tuple[BatchSo
     return ds, desc
 
 
-class _Filtered:
-    """Only the crystals with at most ``max_atoms`` atoms."""
+class _IndexView:
+    """The crystals of ``src`` at the indices ``keep``, in that order."""
 
-    def __init__(self, src: BatchSource, max_atoms: int, chunk: int = 4096) -> None:
-        keep = []
-        n = len(src)
-        for lo in range(0, n, chunk):
-            idx = list(range(lo, min(n, lo + chunk)))
-            na = src.batch(idx).num_atoms
-            keep.extend(i for i, k in zip(idx, na.tolist(), strict=True) if k <= max_atoms)
+    def __init__(self, src: BatchSource, keep: list[int]) -> None:
         self.src = src
         self.keep = keep
         self.property_names = getattr(src, "property_names", None)
@@ -389,8 +389,16 @@ class _Filtered:
         return self.src.batch([self.keep[int(i)] for i in indices])
 
 
-def _max_atoms_filter(src: BatchSource, max_atoms: int | None) -> BatchSource:
-    return src if max_atoms is None else _Filtered(src, max_atoms)
+def _max_atoms_filter(src: BatchSource, max_atoms: int | None, chunk: int = 4096) -> BatchSource:
+    """Only the crystals with at most ``max_atoms`` atoms."""
+    if max_atoms is None:
+        return src
+    keep, n = [], len(src)
+    for lo in range(0, n, chunk):
+        idx = list(range(lo, min(n, lo + chunk)))
+        na = src.batch(idx).num_atoms
+        keep.extend(i for i, k in zip(idx, na.tolist(), strict=True) if k <= max_atoms)
+    return _IndexView(src, keep)
 
 
 def rng_state(info: DistInfo) -> dict[str, torch.Tensor | None]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 from _standin import TinyDenoiser, TinyDiffusion, tiny_crystals
 from pydantic import ValidationError
 from test_loop import _cfg
@@ -108,3 +109,33 @@ def test_a_run_from_before_a_new_config_key_still_resumes(tmp_path):
         meta_path.write_text(json.dumps(meta))
     res = _train(run, cfg=_cfg(max_steps=4), resume=True)
     assert res.step == 4
+
+
+def test_train_limit_trains_on_a_seeded_subset_and_records_it(tmp_path):
+    import json
+
+    from matgen.training._setup import _training_set
+
+    data = tiny_crystals(16)
+    cfg = _cfg(max_steps=2, data={"train_limit": 5})
+    res = _train(tmp_path / "r", cfg=cfg, data=data)
+    meta = json.loads((tmp_path / "r" / "checkpoints" / "last" / "model.json").read_text())
+    assert res.step == 2
+    assert meta["metadata"]["dataset"]["num_crystals"] == 5
+    assert meta["metadata"]["dataset"]["train_limit"] == 5
+    assert len(meta["metadata"]["dataset"]["sha256"]) == 64  # the subset's own content hash
+
+    class Call:
+        pass
+
+    call = Call()
+    call.data = data
+    a, _, _ = _training_set(cfg, call, [])
+    b, _, _ = _training_set(cfg, call, [])
+    c, _, _ = _training_set(_cfg(data={"train_limit": 5}, seed=4), call, [])
+    assert a.keep == b.keep and len(set(a.keep)) == 5  # seeded and without repeats
+    assert a.keep != c.keep  # another seed, another subset
+    full, _, _ = _training_set(_cfg(data={"train_limit": 99}), call, [])
+    assert len(full) == 16  # a limit above the set's size keeps all
+    got = a.batch([0, 4])
+    assert torch.equal(got.num_atoms, data[[a.keep[0], a.keep[4]]].num_atoms)
