@@ -196,7 +196,13 @@ def _grown_blocks(model: nn.Module, state: dict) -> set[int]:
     return new if all(hasattr(blocks[i], "zero_output_") for i in new) else set()
 
 
-_OPTIONAL = ("cond.", "sc_edge.", "sc_cell.", "dist_edge.")  # branches a checkpoint may lack
+#: modules a checkpoint may lack, wherever they sit (``cond.*``, ``blocks.K.edge_out.*``)
+_OPTIONAL = frozenset({"cond", "sc_edge", "sc_cell", "dist_edge", "edge_out"})
+
+
+def _optional(key: str) -> bool:
+    """Whether tensor ``key`` belongs to one of the :data:`_OPTIONAL` modules."""
+    return not _OPTIONAL.isdisjoint(key.split(".")[:-1])
 
 
 def load_init_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
@@ -226,7 +232,7 @@ def load_init_weights(model: nn.Module, path: str | Path) -> tuple[list[str], li
     grown = _grown_blocks(model, state)
     bad = []
     for k in sorted(set(own) | set(state)):
-        if (k.startswith(_OPTIONAL) or ".edge_out." in k) or _block_index(k) in grown:
+        if _optional(k) or _block_index(k) in grown:
             continue
         if k not in state:
             bad.append(f"{k} missing from the checkpoint")
