@@ -55,6 +55,43 @@ def grouped(per: pd.DataFrame, key: pd.Series) -> dict:
     return {"seen": split_summary(per[k]), "unseen": split_summary(per[~k])}
 
 
+def familiarity(formula: pd.Series, chemsys: pd.Series, f_train: pd.Series,
+                s_train: pd.Series) -> pd.Series:
+    """Per row: ``formula seen`` (its reduced formula is in train), ``chemsys seen only`` (its
+    chemical system is, the formula not) or ``chemsys unseen``."""
+    cls = pd.Series("chemsys unseen", index=formula.index)
+    cls[chemsys.isin(set(s_train))] = "chemsys seen only"
+    cls[formula.isin(set(f_train))] = "formula seen"
+    return cls
+
+
+def by_familiarity(per: pd.DataFrame, cls: pd.Series, n_elements: pd.Series) -> dict:
+    """``split_summary`` per familiarity class, overall and within each number of elements
+    (the classes differ in how many elements their rows have)."""
+    cls = cls.reindex(per.index)
+    ne = n_elements.reindex(per.index)
+    out = {c: split_summary(per[cls == c]) for c in sorted(cls.dropna().unique())}
+    out["by_num_elements"] = {
+        str(int(k)): {c: split_summary(per[(ne == k) & (cls == c)])
+                      for c in sorted(cls[ne == k].dropna().unique())}
+        for k in sorted(ne.dropna().unique())}
+    return out
+
+
+def table_mode(args) -> dict:
+    """The familiarity breakdown of an existing per-structure table (``matgen evaluate
+    --per-structure``) of the split ``--split-csv``."""
+    train = pd.read_csv(args.data_dir / "train.csv").set_index("material_id")
+    split = pd.read_csv(args.split_csv).set_index("material_id")
+    per = pd.read_csv(args.table).set_index("material_id")
+    f_train, s_train = _formula_keys(train)
+    f, s = _formula_keys(split)
+    n_el = s.str.count("-") + 1
+    return {"table": str(args.table), "split_csv": str(args.split_csv),
+            "all": split_summary(per),
+            "by_familiarity": by_familiarity(per, familiarity(f, s, f_train, s_train), n_el)}
+
+
 def _run(cmd: list[str], log: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
@@ -115,9 +152,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", type=Path, default=Path("/tmp/csp_train_val_gap"))
+    ap.add_argument("--table", type=Path, default=None,
+                    help="analyse this per-structure table instead of sampling")
+    ap.add_argument("--split-csv", type=Path, default=None, help="the split of --table")
+    ap.add_argument("--note", default=None, help="what --table's samples are (recorded)")
     ap.add_argument("--out", type=Path, required=True, help="results JSON")
     args = ap.parse_args(argv)
     t0 = time.time()
+    if args.table is not None:
+        if args.split_csv is None:
+            ap.error("--table needs --split-csv")
+        out = {"what": "CSP match by familiarity of the chemistry (csp_train_val_gap.py --table)",
+               "command": "python benchmarks/csp_train_val_gap.py " + " ".join(argv or sys.argv[1:]),
+               "note": args.note, **table_mode(args)}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+        print(json.dumps(out["by_familiarity"], indent=1)[:2000])
+        return 0
     args.work.mkdir(parents=True, exist_ok=True)
     full = {n: pd.read_csv(args.data_dir / f"{n}.csv").set_index("material_id")
             for n in ("train", "val")}
@@ -142,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         "train": split_summary(per["train"]), "val": split_summary(val_per),
         "val_by_formula_in_train": grouped(val_per, seen_f),
         "val_by_chemsys_in_train": grouped(val_per, seen_s),
+        "val_by_familiarity": by_familiarity(
+            val_per, familiarity(f_val, s_val, f_train, s_train), s_val.str.count("-") + 1),
         "val_formula_seen_misses_or_loose": len(misses),
         "of_which_a_train_polymorph": train_polymorph_hits(
             args.work / "val.extxyz", misses, full["val"], full["train"], f_val, f_train),

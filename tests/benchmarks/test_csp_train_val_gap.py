@@ -56,3 +56,18 @@ def test_train_polymorph_hits_finds_a_generated_crystal_that_is_a_train_crystal(
     hits = load_benchmark("csp_train_val_gap").train_polymorph_hits(
         tmp_path / "val.extxyz", ["v1", "v2"], val, train, formula, pd.Series({"t1": "NaCl"}))
     assert hits == 1  # the rocksalt frame is the train crystal; CsCl is not
+
+
+def test_familiarity_classes_and_their_breakdown_by_number_of_elements():
+    g = load_benchmark("csp_train_val_gap")
+    formula = pd.Series({"a": "NaCl", "b": "Na2Cl", "c": "LiF", "d": "KBr"})
+    chemsys = pd.Series({"a": "Cl-Na", "b": "Cl-Na", "c": "F-Li", "d": "Br-K"})
+    cls = g.familiarity(formula, chemsys, pd.Series(["NaCl", "LiF"]), pd.Series(["Cl-Na", "F-Li"]))
+    assert dict(cls) == {"a": "formula seen", "b": "chemsys seen only", "c": "formula seen",
+                         "d": "chemsys unseen"}
+    per = _per([("a", True, 0.1), ("b", False, None), ("c", False, None), ("d", True, 0.3)])
+    got = g.by_familiarity(per, cls, pd.Series({"a": 2, "b": 2, "c": 2, "d": 3}))
+    assert got["formula seen"]["rows"] == 2 and got["formula seen"]["matched"] == 1
+    assert got["chemsys unseen"]["loose"] == 1
+    assert set(got["by_num_elements"]) == {"2", "3"}
+    assert got["by_num_elements"]["3"]["chemsys unseen"]["matched"] == 1
