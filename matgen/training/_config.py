@@ -52,6 +52,11 @@ class DataConfig(_Strict):
         train_limit: train on a random subset of this many training crystals (drawn with
             ``seed``, after ``max_atoms``), for learning curves and probes of the small-data
             regime; ``None`` keeps all. Validation is unaffected.
+        substitute: share of the training crystals that, each time they are drawn, get one
+            element swapped for one that takes its place in known crystals (same-charge ionic
+            substitution statistics, pymatgen's ``SubstitutionProbability``), the cell rescaled
+            by atomic radii and the property labels dropped (``matgen.training._substitute``);
+            0 trains on the crystals as they are.
     """
 
     dataset: str = "perov5"
@@ -61,6 +66,7 @@ class DataConfig(_Strict):
     val_batches: int = Field(default=4, ge=0)
     reduce: Literal["niggli", "primitive"] | None = None
     train_limit: int | None = Field(default=None, ge=1)
+    substitute: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class ConditionConfig(_Strict):

@@ -225,6 +225,11 @@ def _training_set(cfg: TrainConfig, call: TrainCall, old_names: list[str]):
     if desc.get("sha256") is None:
         desc["sha256"] = content_sha256(source)
     desc["num_crystals"] = len(source)
+    if cfg.data.substitute > 0:  # stats and hash are of the crystals as they are
+        from matgen.training._substitute import Substituted
+
+        source = Substituted(source, cfg.data.substitute, cfg.seed, stats["elements"])
+        desc["substitute"] = cfg.data.substitute
     return source, desc, stats
 
 
