@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 LOOSE = 0.2
@@ -78,6 +79,49 @@ def by_familiarity(per: pd.DataFrame, cls: pd.Series, n_elements: pd.Series) -> 
     return out
 
 
+def logistic_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Maximum-likelihood logistic regression (intercept first, then one coefficient per
+    column of ``x``)."""
+    from scipy.optimize import minimize
+
+    a = np.column_stack([np.ones(len(x)), x])
+
+    def nll(w):
+        t = a @ w
+        return float(np.sum(np.logaddexp(0.0, t) - y * t)), a.T @ (1.0 / (1.0 + np.exp(-t)) - y)
+
+    return minimize(nll, np.zeros(a.shape[1]), jac=True, method="L-BFGS-B").x
+
+
+def adjusted_effects(per: pd.DataFrame, cls: pd.Series, split: pd.DataFrame, n_el: pd.Series,
+                     boot: int = 200, seed: int = 0) -> dict:
+    """Log-odds of a match for ``formula seen`` and ``chemsys seen only`` (vs unseen), adjusted
+    for the number of elements, of atoms, and the symmetry (log space-group number, cubic,
+    hexagonal/trigonal), with 95% bootstrap intervals over the rows."""
+    from pymatgen.core import Structure
+
+    idx = per.index
+    sg = split.loc[idx, "spacegroup.number"].astype(float)
+    nat = pd.Series([len(Structure.from_str(c, fmt="cif")) for c in split.loc[idx, "cif"]],
+                    index=idx)
+    x = pd.DataFrame({"formula_seen": cls[idx].eq("formula seen"),
+                      "chemsys_seen_only": cls[idx].eq("chemsys seen only"),
+                      "num_elements": n_el[idx], "num_atoms": nat, "log_spacegroup": np.log(sg),
+                      "cubic": sg >= 195, "hexagonal_trigonal": (sg >= 143) & (sg < 195)}
+                     ).astype(float).to_numpy()
+    y = per["matched"].eq(True).astype(float).to_numpy()
+    names = ["formula_seen", "chemsys_seen_only", "num_elements", "num_atoms",
+             "log_spacegroup", "cubic", "hexagonal_trigonal"]
+    w = logistic_fit(x, y)[1:]
+    rng = np.random.default_rng(seed)
+    draws = np.array([logistic_fit(x[i], y[i])[1:]
+                      for i in (rng.integers(0, len(y), len(y)) for _ in range(boot))])
+    lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
+    return {n: {"log_odds": round(float(w[k]), 3), "ci95": [round(float(lo[k]), 3),
+                                                             round(float(hi[k]), 3)]}
+            for k, n in enumerate(names)}
+
+
 def table_mode(args) -> dict:
     """The familiarity breakdown of an existing per-structure table (``matgen evaluate
     --per-structure``) of the split ``--split-csv``."""
@@ -87,9 +131,10 @@ def table_mode(args) -> dict:
     f_train, s_train = _formula_keys(train)
     f, s = _formula_keys(split)
     n_el = s.str.count("-") + 1
+    cls = familiarity(f, s, f_train, s_train)
     return {"table": str(args.table), "split_csv": str(args.split_csv),
-            "all": split_summary(per),
-            "by_familiarity": by_familiarity(per, familiarity(f, s, f_train, s_train), n_el)}
+            "all": split_summary(per), "by_familiarity": by_familiarity(per, cls, n_el),
+            "adjusted_log_odds_of_a_match": adjusted_effects(per, cls, split, n_el)}
 
 
 def _run(cmd: list[str], log: Path) -> subprocess.Popen:

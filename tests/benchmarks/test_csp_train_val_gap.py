@@ -71,3 +71,14 @@ def test_familiarity_classes_and_their_breakdown_by_number_of_elements():
     assert got["chemsys unseen"]["loose"] == 1
     assert set(got["by_num_elements"]) == {"2", "3"}
     assert got["by_num_elements"]["3"]["chemsys unseen"]["matched"] == 1
+
+
+def test_logistic_fit_recovers_known_coefficients():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20000, 2))
+    p = 1 / (1 + np.exp(-(0.5 + 1.0 * x[:, 0] - 2.0 * x[:, 1])))
+    y = (rng.random(20000) < p).astype(float)
+    w = load_benchmark("csp_train_val_gap").logistic_fit(x, y)
+    assert np.allclose(w, [0.5, 1.0, -2.0], atol=0.08)
