@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.split_csv is None:
             ap.error("--table needs --split-csv")
         out = {"what": "CSP match by familiarity of the chemistry (csp_train_val_gap.py --table)",
-               "command": "python benchmarks/csp_train_val_gap.py " + " ".join(argv or sys.argv[1:]),
+               "command": ("python benchmarks/csp_train_val_gap.py "
+                           + " ".join(argv or sys.argv[1:])),
                "note": args.note, **table_mode(args)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=1) + "\n")

@@ -7,9 +7,10 @@ share of the crystals, each time they are drawn, get one element replaced by ano
 its place in known crystals: the ionic substitution statistics of Hautier et al. (Inorg. Chem.
 2011), as pymatgen ships them (``SubstitutionProbability``), between ions of the same charge
 (so a charge-balanced crystal stays balanced under that charge), restricted to elements of the
-training set (e.g. Na -> K, Li, Rb; O -> S, Se; Ba -> Sr, Ca, Pb; Si -> Ge). The cell is rescaled so the atoms' summed atomic-radius cubes keep their ratio to
-the volume; fractional coordinates are kept. A substituted crystal is not a known material, so its
-property labels are dropped (NaN: the unconditioned input).
+training set (e.g. Na -> K, Li, Rb; O -> S, Se; Ba -> Sr, Ca, Pb; Si -> Ge). The cell is
+rescaled so the atoms' summed atomic-radius cubes keep their ratio to the volume; fractional
+coordinates are kept. A substituted crystal is not a known material, so its property labels are
+dropped (NaN: the unconditioned input).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def element_substitutes(elements: Iterable[int], top_k: int = TOP_K, min_share: 
         total = sum(w for w, _ in cand)
         if total < min_total:
             continue
-        cand = [(w / total, b) for w, b in sorted(cand, reverse=True)[:top_k] if w / total >= min_share]
+        cand = [(w / total, b) for w, b in sorted(cand, reverse=True)[:top_k]
+                if w / total >= min_share]
         if cand:
             out[a] = (np.array([b for _, b in cand], dtype=np.int64),
                       np.array([w for w, _ in cand], dtype=np.float64))

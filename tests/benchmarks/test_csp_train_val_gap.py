@@ -9,7 +9,8 @@ from tests.benchmarks._bench import load_benchmark
 
 
 def _per(rows):
-    return pd.DataFrame(rows, columns=["material_id", "matched", "rms_dist"]).set_index("material_id")
+    frame = pd.DataFrame(rows, columns=["material_id", "matched", "rms_dist"])
+    return frame.set_index("material_id")
 
 
 def test_split_summary_counts_matches_loose_and_tight():
