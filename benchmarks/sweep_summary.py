@@ -3,7 +3,8 @@
 The sweep leaves ``{task}_{split}_k{value}_s{seed}.json`` (``matgen evaluate`` metrics) in its
 folder. Per value this writes: val CSP pooled over seeds (matched rows summed, RMSE weighted by
 matched rows), val de novo metrics averaged over seeds (and their spread), and the public-test
-CSP / de novo scores when present; plus every file's headline metrics.
+CSP / de novo scores and the CSP recall on training rows when present; plus every file's
+headline metrics.
 
     python benchmarks/sweep_summary.py /tmp/order --what "..." --machine "..." \
         --command "..." --rule benchmarks/ablations/type_order_rule.txt \
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-NAME = re.compile(r"^(csp|gen)_(val|test)_k(.+)_s(\d+)\.json$")
+NAME = re.compile(r"^(csp|gen)_(val|test|train)_k(.+)_s(\d+)\.json$")
 CSP_KEYS = ("match_rate", "rmse", "num_matched", "num_references", "generated_validity",
             "generated_comp_validity", "generated_struct_validity")
 GEN_KEYS = ("num_generated", "valid", "comp_valid", "struct_valid", "wdist_density",
@@ -66,8 +67,8 @@ def summarise(folder: Path) -> tuple[dict, dict]:
         if split == "val":
             key = f"val_{task}_" + ("pooled" if task == "csp" else f"mean_{len(rows)}_seeds")
             summary[value][key] = _pooled_csp(rows) if task == "csp" else _mean_gen(rows)
-        else:
-            summary[value][f"test_{task}_seed0"] = rows[0]
+        else:  # test; train: CSP recall on training rows (sampler_sweep.sh TRAIN_REF)
+            summary[value][f"{split}_{task}_seed0"] = rows[0]
     return dict(summary), per_file
 
 

@@ -12,6 +12,10 @@ W=$W bash benchmarks/device/export_weights.sh $RUNS >> "$W/driver.log" 2>&1; log
 for R in $RUNS; do  # composition-first de novo, as the shipped default samples
   [ -n "${COMPOSITION_FROM:-}" ] && cp "$COMPOSITION_FROM"/composition.* "$W/runs/$R/run/checkpoints/last/"
 done
+if [ -n "${TRAIN_ROWS_LIMIT:-}" ]; then  # CSP recall on 1,000 of the rows the runs trained on
+  python3 benchmarks/train_rows.py --data-dir /tmp/datasets/mp20_reduced --limit "$TRAIN_ROWS_LIMIT" \
+    --rows 1000 --out /tmp/train_rows.csv >> "$W/driver.log" 2>&1 && export TRAIN_REF=/tmp/train_rows.csv
+fi
 PIDS=""; I=0; NGPU=$(nvidia-smi -L 2>/dev/null | grep -c GPU); [ "$NGPU" -ge 1 ] || NGPU=1
 for R in $RUNS; do  # the runs' scorings spread over the machine's GPUs
   CUDA_VISIBLE_DEVICES=$((I % NGPU)) CK="$W/runs/$R/run/checkpoints/last" NAME=$R P=3 \

@@ -5,7 +5,8 @@
 # COMPOSITION_FROM=FOLDER copies that folder's composition model into each run's checkpoint before
 # scoring, so de novo is sampled composition-first as with the shipped default (else the denoiser's
 # joint mode). GEN_EXTRA="3 4 ..." also draws 1,000 de novo samples of the shipped default per seed
-# (denovo_extra.tgz; for the 10,000-sample COV protocol, scored on the CPU).
+# (denovo_extra.tgz; for the 10,000-sample COV protocol, scored on the CPU). TRAIN_ROWS_LIMIT=N
+# (the runs' data.train_limit, seed 0) also scores CSP recall on 1,000 of the rows they trained on.
 # Longer than one call: the first call starts it detached and watches; a follow-up call within
 # ~25 s runs the same command and only watches (the pattern of oneshot.sh). Each call copies to
 # $OUT what is there: results.tgz (sweeps, logs, metrics), and RUN.tar.part-* (weights) of the

@@ -11,20 +11,23 @@
 # call. CSP=0 leaves out the CSP jobs (an option that acts on de novo sampling only); GEN_SEEDS
 # sets the de novo seeds (default "0 1 2"), P the jobs at a time (default 4), EXTRA more sampling
 # flags held fixed (e.g. EXTRA="--flow-slope 20" with OPT=--steps; a flag given twice, the last
-# wins). From the repository root, carrying .whl and .devdata:
+# wins). TRAIN_REF=CSV also samples CSP at seed 0 on those training rows (benchmarks/train_rows.py)
+# and scores it against them: how much of the training set the model recalls, next to val.
+# From the repository root, carrying .whl and .devdata:
 #   OPT=--flow-slope VALUES="0 2.5 5 10" NAME=slope DEADLINE=480 bash benchmarks/device/sampler_sweep.sh
 set -u
 START=$(date +%s); NAME=${NAME:-sweep}; D=/tmp/$NAME; mkdir -p "$D"
 OPT=${OPT:?set OPT, e.g. --flow-slope}; VALUES=${VALUES:?set VALUES}
 DEADLINE=${DEADLINE:-480}; CK=${CK:-matgen/assets/models/default}; TEST=${TEST:-0}
 SAMPLE_S=${SAMPLE_S:-$((DEADLINE / 3))}
-CSP=${CSP:-1}; GEN_SEEDS=${GEN_SEEDS:-0 1 2}; P=${P:-4}; EXTRA=${EXTRA:-}
+CSP=${CSP:-1}; GEN_SEEDS=${GEN_SEEDS:-0 1 2}; P=${P:-4}; EXTRA=${EXTRA:-}; R=${TRAIN_REF:-}
 source benchmarks/device/_env.sh
 V=/tmp/datasets/mp20_reduced/val.csv; T=/tmp/datasets/mp20_reduced/test.csv
 jobs=(); scores=()
 for s in $VALUES; do
   if [ "$CSP" = 1 ]; then for seed in 0 1; do jobs+=("csp $s $seed val"); done; fi
   for seed in $GEN_SEEDS; do jobs+=("gen $s $seed val"); done
+  [ -n "$R" ] && jobs+=("csp $s 0 train")
   if [ "$TEST" = 1 ]; then
     [ "$CSP" = 1 ] && jobs+=("csp $s 0 test")
     scores+=("gen $s 0 test")
@@ -32,6 +35,7 @@ for s in $VALUES; do
 done
 sample() {  # task value seed split
   local ref=$V extra=(--num 1000 --batch-size 1000); [ "$4" = test ] && ref=$T
+  [ "$4" = train ] && ref=$R
   [ "$1" = csp ] && extra=(--task csp --num 1 --compositions-from "$ref" --batch-size 1200)
   python3 -m matgen sample --checkpoint "$CK" "${extra[@]}" --sampler fast --steps 50 \
     $EXTRA "$OPT" "$2" --seed "$3" --no-progress --out "$D/$1_$4_k$2_s$3.extxyz" \
@@ -39,11 +43,12 @@ sample() {  # task value seed split
 }
 score() {  # task value seed split (de novo samples are drawn once, under the val name)
   local ref=$V extra=() gen="$D/$1_$4_k$2_s$3.extxyz"; [ "$4" = test ] && ref=$T
+  [ "$4" = train ] && ref=$R
   [ "$1" = gen ] && extra=(--no-coverage) && gen="$D/gen_val_k$2_s$3.extxyz"
   python3 -m matgen evaluate --task "$1" --generated "$gen" --reference "$ref" \
     "${extra[@]}" --workers 4 --out "$D/$1_$4_k$2_s$3.json" > "$D/eval_$1_$4_k$2_s$3.log" 2>&1
 }
-export -f sample score; export D V T CK OPT EXTRA
+export -f sample score; export D V T R CK OPT EXTRA
 printf '%s\n' "${jobs[@]}" | timeout "$SAMPLE_S" xargs -P "$P" -L 1 bash -c 'sample $0 $1 $2 $3'
 echo "sampled in $(($(date +%s) - START)) s"
 left=$((DEADLINE - ($(date +%s) - START)))

@@ -12,6 +12,7 @@ Public API:
     training_conditions: a batch's condition labels. TrainingObjective: the loss protocol the
         loop trains (plain diffusion and consistency distillation implement it).
     Checkpoint helpers: read_weights, load_init_weights (writing: save_run_checkpoint).
+    train_subset_indices: which crystals ``data.train_limit`` keeps.
     train_composition_model(train_set, val_set, names, CompositionTrainConfig) -> (model,
         record): the composition model of composition-first de novo generation (``matgen
         train-composition``); cell_compositions: a dataset's cells as ``{Z: count}``;
@@ -69,6 +70,7 @@ from matgen.training._distributed import DistInfo, setup_distributed
 from matgen.training._ema import EMA
 from matgen.training._loop import NonFiniteLossError, RunResult, train
 from matgen.training._schedule import warmup_cosine
+from matgen.training._setup import train_subset_indices
 
 __all__ = [
     "EMA",
@@ -97,6 +99,7 @@ __all__ = [
     "setup_distributed",
     "train",
     "train_composition_model",
+    "train_subset_indices",
     "training_conditions",
     "warmup_cosine",
 ]

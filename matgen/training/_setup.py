@@ -207,13 +207,20 @@ def load_data(cfg: TrainConfig, call: TrainCall, start_ckpt: Path | None, init, 
     return TrainData(source, desc, stats, val_source, names, inherited, inherited_stats)
 
 
+def train_subset_indices(n: int, limit: int, seed: int) -> list[int]:
+    """The sorted indices of the ``data.train_limit`` subset: ``limit`` of ``n`` crystals drawn
+    with the run's ``seed`` (all of them when ``limit >= n``)."""
+    if limit >= n:
+        return list(range(n))
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=gen)[:limit].sort().values.tolist()
+
+
 def _training_set(cfg: TrainConfig, call: TrainCall, old_names: list[str]):
     source, desc = load_source(cfg, call.data, cfg.data.train_split)
     limit = cfg.data.train_limit
     if limit is not None and len(source) > limit:
-        gen = torch.Generator().manual_seed(cfg.seed)
-        keep = torch.randperm(len(source), generator=gen)[:limit].sort().values.tolist()
-        source = _IndexView(source, keep)
+        source = _IndexView(source, train_subset_indices(len(source), limit, cfg.seed))
         desc = dict(desc, train_limit=limit, sha256=None)  # a subset: hashed by content below
     if len(source) == 0:
         where = desc.get("source") or desc.get("name")

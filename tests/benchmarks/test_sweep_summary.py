@@ -22,6 +22,7 @@ def test_pools_csp_and_averages_de_novo_per_value(tmp_path):
     _put(tmp_path, "gen_val_k0.7_s0", comp_valid=0.8, struct_valid=1.0, wdist_density=0.2)
     _put(tmp_path, "gen_val_k0.7_s1", comp_valid=0.9, struct_valid=0.99, wdist_density=0.4)
     _put(tmp_path, "gen_test_k0_s0", comp_valid=0.7)
+    _put(tmp_path, "csp_train_k0.7_s0", match_rate=0.7, num_matched=70, num_references=100)
     _put(tmp_path, "notes", x=1)  # not a sweep file: ignored
     summary, per_file = load_benchmark("sweep_summary").summarise(tmp_path)
     csp = summary["0.7"]["val_csp_pooled"]
@@ -30,7 +31,8 @@ def test_pools_csp_and_averages_de_novo_per_value(tmp_path):
     gen = summary["0.7"]["val_gen_mean_2_seeds"]
     assert gen["comp_valid"] == pytest.approx(0.85) and gen["wdist_density"] == pytest.approx(0.3)
     assert summary["0"]["test_gen_seed0"] == {"comp_valid": 0.7}
-    assert "notes" not in per_file and len(per_file) == 5
+    assert summary["0.7"]["train_csp_seed0"]["num_matched"] == 70  # recall on training rows
+    assert "notes" not in per_file and len(per_file) == 6
 
 
 def test_an_empty_folder_is_a_one_line_error(tmp_path):
