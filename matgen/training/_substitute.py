@@ -26,6 +26,9 @@ from matgen.crystal import CrystalBatch
 
 #: at most this many substitutes per element, the likeliest first
 TOP_K = 8
+#: a swap that would scale the cell's volume by more than this factor (or less than its
+#: inverse) is not made: the structure would not hold (H <-> Li, 1.5%-radius fallbacks)
+MAX_VOLUME_RATIO = 2.0
 
 
 @functools.cache
@@ -113,8 +116,9 @@ def substitute(b: CrystalBatch, pick: np.ndarray, rng: np.random.Generator,
                table: dict[int, tuple[np.ndarray, np.ndarray]], radii: np.ndarray
                ) -> CrystalBatch:
     """``b`` with one element of each picked crystal swapped (all its atoms) for a substitute
-    not already in that crystal, the cell rescaled; crystals with nothing to swap are kept as
-    they are. Property labels of the swapped crystals become NaN."""
+    not already in that crystal, the cell rescaled; crystals with nothing to swap, or whose
+    swap drawn would scale the volume beyond :data:`MAX_VOLUME_RATIO`, are kept as they are.
+    Property labels of the swapped crystals become NaN."""
     z = b.atomic_numbers.numpy().copy()
     lat = b.lattice.clone()
     ptr = np.concatenate([[0], np.cumsum(b.num_atoms.numpy())])
@@ -131,9 +135,12 @@ def substitute(b: CrystalBatch, pick: np.ndarray, rng: np.random.Generator,
         if not free.any():
             continue
         new = int(rng.choice(targets[free], p=w[free] / w[free].sum()))
-        old_r3 = float((radii[zi] ** 3).sum())
-        zi[zi == a] = new
-        lat[i] = lat[i] * (float((radii[zi] ** 3).sum()) / old_r3) ** (1.0 / 3.0)
+        swapped = np.where(zi == a, new, zi)
+        ratio = float((radii[swapped] ** 3).sum() / (radii[zi] ** 3).sum())
+        if not 1.0 / MAX_VOLUME_RATIO <= ratio <= MAX_VOLUME_RATIO:
+            continue
+        zi[:] = swapped
+        lat[i] = lat[i] * ratio ** (1.0 / 3.0)
         done[i] = True
     props = b.properties
     if done.any():

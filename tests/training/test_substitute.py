@@ -60,7 +60,9 @@ def test_a_substitute_already_in_the_crystal_is_never_chosen():
     out = substitute(b, np.array([True, True, True]), np.random.default_rng(0), table,
                      atomic_radii())
     assert out.atomic_numbers.tolist()[:2] == [NA, CL] and out.properties["band_gap"][0] == 1.0
-    assert out.atomic_numbers.tolist()[2:5] == [CL, CL, O]
+    # Na2O -> Cl2O would shrink the cell to 0.19 of its volume: not made either
+    assert out.atomic_numbers.tolist()[2:5] == [NA, NA, O]
+    assert torch.isnan(out.properties["band_gap"]).sum() == 0
 
 
 def test_substituted_source_is_deterministic_per_batch_and_keeps_the_share():
@@ -94,3 +96,13 @@ def test_training_with_substitution_runs_and_records_it(tmp_path):
     meta = json.loads((tmp_path / "r" / "checkpoints" / "last" / "model.json").read_text())
     assert res.step == 2 and meta["metadata"]["dataset"]["substitute"] == 0.5
     assert meta["metadata"]["dataset"]["num_crystals"] == 16
+
+
+def test_a_swap_that_would_scale_the_volume_too_far_is_not_made():
+    h, cs = 1, 55
+    table = {LI: (np.array([cs]), np.array([1.0]))}  # Li (1.45 A) -> Cs (2.6 A): volume x5.8 in LiH
+    b = CrystalBatch(atomic_numbers=torch.tensor([LI, h]), frac_coords=torch.rand(2, 3),
+                     lattice=torch.eye(3)[None] * 4.0, num_atoms=torch.tensor([2]),
+                     properties={"band_gap": torch.tensor([1.0])})
+    out = substitute(b, np.array([True]), np.random.default_rng(0), table, atomic_radii())
+    assert out.atomic_numbers.tolist() == [LI, h] and out.properties["band_gap"][0] == 1.0
