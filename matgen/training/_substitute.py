@@ -27,7 +27,7 @@ from matgen.crystal import CrystalBatch
 #: at most this many substitutes per element, the likeliest first
 TOP_K = 8
 #: a swap that would scale the cell's volume by more than this factor (or less than its
-#: inverse) is not made: the structure would not hold (H <-> Li, 1.5%-radius fallbacks)
+#: inverse) is not made: the structure would not hold (H <-> Li, the 1.5 Å radius fallback)
 MAX_VOLUME_RATIO = 2.0
 
 
