@@ -52,10 +52,9 @@ def test_train_polymorph_hits_finds_a_generated_crystal_that_is_a_train_crystal(
         frames.append(a)
     write(tmp_path / "val.extxyz", frames, format="extxyz")
     train = pd.DataFrame({"cif": [rocksalt.to(fmt="cif")]}, index=["t1"])
-    val = pd.DataFrame({"cif": ["", ""]}, index=["v1", "v2"])
     formula = pd.Series({"v1": "NaCl", "v2": "NaCl"})
     hits = load_benchmark("csp_train_val_gap").train_polymorph_hits(
-        tmp_path / "val.extxyz", ["v1", "v2"], val, train, formula, pd.Series({"t1": "NaCl"}))
+        tmp_path / "val.extxyz", ["v1", "v2"], train, formula, pd.Series({"t1": "NaCl"}))
     assert hits == 1  # the rocksalt frame is the train crystal; CsCl is not
 
 
