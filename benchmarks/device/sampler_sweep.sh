@@ -9,7 +9,7 @@
 # $DEADLINE s after the start so the results come back
 # ($OUT/$NAME.tgz, samples included). Write the rule the numbers are judged by down before the
 # call. CSP=0 leaves out the CSP jobs (an option that acts on de novo sampling only); GEN_SEEDS
-# sets the de novo seeds (default "0 1 2"), P the jobs at a time (default 4), EXTRA more sampling
+# sets the de novo seeds (default "0 1 2"; none: no de novo), P the jobs at a time (default 4), EXTRA more sampling
 # flags held fixed (e.g. EXTRA="--flow-slope 20" with OPT=--steps; a flag given twice, the last
 # wins). TRAIN_REF=CSV also samples CSP at seed 0 on those training rows (benchmarks/train_rows.py)
 # and scores it against them: how much of the training set the model recalls, next to val.
@@ -21,6 +21,7 @@ OPT=${OPT:?set OPT, e.g. --flow-slope}; VALUES=${VALUES:?set VALUES}
 DEADLINE=${DEADLINE:-480}; CK=${CK:-matgen/assets/models/default}; TEST=${TEST:-0}
 SAMPLE_S=${SAMPLE_S:-$((DEADLINE / 3))}
 CSP=${CSP:-1}; GEN_SEEDS=${GEN_SEEDS:-0 1 2}; P=${P:-4}; EXTRA=${EXTRA:-}; R=${TRAIN_REF:-}
+[ "$GEN_SEEDS" = none ] && GEN_SEEDS=" "  # no de novo (a blank works too)
 source benchmarks/device/_env.sh
 V=/tmp/datasets/mp20_reduced/val.csv; T=/tmp/datasets/mp20_reduced/test.csv
 jobs=(); scores=()
