@@ -171,13 +171,18 @@ def _sample_and_score(work: Path, splits: dict[str, Path], args) -> dict[str, pd
 def train_polymorph_hits(gen_file: Path, misses: list[str], train: pd.DataFrame,
                          formula_val: pd.Series, formula_train: pd.Series) -> int:
     """How many of the val rows ``misses`` got a crystal that matches a train crystal of the
-    same reduced formula (the evaluation's StructureMatcher tolerances)."""
+    same reduced formula (``StructureMatcher.fit`` at the evaluation's tolerances,
+    :class:`matgen.evaluation.MatcherConfig`)."""
+    from dataclasses import asdict
+
     from ase.io import read
     from pymatgen.analysis.structure_matcher import StructureMatcher
     from pymatgen.core import Structure
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    sm = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
+    from matgen.evaluation import MatcherConfig
+
+    sm = StructureMatcher(**asdict(MatcherConfig()))
     frames = {a.info.get("material_id"): a for a in read(gen_file, index=":")}
     hits = 0
     for mid in misses:
