@@ -218,10 +218,10 @@ def train_subset_indices(n: int, limit: int, seed: int) -> list[int]:
 
 def _training_set(cfg: TrainConfig, call: TrainCall, old_names: list[str]):
     source, desc = load_source(cfg, call.data, cfg.data.train_split)
-    limit = cfg.data.train_limit
-    if limit is not None and len(source) > limit:
-        source = _IndexView(source, train_subset_indices(len(source), limit, cfg.seed))
-        desc = dict(desc, train_limit=limit, sha256=None)  # a subset: hashed by content below
+    subset = cfg.data.train_limit
+    if subset is not None and len(source) > subset:
+        source = _IndexView(source, train_subset_indices(len(source), subset, cfg.seed))
+        desc = dict(desc, train_limit=subset, sha256=None)  # a subset: hashed by content below
     if len(source) == 0:
         where = desc.get("source") or desc.get("name")
         limit = f" (data.max_atoms: {cfg.data.max_atoms})" if cfg.data.max_atoms else ""
