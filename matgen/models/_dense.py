@@ -81,8 +81,7 @@ def pair_distances(f: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
     d2 = (cart.square().sum(-1, keepdim=True) + shifts.square().sum(-1)[:, None, None, :]
           + 2.0 * torch.einsum("bijc,bkc->bijk", cart, shifts))
     m = f.shape[1]
-    self_zero = torch.eye(m, dtype=torch.bool, device=f.device)[None, :, :, None] & (
-        torch.arange(27, device=f.device) == 13)
+    self_zero = torch.eye(m, dtype=torch.bool, device=f.device)[None, :, :, None] & (k == 13)
     d2 = d2.masked_fill(self_zero, float("inf"))
     return d2.amin(-1).clamp(min=0.0).sqrt()
 
