@@ -43,6 +43,11 @@ def _formula_keys(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
                       index=frame.index))
 
 
+def num_elements(chemsys: pd.Series) -> pd.Series:
+    """Number of elements of each chemical system ``A-B-C`` of :func:`_formula_keys`."""
+    return chemsys.str.count("-") + 1
+
+
 def split_summary(per: pd.DataFrame) -> dict:
     """Match rate, RMSE over matches, and the loose matches' share of a per-structure table."""
     m = per["matched"].eq(True)
@@ -135,7 +140,7 @@ def table_mode(args) -> dict:
     per = pd.read_csv(args.table).set_index("material_id")
     f_train, s_train = _formula_keys(train)
     f, s = _formula_keys(split)
-    n_el = s.str.count("-") + 1
+    n_el = num_elements(s)
     cls = familiarity(f, s, f_train, s_train)
     return {"table": str(args.table), "split_csv": str(args.split_csv),
             "all": split_summary(per), "by_familiarity": by_familiarity(per, cls, n_el),
@@ -249,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_by_formula_in_train": grouped(val_per, seen_f),
         "val_by_chemsys_in_train": grouped(val_per, seen_s),
         "val_by_familiarity": by_familiarity(
-            val_per, familiarity(f_val, s_val, f_train, s_train), s_val.str.count("-") + 1),
+            val_per, familiarity(f_val, s_val, f_train, s_train), num_elements(s_val)),
         "val_formula_seen_misses_or_loose": len(misses),
         "of_which_a_train_polymorph": train_polymorph_hits(
             args.work / "val.extxyz", misses, full["train"], f_val, f_train),
