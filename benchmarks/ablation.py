@@ -272,7 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     minutes = a.minutes if a.minutes is not None else float(spec["minutes"])
     variants = dict(spec["variants"])
     if a.only:
-        variants = {k: v for k, v in variants.items() if k in a.only.split(",")}
+        only = [k.strip() for k in a.only.split(",") if k.strip()]
+        unknown = [k for k in only if k not in variants]
+        if unknown:
+            print(f"ablation: --only names {', '.join(unknown)}, not a variant of {a.set}",
+                  file=sys.stderr)
+            return 2
+        variants = {k: v for k, v in variants.items() if k in only}
     work = Path(a.work)
     for name, v in variants.items():
         (work / name).mkdir(parents=True, exist_ok=True)
@@ -300,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[ablation] probe {time.time() - t0:.0f}s: {probe} -> steps {steps}", flush=True)
         codes = train_all(variants, work, a.data, minutes, steps, a.device, "run")
         print(f"[ablation] trained {time.time() - t0:.0f}s: exit codes {codes}", flush=True)
-        if a.stage == "train":
-            return 0
+        if a.stage == "train":  # a run that failed fails the stage (the driver logs the code)
+            return 0 if all(c == 0 for c in codes.values()) else 1
 
     ref = Path(a.reference) if a.reference else None
     if ref is None:

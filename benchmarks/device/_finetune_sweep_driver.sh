@@ -6,7 +6,8 @@ log start; source benchmarks/device/_env.sh; log installed
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 \
   > "$W/gpu_util.csv" 2>&1 &
 python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.json" \
-  --stage train ${MINUTES:+--minutes $MINUTES} > "$W/train.log" 2>&1
+  --stage train --only "$(echo $RUNS | tr ' ' ',')" ${MINUTES:+--minutes $MINUTES} \
+  > "$W/train.log" 2>&1
 log "trained: exit $?"; touch "$W/TRAINED"
 W=$W bash benchmarks/device/export_weights.sh $RUNS >> "$W/driver.log" 2>&1; log exported
 for R in $RUNS; do  # composition-first de novo, as the shipped default samples

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fine-tune variants side by side, then score each the way sampler_sweep.sh scores a sampling
-# option (val CSP seeds 0 and 1, 1,000 de novo at seeds 0-2 vs val, with TEST=1 (default) the
-# public test CSP seed 0 and de novo seed 0 vs test), and bring back fp16 weights of each run.
+# Fine-tune the variants named in RUNS side by side (the others of SET are not trained), then
+# score each the way sampler_sweep.sh scores a sampling option (val CSP seeds 0 and 1, 1,000 de
+# novo at seeds 0-2 vs val, with TEST=1 (default) the public test CSP seed 0 and de novo seed 0
+# vs test), and bring back fp16 weights of each run.
 # COMPOSITION_FROM=FOLDER copies that folder's composition model into each run's checkpoint before
 # scoring, so de novo is sampled composition-first as with the shipped default (else the denoiser's
 # joint mode). GEN_EXTRA="3 4 ..." also draws 1,000 de novo samples of the shipped default per seed
@@ -19,6 +20,11 @@ export TEST=${TEST:-1} SWEEP_S=${SWEEP_S:-480} GEN_EXTRA=${GEN_EXTRA:-}
 export COMPOSITION_FROM=${COMPOSITION_FROM:-}
 DEADLINE=${DEADLINE:-560}
 if [ ! -f "$W/driver.log" ]; then
+  # a follow-up call that found a bare machine (the first call got none) must not train without
+  # the carried wheels (2026-12-06: every run died on a missing import and the driver went on)
+  if [ -z "${NO_PIP:-}" ] && ! ls "${WHL:-.whl}"/*.whl > /dev/null 2>&1; then
+    echo "finetune_sweep: no wheels in ${WHL:-.whl} and no run to follow: carry .whl" >&2; exit 2
+  fi
   mkdir -p "$W/export" "$W/sweeps"; rm -rf /tmp/src && cp -rL "$PWD" /tmp/src
   (cd /tmp/src && setsid nohup bash benchmarks/device/_finetune_sweep_driver.sh \
      > /tmp/ft.nohup 2>&1 < /dev/null &)

@@ -119,3 +119,43 @@ def test_pooled_validation_weights_each_seed_by_its_references_and_matches():
                      "csp_fast50": {"match_rate": 0.5}, "csp_fast50_pooled": {"match_rate": 0.2},
                      "csp_pc": {"match_rate": 0.3}}]}
     assert h.best_sampler(res, "a") == "pc"  # the pooled 0.2, not seed 0's 0.5, counts
+
+
+def _tiny_set(tmp_path: Path) -> Path:
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"model": {"hidden": 8}}))
+    spec = tmp_path / "set.yaml"
+    spec.write_text(yaml.safe_dump({"base": str(base), "minutes": 1,
+                                    "variants": {"a": {}, "b": {"overrides": {"model.hidden": 4}}}}))
+    return spec
+
+
+def test_only_trains_the_named_variants_and_a_failed_run_fails_the_train_stage(tmp_path,
+                                                                             monkeypatch):
+    """Round 25's first call (2026-12-06) trained all three variants of its set on one GPU
+    though one was asked for: ``--only`` is what the sweep driver passes; and a train stage whose
+    runs died reported exit 0."""
+    h = _harness()
+    trained = []
+
+    def fake_train_all(variants, work, data, minutes, steps, device, suffix):
+        trained.append(sorted(variants))
+        return {k: (1 if k == "b" else 0) for k in variants}
+
+    monkeypatch.setattr(h, "train_all", fake_train_all)
+    spec = _tiny_set(tmp_path)
+    common = ["--set", str(spec), "--out", str(tmp_path / "o.json"), "--stage", "train"]
+    assert h.main([*common, "--work", str(tmp_path / "w1"), "--only", "a"]) == 0
+    assert trained == [["a"]]
+    assert not (tmp_path / "w1" / "b").exists()
+    assert h.main([*common, "--work", str(tmp_path / "w2"), "--only", "a,b"]) == 1
+
+
+def test_only_with_an_unknown_variant_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    h = _harness()
+    monkeypatch.setattr(h, "train_all", lambda *a: pytest.fail("nothing may train"))
+    spec = _tiny_set(tmp_path)
+    code = h.main(["--set", str(spec), "--work", str(tmp_path / "w"), "--out",
+                   str(tmp_path / "o.json"), "--stage", "train", "--only", "a,zz"])
+    assert code == 2
+    assert "zz" in capsys.readouterr().err
