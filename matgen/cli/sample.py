@@ -76,7 +76,8 @@ CompositionOpt = Annotated[
 ]
 CompositionsFromOpt = Annotated[
     Path | None,
-    typer.Option(help="CSV with material_id and cif or formula columns (CSP)."),
+    typer.Option(help="CSV with material_id and cif or formula columns (CSP). A row that "
+                 "cannot be used is named and skipped, the others sampled (then exit 1)."),
 ]
 FormulaUnitsOpt = Annotated[
     str,
@@ -295,6 +296,8 @@ def sample(
     if cif_zip is not None:
         n = _write_cif_zip(cif_zip, res.path, progress)
         _out.print(f"wrote {n} symmetrised CIFs to {escape(str(cif_zip))}")
+    if res.skipped:  # the good rows are written; bad input data still says so (exit 1)
+        raise typer.Exit(1)
 
 
 def _check_outputs(out: Path, cif_zip: Path | None) -> None:

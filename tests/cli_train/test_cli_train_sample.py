@@ -466,3 +466,19 @@ def test_sample_refuses_an_unknown_output_format_in_one_line(tmp_path):
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "unknown output format '.json'" in lines[0]
     assert ".cif" in lines[0] and not (tmp_path / "gen.json").exists()
+
+
+def test_sample_csp_skips_a_bad_row_samples_the_rest_and_exits_1(trained, tmp_path):
+    """A CSV with one unusable formula: that row is named in one line, the good rows are
+    written, and the exit code says the input had bad data (1), as `matgen score` does."""
+    run, _ = trained
+    comps = tmp_path / "comps.csv"
+    comps.write_text("material_id,formula\na,NaCl\nb,Xx2O\nc,SrTiO3\n")
+    out = tmp_path / "csp.extxyz"
+    r = runner.invoke(app, ["sample", "--checkpoint", str(run), "--compositions-from", str(comps),
+                            "--num", "1", "--out", str(out), "--steps", "1", "--sampler", "fast",
+                            "--no-progress"])
+    assert r.exit_code == 1, r.output
+    assert "row 2 (b)" in r.output and "Xx2O" in r.output and "Traceback" not in r.output
+    assert "skipped 1 input rows" in r.output
+    assert [a.info["material_id"] for a in _frames(out)] == ["a", "c"]
