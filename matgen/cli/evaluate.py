@@ -196,6 +196,9 @@ def evaluate(
     if task is Task.gen and sun:
         _out.print(f"note: {ev.STABILITY_NOTE}")
     _out.print(f"metrics -> {escape(str(out))}; per-structure -> {escape(str(per_structure))}")
+    if metrics.get("unparsable_reference_ids"):  # the metrics are written: bad data, exit 1
+        _name_unparsable_references(reference, metrics["unparsable_reference_ids"], task)
+        raise typer.Exit(1)
 
 
 def _check_outputs(out: Path, per_structure: Path, per_reference: Path | None) -> None:
@@ -263,6 +266,16 @@ def _run_csp(
         ("generated validity", metrics["generated_validity"]),
     ]
     return metrics, res.per_structure, summary
+
+
+def _name_unparsable_references(reference: Path, ids: list[str], task: Task) -> None:
+    """One line per reference row whose CIF does not parse (stderr)."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    effect = ("counted as an unmatched reference" if task is Task.csp
+              else "left out of the reference distributions")
+    for mid in ids:
+        err.print(f"error: {escape(str(reference))}: {escape(str(mid))}: CIF does not parse "
+                  f"({effect})")
 
 
 def _run_gen(

@@ -192,6 +192,9 @@ def evaluate_csp(
             "matcher": {"class": "pymatgen StructureMatcher", **asdict(matcher)},
             "smact_rules": smact_rules,
             "fingerprint_check": fingerprint_check,
+            "unparsable_reference_ids": [  # counted as unmatched references
+                r["material_id"] for r in tally.per_reference
+                if r["reference_invalid_reason"] == "unparsable_cif"],
         }
     )
     return CSPResult(

@@ -237,6 +237,8 @@ def evaluate_generation(
         reference.cifs, with_fp, config, workers, progress, desc="reference"
     )
     metrics, valid_idx = _validity_metrics(gres, len(reference))
+    metrics["unparsable_reference_ids"] = [  # left out of the distributions
+        reference.ids[i] for i, r in enumerate(rres) if r["invalid_reason"] == "unparsable_cif"]
     sample_idx = list(valid_idx)
     if config.n_samples is not None and len(sample_idx) > config.n_samples:
         rng = np.random.default_rng(config.seed)

@@ -116,3 +116,36 @@ def test_bad_inputs_exit_1_without_traceback(files, tmp_path):
     r = runner.invoke(app, ["evaluate", "--task", "nope", "--generated", str(gen),
                             "--reference", str(ref_csv)])  # fmt: skip
     assert r.exit_code == 2
+
+
+def test_an_unparsable_reference_is_named_and_exits_1_after_the_metrics(files):
+    """A reference row whose CIF does not parse counts as unmatched (the metric's convention),
+    the metrics are written, the row is named in one line, and the exit code is 1 (bad data)."""
+    tmp, ref_csv, gen = files
+    df = pd.read_csv(ref_csv)
+    df.loc[2, "cif"] = "garbage"
+    bad_ref = tmp / "bad_ref.csv"
+    df.to_csv(bad_ref, index=False)
+    out = tmp / "m.json"
+    r = runner.invoke(app, ["evaluate", "--task", "csp", "--generated", str(gen), "--reference",
+                            str(bad_ref), "--out", str(out), "--workers", "1", "--no-progress"])
+    assert r.exit_code == 1, r.output
+    assert "m-2: CIF does not parse" in r.output and "Traceback" not in r.output
+    m = json.loads(out.read_text())
+    assert m["num_references_unparsable"] == 1 and m["unparsable_reference_ids"] == ["m-2"]
+    assert m["match_rate"] == pytest.approx(0.75)
+
+
+def test_gen_with_an_unparsable_reference_names_it_and_exits_1(files):
+    tmp, ref_csv, gen = files
+    df = pd.read_csv(ref_csv)
+    df.loc[0, "cif"] = "garbage"
+    bad_ref = tmp / "bad_ref.csv"
+    df.to_csv(bad_ref, index=False)
+    out = tmp / "g.json"
+    r = runner.invoke(app, ["evaluate", "--task", "gen", "--generated", str(gen), "--reference",
+                            str(bad_ref), "--out", str(out), "--workers", "1", "--no-progress",
+                            "--dataset", "mp20"])
+    assert r.exit_code == 1, r.output
+    assert "m-0: CIF does not parse (left out of the reference distributions)" in r.output
+    assert json.loads(out.read_text())["unparsable_reference_ids"] == ["m-0"]
