@@ -118,15 +118,20 @@ def test_bad_inputs_exit_1_without_traceback(files, tmp_path):
     assert r.exit_code == 2
 
 
+def _with_garbage_cif(ref_csv, row: int):
+    """A copy of the reference CSV whose row ``row`` has a CIF that does not parse."""
+    df = pd.read_csv(ref_csv)
+    df.loc[row, "cif"] = "garbage"
+    bad_ref = ref_csv.with_name(f"bad_ref_{row}.csv")
+    df.to_csv(bad_ref, index=False)
+    return bad_ref
+
+
 def test_an_unparsable_reference_is_named_and_exits_1_after_the_metrics(files):
     """A reference row whose CIF does not parse counts as unmatched (the metric's convention),
     the metrics are written, the row is named in one line, and the exit code is 1 (bad data)."""
     tmp, ref_csv, gen = files
-    df = pd.read_csv(ref_csv)
-    df.loc[2, "cif"] = "garbage"
-    bad_ref = tmp / "bad_ref.csv"
-    df.to_csv(bad_ref, index=False)
-    out = tmp / "m.json"
+    bad_ref, out = _with_garbage_cif(ref_csv, 2), tmp / "m.json"
     r = runner.invoke(app, ["evaluate", "--task", "csp", "--generated", str(gen), "--reference",
                             str(bad_ref), "--out", str(out), "--workers", "1", "--no-progress"])
     assert r.exit_code == 1, r.output
@@ -138,11 +143,7 @@ def test_an_unparsable_reference_is_named_and_exits_1_after_the_metrics(files):
 
 def test_gen_with_an_unparsable_reference_names_it_and_exits_1(files):
     tmp, ref_csv, gen = files
-    df = pd.read_csv(ref_csv)
-    df.loc[0, "cif"] = "garbage"
-    bad_ref = tmp / "bad_ref.csv"
-    df.to_csv(bad_ref, index=False)
-    out = tmp / "g.json"
+    bad_ref, out = _with_garbage_cif(ref_csv, 0), tmp / "g.json"
     r = runner.invoke(app, ["evaluate", "--task", "gen", "--generated", str(gen), "--reference",
                             str(bad_ref), "--out", str(out), "--workers", "1", "--no-progress",
                             "--dataset", "mp20"])
