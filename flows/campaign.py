@@ -307,7 +307,11 @@ def preflight(cfg: CampaignConfig) -> None:
         matgen.campaign.MissingModelError: names the missing checkpoint.
         matgen.models.CheckpointError: a damaged checkpoint (one line naming the file).
     """
-    Campaign(cfg).check()
+    camp = Campaign(cfg)
+    try:
+        camp.check()
+    finally:
+        camp.store.dispose()  # its own connections: the flow's campaign opens its own
     if cfg.generator.kind == "model":
         from matgen.campaign import ModelGenerator
         from matgen.models import verify_checkpoint

@@ -78,14 +78,33 @@ def _require_state(cfg, config: Path, what: str) -> None:
     )
 
 
-def _open(cfg, accept_config_change: bool = False):
-    """The campaign of ``cfg``: a changed config is refused (exit 2) unless accepted."""
+@contextmanager
+def _opened(cfg, accept_config_change: bool = False):
+    """The campaign of ``cfg``: a changed config is refused (exit 2) unless accepted. Its
+    state database connections are closed when the command is done with it (a command run
+    in-process, as the Python API or a test does, leaves none behind)."""
     from matgen.campaign import Campaign, ConfigChangedError
 
     try:
-        return Campaign(cfg, accept_config_change=accept_config_change)
+        camp = Campaign(cfg, accept_config_change=accept_config_change)
     except ConfigChangedError as exc:
         fail(str(exc), 2)
+    try:
+        yield camp
+    finally:
+        camp.store.dispose()
+
+
+@contextmanager
+def _state(cfg):
+    """The campaign's state store alone (status, export), closed when done."""
+    from matgen.campaign import CampaignStore
+
+    store = CampaignStore(cfg.database_url(), cfg.name, cfg.model_dump(mode="json"))
+    try:
+        yield store
+    finally:
+        store.dispose()
 
 
 AcceptOpt = Annotated[
@@ -133,8 +152,7 @@ def run(
     cfg = _load(config)
     if export_dir is not None and export_dir.exists() and not export_dir.is_dir():
         fail(f"--export-dir {export_dir} exists and is not a folder", 2)
-    with _store_errors():
-        camp = _open(cfg, accept_config_change)
+    with _store_errors(), _opened(cfg, accept_config_change) as camp:
         try:
             camp.check()  # objectives vs scorer and oracle, before any work
         except CampaignConfigError as exc:
@@ -243,9 +261,9 @@ def serve(
             2,
         )
     cfg = _load(config)
-    with _store_errors():
+    with _store_errors(), _opened(cfg) as camp:
         try:
-            _open(cfg).check()
+            camp.check()
         except CampaignConfigError as exc:
             for p in exc.problems:
                 typer.echo(f"error: {config}: {p}", err=True)
@@ -299,12 +317,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show the rounds of a campaign and their metrics."""
-    from matgen.campaign import CampaignStore
-
     cfg = _load(config)
     _require_state(cfg, config, "no status to show")
-    with _store_errors():
-        store = CampaignStore(cfg.database_url(), cfg.name, cfg.model_dump(mode="json"))
+    with _store_errors(), _state(cfg) as store:
         summary = store.summary()
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
@@ -328,14 +343,13 @@ def export(
 ) -> None:
     """Write the lab hand-off: merit-ranked CSV with a column dictionary, symmetrised CIFs
     with score sidecars, HTML report (a new folder each time; see the README)."""
-    from matgen.campaign import CampaignStore, export_campaign
+    from matgen.campaign import export_campaign
 
     cfg = _load(config)
     if out.exists() and not out.is_dir():
         fail(f"--out {out} exists and is not a folder (a new folder is made inside it)", 2)
     _require_state(cfg, config, "nothing to export")
-    with _store_errors():
-        store = CampaignStore(cfg.database_url(), cfg.name, cfg.model_dump(mode="json"))
+    with _store_errors(), _state(cfg) as store:
         have = [r["index"] for r in store.rounds()]
         if not store.candidates(selected=True):
             fail(
@@ -385,9 +399,8 @@ def import_results(
         fail(f"no such file: {csv}", 2)
     if csv.is_dir():
         fail(f"--csv {csv} is a folder, not a CSV file", 2)
-    with _store_errors():
-        _require_state(cfg, config, "no results to import into")
-        camp = _open(cfg, accept_config_change)
+    _require_state(cfg, config, "no results to import into")
+    with _store_errors(), _opened(cfg, accept_config_change) as camp:
         try:
             res = camp.import_results(str(csv), correct=correct, reason=reason)
         except ResultsFileError as exc:

@@ -142,3 +142,35 @@ def test_usage_and_data_errors_are_one_line(tmp_path, toy_csv):
         _one_line_error(res, 1, f"{db}: not a readable campaign state database",
                         "move it (and its -wal/-shm files) aside")
         assert res.output.count("\n") == 1
+
+
+def _open_state_files() -> list[str]:
+    import os
+
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if "state.db" in target:
+            names.append(target)
+    return names
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/fd"), reason="needs Linux /proc")
+def test_campaign_commands_run_in_process_leave_no_state_database_open(tmp_path, toy_csv):
+    """Each command closes its state database connections when done. A connection left open
+    in the process (as before 2026-12-06) kept the unlinked WAL, and closing it later (at a
+    garbage collection) checkpointed the old pages into whatever file now had that name: the
+    corrupted-database check above passed or failed by GC timing."""
+    from _toy import write_toy_config
+
+    path = write_toy_config(tmp_path, toy_csv, name="fd", rounds=1)
+    before = _open_state_files()
+    for args in (["run", "--no-prefect"], ["status"], ["export", "--out", tmp_path / "e"],
+                 ["export", "--out", tmp_path / "e", "--round", 99],
+                 ["import-results", "--csv", toy_csv]):
+        res = _cli(args[0], "--config", path, *args[1:])
+        assert res.exit_code in (0, 1, 2), res.output
+        assert _open_state_files() == before, args[0]
