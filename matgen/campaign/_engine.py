@@ -121,7 +121,13 @@ class Campaign:
         #: a :class:`matgen._progress.Progress` the round's steps are shown on (set by run()
         #: and by the flows while they show one)
         self.progress: Any = None
-        self.config_version = settle_config(self.store, cfg, self.next_round, accept_config_change)
+        try:
+            self.config_version = settle_config(self.store, cfg, self.next_round,
+                                                accept_config_change)
+        except BaseException:
+            if store is None:  # opened here: closed here (a refused config leaves none open)
+                self.store.dispose()
+            raise
 
     def check(self) -> list[str]:
         """Check the objectives against the scorer and oracle (see :func:`check_config`).

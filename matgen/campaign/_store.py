@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import create_engine, event, insert, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -155,7 +155,14 @@ class CampaignStore(Leases):
                 conn.info.pop("immediate", None)
 
     def dispose(self) -> None:
+        """Close the database connections (the store can be used again: it reconnects)."""
         self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dispose()
 
     # ------------------------------------------------------------------ rounds
     def round(self, index: int) -> dict[str, Any] | None:

@@ -95,16 +95,11 @@ def _opened(cfg, accept_config_change: bool = False):
         camp.store.dispose()
 
 
-@contextmanager
 def _state(cfg):
-    """The campaign's state store alone (status, export), closed when done."""
+    """The campaign's state store alone (status, export); closed at the end of a ``with``."""
     from matgen.campaign import CampaignStore
 
-    store = CampaignStore(cfg.database_url(), cfg.name, cfg.model_dump(mode="json"))
-    try:
-        yield store
-    finally:
-        store.dispose()
+    return CampaignStore(cfg.database_url(), cfg.name, cfg.model_dump(mode="json"))
 
 
 AcceptOpt = Annotated[

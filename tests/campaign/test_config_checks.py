@@ -144,7 +144,8 @@ def test_usage_and_data_errors_are_one_line(tmp_path, toy_csv):
         assert res.output.count("\n") == 1
 
 
-def _open_state_files() -> list[str]:
+def _open_state_files(folder) -> list[str]:
+    """This process's open files of state databases under ``folder``."""
     import os
 
     names = []
@@ -153,7 +154,7 @@ def _open_state_files() -> list[str]:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             continue
-        if "state.db" in target:
+        if "state.db" in target and target.startswith(str(folder)):
             names.append(target)
     return names
 
@@ -167,10 +168,13 @@ def test_campaign_commands_run_in_process_leave_no_state_database_open(tmp_path,
     from _toy import write_toy_config
 
     path = write_toy_config(tmp_path, toy_csv, name="fd", rounds=1)
-    before = _open_state_files()
     for args in (["run", "--no-prefect"], ["status"], ["export", "--out", tmp_path / "e"],
                  ["export", "--out", tmp_path / "e", "--round", 99],
                  ["import-results", "--csv", toy_csv]):
         res = _cli(args[0], "--config", path, *args[1:])
         assert res.exit_code in (0, 1, 2), res.output
-        assert _open_state_files() == before, args[0]
+        assert _open_state_files(tmp_path) == [], args[0]
+    path.write_text(path.read_text().replace("pool_size: 12", "pool_size: 14"))
+    res = _cli("run", "--config", path, "--no-prefect", "--rounds", 2)  # a refused config
+    assert res.exit_code == 2 and "another config" in res.output, res.output
+    assert _open_state_files(tmp_path) == []
