@@ -6,6 +6,13 @@
 if [ -z "${ENV_READY:-}" ]; then
 [ -n "${NO_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
   --upgrade --target /tmp/site "${WHL:-.whl}"/*.whl > /tmp/pip.log 2>&1
+# without the carried wheels nothing below can run (2026-12-06: a call that got a bare machine
+# trained nothing for minutes): stop the sourcing driver here with one line
+if [ -z "${NO_PIP:-}" ] && ! PYTHONPATH=/tmp/site python3 -c "import pydantic, pymatgen" 2>/dev/null
+then
+  echo "device set-up: matgen's dependencies did not install from ${WHL:-.whl} (carry .whl)" >&2
+  exit 3
+fi
 if [ -d .devdata/datasets ]; then  # a sampling-only call may carry no datasets
   mkdir -p /tmp/datasets && cp -r .devdata/datasets/* /tmp/datasets/ && gunzip -f /tmp/datasets/mp20_reduced/*.gz
 fi

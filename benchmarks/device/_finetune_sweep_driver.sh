@@ -2,6 +2,7 @@
 # The detached half of finetune_sweep.sh (run from /tmp/src with its exported variables).
 set -u
 log() { echo "[$(date -u +%H:%M:%S)] $*" >> "$W/driver.log"; }
+trap 'touch "$W/ALL_DONE"' EXIT  # a driver that stops early releases the watching call
 log start; source benchmarks/device/_env.sh; log installed
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 \
   > "$W/gpu_util.csv" 2>&1 &
