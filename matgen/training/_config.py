@@ -185,6 +185,10 @@ class TrainConfig(_Strict):
             by default: matgen's losses keep every parameter in the graph (CSP steps add a zero
             type term), and the flag costs every step an extra autograd-graph traversal; turn it
             on for a custom objective that does leave parameters out (DDP then says so).
+        ddp_bucket_view: DDP: gradients as views into its all-reduce buckets
+            (``gradient_as_bucket_view``): the same gradients without a copy of each one into
+            and out of the buckets per step (fewer kernels; measured by
+            ``benchmarks/device/ddp_scaling.sh`` with ``SET2``).
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -208,6 +212,7 @@ class TrainConfig(_Strict):
     sync_every: int = Field(default=1, ge=1)
     distill: DistillConfig | None = None
     ddp_find_unused_parameters: bool = False
+    ddp_bucket_view: bool = False
 
     @model_validator(mode="after")
     def _conditions_in_one_place(self) -> TrainConfig:

@@ -134,15 +134,19 @@ class DistributedModel(nn.Module):
         info: the process group position (CUDA device ids come from it).
         find_unused: DDP's ``find_unused_parameters`` (needed only when a step leaves
             parameters without a gradient; it costs a graph traversal per step).
+        bucket_view: DDP's ``gradient_as_bucket_view`` (gradients live in the all-reduce
+            buckets: no per-parameter copies in and out).
     """
 
-    def __init__(self, module: nn.Module, info: DistInfo, find_unused: bool = False) -> None:
+    def __init__(self, module: nn.Module, info: DistInfo, find_unused: bool = False,
+                 bucket_view: bool = False) -> None:
         super().__init__()
         self.inner = _TupleOutputs(module)
         self.ddp = nn.parallel.DistributedDataParallel(
             self.inner,
             device_ids=[info.device.index] if info.device.type == "cuda" else None,
             find_unused_parameters=find_unused,
+            gradient_as_bucket_view=bucket_view,
         )
 
     def forward(self, *args, **kwargs):

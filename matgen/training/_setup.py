@@ -349,7 +349,8 @@ def wrap_model(run: Run) -> None:
     """DDP across ranks, ``torch.compile`` when configured, TF32 on CUDA."""
     if run.info.distributed:
         run.train_model = DistributedModel(run.model, run.info,
-                                           run.cfg.ddp_find_unused_parameters)
+                                           run.cfg.ddp_find_unused_parameters,
+                                           run.cfg.ddp_bucket_view)
     if run.cfg.compile:
         run.train_model = torch.compile(run.train_model, dynamic=True)
     if run.info.device.type == "cuda":

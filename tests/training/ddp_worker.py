@@ -30,6 +30,8 @@ CFG = {
     "conditions": {"properties": ["band_gap"], "drop_prob": 0.0},
     "task": "both",  # CSP steps leave the stand-in's type head unused: DDP must cope
     "ddp_find_unused_parameters": True,
+    # DDP_BUCKET_VIEW=1 (test_ddp.py's second case): gradients as views into DDP's buckets
+    "ddp_bucket_view": os.environ.get("DDP_BUCKET_VIEW") == "1",
 }
 
 
@@ -54,6 +56,6 @@ if __name__ == "__main__":
     dist.barrier()
     resumed = run(root / "killed", resume=True)
     out = {"rank": rank, "world": world, "losses": full.losses, "resumed": resumed.losses,
-           "env_world": int(os.environ["WORLD_SIZE"])}
+           "env_world": int(os.environ["WORLD_SIZE"]), "bucket_view": CFG["ddp_bucket_view"]}
     (root / f"rank{rank}.json").write_text(json.dumps(out))
     dist.destroy_process_group()

@@ -16,14 +16,16 @@ sys.path.insert(0, str(HERE))
 
 
 @pytest.mark.timeout(300)
-def test_ddp_two_ranks_match_single_process_and_resume(tmp_path):
+@pytest.mark.parametrize("bucket_view", ["0", "1"])
+def test_ddp_two_ranks_match_single_process_and_resume(tmp_path, bucket_view):
     from ddp_worker import run
 
     single = run(tmp_path / "single")
     ref = [v for _, v in single.losses]
     assert ref[4] < ref[0] and ref[5] < ref[1]  # it learns (steps alternate CSP / de novo)
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               DDP_BUCKET_VIEW=bucket_view)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(HERE / "ddp_worker.py"), str(tmp_path / "ddp")]
     for _attempt in range(2):  # a second try only when the rendezvous port was taken
@@ -36,6 +38,7 @@ def test_ddp_two_ranks_match_single_process_and_resume(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2
+    assert r0["bucket_view"] == (bucket_view == "1")
     l0 = [v for _, v in r0["losses"]]
     assert l0 == [v for _, v in r1["losses"]]  # every rank logs the global (all-reduced) loss
     assert l0 == pytest.approx(ref, rel=1e-5, abs=1e-6)
