@@ -35,6 +35,10 @@ if TYPE_CHECKING:  # pragma: no cover
 FORMAT_VERSION = 1
 #: Standardised descriptors are clipped to [-X_CLIP, X_CLIP].
 X_CLIP = 6.0
+#: Labels that cannot be negative: the predictive mean is clipped at 0 (a metal's 0 eV gap sits
+#: at the edge of a Gaussian, whose mean can land a few meV below it: -0.002 eV in a lab list).
+#: The standard deviation is left as calibrated.
+NONNEGATIVE_LABELS = frozenset({"band_gap", "bulk_modulus", "shear_modulus"})
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,8 @@ class PropertyPredictor:
         epi = mus.std(0, unbiased=False) if len(self.members) > 1 else torch.zeros_like(mean)
         bad = ~torch.isfinite(feats).all(1)
         mean = mean * self.y_std + self.y_mean
+        if self.label in NONNEGATIVE_LABELS:
+            mean = mean.clamp_min(0.0)
         std = var.clamp_min(0).sqrt() * self.y_std * self.calibration_scale
         epi = epi * self.y_std
         ood = self.ood_score_embeddings(h)

@@ -17,7 +17,7 @@ import torch
 
 from matgen._files import atomic_path, atomic_write_text
 from matgen.surrogates._hull import ConvexHull
-from matgen.surrogates._predictor import PropertyPredictor
+from matgen.surrogates._predictor import NONNEGATIVE_LABELS, PropertyPredictor
 from matgen.surrogates._relax import RelaxConfig, relax
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -356,7 +356,7 @@ def describe_score_column(column: str, mlip: str = "the MLIP") -> tuple[str, str
     extra = (
         " (predicted from the structure; not the MLIP's e_form_per_atom)"
         if column == "formation_energy_per_atom"
-        else ""
+        else "; never below 0" if column in NONNEGATIVE_LABELS else ""
     )
     return PROPERTY_UNITS.get(column, ""), (
         f"{column} predicted by the property predictor "

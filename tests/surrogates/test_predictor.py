@@ -87,6 +87,20 @@ def test_save_load_round_trip(trained, tmp_path):
     np.testing.assert_allclose(a.ood_score, b.ood_score, atol=1e-3)
 
 
+def test_a_label_that_cannot_be_negative_is_never_predicted_negative(trained):
+    """The same network, read as a band gap shifted so that most means fall below 0: those are
+    reported as 0 eV (a lab list showed -0.002 eV), the std unchanged; another label keeps them."""
+    import dataclasses
+
+    p, _, _, (xv, _) = trained
+    shift = float(np.quantile(p.predict(xv).mean, 0.8))
+    raw = dataclasses.replace(p, label="vpa_shifted", y_mean=p.y_mean - shift).predict(xv)
+    gap = dataclasses.replace(p, label="band_gap", y_mean=p.y_mean - shift).predict(xv)
+    assert (raw.mean < 0).sum() > 15
+    np.testing.assert_allclose(gap.mean, np.maximum(raw.mean, 0.0))
+    np.testing.assert_allclose(gap.std, raw.std)
+
+
 def test_calibration_scale_recovers_a_known_factor():
     rng = np.random.default_rng(0)
     mu = rng.normal(size=20000)
