@@ -3,7 +3,9 @@
 One round is a set of tasks: generation chunks and scoring chunks (and, with the DFT oracle, one
 calculation per selected candidate) run in parallel on the task runner (threads, or Ray via
 prefect-ray) and are retried on transient failures; scoring chunks
-are cached by their inputs (config digest, candidate rows, seed). Models are loaded inside the
+are cached by their inputs (config digest, candidate rows, seed, and the scorer's identity: its
+learning state and a fingerprint of matgen's code, shipped predictor weights and MLIP packages,
+so a result of other code or weights is never read back). Models are loaded inside the
 tasks (a per-process cache of :class:`Campaign` objects built from the config path), never
 passed as arguments. Cached scoring results are persisted as JSON (data only: nothing read back
 from the result store can execute code). Errors that do not heal (a missing or damaged model,
@@ -14,6 +16,8 @@ the state store when run again. Every round publishes a markdown and a table art
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import threading
 from datetime import timedelta
@@ -113,9 +117,38 @@ def generate_chunk(config_path: str, n: int, seed: int, conditions: dict[str, fl
     persist_result=True,
     result_serializer="json",  # data only, never cloudpickle (read back from a cache folder)
 )
-def score_chunk(config_path: str, config_digest: str, rows: list[dict], seed: int) -> list:
-    """Relax and score candidate rows; cached on (config digest, rows, seed)."""
+def score_chunk(config_path: str, config_digest: str, scorer_key: str, rows: list[dict],
+                seed: int) -> list:
+    """Relax and score candidate rows; cached on (config digest, scorer key, rows, seed)."""
     return campaign_for(config_path).score_chunk(rows, seed)
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A digest of what scoring runs besides the config: matgen's source files, the shipped
+    predictor weights and the installed MLIP packages' versions. Part of the scoring cache
+    key: before 2026-12-06 a rerun of the demo read back scores of older code (band gaps
+    below 0 that the scorer no longer gives)."""
+    from importlib import metadata
+
+    import matgen
+
+    root = Path(matgen.__file__).resolve().parent
+    h = hashlib.sha256()
+    files = sorted(root.rglob("*.py")) + sorted((root / "assets" / "predictors").rglob("*"))
+    for f in files:
+        if f.is_file():
+            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    for dist in ("chgnet", "sevenn", "torch", "pymatgen"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            h.update(f"{dist}={metadata.version(dist)}".encode())
+    return h.hexdigest()[:16]
+
+
+def scorer_key(camp: Campaign) -> str:
+    """The scorer's identity for the scoring cache: its model version (MLIP, predictors, number
+    of learning updates) and :func:`code_fingerprint`."""
+    return f"{camp.scorer.model_version}@{code_fingerprint()}"
 
 
 @task
@@ -210,7 +243,8 @@ def _chunk_tasks(config_path: str, cfg: CampaignConfig) -> ChunkRunner:
             if kind == "generate":
                 futs = [generate_chunk.submit(config_path, *job) for job in jobs]
             else:
-                futs = [score_chunk.submit(config_path, cfg.digest(), *job) for job in jobs]
+                key = scorer_key(campaign_for(config_path))
+                futs = [score_chunk.submit(config_path, cfg.digest(), key, *job) for job in jobs]
         return [f.result() for f in futs]
 
     return run

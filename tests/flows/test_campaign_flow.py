@@ -62,3 +62,31 @@ def test_serve_builds_a_cron_deployment(tmp_path, toy_csv):
     assert dep.schedules[0].schedule.timezone == "UTC"
     dep = build_deployment(str(cfg), "30 1 * * 1", timezone="Europe/Berlin")
     assert dep.schedules[0].schedule.timezone == "Europe/Berlin"
+
+
+def test_scoring_cache_is_keyed_by_the_scorer_code_and_weights(tmp_path, toy_csv, monkeypatch):
+    """Scored chunks are read back from Prefect's cache only for the same scorer: the same rows
+    under another scorer key (other code, weights or learning state) are scored afresh. Before
+    2026-12-06 the key was the task's inputs and source alone, so a demo rerun after a scorer
+    change returned the old scores."""
+    from prefect import flow
+
+    import matgen_flows.campaign as fc
+
+    path = str(write_toy_config(tmp_path, toy_csv, name="cachekey"))
+    camp = fc.campaign_for(path)
+    rows = [{"id": f"x{i}", **r} for i, r in enumerate(camp.generate_chunk(2, 0, {}))]
+    digest = camp.cfg.digest()
+
+    @flow
+    def score_three(k1: str, k2: str) -> list[str]:
+        states = [fc.score_chunk(path, digest, k, rows, 0, return_state=True)
+                  for k in (k1, k1, k2)]
+        return [s.name for s in states]
+
+    assert score_three(f"A@{tmp_path.name}", f"B@{tmp_path.name}") == [
+        "Completed", "Cached", "Completed"]
+    key = fc.scorer_key(camp)
+    assert key.startswith(f"{camp.scorer.model_version}@") and key.endswith(fc.code_fingerprint())
+    monkeypatch.setattr(fc, "code_fingerprint", lambda: "0" * 16)
+    assert fc.scorer_key(camp) != key
