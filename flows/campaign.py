@@ -342,10 +342,8 @@ def preflight(cfg: CampaignConfig) -> None:
         matgen.models.CheckpointError: a damaged checkpoint (one line naming the file).
     """
     camp = Campaign(cfg)
-    try:
+    with camp.store:  # closed after the check: the flow's campaign opens its own
         camp.check()
-    finally:
-        camp.store.dispose()  # its own connections: the flow's campaign opens its own
     if cfg.generator.kind == "model":
         from matgen.campaign import ModelGenerator
         from matgen.models import verify_checkpoint

@@ -89,10 +89,8 @@ def _opened(cfg, accept_config_change: bool = False):
         camp = Campaign(cfg, accept_config_change=accept_config_change)
     except ConfigChangedError as exc:
         fail(str(exc), 2)
-    try:
+    with camp.store:
         yield camp
-    finally:
-        camp.store.dispose()
 
 
 def _state(cfg):

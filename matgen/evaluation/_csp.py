@@ -192,9 +192,6 @@ def evaluate_csp(
             "matcher": {"class": "pymatgen StructureMatcher", **asdict(matcher)},
             "smact_rules": smact_rules,
             "fingerprint_check": fingerprint_check,
-            "unparsable_reference_ids": [  # counted as unmatched references
-                r["material_id"] for r in tally.per_reference
-                if r["reference_invalid_reason"] == "unparsable_cif"],
         }
     )
     return CSPResult(
@@ -343,6 +340,9 @@ def _csp_metrics(
             else None
         ),
         "num_references_unparsable": sum(not x["ref_parsed"] for x in results),
+        "unparsable_reference_ids": [  # counted as unmatched references
+            r["material_id"] for r, x in zip(t.per_reference, results, strict=True)
+            if not x["ref_parsed"]],
         "num_generated_frames": n_generated,
         "num_generated_evaluated": n_eval,
         "num_generated_unpaired": pairing.unpaired,
