@@ -62,6 +62,11 @@ class DiffusionConfig(BaseModel):
             (self-conditioning; Chen et al. 2023). With > 0, sampling feeds each step's
             estimate to the next step at no extra cost; the denoiser must be built with
             ``self_condition: true`` (dense). 0 = off.
+        coord_pairing: ``flow``: ``species`` hands each crystal's prior draws of the
+            coordinates out within each element, each atom a near one (greedy nearest pairs on
+            the torus, :func:`matgen.diffusion._flow.pair_within_species`): shorter, less
+            crossing paths for the same prior. ``none``: each atom keeps its own draw.
+            Training only (sampling starts from the same uniform draws either way).
         corrector_steps: Langevin corrector steps per predictor step in :func:`sample`.
         langevin_step: Langevin step size in units of ``sigma(t)^2`` (DiffCSP's ``step_lr`` is
             ``langevin_step * sigma_min^2``; 0.4 matches its MP-20 value 1e-5).
@@ -89,6 +94,7 @@ class DiffusionConfig(BaseModel):
     type_weight: float = 1.0
     type_loss: Literal["atoms", "elbo"] = "atoms"
     cond_dropout: float = 0.2
+    coord_pairing: Literal["none", "species"] = "none"
     corrector_steps: int = 1
     langevin_step: float = 0.4
     self_condition: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -99,6 +105,8 @@ class DiffusionConfig(BaseModel):
             raise ValueError("self_condition needs objective: flow")
         if (self.clash_scale > 0 or self.clash_floor > 0) and self.objective != "flow":
             raise ValueError("clash_scale and clash_floor need objective: flow")
+        if self.coord_pairing != "none" and self.objective != "flow":
+            raise ValueError("coord_pairing needs objective: flow")
         return self
 
 

@@ -133,7 +133,11 @@ class CrystalDiffusion:
             output_size=batch.frac_coords.shape[0],
         )
         ta = t[bidx]
-        ft, coord_target = self.coords.add_noise(batch.frac_coords, ta, generator)
+        if self.is_flow and self.cfg.coord_pairing == "species":
+            pairing = (batch.atomic_numbers, bidx, batch.num_atoms)
+            ft, coord_target = self.coords.add_noise(batch.frac_coords, ta, generator, pairing)
+        else:
+            ft, coord_target = self.coords.add_noise(batch.frac_coords, ta, generator)
         if self.is_flow:  # a common shift of all atoms is no change: centre per crystal
             coord_target = coord_target - scatter_mean(coord_target, bidx, batch.num_crystals)[bidx]
         lt, lat_target = self.lattice.add_noise(batch.lattice, t, batch.num_atoms, generator)
