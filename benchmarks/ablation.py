@@ -328,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                  a.sample_timeout, seeds)
     rows = collect(variants, work, spec, samplers, probe, seeds)
     result = {
-        "what": "equal-wall-budget generator ablation: CSP on mp20_reduced val, 1 sample",
+        "what": f"equal-wall-budget generator ablation: CSP on the first {a.eval_rows} rows of "
+                f"{ref.name} ({ref.parent.name}), 1 sample per seed",
         "set": a.set, "base": spec["base"], "minutes": minutes, "probe_s": a.probe_s,
         "eval_rows": a.eval_rows, "eval_seeds": list(seeds), "reference": str(ref),
         "samplers": samplers,
