@@ -37,26 +37,11 @@ from matgen.campaign._judges import (
     scorer_judge,
 )
 from matgen.campaign._store import CampaignStore
+from matgen.surrogates._score import PROPERTY_UNITS as UNITS
 from matgen.surrogates._score import SUSPECT_BELOW_HULL, is_suspect
 
 #: ``symprec`` of the symmetrised CIFs and of the ``spacegroup`` column (Å).
 SYMPREC = 0.1
-
-#: Units of known properties (scores and oracle labels share names).
-UNITS = {
-    "e_above_hull": "eV/atom",
-    "e_form_per_atom": "eV/atom",
-    "formation_energy_per_atom": "eV/atom",
-    "energy_per_atom": "eV/atom",
-    "band_gap": "eV",
-    "bulk_modulus": "GPa",
-    "shear_modulus": "GPa",
-    "debye_temperature": "K",
-    "max_force": "eV/Å",
-    "volume_per_atom": "Å^3/atom",
-    "density": "g/cm^3",
-}
-
 
 #: Score keys of the scorer kept out of the CSV (structure text, ensemble internals).
 _HIDDEN_SCORES = ("relaxed_cif", "ood", "ood_flag", "ood_score", "error")

@@ -109,13 +109,20 @@ SCORE_COLUMNS: dict[str, tuple[str, str]] = {
     "error": ("", "why the entry could not be scored (its other values are empty)"),
 }
 
-#: Units of properties the shipped predictors (and oracles) use.
+#: Units of the properties and score columns (the predictors', the oracles' labels and the
+#: scorer's relaxation columns share these names); the one table the lab export also reads.
 PROPERTY_UNITS = {
-    "formation_energy_per_atom": "eV/atom",
     "e_above_hull": "eV/atom",
+    "e_form_per_atom": "eV/atom",
+    "formation_energy_per_atom": "eV/atom",
+    "energy_per_atom": "eV/atom",
     "band_gap": "eV",
     "bulk_modulus": "GPa",
     "shear_modulus": "GPa",
+    "debye_temperature": "K",
+    "max_force": "eV/Å",
+    "volume_per_atom": "Å^3/atom",
+    "density": "g/cm^3",
 }
 
 
