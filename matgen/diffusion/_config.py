@@ -66,7 +66,8 @@ class DiffusionConfig(BaseModel):
             coordinates out within each element, each atom a near one (greedy nearest pairs on
             the torus, :func:`matgen.diffusion._flow.pair_within_species`): shorter, less
             crossing paths for the same prior. ``none``: each atom keeps its own draw.
-            Training only (sampling starts from the same uniform draws either way).
+            Training only (sampling starts from the same uniform draws either way); the
+            val loss is then of paired paths too, not comparable with an unpaired run's.
         corrector_steps: Langevin corrector steps per predictor step in :func:`sample`.
         langevin_step: Langevin step size in units of ``sigma(t)^2`` (DiffCSP's ``step_lr`` is
             ``langevin_step * sigma_min^2``; 0.4 matches its MP-20 value 1e-5).
