@@ -23,3 +23,27 @@ def test_campaign_configs_validate(path):
 
     cfg = load_config(path)
     assert cfg.rounds >= 1 and cfg.batch_size <= cfg.pool_size
+
+
+def test_mp20_default_is_the_shipped_recipe():
+    """``configs/train/mp20_default.yaml`` is the recipe the shipped default records: its network,
+    its training settings (the first stages' peak LR) and its sampling defaults."""
+    import json
+
+    from matgen.diffusion import DiffusionConfig
+    from matgen.training import TrainConfig
+
+    cfg = TrainConfig.from_yaml(ROOT / "configs/train/mp20_default.yaml")
+    meta = json.loads((ROOT / "matgen/assets/models/default/model.json").read_text())
+    record = meta["metadata"]["config"]  # the training config of the shipped run (stage 6)
+    for key in ("arch", "hidden", "layers", "num_freqs", "dropout", "size_groups"):
+        assert getattr(cfg.model, key) == meta["denoiser"][key], key
+    for key in ("batch_size", "ema_decay", "csp_share", "sync_every", "task", "precision"):
+        assert getattr(cfg, key) == record[key], key
+    assert cfg.data.reduce == record["data"]["reduce"] == "niggli"
+    assert cfg.conditions.properties == record["conditions"]["properties"]
+    assert cfg.conditions.drop_prob == record["conditions"]["drop_prob"]
+    for key in ("weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "schedule"):
+        assert getattr(cfg.optim, key) == pytest.approx(record["optim"][key]), key
+    assert cfg.optim.lr == pytest.approx(7e-4)  # stages 1-5 (stage 6 continued at 4e-4)
+    assert cfg.diffusion == DiffusionConfig(**meta["metadata"]["diffusion"])
