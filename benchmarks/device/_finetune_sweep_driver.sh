@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The detached half of finetune_sweep.sh (run from /tmp/src with its exported variables).
+# The detached half of finetune_sweep.sh (run from its copy of the tree, $W.src, with its
+# exported variables).
 set -u
 log() { echo "[$(date -u +%H:%M:%S)] $*" >> "$W/driver.log"; }
 trap 'touch "$W/ALL_DONE"' EXIT  # a driver that stops early releases the watching call

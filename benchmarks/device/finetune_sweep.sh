@@ -9,7 +9,8 @@
 # (denovo_extra.tgz; for the 10,000-sample COV protocol, scored on the CPU). TRAIN_ROWS_LIMIT=N
 # (the runs' data.train_limit, seed 0) also scores CSP recall on 1,000 of the rows they trained on.
 # Longer than one call: the first call starts it detached and watches; a follow-up call within
-# ~25 s runs the same command and only watches (the pattern of oneshot.sh). Each call copies to
+# ~25 s runs the same command and only watches (the pattern of oneshot.sh); the same command with
+# another W=FOLDER (default /tmp/ft) starts a second job on the warm machine. Each call copies to
 # $OUT what is there: results.tgz (sweeps, logs, metrics), and RUN.tar.part-* (weights) of the
 # runs named in FETCH="RUN ..." (default none).
 #   MINUTES=5 SET=benchmarks/ablations/round19.yaml RUNS="r19_ctl r19_gen r19_elbo" \
@@ -25,15 +26,17 @@ if [ ! -f "$W/driver.log" ]; then
   if [ -z "${NO_PIP:-}" ] && ! ls "${WHL:-.whl}"/*.whl > /dev/null 2>&1; then
     echo "finetune_sweep: no wheels in ${WHL:-.whl} and no run to follow: carry .whl" >&2; exit 2
   fi
-  mkdir -p "$W/export" "$W/sweeps"; rm -rf /tmp/src && cp -rL "$PWD" /tmp/src
-  (cd /tmp/src && setsid nohup bash benchmarks/device/_finetune_sweep_driver.sh \
-     > /tmp/ft.nohup 2>&1 < /dev/null &)
+  # the job's own copy of the tree (a second job, W=another folder, may start on the same warm
+  # machine while the first still runs)
+  mkdir -p "$W/export" "$W/sweeps"; rm -rf "$W.src" && cp -rL "$PWD" "$W.src"
+  (cd "$W.src" && setsid nohup bash benchmarks/device/_finetune_sweep_driver.sh \
+     > "$W.nohup" 2>&1 < /dev/null &)
   sleep 2
 else
   echo "[finetune_sweep] following the run an earlier call started"
 fi
 while [ ! -f "$W/ALL_DONE" ] && [ "$SECONDS" -lt "$DEADLINE" ]; do sleep 5; done
-cat "$W/driver.log"; tail -3 /tmp/ft.nohup "$W/train.log" 2>/dev/null
+cat "$W/driver.log"; tail -3 "$W.nohup" "$W/train.log" 2>/dev/null
 # results first: what comes back per call is capped (~64 MiB in all), and three runs' weight parts
 # crowded results.tgz out in round 23; weights only of the runs named in FETCH (a follow-up
 # call with FETCH="RUN" after the results are read returns at once with that run's parts)
