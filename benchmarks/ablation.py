@@ -21,7 +21,9 @@ A set file: ``base`` (a train config path), ``minutes`` (budget), optional ``def
 (overrides for every variant) and ``variants``: ``{name: {gpu: 0, overrides: {dotted.key: v},
 samplers: [pc, "fast:50"], init: CHECKPOINT_DIR}}`` (``gpu`` is taken modulo the GPUs present;
 ``samplers`` overrides ``--samplers`` for that run; ``init``, optional, starts the run from a
-checkpoint's weights, as ``matgen train --init``).
+checkpoint's weights, as ``matgen train --init``; ``nproc: N``, optional, trains it with DDP over N
+GPUs from ``gpu`` on (``torch.distributed.run``; the config's batch_size stays the global batch,
+so set it N times larger for weak scaling; on the CPU N gloo ranks)).
 Runs on CPU too (``--device cpu``, tiny budgets; the tests do that).
 """
 
@@ -76,13 +78,22 @@ def _gpu_count() -> int:
         return 1
 
 
-def _launch(cmd: list[str], gpu: int | None, log: Path, threads: int = 2) -> subprocess.Popen:
-    """Start ``cmd`` on GPU ``gpu`` (modulo the GPUs present) with ``threads`` CPU threads
-    (several runs share the machine's cores)."""
+def _launch(cmd: list[str], gpu: int | None, log: Path, threads: int = 2,
+            nproc: int = 1) -> subprocess.Popen:
+    """Start ``cmd`` on GPU ``gpu`` (modulo the GPUs present; ``nproc`` GPUs from there for a
+    DDP run) with ``threads`` CPU threads (several runs share the machine's cores)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = str(gpu % _gpu_count())
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str((gpu + k) % _gpu_count()) for k in range(nproc))
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def _nproc(v: dict) -> int:
+    """A variant's DDP ranks (``nproc``, default 1)."""
+    n = v.get("nproc", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"nproc must be a positive integer, got {n!r}")
+    return n
 
 
 def _wait(procs: dict[str, subprocess.Popen], timeout_s: float | None = None) -> dict[str, int]:
@@ -118,7 +129,10 @@ def train_all(variants: dict, work: Path, data: str | None, minutes: float, max_
     procs = {}
     for name, v in variants.items():
         run = work / name
-        cmd = [sys.executable, "-m", "matgen", "train", "--config", str(run / "config.yaml"),
+        n = _nproc(v)
+        ddp = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+        cmd = [sys.executable, *(ddp if n > 1 else []), "-m", "matgen", "train",
+               "--config", str(run / "config.yaml"),
                "--out", str(run / suffix), "--max-steps", str(max_steps[name]),
                "--max-time", f"{minutes:.3f}", "--no-progress"]
         if data:
@@ -126,7 +140,7 @@ def train_all(variants: dict, work: Path, data: str | None, minutes: float, max_
         if v.get("init"):  # continue from a checkpoint's weights (fresh optimizer and warm-up)
             cmd += ["--init", str(v["init"])]
         gpu = v.get("gpu", 0) if device == "cuda" else None
-        procs[name] = _launch(cmd, gpu, run / f"{suffix}.log")
+        procs[name] = _launch(cmd, gpu, run / f"{suffix}.log", nproc=n)
     return _wait(procs)
 
 
@@ -208,6 +222,7 @@ def collect(variants: dict, work: Path, cfg_set: dict, samplers: list[str], prob
             "gpu": v.get("gpu", 0) % _gpu_count(),
             "gpu_share": 1.0 / sum(1 for w in variants.values()
                                    if w.get("gpu", 0) % _gpu_count() == v.get("gpu", 0) % _gpu_count()),
+            "nproc": _nproc(v),
             "samplers": _samplers_of(v, samplers),
             "overrides": v.get("overrides", {}), "init": v.get("init"), "steps": step,
             "crystals_seen": step * int(cfg.get("batch_size", 0)),
@@ -279,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         variants = {k: v for k, v in variants.items() if k in only}
+    for name, v in variants.items():
+        try:
+            _nproc(v)
+        except ValueError as e:
+            print(f"ablation: variant {name} of {a.set}: {e}", file=sys.stderr)
+            return 2
     work = Path(a.work)
     for name, v in variants.items():
         (work / name).mkdir(parents=True, exist_ok=True)

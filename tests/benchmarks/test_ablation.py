@@ -48,7 +48,7 @@ def test_a_variant_with_init_starts_from_that_checkpoint(tmp_path, monkeypatch):
         def wait(self, timeout=None):
             return 0
 
-    def fake_launch(cmd, gpu, log, threads=2):
+    def fake_launch(cmd, gpu, log, threads=2, nproc=1):
         launched[Path(log).parent.name] = cmd
         return _Done()
 
@@ -59,6 +59,47 @@ def test_a_variant_with_init_starts_from_that_checkpoint(tmp_path, monkeypatch):
     cmd = launched["cont"]
     assert cmd[cmd.index("--init") + 1] == "matgen/assets/models/default"
     assert "--init" not in launched["scratch"]
+
+
+def test_a_variant_with_nproc_trains_with_ddp_over_that_many_gpus(tmp_path, monkeypatch):
+    """``nproc: 2`` launches ``matgen train`` under torch.distributed.run with two GPUs visible
+    from the variant's ``gpu`` on (a lineage on a 2-GPU machine); others stay one process."""
+    h = _harness()
+    envs, cmds = {}, {}
+
+    class _Proc:
+        def wait(self, timeout=None):
+            return 0
+
+    def fake_popen(cmd, env, stdout, stderr):
+        name = Path(stdout.name).parent.name
+        envs[name], cmds[name] = env, cmd
+        return _Proc()
+
+    monkeypatch.setattr(h.subprocess, "Popen", fake_popen)
+    monkeypatch.setattr(h, "_gpu_count", lambda: 2)
+    variants = {"ddp": {"gpu": 1, "nproc": 2}, "one": {"gpu": 1}}
+    for name in variants:
+        (tmp_path / name).mkdir()
+    assert h.train_all(variants, tmp_path, None, 1.0, {"ddp": 5, "one": 5}, "cuda", "run") == {
+        "ddp": 0, "one": 0}
+    assert cmds["ddp"][1:6] == ["-m", "torch.distributed.run", "--standalone",
+                                "--nproc_per_node=2", "-m"]
+    assert cmds["ddp"][6:8] == ["matgen", "train"] and cmds["one"][1:4] == ["-m", "matgen", "train"]
+    assert envs["ddp"]["CUDA_VISIBLE_DEVICES"] == "1,0" and envs["one"]["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_a_bad_nproc_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    h = _harness()
+    monkeypatch.setattr(h, "train_all", lambda *a: pytest.fail("nothing may train"))
+    spec = tmp_path / "set.yaml"
+    spec.write_text(yaml.safe_dump({"base": str(_tiny_set(tmp_path).parent / "base.yaml"),
+                                    "minutes": 1, "variants": {"a": {"nproc": 0}}}))
+    code = h.main(["--set", str(spec), "--work", str(tmp_path / "w"), "--out",
+                   str(tmp_path / "o.json"), "--stage", "train"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "variant a" in err and "nproc" in err and err.count("\n") == 1
 
 
 @pytest.mark.slow
