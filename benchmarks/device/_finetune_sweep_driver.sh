@@ -4,6 +4,8 @@
 set -u
 log() { echo "[$(date -u +%H:%M:%S)] $*" >> "$W/driver.log"; }
 trap 'touch "$W/ALL_DONE"' EXIT  # a driver that stops early releases the watching call
+# a variant with nproc > 1 trains with DDP: NVLink multicast off, as ddp_scaling.sh (KINDS.md)
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 log start; source benchmarks/device/_env.sh; log installed
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 \
   > "$W/gpu_util.csv" 2>&1 &
