@@ -32,7 +32,8 @@ prep() {
   local name=${1:?usage: prep NAME} dir
   dir=runs/device/$1
   if [ ! -f "$dir/model.safetensors" ]; then
-    git rev-parse -q --verify "weights/$name" > /dev/null || die "no $dir and no branch weights/$name"
+    git rev-parse -q --verify "weights/$name" > /dev/null \
+      || die "no $dir and no branch weights/$name"
     mkdir -p runs/device && git archive "weights/$name" | tar x -C runs/device
   fi
   [ -f "$dir/model.json" ] || die "$dir has no model.json"
@@ -47,7 +48,8 @@ prep() {
   total=$((tree + extra))
   echo "carry: tree $tree + .whl, .devdata/datasets, $dir $extra = $total bytes (limit $LIMIT)"
   echo "carry: [\".whl\", \".devdata/datasets\", \"$dir\"]; afterwards: lineage_carry.sh restore"
-  [ "$total" -lt "$LIMIT" ] || die "over the limit by $((total - LIMIT)) bytes"
+  [ "$total" -lt "$LIMIT" ] \
+    || die "over the limit by $((total - LIMIT)) bytes (restore puts the files back)"
 }
 
 restore() {
@@ -61,13 +63,15 @@ restore() {
 }
 
 store() {
-  local name=${1:?usage: store NAME DIR} src=${2:?usage: store NAME DIR} tmp idx b1 b2 tree parent commit
+  local name=${1:?usage: store NAME DIR} src=${2:?usage: store NAME DIR}
+  local tmp idx b1 b2 tree parent commit
   ls "$src/$name".tar.part-* > /dev/null 2>&1 || die "no $src/$name.tar.part-*"
   tmp=$(mktemp -d)
   cat "$src/$name".tar.part-* | tar x -C "$tmp"
   [ -f "$tmp/$name/model.safetensors" ] && [ -f "$tmp/$name/model.json" ] \
     || die "the parts hold no $name/model.{json,safetensors}"
-  mkdir -p runs/device && rm -rf "runs/device/$name" && mv "$tmp/$name" runs/device/ && rm -rf "$tmp"
+  mkdir -p runs/device && rm -rf "runs/device/$name"
+  mv "$tmp/$name" runs/device/ && rm -rf "$tmp"
   idx=$(mktemp) && rm -f "$idx"
   b1=$(git hash-object -w "runs/device/$name/model.json")
   b2=$(git hash-object -w "runs/device/$name/model.safetensors")
