@@ -5,6 +5,7 @@
 # .whl: the Python 3.12 wheels the GPU image lacks (../shared/tools/device-wheels.sh) plus smact
 # (composition validity), without chgnet (13.7 MB: the carry limit is 64 MiB with the tree; add
 # it back with WITH_CHGNET=1 for runs that relax, then leave .devdata out).
+# The tree holds a lineage's weights too (benchmarks/lineage): lineage_carry.sh prep makes room.
 # .devdata: gzipped mp20_reduced and the processed-dataset cache of train/val, built with this
 # checkout's crystal code (the cache key hashes it). Prints the carry total. hull_refs stay out
 # (no device driver needs them; with them the carry was 66.9 MB and refused).
@@ -26,3 +27,5 @@ rm -rf .devdata/cache/processed && cp -r "$TMPC/processed" .devdata/cache/ && rm
 tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
 extra=$(du -sb .whl .devdata | awk '{s += $1} END {print s}')
 echo "carry: tracked tree $tree + .whl/.devdata $extra = $((tree + extra)) bytes (limit 67108864; 65,197,925 went through on 2026-12-04)"
+echo "carry: with a lineage's weights on main (benchmarks/lineage) the tree is ~78 MB: before a"
+echo "call, benchmarks/device/lineage_carry.sh prep [NAME] moves aside what it does not read"

@@ -1,5 +1,7 @@
-"""benchmarks/device/lineage_carry.sh: a lineage's weights kept on a git branch, carried to the
-device in the default's place, and what comes back stored again (in a scratch git repository)."""
+"""benchmarks/device/lineage_carry.sh: a lineage's weights committed on main under
+benchmarks/lineage/NAME, carried to the device in the default's place (the files no driver reads
+moved aside and put back), and what comes back staged in place of the stage it continues (in a
+scratch git repository)."""
 
 import os
 import shutil
@@ -10,8 +12,9 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "device" / "lineage_carry.sh"
-MOVED = ["matgen/assets/models/default/model.safetensors",
-         "benchmarks/results/generative_campaign_cpu60.json", "docs/lab_report.png"]
+DEFAULT = "matgen/assets/models/default/model.safetensors"
+RESULT = "benchmarks/results/generative_campaign_cpu60.json"
+L1 = "benchmarks/lineage/l30s"
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
        "GIT_COMMITTER_EMAIL": "t@t"}
 
@@ -44,10 +47,12 @@ def _parts(dest: Path, name: str, payload: bytes) -> None:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     r = tmp_path / "repo"
-    for f in MOVED + ["README.md"]:
+    files = [DEFAULT, RESULT, "README.md", f"{L1}/model.json", f"{L1}/model.safetensors",
+             "benchmarks/lineage/other/model.json", "benchmarks/lineage/other/model.safetensors"]
+    for f in files:
         (r / f).parent.mkdir(parents=True, exist_ok=True)
         (r / f).write_text(f"content of {f}")
-    (r / ".gitignore").write_text("runs/\n.whl/\n.devdata/\n")
+    (r / ".gitignore").write_text(".whl/\n.devdata/\n")
     for d in (".whl", ".devdata/datasets"):
         (r / d).mkdir(parents=True)
     (r / ".whl" / "x.whl").write_bytes(b"w" * 100)
@@ -57,46 +62,54 @@ def repo(tmp_path: Path) -> Path:
     return r
 
 
-def test_store_prep_restore_round_trip(repo: Path, tmp_path: Path) -> None:
+def test_prep_restore_for_a_lineage_and_for_a_plain_call(repo: Path, tmp_path: Path) -> None:
     aside = tmp_path / "aside"
-    fetched = tmp_path / "fetched"
-    fetched.mkdir()
-    _parts(fetched, "l30", b"\x01" * 1000)
-    out = _sh(repo, "store", "l30", str(fetched), aside=aside)
+    out = _sh(repo, "prep", "l30s", aside=aside)
     assert out.returncode == 0, out.stderr
-    assert _git(repo, "ls-tree", "-r", "--name-only", "weights/l30").split() == [
-        "l30/model.json", "l30/model.safetensors"]
-    assert _git(repo, "status", "--short") == ""  # main's tree and index untouched
-    first = _git(repo, "rev-parse", "weights/l30").strip()
-
-    # a later checkout without the folder gets it back from the branch; the files leave the tree
-    shutil.rmtree(repo / "runs")
-    out = _sh(repo, "prep", "l30", aside=aside)
-    assert out.returncode == 0, out.stderr
-    assert (repo / "runs/device/l30/model.safetensors").read_bytes() == b"\x01" * 1000
-    assert all(not (repo / f).exists() for f in MOVED)
-    assert "runs/device/l30" in out.stdout and "limit 67108864" in out.stdout
-
+    assert not (repo / DEFAULT).exists() and not (repo / RESULT).exists()
+    assert not (repo / "benchmarks/lineage/other/model.safetensors").exists()
+    assert (repo / L1 / "model.safetensors").exists()
+    assert f"init: {L1}" in out.stdout and "limit 67108864" in out.stdout
     out = _sh(repo, "restore", aside=aside)
     assert out.returncode == 0, out.stderr
     assert _git(repo, "status", "--short") == ""
-    assert (repo / MOVED[0]).read_text() == f"content of {MOVED[0]}"
 
-    # the next stage's weights become a new commit on the branch, its parent the first
-    fetched2 = tmp_path / "fetched2"
-    fetched2.mkdir()
-    _parts(fetched2, "l30", b"\x02" * 1000)
-    assert _sh(repo, "store", "l30", str(fetched2), aside=aside).returncode == 0
-    assert _git(repo, "rev-parse", "weights/l30^").strip() == first
-    assert (repo / "runs/device/l30/model.safetensors").read_bytes() == b"\x02" * 1000
+    # a plain call keeps the default and moves every lineage aside
+    out = _sh(repo, "prep", aside=aside)
+    assert out.returncode == 0, out.stderr
+    assert (repo / DEFAULT).exists() and not (repo / L1 / "model.safetensors").exists()
+    assert _sh(repo, "restore", aside=aside).returncode == 0
+    assert _git(repo, "status", "--short") == ""
+    assert (repo / DEFAULT).read_text() == f"content of {DEFAULT}"
+
+
+def test_store_replaces_the_stage_it_continues(repo: Path, tmp_path: Path) -> None:
+    aside = tmp_path / "aside"
+    fetched = tmp_path / "fetched"
+    fetched.mkdir()
+    _parts(fetched, "l31", b"\x02" * 1000)
+    out = _sh(repo, "store", "l31", str(fetched), "l30s", aside=aside)
+    assert out.returncode == 0, out.stderr
+    staged = _git(repo, "diff", "--cached", "--name-status").split("\n")
+    assert f"D\t{L1}/model.safetensors" in staged
+    assert "A\tbenchmarks/lineage/l31/model.safetensors" in staged
+    assert (repo / "benchmarks/lineage/l31/model.safetensors").read_bytes() == b"\x02" * 1000
+    _git(repo, "commit", "-q", "-m", "l31")
+    assert _git(repo, "status", "--short") == ""
 
 
 def test_errors_are_one_line_exit_2(repo: Path, tmp_path: Path) -> None:
     aside = tmp_path / "aside"
     out = _sh(repo, "prep", "nope", aside=aside)
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
-    assert "weights/nope" in out.stderr
-    assert all((repo / f).exists() for f in MOVED)  # nothing moved
-    out = _sh(repo, "store", "l30", str(tmp_path), aside=aside)
-    assert out.returncode == 2 and "l30.tar.part-" in out.stderr
+    assert "benchmarks/lineage/nope" in out.stderr
+    assert (repo / DEFAULT).exists() and (repo / RESULT).exists()  # nothing moved
+    out = _sh(repo, "store", "l31", str(tmp_path), aside=aside)
+    assert out.returncode == 2 and "l31.tar.part-" in out.stderr
+    fetched = tmp_path / "fetched"
+    fetched.mkdir()
+    _parts(fetched, "l31", b"\x03" * 10)
+    out = _sh(repo, "store", "l31", str(fetched), "gone", aside=aside)
+    assert out.returncode == 2 and "benchmarks/lineage/gone" in out.stderr
+    assert not (repo / "benchmarks/lineage/l31").exists()  # nothing staged
     assert _sh(repo, "bogus", aside=aside).returncode == 2
