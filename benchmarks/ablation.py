@@ -96,6 +96,16 @@ def _nproc(v: dict) -> int:
     return n
 
 
+def _gpus(v: dict) -> set[int]:
+    """The GPUs a variant trains on: ``gpu`` and, with DDP, the next ``nproc - 1``."""
+    return {(v.get("gpu", 0) + k) % _gpu_count() for k in range(_nproc(v))}
+
+
+def _gpu_share(v: dict, variants: dict) -> float:
+    """The variant's share of its busiest GPU (1 / the runs training on it)."""
+    return 1.0 / max(sum(1 for w in variants.values() if g in _gpus(w)) for g in _gpus(v))
+
+
 def _wait(procs: dict[str, subprocess.Popen], timeout_s: float | None = None) -> dict[str, int]:
     """Exit codes; processes still running ``timeout_s`` after the call are killed (-9)."""
     deadline = None if timeout_s is None else time.time() + timeout_s
@@ -220,8 +230,7 @@ def collect(variants: dict, work: Path, cfg_set: dict, samplers: list[str], prob
         row = {
             "name": name,
             "gpu": v.get("gpu", 0) % _gpu_count(),
-            "gpu_share": 1.0 / sum(1 for w in variants.values()
-                                   if w.get("gpu", 0) % _gpu_count() == v.get("gpu", 0) % _gpu_count()),
+            "gpu_share": _gpu_share(v, variants),
             "nproc": _nproc(v),
             "samplers": _samplers_of(v, samplers),
             "overrides": v.get("overrides", {}), "init": v.get("init"), "steps": step,

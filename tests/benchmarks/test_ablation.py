@@ -89,6 +89,18 @@ def test_a_variant_with_nproc_trains_with_ddp_over_that_many_gpus(tmp_path, monk
     assert envs["ddp"]["CUDA_VISIBLE_DEVICES"] == "1,0" and envs["one"]["CUDA_VISIBLE_DEVICES"] == "1"
 
 
+def test_gpu_share_counts_a_ddp_variant_on_every_gpu_it_uses(monkeypatch):
+    """A DDP variant over GPUs 0 and 1 shares GPU 1 with a one-GPU run there: both get half."""
+    h = _harness()
+    monkeypatch.setattr(h, "_gpu_count", lambda: 2)
+    variants = {"ddp": {"gpu": 0, "nproc": 2}, "one": {"gpu": 1}, "alone": {"gpu": 0}}
+    assert h._gpu_share(variants["one"], variants) == 0.5
+    assert h._gpu_share(variants["ddp"], variants) == 0.5
+    assert h._gpu_share({"gpu": 1}, {"x": {"gpu": 1}}) == 1.0
+    monkeypatch.setattr(h, "_gpu_count", lambda: 1)  # on one GPU everything lands on GPU 0
+    assert h._gpu_share(variants["alone"], variants) == 1 / 3
+
+
 def test_a_bad_nproc_is_a_usage_error(tmp_path, monkeypatch, capsys):
     h = _harness()
     monkeypatch.setattr(h, "train_all", lambda *a: pytest.fail("nothing may train"))
