@@ -96,6 +96,17 @@ def _nproc(v: dict) -> int:
     return n
 
 
+def _check_init(v: dict) -> None:
+    """A variant's ``init`` must hold a checkpoint before anything trains (a lineage's weights
+    that did not land would otherwise cost a device call: round 30's e25_sub6)."""
+    init = v.get("init")
+    if not init:
+        return
+    p = Path(init)
+    if not (p.is_file() or (p / "model.safetensors").is_file() or (p / "checkpoints").is_dir()):
+        raise ValueError(f"init {init} holds no checkpoint (model.safetensors)")
+
+
 def _gpus(v: dict) -> set[int]:
     """The GPUs a variant trains on: ``gpu`` and, with DDP, the next ``nproc - 1``."""
     return {(v.get("gpu", 0) + k) % _gpu_count() for k in range(_nproc(v))}
@@ -306,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, v in variants.items():
         try:
             _nproc(v)
+            if a.stage != "eval":
+                _check_init(v)
         except ValueError as e:
             print(f"ablation: variant {name} of {a.set}: {e}", file=sys.stderr)
             return 2

@@ -89,6 +89,20 @@ def test_a_variant_with_nproc_trains_with_ddp_over_that_many_gpus(tmp_path, monk
     assert envs["ddp"]["CUDA_VISIBLE_DEVICES"] == "1,0" and envs["one"]["CUDA_VISIBLE_DEVICES"] == "1"
 
 
+def test_an_init_without_a_checkpoint_is_a_usage_error_before_training(tmp_path, monkeypatch,
+                                                                      capsys):
+    h = _harness()
+    monkeypatch.setattr(h, "train_all", lambda *a, **k: pytest.fail("trained"))
+    spec = tmp_path / "set.yaml"
+    spec.write_text(yaml.safe_dump({"base": str(REPO / "configs/train/mp20_dense.yaml"),
+                                    "minutes": 1, "variants": {
+                                        "gone": {"init": str(tmp_path / "runs/lost")}}}))
+    code = h.main(["--set", str(spec), "--work", str(tmp_path / "w"), "--out",
+                   str(tmp_path / "o.json"), "--stage", "train"])
+    err = capsys.readouterr().err
+    assert code == 2 and "variant gone" in err and "runs/lost" in err and err.count("\n") == 1
+
+
 def test_gpu_share_counts_a_ddp_variant_on_every_gpu_it_uses(monkeypatch):
     """A DDP variant over GPUs 0 and 1 shares GPU 1 with a one-GPU run there: both get half."""
     h = _harness()
