@@ -298,8 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-timeout", type=float, default=None,
                     help="seconds after which unfinished sampling processes are killed")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
-    ap.add_argument("--stage", default="all", choices=["all", "train", "eval"],
-                    help="train only, evaluate finished runs only, or both")
+    ap.add_argument("--stage", default="all", choices=["all", "train", "eval", "check"],
+                    help="train only, evaluate finished runs only, or both; check: only "
+                         "validate the set (variants, nproc, init checkpoints), e.g. on the CPU "
+                         "before a device call")
     a = ap.parse_args(argv)
 
     spec = yaml.safe_load(Path(a.set).read_text())
@@ -322,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"ablation: variant {name} of {a.set}: {e}", file=sys.stderr)
             return 2
+    if a.stage == "check":
+        print(f"ablation: {a.set}: {', '.join(variants)} ready")
+        return 0
     work = Path(a.work)
     for name, v in variants.items():
         (work / name).mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,13 @@ def test_an_init_without_a_checkpoint_is_a_usage_error_before_training(tmp_path,
                    str(tmp_path / "o.json"), "--stage", "train"])
     err = capsys.readouterr().err
     assert code == 2 and "variant gone" in err and "runs/lost" in err and err.count("\n") == 1
+    args = ["--set", str(spec), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o.json"),
+            "--stage", "check"]
+    assert h.main(args) == 2  # the pre-flight on the CPU says the same
+    (tmp_path / "runs/lost").mkdir(parents=True)
+    (tmp_path / "runs/lost/model.safetensors").write_bytes(b"")
+    assert h.main(args) == 0 and "gone ready" in capsys.readouterr().out
+    assert not (tmp_path / "w").exists()  # a check writes nothing
 
 
 def test_gpu_share_counts_a_ddp_variant_on_every_gpu_it_uses(monkeypatch):
