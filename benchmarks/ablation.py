@@ -102,9 +102,12 @@ def _check_init(v: dict) -> None:
     init = v.get("init")
     if not init:
         return
-    p = Path(init)
-    if not (p.is_file() or (p / "model.safetensors").is_file() or (p / "checkpoints").is_dir()):
-        raise ValueError(f"init {init} holds no checkpoint (model.safetensors)")
+    from matgen.generate import resolve_checkpoint  # what ``matgen train --init`` resolves
+
+    try:
+        resolve_checkpoint(init)
+    except FileNotFoundError as e:
+        raise ValueError(f"init {init}: {e}") from None
 
 
 def _gpus(v: dict) -> set[int]:
