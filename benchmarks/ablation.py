@@ -84,8 +84,13 @@ def _launch(cmd: list[str], gpu: int | None, log: Path, threads: int = 2,
     DDP run) with ``threads`` CPU threads (several runs share the machine's cores)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str((gpu + k) % _gpu_count()) for k in range(nproc))
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, _gpu_ids(gpu, nproc)))
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def _gpu_ids(gpu: int, nproc: int) -> list[int]:
+    """GPU ``gpu`` and, for a DDP run, the next ``nproc - 1``, modulo the GPUs present."""
+    return [(gpu + k) % _gpu_count() for k in range(nproc)]
 
 
 def _nproc(v: dict) -> int:
@@ -111,8 +116,8 @@ def _check_init(v: dict) -> None:
 
 
 def _gpus(v: dict) -> set[int]:
-    """The GPUs a variant trains on: ``gpu`` and, with DDP, the next ``nproc - 1``."""
-    return {(v.get("gpu", 0) + k) % _gpu_count() for k in range(_nproc(v))}
+    """The GPUs a variant trains on."""
+    return set(_gpu_ids(v.get("gpu", 0), _nproc(v)))
 
 
 def _gpu_share(v: dict, variants: dict) -> float:
