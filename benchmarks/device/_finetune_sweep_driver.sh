@@ -14,6 +14,7 @@ python3 benchmarks/ablation.py --set "$SET" --work "$W/runs" --out "$W/ablation.
   > "$W/train.log" 2>&1
 log "trained: exit $?"; touch "$W/TRAINED"
 W=$W bash benchmarks/device/export_weights.sh $RUNS >> "$W/driver.log" 2>&1; log exported
+touch "$W/EXPORTED"  # a watching call that ends now brings these back (finetune_sweep.sh)
 for R in $RUNS; do  # composition-first de novo, as the shipped default samples
   [ -n "${COMPOSITION_FROM:-}" ] && cp "$COMPOSITION_FROM"/composition.* "$W/runs/$R/run/checkpoints/last/"
 done

@@ -12,7 +12,12 @@
 # ~25 s runs the same command and only watches (the pattern of oneshot.sh); the same command with
 # another W=FOLDER (default /tmp/ft) starts a second job on the warm machine. Each call copies to
 # $OUT what is there: results.tgz (sweeps, logs, metrics), and RUN.tar.part-* (weights) of the
-# runs named in FETCH="RUN ..." (default none).
+# runs named in FETCH="RUN ..." (default none). A call that ends before the job is done brings
+# back the newest weights of every run in RUNS instead, so a machine taken back between calls
+# loses only the time since (2026-12-06: a 13-minute stage was lost whole that way): the final
+# export once the driver has written it (EXPORTED), else a snapshot of each run's newest
+# checkpoint (export_weights.sh into $W/snap; its step is printed and kept in model.json). Store
+# it with lineage_carry.sh like a finished stage; NO_SNAPSHOT=1 turns this off.
 #   MINUTES=5 SET=benchmarks/ablations/round19.yaml RUNS="r19_ctl r19_gen r19_elbo" \
 #   bash benchmarks/device/finetune_sweep.sh      (carry .whl, .devdata)
 set -u
@@ -36,6 +41,15 @@ else
   echo "[finetune_sweep] following the run an earlier call started"
 fi
 while [ ! -f "$W/ALL_DONE" ] && [ "$SECONDS" -lt "$DEADLINE" ]; do sleep 5; done
+if [ ! -f "$W/ALL_DONE" ] && [ -z "${NO_SNAPSHOT:-}" ]; then  # the newest weights, while they last
+  if [ -f "$W/EXPORTED" ]; then
+    for r in $RUNS; do cp "$W/export/$r".tar.part-* "$OUT"/ 2>/dev/null; done
+  else
+    (cd "$W.src" && export PYTHONPATH=/tmp/site:$W.src W EXPORT=$W/snap \
+     && bash benchmarks/device/export_weights.sh $RUNS)
+    for r in $RUNS; do cp "$W/snap/$r".tar.part-* "$OUT"/ 2>/dev/null; done
+  fi
+fi
 cat "$W/driver.log"; tail -3 "$W.nohup" "$W/train.log" 2>/dev/null
 # results first: what comes back per call is capped (~64 MiB in all), and three runs' weight parts
 # crowded results.tgz out in round 23; weights only of the runs named in FETCH (a follow-up
