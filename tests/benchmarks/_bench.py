@@ -6,6 +6,9 @@ import importlib.util
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# a denoiser small enough to build and save in a test (DenoiserConfig fields)
+TINY = {"hidden": 16, "vectors": 4, "layers": 1, "num_radial": 8, "angular_channels": 4,
+        "cutoff": 4.0}
 
 
 def load_benchmark(name: str):

@@ -13,11 +13,9 @@ import tarfile
 from pathlib import Path
 
 from matgen.models import DenoiserConfig, build_denoiser, save_checkpoint
+from tests.benchmarks._bench import REPO, TINY
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "device" / "finetune_sweep.sh"
-TINY = {"hidden": 16, "vectors": 4, "layers": 1, "num_radial": 8, "angular_channels": 4,
-        "cutoff": 4.0}
+SCRIPT = REPO / "benchmarks" / "device" / "finetune_sweep.sh"
 
 
 def _job(tmp: Path, *runs_steps: tuple[str, int]) -> Path:
@@ -26,7 +24,7 @@ def _job(tmp: Path, *runs_steps: tuple[str, int]) -> Path:
     w = tmp / "ft"
     (w / "export").mkdir(parents=True)
     (w / "driver.log").write_text("[00:00:00] start\n")
-    (tmp / "ft.src").symlink_to(ROOT)
+    (tmp / "ft.src").symlink_to(REPO)
     for run, step in runs_steps:
         ck = w / "runs" / run / "run" / "checkpoints" / f"step_{step}"
         save_checkpoint(ck, build_denoiser(DenoiserConfig(**TINY)), {"step": step})
@@ -38,7 +36,7 @@ def _call(w: Path, out: Path, runs: str, **env: str) -> subprocess.CompletedProc
     out.mkdir(exist_ok=True)
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     return subprocess.run(
-        ["bash", str(SCRIPT)], cwd=ROOT, capture_output=True, text=True, check=False,
+        ["bash", str(SCRIPT)], cwd=REPO, capture_output=True, text=True, check=False,
         env={**os.environ, "PATH": path, "SET": "x.yaml", "RUNS": runs, "W": str(w),
              "OUT": str(out), "DEADLINE": "0", **env})
 

@@ -7,10 +7,7 @@ import json
 import torch
 
 from matgen.models import DenoiserConfig, build_denoiser, load_checkpoint, save_checkpoint
-from tests.benchmarks._bench import load_benchmark
-
-TINY = {"hidden": 16, "vectors": 4, "layers": 1, "num_radial": 8, "angular_channels": 4,
-        "cutoff": 4.0}
+from tests.benchmarks._bench import TINY, load_benchmark
 
 
 def _saved(path, seed, meta, **cfg):
