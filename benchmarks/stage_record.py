@@ -27,16 +27,23 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation import read_metrics  # one reading of a run's metrics.csv
 from sweep_summary import summarise  # one reading of a sweep folder
 
 VALUE = "0.7"  # the sweep value the lineage's stages are scored at (clash floor 0.7)
 
 
-def training(metrics_csv: Path, batch: int) -> dict:
-    """Steps, speed, crystals seen and the val loss by step of one run's ``metrics.csv``."""
-    rows = list(csv.DictReader(metrics_csv.open()))
+def training(run_dir: Path) -> dict:
+    """Steps, speed, crystals seen and the val loss by step of one run (``config.yaml`` gives the
+    crystals per step, all GPUs together, as ``ablation.py collect`` reads them)."""
+    import yaml
+
+    metrics_csv = run_dir / "run" / "metrics.csv"
+    rows = read_metrics(metrics_csv)
     if not rows:
-        raise SystemExit(f"error: {metrics_csv}: no training rows")
+        raise SystemExit(f"error: {metrics_csv}: missing or no training rows "
+                         f"(is {run_dir.parent.parent} an extracted results.tgz?)")
+    batch = int(yaml.safe_load((run_dir / "config.yaml").read_text())["batch_size"])
     last = rows[-1]
     steps = int(last["step"])
     return {"steps": steps, "batch": batch, "crystals_seen": steps * batch,
@@ -46,14 +53,16 @@ def training(metrics_csv: Path, batch: int) -> dict:
 
 
 def gpu_busy(util_csv: Path) -> dict | None:
-    """Mean nvidia-smi utilisation over the samples where the GPU was not idle."""
+    """Mean nvidia-smi utilisation over the samples where the GPU was not idle (the column is
+    found by its header: some drivers log the GPU index before it)."""
     if not util_csv.exists():
         return None
-    busy = []
-    for line in util_csv.read_text().splitlines()[1:]:
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) >= 2 and parts[1].endswith("%"):
-            busy.append(float(parts[1].rstrip("%").strip()))
+    rows = list(csv.reader(util_csv.open(), skipinitialspace=True))
+    col = next((i for i, h in enumerate(rows[0] if rows else []) if "utilization.gpu" in h), None)
+    if col is None:
+        return None
+    busy = [float(r[col].rstrip("% ")) for r in rows[1:]
+            if len(r) > col and r[col].strip().endswith("%")]
     active = [b for b in busy if b > 0]
     return {"samples": len(busy), "active_samples": len(active),
             "mean_busy_active": round(sum(active) / len(active), 1) if active else None}
@@ -120,9 +129,7 @@ def point2(val: dict, gen: dict, a: argparse.Namespace) -> bool:
 
 def record(a: argparse.Namespace) -> dict:
     results = a.results
-    metrics = results / "runs" / a.run / "run" / "metrics.csv"
-    if not metrics.exists():
-        raise SystemExit(f"error: {metrics}: missing (is {results} an extracted results.tgz?)")
+    train = training(results / "runs" / a.run)
     folder = sweep_folder(results, a.run)
     summary, _ = summarise(folder)
     if VALUE not in summary or "val_csp_pooled" not in summary[VALUE]:
@@ -135,7 +142,7 @@ def record(a: argparse.Namespace) -> dict:
     for k in val_keys:
         for group, v in tables[k]["by_familiarity"].items():
             pooled[group] = pooled.get(group, 0) + v["matched"]
-    out = {"run": a.run, "training": training(metrics, a.batch), "gpu": gpu_busy(
+    out = {"run": a.run, "training": train, "gpu": gpu_busy(
         results / "gpu_util.csv"), "summary": summary, "csp_tables": tables,
         "val_pooled_matches_by_familiarity": pooled}
     test = tables.get(f"test_k{VALUE}_s0", {}).get("all")
@@ -161,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("results", type=Path, help="folder where results.tgz was extracted")
     ap.add_argument("--run", required=True, help="the run's name (RUNS of the call)")
     ap.add_argument("--data-dir", type=Path, required=True, help="mp20_reduced: train/val/test")
-    ap.add_argument("--batch", type=int, default=1024, help="crystals per step (all GPUs)")
     ap.add_argument("--previous", default=None, help="the stage this one continues (its name)")
     ap.add_argument("--previous-val", nargs=2, type=float, metavar=("MATCHES", "RMSE"),
                     help="its pooled val CSP: point 1 is judged against it")

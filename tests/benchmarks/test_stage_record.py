@@ -31,14 +31,16 @@ def _per_structure(split, rms):
 
 
 def _results(root, run="l9", val=((2, 0.1), (1, 0.2)), gen=None):
-    """runs/RUN/run/metrics.csv, gpu_util.csv and sweeps/RUN.tgz as a stage call returns them."""
+    """runs/RUN/{config.yaml,run/metrics.csv}, gpu_util.csv and sweeps/RUN.tgz as a stage call
+    returns them."""
     m = root / "runs" / run / "run"
     m.mkdir(parents=True)
+    (m.parent / "config.yaml").write_text("batch_size: 8\nmax_steps: 100\n")
     m.joinpath("metrics.csv").write_text(
         "step,loss,steps_per_s,val_loss\n50,1.9,10.0,\n100,1.7,12.5,2.6\n150,1.6,13.0,2.5\n")
-    (root / "gpu_util.csv").write_text(
-        "timestamp, utilization.gpu [%], memory.used [MiB]\nt, 0 %, 0 MiB\nt, 80 %, 9 MiB\n"
-        "t, 90 %, 9 MiB\n")
+    (root / "gpu_util.csv").write_text(  # with the GPU index column ablate.sh logs
+        "timestamp, index, utilization.gpu [%], memory.used [MiB]\nt, 0, 0 %, 0 MiB\n"
+        "t, 0, 80 %, 9 MiB\nt, 0, 90 %, 9 MiB\n")
     files = {}
     for seed, (matched, rmse) in enumerate(val):
         files[f"csp_val_k0.7_s{seed}.json"] = json.dumps(
@@ -81,7 +83,7 @@ def dirs(tmp_path):
 
 def test_training_gpu_loose_share_and_familiarity(dirs):
     _results(dirs / "r")
-    rec = _main(dirs, "--batch", "8")
+    rec = _main(dirs)
     t = rec["training"]
     assert (t["steps"], t["crystals_seen"], t["steps_per_s_last"]) == (150, 1200, 13.0)
     assert t["val_loss_by_step"] == {"100": 2.6, "150": 2.5}
