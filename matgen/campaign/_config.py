@@ -112,7 +112,7 @@ class GeneratorConfig(_Frozen):
     checkpoint: str | None = None
     steps: int | None = Field(50, gt=0)
     sampler: Literal["fast", "pc", "consistency"] = "fast"
-    guidance: float = 2.0
+    guidance: float = Field(2.0, ge=0, allow_inf_nan=False)  # as `matgen sample --guidance`
     chemsys: list[str] = Field(default_factory=list)
     conditions: dict[str, float] = Field(default_factory=dict)
     pool_csv: str | None = None

@@ -91,7 +91,11 @@ ConditionOpt = Annotated[
     list[str] | None,
     typer.Option(help="KEY=VALUE, KEY=LO:HI, KEY=:HI or KEY=LO: (repeatable)."),
 ]
-GuidanceOpt = Annotated[float, typer.Option(help="Classifier-free guidance scale.")]
+GuidanceOpt = Annotated[
+    float,
+    typer.Option(help="Classifier-free guidance scale, >= 0 (0: unconditional, 1: plain "
+                 "conditional, > 1: stronger pull to the targets)."),
+]
 StepsOpt = Annotated[
     int | None, typer.Option(min=1, help="Sampler steps (default 1000 pc, 50 fast (for CSP the model's own: 100 for the shipped one), 2 consistency).")
 ]

@@ -157,8 +157,10 @@ class SampleSpec:
                 self.composition_temperature > 0 and math.isfinite(self.composition_temperature)):
             raise SampleInputError("--composition-temperature must be a number > 0 "
                                    f"(got {self.composition_temperature})")
-        if not math.isfinite(self.guidance):
-            raise SampleInputError(f"--guidance must be a finite number (got {self.guidance})")
+        if not (self.guidance >= 0 and math.isfinite(self.guidance)):
+            # 0 samples the unconditional model, 1 the plain conditional one; below 0 would steer
+            # away from the target, which no user asks for by that sign
+            raise SampleInputError(f"--guidance must be a number >= 0 (got {self.guidance})")
         if self.steps is not None and self.steps < 1:
             raise SampleInputError(f"--steps must be >= 1 (got {self.steps})")
         device = str(self.device)

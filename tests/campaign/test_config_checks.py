@@ -128,6 +128,10 @@ def test_usage_and_data_errors_are_one_line(tmp_path, toy_csv):
                       "pool_size: -5\n")
     _one_line_error(_cli("status", "--config", broken), 2,
                     "pool_size: Input should be greater than 0")
+    broken.write_text("name: x\nobjectives: [{property: band_gap, goal: maximize}]\n"
+                      "generator: {guidance: -2}\n")
+    _one_line_error(_cli("status", "--config", broken), 2,
+                    "guidance: Input should be greater than or equal to 0")
     fresh = write_toy_config(tmp_path, toy_csv, name="fresh", rounds=1)
     fresh.write_text(fresh.read_text().replace(str(tmp_path / "work"), str(tmp_path / "w2")))
     res = _cli("import-results", "--config", fresh, "--csv", toy_csv)

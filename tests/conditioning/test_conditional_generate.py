@@ -55,6 +55,16 @@ def test_unknown_condition_is_refused(cond_workdir, pretrained):
                  sampler="fast", steps=2, device="cpu", progress=False, log=None)
 
 
+@pytest.mark.parametrize("scale", [-1.0, math.nan, math.inf])
+def test_guidance_below_zero_or_not_finite_is_refused(cond_workdir, pretrained, scale):
+    from matgen.generate import SampleInputError
+
+    with pytest.raises(SampleInputError, match="--guidance must be a number >= 0"):
+        generate(cond_workdir / "g.extxyz", pretrained, num=2, conditions=["band_gap=2"],
+                 guidance=scale, sampler="fast", steps=2, device="cpu", progress=False, log=None)
+    assert not (cond_workdir / "g.extxyz").exists()
+
+
 @pytest.mark.parametrize("text", ["band_gap=1.5", "band_gap=1.5:2.5", "band_gap=:0.5"])
 def test_cli_sample_value_range_inequality_with_chemsys(cond_workdir, pretrained, text):
     from typer.testing import CliRunner
