@@ -54,6 +54,10 @@ prep() {
   total=$((tree + extra))
   echo "carry: tree $tree + .whl, .devdata/datasets $extra = $total bytes (limit $LIMIT)"
   echo "carry: [\".whl\", \".devdata/datasets\"]${dir:+; init: $dir}; afterwards: lineage_carry.sh restore"
+  # 2026-12-07: a CPU sampling of benchmarks/lineage/l31 started while a plain prep had it aside
+  # failed at once, unseen for 40 minutes
+  echo "carry: $(find "$ASIDE" -type f | wc -l) files are in $ASIDE until restore; a job on this" \
+    "machine that reads one of them fails meanwhile"
   [ "$total" -lt "$LIMIT" ] \
     || die "over the limit by $((total - LIMIT)) bytes (restore puts the files back)"
 }
