@@ -160,7 +160,7 @@ class SampleSpec:
         if not (self.guidance >= 0 and math.isfinite(self.guidance)):
             # 0 samples the unconditional model, 1 the plain conditional one; below 0 would steer
             # away from the target, which no user asks for by that sign
-            raise SampleInputError(f"--guidance must be a number >= 0 (got {self.guidance})")
+            raise SampleInputError(f"--guidance must be a finite number >= 0 (got {self.guidance})")
         if self.steps is not None and self.steps < 1:
             raise SampleInputError(f"--steps must be >= 1 (got {self.steps})")
         device = str(self.device)

@@ -27,6 +27,7 @@ def _one_line_error(res, code: int, *words: str) -> None:
 @pytest.mark.parametrize(("args", "words"), [
     (["--guidance", "nan"], ["--guidance", "finite"]),
     (["--guidance", "inf"], ["--guidance", "finite"]),
+    (["--guidance", "-1"], ["--guidance", ">= 0"]),
     (["--chemsys", ""], ["--chemsys", "empty"]),
     (["--chemsys", " - "], ["--chemsys", "empty"]),
     (["--chemsys", "Li-Xx-O"], ["--chemsys", "unknown element 'Xx'"]),

@@ -59,7 +59,7 @@ def test_unknown_condition_is_refused(cond_workdir, pretrained):
 def test_guidance_below_zero_or_not_finite_is_refused(cond_workdir, pretrained, scale):
     from matgen.generate import SampleInputError
 
-    with pytest.raises(SampleInputError, match="--guidance must be a number >= 0"):
+    with pytest.raises(SampleInputError, match="--guidance must be a finite number >= 0"):
         generate(cond_workdir / "g.extxyz", pretrained, num=2, conditions=["band_gap=2"],
                  guidance=scale, sampler="fast", steps=2, device="cpu", progress=False, log=None)
     assert not (cond_workdir / "g.extxyz").exists()
