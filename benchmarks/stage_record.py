@@ -33,16 +33,25 @@ from sweep_summary import summarise  # one reading of a sweep folder
 VALUE = "0.7"  # the sweep value the lineage's stages are scored at (clash floor 0.7)
 
 
-def training(run_dir: Path) -> dict:
+def training(run_dir: Path, checkpoint: Path | None = None) -> dict:
     """Steps, speed, crystals seen and the val loss by step of one run (``config.yaml`` gives the
-    crystals per step, all GPUs together, as ``ablation.py collect`` reads them)."""
+    crystals per step, all GPUs together, as ``ablation.py collect`` reads them). Where the call
+    brought back the sweep but not the training metrics (the machine released before the results
+    were packed: round 32), ``checkpoint`` (the run's exported ``model.json``) gives the steps
+    and the batch, and the record says where they came from."""
     import yaml
 
     metrics_csv = run_dir / "run" / "metrics.csv"
     rows = read_metrics(metrics_csv)
+    if not rows and checkpoint is not None:
+        meta = json.loads((checkpoint / "model.json").read_text())["metadata"]
+        steps, batch = int(meta["step"]), int(meta["config"]["batch_size"])
+        return {"steps": steps, "batch": batch, "crystals_seen": steps * batch,
+                "source": f"{checkpoint / 'model.json'} ({metrics_csv} not brought back)"}
     if not rows:
         raise SystemExit(f"error: {metrics_csv}: missing or no training rows "
-                         f"(is {run_dir.parent.parent} an extracted results.tgz?)")
+                         f"(is {run_dir.parent.parent} an extracted results.tgz? "
+                         "--checkpoint reads the steps from the exported weights)")
     batch = int(yaml.safe_load((run_dir / "config.yaml").read_text())["batch_size"])
     last = rows[-1]
     steps = int(last["step"])
@@ -129,7 +138,7 @@ def point2(val: dict, gen: dict, a: argparse.Namespace) -> bool:
 
 def record(a: argparse.Namespace) -> dict:
     results = a.results
-    train = training(results / "runs" / a.run)
+    train = training(results / "runs" / a.run, a.checkpoint)
     folder = sweep_folder(results, a.run)
     summary, _ = summarise(folder)
     if VALUE not in summary or "val_csp_pooled" not in summary[VALUE]:
@@ -168,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("results", type=Path, help="folder where results.tgz was extracted")
     ap.add_argument("--run", required=True, help="the run's name (RUNS of the call)")
     ap.add_argument("--data-dir", type=Path, required=True, help="mp20_reduced: train/val/test")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="the run's exported weights: steps and batch when metrics.csv is absent")
     ap.add_argument("--previous", default=None, help="the stage this one continues (its name)")
     ap.add_argument("--previous-val", nargs=2, type=float, metavar=("MATCHES", "RMSE"),
                     help="its pooled val CSP: point 1 is judged against it")

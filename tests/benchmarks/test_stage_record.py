@@ -123,3 +123,17 @@ def test_missing_run_is_a_one_line_error(dirs):
         load_benchmark("stage_record").main(
             [str(dirs / "r"), "--run", "other", "--data-dir", str(dirs / "d"), "--out",
              str(dirs / "o.json")])
+
+
+def test_checkpoint_gives_the_steps_when_metrics_did_not_come_back(dirs):
+    _results(dirs / "r")
+    (dirs / "r" / "runs" / "l9" / "run" / "metrics.csv").unlink()
+    ck = dirs / "ck"
+    ck.mkdir()
+    ck.joinpath("model.json").write_text(json.dumps(
+        {"metadata": {"step": 40, "config": {"batch_size": 16}}}))
+    t = _main(dirs, "--checkpoint", str(ck))["training"]
+    assert (t["steps"], t["batch"], t["crystals_seen"]) == (40, 16, 640)
+    assert "not brought back" in t["source"]
+    with pytest.raises(SystemExit, match="--checkpoint reads the steps"):
+        _main(dirs)
