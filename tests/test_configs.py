@@ -27,7 +27,7 @@ def test_campaign_configs_validate(path):
 
 def test_mp20_default_is_the_shipped_recipe():
     """``configs/train/mp20_default.yaml`` is the recipe the shipped default records: its network,
-    its training settings (the first stages' peak LR) and its sampling defaults."""
+    its training settings (peak LR, substitution) and its sampling defaults."""
     import json
 
     from matgen.diffusion import DiffusionConfig
@@ -41,9 +41,10 @@ def test_mp20_default_is_the_shipped_recipe():
     for key in ("batch_size", "ema_decay", "csp_share", "sync_every", "task", "precision"):
         assert getattr(cfg, key) == record[key], key
     assert cfg.data.reduce == record["data"]["reduce"] == "niggli"
+    assert cfg.data.substitute == record["data"]["substitute"] == 0.6
     assert cfg.conditions.properties == record["conditions"]["properties"]
     assert cfg.conditions.drop_prob == record["conditions"]["drop_prob"]
     for key in ("weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "schedule"):
         assert getattr(cfg.optim, key) == pytest.approx(record["optim"][key]), key
-    assert cfg.optim.lr == pytest.approx(7e-4)  # stages 1-5 (stage 6 continued at 4e-4)
+    assert cfg.optim.lr == pytest.approx(record["optim"]["lr"]) == pytest.approx(7e-4)
     assert cfg.diffusion == DiffusionConfig(**meta["metadata"]["diffusion"])

@@ -331,7 +331,12 @@ def _train_config(parent: str, ft: FinetuneConfig, seed: int, n_rows: int):
     Diffusion settings: the parent's as it samples (``metadata.diffusion``), not as it was
     trained (``config.diffusion``): sampling defaults chosen after training (the shipped model's
     flow slope 30, clash repulsion 0.4 and floor 0.7 A) live only there, and the new version
-    samples with its config's settings. The training loss reads none of them."""
+    samples with its config's settings. The training loss reads none of them.
+
+    Data: the hits as they are, without the parent's chemical-substitution augmentation (the
+    shipped model trained with ``data.substitute: 0.6``): a substituted hit is another
+    composition with its property labels dropped, which would pull the version away from the
+    chemistry and the targets the loop fine-tunes it towards."""
     from matgen.diffusion import DiffusionConfig
     from matgen.generate import read_metadata, resolve_checkpoint
     from matgen.models import has_composition_model
@@ -347,7 +352,7 @@ def _train_config(parent: str, ft: FinetuneConfig, seed: int, n_rows: int):
     optim = base.optim.model_copy(update={
         "lr": ft.lr, "warmup_steps": min(base.optim.warmup_steps, max(1, ft.steps // 5)),
         "schedule": "steps"})
-    data = base.data.model_copy(update={"val_split": None})
+    data = base.data.model_copy(update={"val_split": None, "substitute": 0.0})
     return base.model_copy(update={
         "data": data, "optim": optim, "max_steps": ft.steps, "seed": seed,
         "batch_size": min(ft.batch_size, max(1, n_rows)), "task": task,

@@ -97,7 +97,7 @@ GuidanceOpt = Annotated[
                  "conditional, > 1: stronger pull to the targets)."),
 ]
 StepsOpt = Annotated[
-    int | None, typer.Option(min=1, help="Sampler steps (default 1000 pc, 50 fast (for CSP the model's own: 100 for the shipped one), 2 consistency).")
+    int | None, typer.Option(min=1, help="Sampler steps (default 1000 pc, 50 fast (for CSP the model's own where it sets one), 2 consistency).")
 ]
 SamplerOpt = Annotated[
     Sampler | None,

@@ -166,7 +166,7 @@ def choose_sampler(spec: SampleSpec, distilled: bool, device: torch.device, say:
             # the 1000-step predictor-corrector takes hours for 100 crystals on a laptop CPU
             sampler = "fast"
             say("note: on CPU the default sampler is fast (50 ODE steps; for CSP the model's own "
-                "count, 100 for the shipped one); pass "
+                "count where it sets one); pass "
                 "--sampler pc for the 1000-step predictor-corrector (better, ~40x slower)")
         else:
             sampler = "pc"

@@ -117,11 +117,19 @@ def test_denoiser_task_mix_follows_whether_the_parent_has_a_composition_model(tm
     plain = tmp_path / "plain"  # no composition model: de novo by the joint mode alone
     shutil.copytree(DEFAULT_MODEL_DIR, plain, ignore=shutil.ignore_patterns("composition.*"))
     assert _train_config(str(plain), ft, seed=1, n_rows=8).task == "gen"
-    # the shipped model's sampling defaults (set after training) carry over, not config's
-    sampling = read_metadata(DEFAULT_MODEL_DIR)["diffusion"]
-    assert base["diffusion"]["flow_slope"] != sampling["flow_slope"] == 30.0
+    # the parent's sampling defaults (metadata.diffusion, which may be set after training) carry
+    # over, not those its training config recorded
     d = paired.diffusion
     assert (d.flow_slope, d.clash_scale, d.clash_floor) == (30.0, 0.4, 0.7)
+    later = tmp_path / "later"
+    shutil.copytree(DEFAULT_MODEL_DIR, later)
+    doc = json.loads((later / "model.json").read_text())
+    doc["metadata"]["diffusion"]["flow_slope"] = 25.0
+    (later / "model.json").write_text(json.dumps(doc))
+    assert base["diffusion"]["flow_slope"] != 25.0
+    assert _train_config(str(later), ft, seed=1, n_rows=8).diffusion.flow_slope == 25.0
+    # the hits are learnt as they are: no substitution, though the shipped model trained with it
+    assert base["data"]["substitute"] == 0.6 and paired.data.substitute == 0.0
 
 
 def test_no_composition_model_writes_none_and_unknown_elements_are_left_out(

@@ -81,28 +81,31 @@ def test_score_returns_structures_with_scores(rock_salt, diamond_si, tmp_path):
 
 def test_csp_takes_the_checkpoints_fast_steps_by_default_and_de_novo_50(tmp_path):
     """The fast sampler's default step count for CSP is the checkpoint's own
-    (``diffusion.csp_fast_steps``: 100 for the shipped model, csp_steps_rule.txt); a checkpoint
-    without one, and de novo, take 50; an explicit ``steps`` always wins."""
+    (``diffusion.csp_fast_steps``: 100 for c14, the default until 2026-12-07, csp_steps_rule.txt);
+    a checkpoint without one (the shipped l32), and de novo, take 50; an explicit ``steps``
+    always wins."""
     import json
     import shutil
 
     from matgen.diffusion import DiffusionConfig
     from matgen.generate import DEFAULT_MODEL_DIR, SampleSpec, default_steps, plan_sampling
 
-    shipped = DiffusionConfig(objective="flow", csp_fast_steps=100)
-    assert default_steps("fast", "csp", shipped) == 100
-    assert default_steps("fast", "gen", shipped) == 50 and default_steps("fast", "csp") == 50
-    assert default_steps("pc", "csp", shipped) == 1000
-    assert default_steps("consistency", "csp", shipped) == 2
+    own = DiffusionConfig(objective="flow", csp_fast_steps=100)
+    assert default_steps("fast", "csp", own) == 100
+    assert default_steps("fast", "gen", own) == 50 and default_steps("fast", "csp") == 50
+    assert default_steps("pc", "csp", own) == 1000
+    assert default_steps("consistency", "csp", own) == 2
     csp = SampleSpec(compositions=["NaCl"], num=1, device="cpu")
-    assert plan_sampling(csp, lambda _m: None).steps == 100
+    assert plan_sampling(csp, lambda _m: None).steps == 50  # the shipped model sets none
     assert plan_sampling(SampleSpec(num=2, device="cpu"), lambda _m: None).steps == 50
     mine = SampleSpec(compositions=["NaCl"], num=1, steps=20, device="cpu")
     assert plan_sampling(mine, lambda _m: None).steps == 20
-    plain = tmp_path / "plain"  # the same weights without the setting: the sampler's 50
-    shutil.copytree(DEFAULT_MODEL_DIR, plain)
-    doc = json.loads((plain / "model.json").read_text())
-    del doc["metadata"]["diffusion"]["csp_fast_steps"]
-    (plain / "model.json").write_text(json.dumps(doc))
-    other = SampleSpec(compositions=["NaCl"], num=1, device="cpu", checkpoint=str(plain))
-    assert plan_sampling(other, lambda _m: None).steps == 50
+    setting = tmp_path / "setting"  # the same weights with the setting: its 100 for CSP
+    shutil.copytree(DEFAULT_MODEL_DIR, setting)
+    doc = json.loads((setting / "model.json").read_text())
+    doc["metadata"]["diffusion"]["csp_fast_steps"] = 100
+    (setting / "model.json").write_text(json.dumps(doc))
+    other = SampleSpec(compositions=["NaCl"], num=1, device="cpu", checkpoint=str(setting))
+    assert plan_sampling(other, lambda _m: None).steps == 100
+    gen = SampleSpec(num=2, device="cpu", checkpoint=str(setting))
+    assert plan_sampling(gen, lambda _m: None).steps == 50
