@@ -44,7 +44,9 @@ def training(run_dir: Path, checkpoint: Path | None = None) -> dict:
     metrics_csv = run_dir / "run" / "metrics.csv"
     rows = read_metrics(metrics_csv)
     if not rows and checkpoint is not None:
-        meta = json.loads((checkpoint / "model.json").read_text())["metadata"]
+        from matgen.generate import read_metadata
+
+        meta = read_metadata(checkpoint)
         steps, batch = int(meta["step"]), int(meta["config"]["batch_size"])
         return {"steps": steps, "batch": batch, "crystals_seen": steps * batch,
                 "source": f"{checkpoint / 'model.json'} ({metrics_csv} not brought back)"}
