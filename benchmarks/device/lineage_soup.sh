@@ -17,8 +17,8 @@ S=/tmp/soup_ck; rm -rf "$S" && python3 benchmarks/model_soup.py "$BASE" "$CK" --
 cp "$COMP"/composition.* "$S"/
 CK=$S OPT=--steps VALUES="50 200" TEST=1 NAME=soup P=4 DEADLINE=${DEADLINE:-300} \
   bash benchmarks/device/sampler_sweep.sh > /tmp/soup_sweep.log 2>&1 & A=$!
-CK=$CK OPT=--steps VALUES=200 TEST=1 GEN_SEEDS=none NAME=${RUN}_s200 P=2 \
-  DEADLINE=${DEADLINE:-300} bash benchmarks/device/sampler_sweep.sh > /tmp/s200_sweep.log 2>&1 & B=$!
+CK=$CK OPT=--steps VALUES=200 TEST=1 GEN_SEEDS=none NAME=${RUN}_s200 P=2 DEADLINE=${DEADLINE:-300} \
+  bash benchmarks/device/sampler_sweep.sh > /tmp/s200_sweep.log 2>&1 & B=$!
 wait $A $B
 tail -n 2 /tmp/soup_sweep.log /tmp/s200_sweep.log
 for f in /tmp/soup/*.json /tmp/${RUN}_s200/*.json; do
