@@ -50,7 +50,8 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train a denoiser from a YAML config; checkpoints go to RUN_DIR/checkpoints/."""
+    """Train a denoiser from a YAML config; checkpoints go to RUN_DIR/checkpoints/. Unusable
+    training entries are named and skipped: the run trains on the rest, then exits 1."""
     from pydantic import ValidationError
 
     from matgen.training import (
@@ -115,6 +116,12 @@ def train(
             f"{res.steps_per_s:.2f} steps/s, {res.nonfinite_steps} skipped steps; "
             f"checkpoint {escape(str(res.checkpoint))}"
         )
+    if res.unusable_entries:  # the run trained on the good entries; the bad ones are data errors
+        if not is_main:
+            raise typer.Exit(1)
+        fail(f"data ({source}): {res.unusable_entries} unusable training "
+             f"entr{'y was' if res.unusable_entries == 1 else 'ies were'} skipped (named in the "
+             "warnings above; `matgen data validate` lists them); the run trained on the rest", 1)
 
 
 @app.command("train-composition")

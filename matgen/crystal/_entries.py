@@ -26,10 +26,13 @@ class EntryProblem:
     Attributes:
         entry: names the entry: ``file:row N (id)``, ``file:frame N (id)`` or a file name.
         reason: one line saying what is wrong.
+        excluded: the entry is a readable crystal left out by a limit the caller set
+            (``max_atoms``), not bad data.
     """
 
     entry: str
     reason: str
+    excluded: bool = False
 
     def __str__(self) -> str:
         return f"{self.entry}: {self.reason}"

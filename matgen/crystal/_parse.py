@@ -23,7 +23,12 @@ from matgen.crystal._entries import (
     Reduction,
     one_line,
 )
-from matgen.crystal._validate import ValidationOptions, check_crystal, check_labels
+from matgen.crystal._validate import (
+    ValidationOptions,
+    check_crystal,
+    check_labels,
+    over_max_atoms,
+)
 
 
 def reduce_arrays(arrays, mode: Reduction):
@@ -51,8 +56,9 @@ def _formula(z: np.ndarray) -> str:
 
 
 def _process_one(item: tuple[str | None, Any, ValidationOptions, Reduction]):
-    """Parse + check one entry (runs in worker processes). Returns ('ok', arrays, formula)
-    or ('err', reason)."""
+    """Parse + check one entry (runs in worker processes). Returns ('ok', arrays, formula),
+    ('err', reason), or ('skip', reason) for a crystal over ``options.max_atoms`` that passed
+    the checks before that one."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pymatgen's notes; problems are reported as reasons
         return _process_one_inner(item)
@@ -76,7 +82,7 @@ def _process_one_inner(item):
         z, f, lat = arrays
         reason = check_crystal(z, f, lat, options)
         if reason is not None:
-            return ("err", reason)
+            return ("skip" if reason == over_max_atoms(len(z), options) else "err", reason)
         if reduce is not None:
             z, f, lat = reduce_arrays((z, f, lat), reduce)
         f = np.mod(f, 1.0)
@@ -150,8 +156,8 @@ def collect_entries(
     )
     good: list[tuple[RawEntry, tuple, str]] = []
     for k, res in zip(todo, results):
-        if res[0] == "err":
-            errs[k] = EntryProblem(raws[k].name, res[1])
+        if res[0] != "ok":
+            errs[k] = EntryProblem(raws[k].name, res[1], excluded=res[0] == "skip")
         else:
             good.append((raws[k], res[1], res[2]))
     prop_names = list(dict.fromkeys(key for r, _, _ in good for key in r.labels))

@@ -158,6 +158,14 @@ def too_close(crystals, limit: float | None = None) -> list[bool]:
     return flags
 
 
+def over_max_atoms(num_atoms: int, options: ValidationOptions) -> str | None:
+    """The reason a crystal of ``num_atoms`` exceeds ``options.max_atoms`` (None if it does
+    not): a filter the caller chose, which :func:`check_crystal` reports like bad data."""
+    if options.max_atoms is not None and num_atoms > options.max_atoms:
+        return f"{num_atoms} atoms per cell > max_atoms={options.max_atoms}"
+    return None
+
+
 def check_crystal(
     atomic_numbers: np.ndarray,
     frac_coords: np.ndarray,
@@ -190,8 +198,9 @@ def check_crystal(
         if x < 1:
             return "unknown element (dummy species X, Z=0)"
         return f"unsupported element {symbol(x)} (Z={x} > {options.max_z})"
-    if options.max_atoms is not None and n > options.max_atoms:
-        return f"{n} atoms per cell > max_atoms={options.max_atoms}"
+    over = over_max_atoms(n, options)
+    if over is not None:
+        return over
     vol = float(np.linalg.det(lat))
     if vol < 0 and abs(vol) >= options.min_volume_per_atom * n:
         return f"negative cell volume {vol:.3g} Å^3 (left-handed lattice vectors)"

@@ -23,7 +23,7 @@ from matgen.data._registry import resolve_source
 log = logging.getLogger("matgen.data")
 
 #: Bump when the processed-cache layout or the processing changes.
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: which skipped entries were left out by max_atoms
 
 
 @dataclass(frozen=True)
@@ -281,6 +281,7 @@ class CrystalDataset:
             "metadata": {k: _pack(v) for k, v in self.metadata.items()},
             "error_entries": _pack([e.entry for e in self.errors]),
             "error_reasons": _pack([e.reason for e in self.errors]),
+            "error_excluded": torch.tensor([e.excluded for e in self.errors], dtype=torch.bool),
             "num_entries": self.num_entries,
             "nan_labels": self.nan_labels,
             "sha256": self.sha256,
@@ -310,8 +311,9 @@ class CrystalDataset:
             {k: _unpack(v) for k, v in st["metadata"].items()},
             sha256=st["sha256"],
             errors=[
-                EntryProblem(a, b)
-                for a, b in zip(_unpack(st["error_entries"]), _unpack(st["error_reasons"]))
+                EntryProblem(a, b, bool(x))
+                for a, b, x in zip(_unpack(st["error_entries"]), _unpack(st["error_reasons"]),
+                                   st["error_excluded"].tolist(), strict=True)
             ],
             num_entries=st["num_entries"],
             nan_labels=st["nan_labels"],
@@ -365,7 +367,9 @@ def _reader_fingerprint() -> str:
 def _log_errors(label: str, errors: Sequence[EntryProblem], total: int) -> None:
     if not errors:
         return
-    log.warning("%s: skipped %d of %d entries", label, len(errors), total)
+    excluded = sum(e.excluded for e in errors)
+    note = f" ({excluded} of them over max_atoms)" if excluded else ""
+    log.warning("%s: skipped %d of %d entries%s", label, len(errors), total, note)
     for e in errors[:10]:
         log.warning("  %s", e)
     if len(errors) > 10:

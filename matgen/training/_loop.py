@@ -101,6 +101,8 @@ class RunResult:
         elapsed_s: wall-clock seconds of this call's loop.
         steps_per_s: steps of this call divided by ``elapsed_s``.
         resumed_from: the step this call started from (0 for a fresh run).
+        unusable_entries: entries of the training split skipped as bad data (named in the
+            log; crystals over ``data.max_atoms`` are not counted): the run used the others.
     """
 
     run_dir: Path
@@ -112,6 +114,7 @@ class RunResult:
     elapsed_s: float = 0.0
     steps_per_s: float = 0.0
     resumed_from: int = 0
+    unusable_entries: int = 0
 
 
 # ---------------------------------------------------------------------- train
@@ -544,6 +547,7 @@ def _train(cfg: TrainConfig, info: DistInfo, run_dir: Path, call: TrainCall, log
         elapsed_s=elapsed,
         steps_per_s=done / elapsed if elapsed > 0 else 0.0,
         resumed_from=resumed_from,
+        unusable_entries=int(run.base_meta.get("dataset", {}).get("unusable_entries", 0)),
     )
 
 

@@ -384,6 +384,9 @@ def load_source(cfg: TrainConfig, data: Any, split: str | None) -> tuple[BatchSo
         sha = file_sha256(files) if files else None
     desc = {"name": getattr(ds, "name", name), "split": getattr(ds, "split", split),
             "source": str(getattr(ds, "source", name)), "sha256": sha}
+    bad = sum(not e.excluded for e in getattr(ds, "errors", ()))
+    if bad:  # skipped as bad data (not left out by data.max_atoms): the CLI then exits 1
+        desc["unusable_entries"] = bad
     return ds, desc
 
 

@@ -142,3 +142,34 @@ def test_train_errors_name_their_source(tmp_path, extra, args, code, words):
     assert res.exit_code == code and "Traceback" not in res.output, res.output
     last = res.output.strip().splitlines()[-1]
     assert all(w in last for w in words), res.output
+
+
+@pytest.mark.parametrize(("third", "code"), [("garbage", 1), ("supercell", 0)])
+def test_train_skips_a_bad_row_trains_on_the_rest_and_exits_1(tmp_path, third, code):
+    """A row that is not a crystal is bad data: the run trains on the good rows, keeps its
+    checkpoint and exits 1 saying so; a crystal over data.max_atoms is a filter the config
+    chose, and the run exits 0."""
+    import yaml
+    from pymatgen.core import Lattice, Structure
+
+    cfg = yaml.safe_load((REPO / "configs/train/tiny.yaml").read_text())
+    cfg["data"]["max_atoms"] = 4
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    nacl = Structure(Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    kcl = Structure(Lattice.cubic(6.3), ["K", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    big = nacl * (2, 2, 2)  # 16 atoms > max_atoms 4
+    rows = [nacl.to(fmt="cif"), kcl.to(fmt="cif"),
+            "garbage" if third == "garbage" else big.to(fmt="cif")]
+    data = tmp_path / "d.csv"
+    data.write_text("material_id,cif\n" + "".join(f'm-{i},"{c}"\n' for i, c in enumerate(rows)))
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--config", str(p), "--data", str(data), "--out",
+                              str(run), "--no-progress", "--max-steps", "2"])
+    assert res.exit_code == code and "Traceback" not in res.output, res.output
+    assert any((run / "checkpoints").glob("step_*")), "the run's checkpoint is kept"
+    last = res.output.strip().splitlines()[-1]
+    if code == 1:
+        assert last.startswith("error: data (--data ") and "1 unusable training entry" in last
+    else:
+        assert "error" not in res.output, res.output

@@ -100,6 +100,12 @@ def test_cache_hit_and_invalidation(tiny_csv, cache, monkeypatch, tiny_structure
     small = load_dataset(tiny_csv, max_atoms=4, workers=1)
     assert len(small) == 6 and len(small.errors) == 2
     assert "max_atoms=4" in small.errors[0].reason
+    # left out by the caller's limit, not bad data; the cache keeps the difference
+    assert all(e.excluded for e in small.errors)
+    monkeypatch.setattr(dataset_mod, "read_crystals", boom)
+    assert [e.excluded for e in load_dataset(tiny_csv, max_atoms=4, workers=1).errors] == [
+        True, True]
+    monkeypatch.setattr(dataset_mod, "read_crystals", read_crystals)
     # change the file: it is read again
     _write_csv(tiny_csv, tiny_structures[:3])
     third = load_dataset(tiny_csv, workers=1)
@@ -121,6 +127,7 @@ def test_bad_rows_skipped_counted_logged(tmp_path, cache, tiny_structures, caplo
         ds = load_dataset(p, workers=1)
     assert len(ds) == 3 and ds.num_entries == 4
     assert [e.entry for e in ds.errors] == ["mixed.csv:row 2 (mp-1)"]
+    assert not ds.errors[0].excluded  # bad data, not a size limit
     assert "skipped 1 of 4 entries" in caplog.text and "row 2 (mp-1)" in caplog.text
     assert ds.nan_labels == {}  # the NaN label was on the skipped row
 
