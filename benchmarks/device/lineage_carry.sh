@@ -25,7 +25,11 @@ RESULTS="benchmarks/results/generative_campaign_cpu60.json
 benchmarks/results/generative_campaign_h100_compfirst.json
 benchmarks/results/generative_campaign_h200_60.json
 benchmarks/results/generative_campaign_h100_hfix.json
-docs/lab_report.png"
+docs/lab_report.png
+benchmarks/results/l32_csp_test_cpu_fast200_q1.extxyz.gz
+benchmarks/results/l32_csp_test_cpu_fast200_q2.extxyz.gz
+benchmarks/results/l32_csp_test_cpu_fast200_q3.extxyz.gz
+benchmarks/results/l32_csp_test_cpu_fast200_q4.extxyz.gz"
 
 die() { echo "lineage_carry: $*" >&2; exit 2; }
 
