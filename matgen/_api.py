@@ -25,7 +25,7 @@ def sample(num: int = 1, checkpoint: str | Path | None = None, *,
 
     Defaults: the shipped model, de novo, seed 0, and the sampler ``matgen sample`` picks
     (``auto``: 50 Euler steps of the ODE for a flow-matching model such as the shipped one, for CSP
-    the checkpoint's ``diffusion.csp_fast_steps`` where set (the shipped one sets none);
+    the checkpoint's ``diffusion.csp_fast_steps`` where set (the shipped one: 200);
     for a score model the 1000-step predictor-corrector, or fast 50 steps on CPU). ``options`` are the fields of
     :class:`matgen.generate.SampleSpec`: ``task``, ``compositions``, ``compositions_from``,
     ``formula_units``, ``chemsys``, ``conditions``, ``guidance``, ``steps``, ``sampler``,

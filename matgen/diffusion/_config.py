@@ -29,7 +29,7 @@ class DiffusionConfig(BaseModel):
         csp_fast_steps: the fast sampler's steps for CSP when none are given (None: its
             default for every task, 50). Sampling only; a checkpoint's own measured choice
             (c14, the default until 2026-12-07: 100, ``benchmarks/ablations/csp_steps_rule.txt``;
-            the shipped l32 sets none).
+            the shipped l32: 200, ``benchmarks/ablations/round33_rule.txt``).
         type_temperature: de novo sampling draws each revealed atom type from
             ``softmax(logits / type_temperature)``; < 1 sharpens it (fewer stray elements per
             crystal), 1 is the learned distribution. Sampling only; any objective.

@@ -21,7 +21,8 @@ def default_steps(sampler: str, task: str, diffusion_cfg=None) -> int:
     """Steps of ``sampler`` for ``task`` (``gen`` / ``csp``) when none are given: the
     checkpoint's ``diffusion.csp_fast_steps`` for fast CSP where it sets one (c14, the default
     until 2026-12-07: 100, chosen on its fresh val seeds: RMSE 0.0947 -> 0.0844, matches 1,012 ->
-    1,003 of 2,000, ``benchmarks/ablations/csp_steps_rule.txt``; the shipped l32 sets none), else
+    1,003 of 2,000, ``benchmarks/ablations/csp_steps_rule.txt``; the shipped l32: 200, pooled val
+    RMSE 0.0752 -> 0.0699, ``benchmarks/ablations/round33_rule.txt``), else
     :data:`DEFAULT_STEPS`."""
     own = getattr(diffusion_cfg, "csp_fast_steps", None)
     if sampler == "fast" and task == "csp" and own:
@@ -48,7 +49,7 @@ class SampleSpec:
             value is recorded).
         guidance: classifier-free guidance scale (1: plain conditional model).
         steps: sampler steps (default 1000 for ``pc``, 50 for ``fast`` (for CSP the
-            checkpoint's ``diffusion.csp_fast_steps`` where set; the shipped model sets none),
+            checkpoint's ``diffusion.csp_fast_steps`` where set; 200 for the shipped model),
             2 for ``consistency``).
         sampler: ``pc`` predictor-corrector, ``fast`` the few-step deterministic sampler,
             ``consistency`` the 1-4 step sampler of a consistency-distilled checkpoint,

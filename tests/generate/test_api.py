@@ -81,9 +81,9 @@ def test_score_returns_structures_with_scores(rock_salt, diamond_si, tmp_path):
 
 def test_csp_takes_the_checkpoints_fast_steps_by_default_and_de_novo_50(tmp_path):
     """The fast sampler's default step count for CSP is the checkpoint's own
-    (``diffusion.csp_fast_steps``: 100 for c14, the default until 2026-12-07, csp_steps_rule.txt);
-    a checkpoint without one (the shipped l32), and de novo, take 50; an explicit ``steps``
-    always wins."""
+    (``diffusion.csp_fast_steps``: 200 for the shipped l32 since round 33's CPU clause held,
+    round33_rule.txt; 100 for c14, csp_steps_rule.txt); a checkpoint without one, and de novo,
+    take 50; an explicit ``steps`` always wins."""
     import json
     import shutil
 
@@ -96,7 +96,7 @@ def test_csp_takes_the_checkpoints_fast_steps_by_default_and_de_novo_50(tmp_path
     assert default_steps("pc", "csp", own) == 1000
     assert default_steps("consistency", "csp", own) == 2
     csp = SampleSpec(compositions=["NaCl"], num=1, device="cpu")
-    assert plan_sampling(csp, lambda _m: None).steps == 50  # the shipped model sets none
+    assert plan_sampling(csp, lambda _m: None).steps == 200  # the shipped model's own
     assert plan_sampling(SampleSpec(num=2, device="cpu"), lambda _m: None).steps == 50
     mine = SampleSpec(compositions=["NaCl"], num=1, steps=20, device="cpu")
     assert plan_sampling(mine, lambda _m: None).steps == 20
@@ -109,3 +109,6 @@ def test_csp_takes_the_checkpoints_fast_steps_by_default_and_de_novo_50(tmp_path
     assert plan_sampling(other, lambda _m: None).steps == 100
     gen = SampleSpec(num=2, device="cpu", checkpoint=str(setting))
     assert plan_sampling(gen, lambda _m: None).steps == 50
+    doc["metadata"]["diffusion"]["csp_fast_steps"] = None  # no setting: 50 for CSP too
+    (setting / "model.json").write_text(json.dumps(doc))
+    assert plan_sampling(other, lambda _m: None).steps == 50
